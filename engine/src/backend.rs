@@ -1,0 +1,142 @@
+//! The interface between the engine and model implementations.
+//!
+//! A [`Backend`] loads a model version once (weights, tokenizer); the loaded model then
+//! creates one [`Instance`] per configured instance, each driven by its own OS thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{Device, EngineError, ModelSpec, Parameters, Responder, Result, Tensor};
+
+/// Loads models of one kind, named by the config's `backend` (or `platform`) field.
+pub trait Backend: Send + Sync {
+    /// Loads one version of a model from its version folder. Heavy, blocking work is fine
+    /// here: it never runs on a Tokio worker.
+    fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>>;
+}
+
+/// A loaded model version, shared by its instances.
+pub trait LoadedModel: Send + Sync {
+    /// Creates the instance numbered `index` on `device`.
+    fn create_instance(&self, device: Device, index: usize) -> Result<Instance>;
+}
+
+/// An instance, of the kind matching the model's transaction policy.
+pub enum Instance {
+    /// One response per request; requests arrive batched.
+    Batched(Box<dyn BatchedInstance>),
+    /// Any number of responses per request; sequences are admitted between steps.
+    Decoupled(Box<dyn DecoupledInstance>),
+}
+
+/// A batch handed to a [`BatchedInstance`]: each input concatenated along the batch
+/// dimension (or, for a non-batching model, one request's inputs as they came).
+pub struct ExecBatch {
+    /// Inputs present in the batch, in the requests' order.
+    pub inputs: Vec<Tensor>,
+    /// Sum of the requests' batch dimensions (1 for a non-batching model).
+    pub batch_size: usize,
+}
+
+impl ExecBatch {
+    /// Finds an input by name.
+    pub fn input(&self, name: &str) -> Option<&Tensor> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// Finds a required input by name, or fails with a message naming it.
+    pub fn require(&self, name: &str) -> Result<&Tensor> {
+        self.input(name)
+            .ok_or_else(|| EngineError::internal(format!("batch has no input '{name}'")))
+    }
+}
+
+/// An instance that computes whole batches.
+pub trait BatchedInstance: Send {
+    /// Computes every output. Outputs of a batching model carry the batch dimension first,
+    /// equal to `batch.batch_size`, so the engine can split them per request.
+    fn execute(&mut self, batch: &ExecBatch) -> Result<Vec<Tensor>>;
+}
+
+/// A request admitted into a decoupled instance.
+pub struct Sequence {
+    /// The request's inputs.
+    pub inputs: Vec<Tensor>,
+    /// The request's parameters.
+    pub parameters: Parameters,
+    /// Where this sequence's responses go.
+    pub responder: Responder,
+}
+
+impl Sequence {
+    /// Finds an input by name.
+    pub fn input(&self, name: &str) -> Option<&Tensor> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+}
+
+/// An instance that steps many live sequences together (continuous batching).
+pub trait DecoupledInstance: Send {
+    /// Takes a new sequence. Bad input is answered through `sequence.responder.fail`.
+    fn admit(&mut self, sequence: Sequence);
+    /// Advances every live sequence by one step, sending what it produced. Sequences that
+    /// finish (or whose client went away) are dropped from the live set.
+    fn step(&mut self) -> Result<()>;
+    /// Number of live sequences.
+    fn live(&self) -> usize;
+    /// Fails and drops every live sequence (after a failed or panicked step).
+    fn abort_all(&mut self, error: EngineError);
+}
+
+/// Backends by name.
+#[derive(Clone, Default)]
+pub struct BackendRegistry {
+    backends: HashMap<String, Arc<dyn Backend>>,
+}
+
+impl BackendRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry holding the engine's built-in backends (`add_sub`, `identity`, `repeat`).
+    pub fn with_builtins() -> Self {
+        let mut registry = Self::new();
+        crate::builtin::register(&mut registry);
+        registry
+    }
+
+    /// Registers (or replaces) a backend under `name`.
+    pub fn register(&mut self, name: impl Into<String>, backend: Arc<dyn Backend>) {
+        self.backends.insert(name.into(), backend);
+    }
+
+    /// Finds the backend a model's config names in `backend`, else in `platform`.
+    pub fn resolve(&self, spec: &ModelSpec) -> Result<Arc<dyn Backend>> {
+        let cfg = &spec.config;
+        let key = if cfg.backend.is_empty() { &cfg.platform } else { &cfg.backend };
+        if key.is_empty() {
+            return Err(EngineError::invalid(format!(
+                "model '{}': config names no backend; set backend to one of {:?}",
+                cfg.name,
+                self.names()
+            )));
+        }
+        self.backends.get(key).cloned().ok_or_else(|| {
+            EngineError::invalid(format!(
+                "model '{}': unknown backend '{key}'; this server has {:?}",
+                cfg.name,
+                self.names()
+            ))
+        })
+    }
+
+    /// Registered backend names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.backends.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

@@ -1,0 +1,64 @@
+//! Configs of the built-in demo models, and a writer for repositories made of them (the
+//! server's default repository, and every test's).
+
+use std::path::Path;
+
+/// Triton's add_sub `simple` example.
+pub const SIMPLE: &str = r#"name: "simple"
+backend: "add_sub"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// FP32 identity over a variable-length vector.
+pub const IDENTITY_FP32: &str = r#"name: "identity_fp32"
+backend: "identity"
+max_batch_size: 64
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// Decoupled model after Triton's `repeat_int32`: one response per element of IN.
+pub const REPEAT_INT32: &str = r#"name: "repeat_int32"
+backend: "repeat"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
+  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true }
+]
+output [
+  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// The built-in demo models as (name, config.pbtxt text).
+pub const BUILTIN_MODELS: [(&str, &str); 3] =
+    [("simple", SIMPLE), ("identity_fp32", IDENTITY_FP32), ("repeat_int32", REPEAT_INT32)];
+
+/// Writes `<root>/<name>/config.pbtxt` and an empty version folder `<root>/<name>/1` for
+/// each model, replacing configs already there.
+pub fn write_repository<'a>(root: &Path, models: impl IntoIterator<Item = (&'a str, &'a str)>) -> std::io::Result<()> {
+    for (name, config) in models {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("1"))?;
+        let path = dir.join(crate::CONFIG_FILE);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(config) {
+            std::fs::write(path, config)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! A model's Triton `ModelConfig`, validated and turned into what the scheduler needs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nereid_proto::inference::{
+    model_config::SchedulingChoice, model_instance_group::Kind, model_queue_policy::TimeoutAction,
+    ModelConfig, ModelDynamicBatching, ModelInstanceGroup, ModelQueuePolicy,
+};
+
+use crate::{DataType, EngineError, Result};
+
+/// Queue bound used where the config says `max_queue_size: 0` (Triton's "unlimited"): every
+/// queue here is bounded.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 16_384;
+
+/// An input or output as declared in the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DataType,
+    /// Dimensions without the batch dimension; -1 is "any size".
+    pub dims: Vec<i64>,
+    /// An optional input may be left out of a request.
+    pub optional: bool,
+}
+
+/// Where one instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// Host CPU.
+    Cpu,
+    /// A GPU by ordinal.
+    Gpu(u32),
+}
+
+/// What to do with a request whose queue timeout passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPolicy {
+    /// Answer UNAVAILABLE at once.
+    Reject,
+    /// Keep it, but behind every request that has not timed out.
+    Delay,
+}
+
+/// One priority level's queue policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePolicy {
+    /// What happens on timeout.
+    pub timeout_action: TimeoutPolicy,
+    /// Queue timeout applied when the request names none.
+    pub default_timeout: Option<Duration>,
+    /// Whether a request's `timeout` parameter may override the default.
+    pub allow_timeout_override: bool,
+    /// Most requests waiting at this level.
+    pub max_queue_size: usize,
+}
+
+/// The dynamic batcher's knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchingPolicy {
+    /// Batch sizes to dispatch at once when reached, ascending.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Longest a request waits for others to join its batch.
+    pub max_queue_delay: Duration,
+    /// Whether responses leave in the order requests were dispatched.
+    pub preserve_ordering: bool,
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The config as loaded (with instance groups filled in), served by the config APIs.
+    pub config: ModelConfig,
+    /// Inputs in config order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs in config order.
+    pub outputs: Vec<TensorSpec>,
+    /// 0 means the model does not batch and requests carry no batch dimension.
+    pub max_batch_size: usize,
+    /// Decoupled models send any number of responses per request.
+    pub decoupled: bool,
+    /// Present when `dynamic_batching` is configured.
+    pub batching: Option<BatchingPolicy>,
+    /// Queue policy per priority level (index 0 is level 1, the highest).
+    pub levels: Vec<QueuePolicy>,
+    /// Level (1-based) of requests that name no priority.
+    pub default_priority: usize,
+    /// One entry per instance to start.
+    pub instances: Vec<Device>,
+}
+
+impl ModelSpec {
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Finds an input spec by name.
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// Finds an output spec by name.
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+
+    /// A string parameter from the config's `parameters` map.
+    pub fn parameter(&self, key: &str) -> Option<&str> {
+        self.config.parameters.get(key).map(|p| p.string_value.as_str())
+    }
+
+    /// Validates a config and derives the scheduler's view of it.
+    pub fn from_config(mut config: ModelConfig) -> Result<Self> {
+        let bad = |msg: String| EngineError::invalid(format!("model '{}': {msg}", config.name));
+        if config.name.is_empty() {
+            return Err(EngineError::invalid("model config has an empty 'name'"));
+        }
+        if config.max_batch_size < 0 {
+            return Err(bad(format!("max_batch_size must be >= 0, got {}", config.max_batch_size)));
+        }
+        let max_batch_size = config.max_batch_size as usize;
+        let inputs = tensor_specs(&config.name, "input", config.input.iter().map(|i| {
+            (i.name.as_str(), i.data_type, i.dims.as_slice(), i.optional)
+        }))?;
+        let outputs = tensor_specs(&config.name, "output", config.output.iter().map(|o| {
+            (o.name.as_str(), o.data_type, o.dims.as_slice(), false)
+        }))?;
+        if outputs.is_empty() {
+            return Err(bad("declares no output".into()));
+        }
+        let decoupled = config.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+
+        let dynamic = match &config.scheduling_choice {
+            Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
+            Some(SchedulingChoice::SequenceBatching(_)) => {
+                return Err(bad("sequence_batching is not supported yet; use dynamic_batching".into()))
+            }
+            Some(SchedulingChoice::EnsembleScheduling(_)) => {
+                return Err(bad("ensemble_scheduling is not supported yet".into()))
+            }
+            None => None,
+        };
+        let batching = match &dynamic {
+            Some(d) if max_batch_size > 0 => Some(batching_policy(d, max_batch_size).map_err(bad)?),
+            _ => None,
+        };
+        let (levels, default_priority) =
+            queue_levels(dynamic.as_ref().unwrap_or(&ModelDynamicBatching::default())).map_err(bad)?;
+
+        if config.instance_group.is_empty() {
+            config.instance_group.push(ModelInstanceGroup {
+                name: config.name.clone(),
+                count: 1,
+                kind: Kind::Cpu as i32,
+                ..Default::default()
+            });
+        }
+        let mut instances = Vec::new();
+        for (gi, group) in config.instance_group.iter_mut().enumerate() {
+            if group.name.is_empty() {
+                group.name = format!("{}_{gi}", config.name);
+            }
+            if group.count < 0 {
+                return Err(bad(format!("instance_group {gi}: count must be >= 1, got {}", group.count)));
+            }
+            if group.count == 0 {
+                group.count = 1;
+            }
+            let kind = Kind::try_from(group.kind)
+                .map_err(|_| bad(format!("instance_group {gi}: unknown kind {}", group.kind)))?;
+            let devices: Vec<Device> = match kind {
+                Kind::Gpu => {
+                    if group.gpus.is_empty() {
+                        group.gpus.push(0);
+                    }
+                    group.gpus.iter().map(|&g| Device::Gpu(g.max(0) as u32)).collect()
+                }
+                Kind::Auto if !group.gpus.is_empty() => {
+                    group.kind = Kind::Gpu as i32;
+                    group.gpus.iter().map(|&g| Device::Gpu(g.max(0) as u32)).collect()
+                }
+                Kind::Auto | Kind::Cpu | Kind::Model => {
+                    group.kind = Kind::Cpu as i32;
+                    vec![Device::Cpu]
+                }
+            };
+            // Triton starts `count` instances on each listed GPU.
+            for device in devices {
+                instances.extend(std::iter::repeat_n(device, group.count as usize));
+            }
+        }
+
+        Ok(Self {
+            config,
+            inputs,
+            outputs,
+            max_batch_size,
+            decoupled,
+            batching,
+            levels,
+            default_priority,
+            instances,
+        })
+    }
+}
+
+fn tensor_specs<'a>(
+    model: &str,
+    what: &str,
+    items: impl Iterator<Item = (&'a str, i32, &'a [i64], bool)>,
+) -> Result<Vec<TensorSpec>> {
+    let mut seen = HashSet::new();
+    let mut specs = Vec::new();
+    for (name, data_type, dims, optional) in items {
+        let bad = |msg: String| EngineError::invalid(format!("model '{model}': {what} '{name}': {msg}"));
+        if name.is_empty() {
+            return Err(EngineError::invalid(format!("model '{model}': an {what} has an empty name")));
+        }
+        if !seen.insert(name) {
+            return Err(bad("declared twice".into()));
+        }
+        let dtype = DataType::from_config(data_type)
+            .ok_or_else(|| bad(format!("data_type {data_type} is not a valid TYPE_*")))?;
+        if let Some(d) = dims.iter().find(|&&d| d < -1) {
+            return Err(bad(format!("dims {dims:?} has invalid dimension {d}; use -1 for any size")));
+        }
+        specs.push(TensorSpec { name: name.to_string(), dtype, dims: dims.to_vec(), optional });
+    }
+    Ok(specs)
+}
+
+fn batching_policy(d: &ModelDynamicBatching, max_batch_size: usize) -> Result<BatchingPolicy, String> {
+    let mut preferred = Vec::new();
+    for &p in &d.preferred_batch_size {
+        if p <= 0 || p as usize > max_batch_size {
+            return Err(format!(
+                "preferred_batch_size {p} must be between 1 and max_batch_size {max_batch_size}"
+            ));
+        }
+        preferred.push(p as usize);
+    }
+    preferred.sort_unstable();
+    preferred.dedup();
+    Ok(BatchingPolicy {
+        preferred_batch_sizes: preferred,
+        max_queue_delay: Duration::from_micros(d.max_queue_delay_microseconds),
+        preserve_ordering: d.preserve_ordering,
+    })
+}
+
+fn queue_policy(p: &ModelQueuePolicy) -> Result<QueuePolicy, String> {
+    let timeout_action = match TimeoutAction::try_from(p.timeout_action) {
+        Ok(TimeoutAction::Reject) => TimeoutPolicy::Reject,
+        Ok(TimeoutAction::Delay) => TimeoutPolicy::Delay,
+        Err(_) => return Err(format!("unknown timeout_action {}", p.timeout_action)),
+    };
+    Ok(QueuePolicy {
+        timeout_action,
+        default_timeout: (p.default_timeout_microseconds > 0)
+            .then(|| Duration::from_micros(p.default_timeout_microseconds)),
+        allow_timeout_override: p.allow_timeout_override,
+        max_queue_size: match p.max_queue_size {
+            0 => DEFAULT_MAX_QUEUE_SIZE,
+            n => n as usize,
+        },
+    })
+}
+
+fn queue_levels(d: &ModelDynamicBatching) -> Result<(Vec<QueuePolicy>, usize), String> {
+    let default_policy = queue_policy(&d.default_queue_policy.clone().unwrap_or_default())?;
+    let count = d.priority_levels.max(1) as usize;
+    if count > 256 {
+        return Err(format!("priority_levels {} is more than 256", d.priority_levels));
+    }
+    let default_level = match d.default_priority_level {
+        0 if d.priority_levels == 0 => 1,
+        0 => return Err("priority_levels is set, so default_priority_level must be set too".into()),
+        l if l as usize > count => {
+            return Err(format!("default_priority_level {l} is above priority_levels {count}"))
+        }
+        l => l as usize,
+    };
+    let mut levels = vec![default_policy; count];
+    for (&level, policy) in &d.priority_queue_policy {
+        if level == 0 || level as usize > count {
+            return Err(format!("priority_queue_policy names level {level}, outside 1..={count}"));
+        }
+        levels[level as usize - 1] = queue_policy(policy)?;
+    }
+    Ok((levels, default_level))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nereid_proto::parse_model_config;
+
+    fn spec(text: &str) -> Result<ModelSpec> {
+        ModelSpec::from_config(parse_model_config(text).expect("parses"))
+    }
+
+    const SIMPLE: &str = r#"
+        name: "simple"
+        backend: "add_sub"
+        max_batch_size: 8
+        input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+                { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+        output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+                 { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+        dynamic_batching { preferred_batch_size: [ 8, 4 ] max_queue_delay_microseconds: 100 }
+        instance_group [ { count: 2 kind: KIND_CPU } ]
+    "#;
+
+    #[test]
+    fn triton_simple_example_validates() {
+        let s = spec(SIMPLE).unwrap();
+        assert_eq!(s.max_batch_size, 8);
+        assert_eq!(s.inputs[1].dtype, DataType::Int32);
+        assert_eq!(s.inputs[0].dims, vec![16]);
+        let b = s.batching.unwrap();
+        assert_eq!(b.preferred_batch_sizes, vec![4, 8]);
+        assert_eq!(b.max_queue_delay, Duration::from_micros(100));
+        assert_eq!(s.instances, vec![Device::Cpu, Device::Cpu]);
+        assert_eq!(s.config.instance_group[0].name, "simple_0");
+        assert_eq!(s.levels.len(), 1);
+        assert_eq!(s.levels[0].max_queue_size, DEFAULT_MAX_QUEUE_SIZE);
+    }
+
+    #[test]
+    fn queue_policies_and_priorities() {
+        let s = spec(
+            r#"name: "p" max_batch_size: 4
+            input { name: "X" data_type: TYPE_FP32 dims: [-1] }
+            output { name: "Y" data_type: TYPE_FP32 dims: [-1] }
+            dynamic_batching {
+              priority_levels: 2 default_priority_level: 2
+              default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1000
+                                     allow_timeout_override: true max_queue_size: 4 }
+              priority_queue_policy { key: 1 value: { max_queue_size: 2 } }
+            }
+            instance_group { kind: KIND_GPU gpus: [0, 1] count: 2 }"#,
+        )
+        .unwrap();
+        assert_eq!(s.default_priority, 2);
+        assert_eq!(s.levels[1].timeout_action, TimeoutPolicy::Delay);
+        assert_eq!(s.levels[1].default_timeout, Some(Duration::from_millis(1)));
+        assert_eq!(s.levels[0].max_queue_size, 2);
+        assert_eq!(s.levels[0].timeout_action, TimeoutPolicy::Reject);
+        assert_eq!(s.instances, vec![Device::Gpu(0), Device::Gpu(0), Device::Gpu(1), Device::Gpu(1)]);
+    }
+
+    #[test]
+    fn broken_configs_name_the_problem() {
+        let cases = [
+            (r#"name: "m" max_batch_size: 4 output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                dynamic_batching { preferred_batch_size: [8] }"#, "preferred_batch_size 8"),
+            (r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [-2] }"#, "invalid dimension -2"),
+            (r#"name: "m" output { name: "Y" dims: [1] }"#, "'Y': data_type 0"),
+            (r#"name: "m" input { name: "X" data_type: TYPE_FP32 dims: [1] }
+                input { name: "X" data_type: TYPE_FP32 dims: [1] }
+                output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#, "'X': declared twice"),
+            (r#"name: "m""#, "declares no output"),
+            (r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                dynamic_batching { priority_levels: 2 default_priority_level: 3 }"#, "default_priority_level 3"),
+        ];
+        for (text, needle) in cases {
+            let err = spec(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+            assert!(err.contains("'m'"), "{err}");
+        }
+    }
+}

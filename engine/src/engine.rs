@@ -1,0 +1,349 @@
+//! The engine handle frontends hold: server and model state, and the two ways in for a
+//! request (unary and streamed).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nereid_proto::inference::ModelConfig;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::models::{ModelTable, RepositoryEntry};
+use crate::scheduler::Queued;
+use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
+use crate::validate::validate;
+use crate::{
+    BackendRegistry, EngineError, InferRequest, InferResponse, ModelStatsSnapshot, Repository, Result,
+    ResponseStream,
+};
+
+/// How models get loaded, as Triton's `--model-control-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelControlMode {
+    /// Load everything at start; no load/unload API.
+    #[default]
+    None,
+    /// Load only what is named at start or through the load API.
+    Explicit,
+    /// Load everything and re-scan the repository periodically.
+    Poll,
+}
+
+/// What the engine needs to start.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// The model repository; `None` serves nothing until models are registered.
+    pub repository: Option<PathBuf>,
+    /// Model control mode.
+    pub control_mode: ModelControlMode,
+    /// Models to load at start in explicit mode (`--load-model`); `*` loads all.
+    pub startup_models: Vec<String>,
+    /// Interval of repository polls in poll mode.
+    pub poll_interval: Duration,
+    /// Server readiness requires every model to be ready (Triton's `--strict-readiness`).
+    pub strict_readiness: bool,
+}
+
+/// Server metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerMetadata {
+    /// Server name.
+    pub name: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// A tensor as model metadata describes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TensorMetadata {
+    /// Tensor name.
+    pub name: String,
+    /// KServe datatype name.
+    pub datatype: String,
+    /// Shape with -1 for variable dimensions, including the batch dimension when batching.
+    pub shape: Vec<i64>,
+}
+
+/// Model metadata (KServe's model metadata response).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelMetadata {
+    /// Model name.
+    pub name: String,
+    /// Ready versions.
+    pub versions: Vec<String>,
+    /// Platform (or backend) from the config.
+    pub platform: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+struct Inner {
+    options: EngineOptions,
+    models: ModelTable,
+    draining: AtomicBool,
+    inflight: Arc<InflightCounter>,
+}
+
+/// The engine: cheap to clone, shared by every frontend.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Starts the engine and loads the models the control mode asks for. Blocking (models
+    /// load here): call it before serving or from a blocking thread. A model that fails to
+    /// load is recorded UNAVAILABLE with its reason; the others serve.
+    pub fn start(options: EngineOptions, backends: BackendRegistry) -> Result<Self> {
+        let repository = options.repository.as_ref().map(Repository::open).transpose()?;
+        let engine = Self {
+            inner: Arc::new(Inner {
+                models: ModelTable::new(repository, backends),
+                options,
+                draining: AtomicBool::new(false),
+                inflight: Arc::default(),
+            }),
+        };
+        let models = &engine.inner.models;
+        let to_load: Vec<String> = match engine.inner.options.control_mode {
+            ModelControlMode::None | ModelControlMode::Poll => {
+                models.repository().map(|r| r.model_names()).transpose()?.unwrap_or_default()
+            }
+            ModelControlMode::Explicit => {
+                let named = &engine.inner.options.startup_models;
+                if named.iter().any(|n| n == "*") {
+                    models.repository().map(|r| r.model_names()).transpose()?.unwrap_or_default()
+                } else {
+                    named.clone()
+                }
+            }
+        };
+        for name in to_load {
+            let _ = models.load(&name, None);
+        }
+        if engine.inner.options.control_mode == ModelControlMode::Poll {
+            let weak = Arc::downgrade(&engine.inner);
+            let interval = engine.inner.options.poll_interval.max(Duration::from_millis(100));
+            std::thread::Builder::new()
+                .name("repository-poll".into())
+                .spawn(move || loop {
+                    std::thread::sleep(interval);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.draining.load(Ordering::Acquire) {
+                        return;
+                    }
+                    inner.models.poll();
+                })
+                .map_err(|e| EngineError::internal(format!("cannot start poll thread: {e}")))?;
+        }
+        Ok(engine)
+    }
+
+    /// Server name and version.
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata { name: "nereid".into(), version: env!("CARGO_PKG_VERSION").into() }
+    }
+
+    /// The control mode in force.
+    pub fn control_mode(&self) -> ModelControlMode {
+        self.inner.options.control_mode
+    }
+
+    /// Live until shutdown starts.
+    pub fn is_live(&self) -> bool {
+        !self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready: live, and (under strict readiness) every model ready.
+    pub fn is_ready(&self) -> bool {
+        self.is_live() && (!self.inner.options.strict_readiness || self.inner.models.all_ready())
+    }
+
+    /// Whether the model (newest or given version) is ready. Unknown models are not ready.
+    pub fn model_ready(&self, name: &str, version: Option<i64>) -> bool {
+        self.inner.models.resolve(name, version).is_ok()
+    }
+
+    /// Metadata of a ready model.
+    pub fn model_metadata(&self, name: &str, version: Option<i64>) -> Result<ModelMetadata> {
+        let model = self.inner.models.resolve(name, version)?;
+        let spec = &model.spec;
+        let versions = match version {
+            Some(v) => vec![v.to_string()],
+            None => self.inner.models.ready_versions(Some(name)).iter().map(|m| m.version.to_string()).collect(),
+        };
+        let describe = |specs: &[crate::TensorSpec]| {
+            specs
+                .iter()
+                .map(|t| TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.dtype.as_str().into(),
+                    shape: if spec.max_batch_size > 0 {
+                        std::iter::once(-1).chain(t.dims.iter().copied()).collect()
+                    } else {
+                        t.dims.clone()
+                    },
+                })
+                .collect()
+        };
+        let cfg = &spec.config;
+        Ok(ModelMetadata {
+            name: name.to_string(),
+            versions,
+            platform: if cfg.platform.is_empty() { cfg.backend.clone() } else { cfg.platform.clone() },
+            inputs: describe(&spec.inputs),
+            outputs: describe(&spec.outputs),
+        })
+    }
+
+    /// The config of a ready model, as loaded and completed.
+    pub fn model_config(&self, name: &str, version: Option<i64>) -> Result<ModelConfig> {
+        Ok(self.inner.models.resolve(name, version)?.spec.config.clone())
+    }
+
+    /// Whether the model is decoupled (streams its responses).
+    pub fn model_is_decoupled(&self, name: &str, version: Option<i64>) -> Result<bool> {
+        Ok(self.inner.models.resolve(name, version)?.spec.decoupled)
+    }
+
+    /// Statistics of every ready version, or of one model (and version).
+    pub fn model_statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<ModelStatsSnapshot>> {
+        if let Some(n) = name {
+            self.inner.models.resolve(n, version)?;
+        }
+        Ok(self
+            .inner
+            .models
+            .ready_versions(name)
+            .iter()
+            .filter(|m| version.is_none_or(|v| v == m.version))
+            .map(|m| m.stats.snapshot())
+            .collect())
+    }
+
+    /// The repository index.
+    pub fn repository_index(&self, ready_only: bool) -> Vec<RepositoryEntry> {
+        self.inner.models.index(ready_only)
+    }
+
+    /// Loads or reloads a model (optionally with a config given by the client).
+    /// Only in explicit mode, as in Triton.
+    pub async fn load_model(&self, name: &str, config: Option<ModelConfig>) -> Result<()> {
+        self.require_explicit("load")?;
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || inner.models.load(&name, config))
+            .await
+            .map_err(|e| EngineError::internal(format!("model load task failed: {e}")))?
+    }
+
+    /// Unloads a model after its queued requests finish. Only in explicit mode.
+    pub async fn unload_model(&self, name: &str) -> Result<()> {
+        self.require_explicit("unload")?;
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || inner.models.unload(&name))
+            .await
+            .map_err(|e| EngineError::internal(format!("model unload task failed: {e}")))?
+    }
+
+    fn require_explicit(&self, what: &str) -> Result<()> {
+        if self.inner.options.control_mode != ModelControlMode::Explicit {
+            return Err(EngineError::Unavailable(format!(
+                "explicit model {what} is not allowed: start the server with --model-control-mode=explicit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a request and waits for its one response. Dropping the future cancels the
+    /// request if it has not started computing.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(request, Sink::Unary(tx))?;
+        rx.await.unwrap_or_else(|_| Err(EngineError::internal("the request was dropped without a response")))
+    }
+
+    /// Runs a request whose responses stream back: many for decoupled models, exactly one
+    /// (final) otherwise. Dropping the stream cancels the request.
+    pub fn infer_stream(&self, request: InferRequest) -> Result<ResponseStream> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        self.enqueue(request, Sink::Stream(tx))?;
+        Ok(rx)
+    }
+
+    fn enqueue(&self, request: InferRequest, sink: Sink) -> Result<()> {
+        let received = Instant::now();
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(EngineError::unavailable("the server is shutting down and takes no new requests"));
+        }
+        let model = self.inner.models.resolve(&request.model_name, request.model_version)?;
+        let spec = &model.spec;
+        if spec.decoupled && matches!(sink, Sink::Unary(_)) {
+            return Err(EngineError::Unimplemented(format!(
+                "model '{}' is decoupled and streams its responses: use ModelStreamInfer (gRPC) or \
+                 generate_stream (HTTP)",
+                spec.name()
+            )));
+        }
+        let admission = match validate(spec, &request) {
+            Ok(a) => a,
+            Err(e) => {
+                model.stats.record_failure(received.elapsed(), e.failure_reason());
+                return Err(e);
+            }
+        };
+        let policy = &spec.levels[admission.level];
+        let timeout = match admission.timeout {
+            Some(t) if policy.allow_timeout_override || policy.default_timeout.is_none() => Some(t),
+            _ => policy.default_timeout,
+        }
+        .filter(|t| !t.is_zero());
+        let ctx = RequestContext {
+            model_name: Arc::from(spec.name()),
+            model_version: model.version,
+            id: request.id.clone(),
+            requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
+            stats: model.stats.clone(),
+            received,
+            _inflight: InflightGuard::new(&self.inner.inflight),
+        };
+        let queued = Queued {
+            request,
+            sink,
+            ctx,
+            batch_size: admission.batch_size,
+            level: admission.level,
+            enqueued: Instant::now(),
+            queue_deadline: timeout.map(|t| received + t),
+            timeout_action: policy.timeout_action,
+        };
+        model.runner.submit(queued).inspect_err(|e| {
+            model.stats.record_failure(received.elapsed(), e.failure_reason());
+        })
+    }
+
+    /// Requests accepted and not yet answered.
+    pub fn inflight(&self) -> usize {
+        self.inner.inflight.get()
+    }
+
+    /// Starts a graceful shutdown: not live or ready any more, new requests are refused,
+    /// accepted ones go on. Returns once they are all answered or `timeout` passed (then
+    /// false), and stops every model.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        self.inner.draining.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        while self.inflight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drained = self.inflight() == 0;
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.models.unload_all()).await;
+        drained
+    }
+}

@@ -1,0 +1,60 @@
+//! The one error type of the engine. Frontends map its variants to gRPC codes and HTTP
+//! statuses in one place each; nothing else decides a wire status.
+
+/// Everything that can go wrong between a frontend handing over a request and a response.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The request itself is wrong: unknown input, dtype, shape, batch size, byte size.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such model or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The model exists but cannot take the request now: not ready, queue full, queue
+    /// timeout, server draining.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The operation is not supported for this model (unary infer on a decoupled model).
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The client went away before the response was ready.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The client's deadline passed before the request could be computed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The model failed (an error or a panic in a backend).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Shorthand for [`EngineError::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+
+    /// Shorthand for [`EngineError::Internal`].
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into())
+    }
+
+    /// Shorthand for [`EngineError::Unavailable`].
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self::Unavailable(msg.into())
+    }
+
+    /// The failure reason label Triton uses on `nv_inference_request_failure`.
+    pub fn failure_reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) | Self::NotFound(_) | Self::Unimplemented(_) => "REJECTED",
+            Self::Unavailable(_) => "REJECTED",
+            Self::Cancelled(_) => "CANCELED",
+            Self::DeadlineExceeded(_) => "CANCELED",
+            Self::Internal(_) => "BACKEND",
+        }
+    }
+}
+
+/// Result with the engine's error.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,40 @@
+//! Nereid's engine: typed tensors, a Triton-style model repository, a dynamic batcher per
+//! model over lock-free queues, instance workers on dedicated threads, and statistics.
+//!
+//! Frontends build an [`InferRequest`], hand it to [`Engine::infer`] or
+//! [`Engine::infer_stream`], and encode what comes back; every failure is an
+//! [`EngineError`] whose variant decides the wire status.
+
+mod backend;
+pub mod builtin;
+mod config;
+mod dtype;
+mod engine;
+mod error;
+mod models;
+mod repository;
+mod request;
+mod scheduler;
+mod sink;
+mod stats;
+pub mod tensor;
+mod validate;
+
+pub use backend::{
+    Backend, BackendRegistry, BatchedInstance, DecoupledInstance, ExecBatch, Instance, LoadedModel, Sequence,
+};
+pub use config::{
+    BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE,
+};
+pub use dtype::DataType;
+pub use engine::{
+    Engine, EngineOptions, ModelControlMode, ModelMetadata, ServerMetadata, TensorMetadata,
+};
+pub use error::{EngineError, Result};
+pub use models::RepositoryEntry;
+pub use nereid_proto::inference::ModelConfig;
+pub use repository::{Repository, CONFIG_FILE};
+pub use request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
+pub use sink::{Responder, ResponseStream, STREAM_BUFFER};
+pub use stats::{BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot};
+pub use tensor::Tensor;

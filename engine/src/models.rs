@@ -1,0 +1,293 @@
+//! The set of models the engine serves: loading, unloading, polling the repository, and
+//! finding the version a request goes to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::scheduler::ModelRunner;
+use crate::{BackendRegistry, EngineError, Instance, ModelSpec, ModelStats, Repository, Result};
+
+/// A loaded, running model version.
+pub(crate) struct ModelVersion {
+    pub spec: Arc<ModelSpec>,
+    pub version: i64,
+    pub stats: Arc<ModelStats>,
+    pub runner: ModelRunner,
+}
+
+#[derive(Default)]
+struct ModelEntry {
+    versions: BTreeMap<i64, Arc<ModelVersion>>,
+    /// Why the model as a whole is not serving (bad config, unloaded).
+    reason: Option<String>,
+    fingerprint: Option<u64>,
+}
+
+impl ModelEntry {
+    fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
+        self.versions.values().next_back()
+    }
+}
+
+/// One row of the repository index (Triton's `RepositoryIndexResponse.ModelIndex`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryEntry {
+    /// Model name.
+    pub name: String,
+    /// Version, empty when the model has none loaded.
+    pub version: String,
+    /// READY, UNAVAILABLE or LOADING.
+    pub state: String,
+    /// Why it is not ready.
+    pub reason: String,
+}
+
+/// Models by name, guarded for many readers (every request) and rare writers.
+pub(crate) struct ModelTable {
+    repository: Option<Repository>,
+    backends: BackendRegistry,
+    entries: RwLock<BTreeMap<String, ModelEntry>>,
+    /// Serialises loads and unloads so two never race on one model.
+    control: Mutex<()>,
+}
+
+impl ModelTable {
+    pub(crate) fn new(repository: Option<Repository>, backends: BackendRegistry) -> Self {
+        Self { repository, backends, entries: RwLock::new(BTreeMap::new()), control: Mutex::new(()) }
+    }
+
+    pub(crate) fn repository(&self) -> Option<&Repository> {
+        self.repository.as_ref()
+    }
+
+    /// The version a request for `name`/`version` goes to.
+    pub(crate) fn resolve(&self, name: &str, version: Option<i64>) -> Result<Arc<ModelVersion>> {
+        let entries = self.entries.read();
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound(format!("unknown model '{name}'")))?;
+        match version {
+            Some(v) => match entry.versions.get(&v) {
+                Some(m) => Ok(m.clone()),
+                None if entry.versions.is_empty() => Err(not_ready(name, entry)),
+                None => Err(EngineError::NotFound(format!("model '{name}' has no version {v}"))),
+            },
+            None => entry.newest_ready().cloned().ok_or_else(|| not_ready(name, entry)),
+        }
+    }
+
+    /// Every ready version, optionally of one model only.
+    pub(crate) fn ready_versions(&self, name: Option<&str>) -> Vec<Arc<ModelVersion>> {
+        let entries = self.entries.read();
+        entries
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .flat_map(|(_, e)| e.versions.values().cloned())
+            .collect()
+    }
+
+    /// Whether every model the table knows of is serving.
+    pub(crate) fn all_ready(&self) -> bool {
+        self.entries.read().values().all(|e| e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED))
+    }
+
+    /// Whether a model's name is known to the table or the repository.
+    pub(crate) fn is_known(&self, name: &str) -> bool {
+        self.entries.read().contains_key(name)
+            || self.repository.as_ref().is_some_and(|r| r.model_dir(name).is_dir())
+    }
+
+    /// Loads (or reloads) a model. On failure a model that was serving keeps serving its
+    /// old versions; otherwise it is recorded UNAVAILABLE with the reason.
+    pub(crate) fn load(&self, name: &str, config: Option<nereid_proto::inference::ModelConfig>) -> Result<()> {
+        let _control = self.control.lock();
+        let fingerprint = self.repository.as_ref().map(|r| r.fingerprint(name));
+        match self.build(name, config) {
+            Ok(loaded) => {
+                let old = {
+                    let mut entries = self.entries.write();
+                    let entry = ModelEntry {
+                        versions: loaded,
+                        reason: None,
+                        fingerprint,
+                    };
+                    entries.insert(name.to_string(), entry)
+                };
+                tracing::info!(model = name, "model loaded");
+                stop_entry(old);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(model = name, "failed to load: {error}");
+                let mut entries = self.entries.write();
+                let entry = entries.entry(name.to_string()).or_default();
+                entry.fingerprint = fingerprint;
+                if entry.newest_ready().is_none() {
+                    entry.versions.clear();
+                    entry.reason = Some(error.to_string());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        config: Option<nereid_proto::inference::ModelConfig>,
+    ) -> Result<BTreeMap<i64, Arc<ModelVersion>>> {
+        let repo = self.repository.as_ref().ok_or_else(|| {
+            EngineError::unavailable("the server has no model repository to load from")
+        })?;
+        if !repo.model_dir(name).is_dir() {
+            return Err(EngineError::NotFound(format!(
+                "model '{name}' is not in the repository {}",
+                repo.root().display()
+            )));
+        }
+        let config = match config {
+            Some(mut c) => {
+                if c.name.is_empty() {
+                    c.name = name.to_string();
+                }
+                c
+            }
+            None => repo.read_config(name)?,
+        };
+        let spec = Arc::new(ModelSpec::from_config(config)?);
+        let backend = self.backends.resolve(&spec)?;
+        let mut loaded = BTreeMap::new();
+        for (version, dir) in repo.version_dirs(name, &spec.config)? {
+            let model = backend.load(&spec, &dir).map_err(|e| prefix(name, version, e))?;
+            let mut instances = Vec::with_capacity(spec.instances.len());
+            for (index, &device) in spec.instances.iter().enumerate() {
+                let instance = model.create_instance(device, index).map_err(|e| prefix(name, version, e))?;
+                let decoupled = matches!(instance, Instance::Decoupled(_));
+                if decoupled != spec.decoupled {
+                    return Err(EngineError::invalid(format!(
+                        "model '{name}': the backend's instances are {}decoupled but the config sets \
+                         model_transaction_policy {{ decoupled: {} }}",
+                        if decoupled { "" } else { "not " },
+                        spec.decoupled
+                    )));
+                }
+                instances.push(instance);
+            }
+            let stats = Arc::new(ModelStats::new(name, version));
+            let runner = ModelRunner::start(spec.clone(), stats.clone(), instances)?;
+            loaded.insert(version, Arc::new(ModelVersion { spec: spec.clone(), version, stats, runner }));
+        }
+        Ok(loaded)
+    }
+
+    /// Unloads a model: it takes no new requests, finishes queued ones, then stops.
+    pub(crate) fn unload(&self, name: &str) -> Result<()> {
+        let _control = self.control.lock();
+        let old = {
+            let mut entries = self.entries.write();
+            let Some(entry) = entries.get_mut(name) else {
+                if self.is_known(name) {
+                    return Ok(());
+                }
+                return Err(EngineError::NotFound(format!("unknown model '{name}'")));
+            };
+            let old = std::mem::take(entry);
+            entry.reason = Some(UNLOADED.into());
+            old
+        };
+        stop_entry(Some(old));
+        tracing::info!(model = name, "model unloaded");
+        Ok(())
+    }
+
+    /// Unloads every model (server shutdown).
+    pub(crate) fn unload_all(&self) {
+        let names: Vec<String> = self.entries.read().keys().cloned().collect();
+        for name in names {
+            let _ = self.unload(&name);
+        }
+    }
+
+    /// Repository poll: loads new and changed models, unloads removed ones.
+    pub(crate) fn poll(&self) {
+        let Some(repo) = &self.repository else { return };
+        let Ok(names) = repo.model_names() else { return };
+        for name in &names {
+            let known = self.entries.read().get(name).map(|e| e.fingerprint);
+            let current = repo.fingerprint(name);
+            if known != Some(Some(current)) {
+                let _ = self.load(name, None);
+            }
+        }
+        let gone: Vec<String> = self
+            .entries
+            .read()
+            .iter()
+            .filter(|(n, e)| !names.contains(n) && e.reason.as_deref() != Some(UNLOADED))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            let _ = self.unload(&name);
+        }
+    }
+
+    /// The repository index: every model in the repository or the table.
+    pub(crate) fn index(&self, ready_only: bool) -> Vec<RepositoryEntry> {
+        let mut names: Vec<String> =
+            self.repository.as_ref().and_then(|r| r.model_names().ok()).unwrap_or_default();
+        let entries = self.entries.read();
+        names.extend(entries.keys().cloned());
+        names.sort();
+        names.dedup();
+        let mut rows = Vec::new();
+        for name in names {
+            let row = |version: String, state: &str, reason: String| RepositoryEntry {
+                name: name.clone(),
+                version,
+                state: state.into(),
+                reason,
+            };
+            match entries.get(&name) {
+                None => rows.push(row(String::new(), "UNAVAILABLE", "unloaded".into())),
+                Some(e) if e.versions.is_empty() => {
+                    rows.push(row(String::new(), "UNAVAILABLE", e.reason.clone().unwrap_or_default()))
+                }
+                Some(e) => {
+                    for v in e.versions.keys() {
+                        rows.push(row(v.to_string(), "READY", String::new()));
+                    }
+                }
+            }
+        }
+        if ready_only {
+            rows.retain(|r| r.state == "READY");
+        }
+        rows
+    }
+}
+
+const UNLOADED: &str = "unloaded";
+
+fn not_ready(name: &str, entry: &ModelEntry) -> EngineError {
+    let reason = entry.reason.as_deref().unwrap_or("no version is loaded");
+    EngineError::unavailable(format!("model '{name}' is not ready: {reason}"))
+}
+
+fn prefix(name: &str, version: i64, e: EngineError) -> EngineError {
+    let msg = format!("model '{name}' version {version}: {e}");
+    match e {
+        EngineError::InvalidArgument(_) => EngineError::InvalidArgument(msg),
+        EngineError::NotFound(_) => EngineError::NotFound(msg),
+        _ => EngineError::Unavailable(msg),
+    }
+}
+
+fn stop_entry(entry: Option<ModelEntry>) {
+    let Some(entry) = entry else { return };
+    for m in entry.versions.into_values() {
+        m.runner.stop();
+    }
+}

@@ -1,0 +1,229 @@
+//! Instance worker threads: assemble a batch into one tensor per input, run the model,
+//! split outputs back per request.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::{Batch, Queued, Sequencer, Shared};
+use crate::sink::Responder;
+use crate::tensor::{bytes_elements_end, element_count};
+use crate::{
+    BatchedInstance, DecoupledInstance, EngineError, ExecBatch, InferResponse, ModelSpec, Result,
+    Sequence, Tensor,
+};
+
+type Delivery = Vec<(Queued, Result<InferResponse>)>;
+
+pub(crate) struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub work_rx: Receiver<Batch>,
+    pub idle_tx: Sender<usize>,
+    pub sequencer: Option<Arc<Sequencer<Delivery>>>,
+}
+
+impl Worker {
+    pub(crate) fn run_batched(self, mut instance: Box<dyn BatchedInstance>) {
+        loop {
+            if self.idle_tx.send(self.index).is_err() {
+                return;
+            }
+            let Ok(batch) = self.work_rx.recv() else { return };
+            let delivery = self.execute(instance.as_mut(), batch.requests);
+            match &self.sequencer {
+                Some(seq) => seq.complete(batch.seq, delivery, deliver),
+                None => deliver(delivery),
+            }
+        }
+    }
+
+    fn execute(&self, instance: &mut dyn BatchedInstance, mut requests: Vec<Queued>) -> Delivery {
+        let spec = &self.shared.spec;
+        let stats = &self.shared.stats;
+        let start = Instant::now();
+        for q in &requests {
+            stats.record_queue(start - q.enqueued);
+        }
+        let batch = assemble(spec, &mut requests);
+        let assembled = Instant::now();
+        let outputs = catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(model = spec.name(), "model panicked: {what}");
+            Err(EngineError::internal(format!("model '{}' panicked: {what}", spec.name())))
+        });
+        let computed = Instant::now();
+        let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
+        let split_done = Instant::now();
+        stats.record_execution(
+            requests.len() as u64,
+            batch.batch_size as u64,
+            assembled - start,
+            computed - assembled,
+            split_done - computed,
+        );
+        match per_request {
+            Ok(outs) => requests
+                .into_iter()
+                .zip(outs)
+                .map(|(q, outs)| {
+                    let response = q.ctx.response(outs, true);
+                    (q, Ok(response))
+                })
+                .collect(),
+            Err(e) => requests.into_iter().map(|q| (q, Err(e.clone()))).collect(),
+        }
+    }
+
+    pub(crate) fn run_decoupled(self, mut instance: Box<dyn DecoupledInstance>, slots: usize) {
+        for _ in 0..slots {
+            if self.idle_tx.send(self.index).is_err() {
+                return;
+            }
+        }
+        let spec = self.shared.spec.clone();
+        let stats = self.shared.stats.clone();
+        let mut open = true;
+        loop {
+            let live_before = instance.live();
+            let mut incoming = Vec::new();
+            if live_before == 0 {
+                if !open {
+                    return;
+                }
+                match self.work_rx.recv() {
+                    Ok(b) => incoming.extend(b.requests),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.work_rx.try_recv() {
+                    Ok(b) => incoming.extend(b.requests),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            let admitted = incoming.len();
+            let now = Instant::now();
+            for q in incoming {
+                stats.record_queue(now - q.enqueued);
+                let crate::sink::Sink::Stream(tx) = q.sink else {
+                    unreachable!("submit gives decoupled requests a stream sink")
+                };
+                let responder = Responder::new(tx, q.ctx);
+                let sequence =
+                    Sequence { inputs: q.request.inputs, parameters: q.request.parameters, responder };
+                if catch_unwind(AssertUnwindSafe(|| instance.admit(sequence))).is_err() {
+                    tracing::error!(model = spec.name(), "model panicked admitting a sequence");
+                }
+            }
+            let live = instance.live();
+            if live > 0 {
+                let started = Instant::now();
+                let stepped = catch_unwind(AssertUnwindSafe(|| instance.step()));
+                let failure = match stepped {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(EngineError::internal(format!("model '{}' panicked", spec.name()))),
+                };
+                if let Some(error) = failure {
+                    tracing::error!(model = spec.name(), "decode step failed: {error}");
+                    instance.abort_all(error);
+                }
+                stats.record_execution(0, live as u64, Default::default(), started.elapsed(), Default::default());
+            }
+            let freed = (live_before + admitted).saturating_sub(instance.live());
+            for _ in 0..freed {
+                if self.idle_tx.send(self.index).is_err() {
+                    open = false;
+                }
+            }
+        }
+    }
+}
+
+fn deliver(delivery: Delivery) {
+    for (q, outcome) in delivery {
+        q.sink.finish(&q.ctx, outcome);
+    }
+}
+
+/// One tensor per input for the whole batch: shared as is for a lone request, else copied
+/// once into a buffer concatenated along the batch dimension.
+fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
+    if let [only] = requests {
+        return ExecBatch { inputs: std::mem::take(&mut only.request.inputs), batch_size: only.batch_size };
+    }
+    let batch_size: usize = requests.iter().map(|q| q.batch_size).sum();
+    let head = &requests[0].request;
+    let inputs = head
+        .inputs
+        .iter()
+        .map(|first| {
+            let parts: Vec<&Tensor> = requests
+                .iter()
+                .map(|q| q.request.input(&first.name).expect("batched requests are compatible"))
+                .collect();
+            let mut data = BytesMut::with_capacity(parts.iter().map(|t| t.data.len()).sum());
+            for part in &parts {
+                data.extend_from_slice(&part.data);
+            }
+            let mut shape = first.shape.clone();
+            if spec.max_batch_size > 0 {
+                shape[0] = batch_size as i64;
+            }
+            Tensor::new(first.name.clone(), first.dtype, shape, data.freeze())
+        })
+        .collect();
+    ExecBatch { inputs, batch_size }
+}
+
+/// Splits batch outputs into each request's share along the batch dimension, without
+/// copying, in config order.
+fn split(spec: &ModelSpec, requests: &[Queued], total: usize, mut outputs: Vec<Tensor>) -> Result<Vec<Vec<Tensor>>> {
+    let order = |t: &Tensor| spec.outputs.iter().position(|o| o.name == t.name).unwrap_or(usize::MAX);
+    outputs.sort_by_key(order);
+    let bad = |msg: String| EngineError::internal(format!("model '{}': {msg}", spec.name()));
+    if spec.max_batch_size == 0 || requests.len() == 1 {
+        for t in &outputs {
+            if spec.max_batch_size > 0 && t.shape.first() != Some(&(total as i64)) {
+                return Err(bad(format!("output '{}' has shape {:?}, expected batch {total} first", t.name, t.shape)));
+            }
+        }
+        return Ok(vec![outputs]);
+    }
+    let mut per_request: Vec<Vec<Tensor>> = requests.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for t in outputs {
+        if t.shape.first() != Some(&(total as i64)) {
+            return Err(bad(format!("output '{}' has shape {:?}, expected batch {total} first", t.name, t.shape)));
+        }
+        let count = element_count(&t.shape)?;
+        let per_item = count / total;
+        let mut offset = 0usize;
+        for (q, out) in requests.iter().zip(per_request.iter_mut()) {
+            let len = match t.dtype.element_size() {
+                Some(size) => per_item * q.batch_size * size,
+                None => bytes_elements_end(&t.data[offset..], per_item * q.batch_size).map_err(&bad)?,
+            };
+            let end = offset + len;
+            if end > t.data.len() {
+                return Err(bad(format!("output '{}' holds fewer bytes than its shape", t.name)));
+            }
+            let mut shape = t.shape.clone();
+            shape[0] = q.batch_size as i64;
+            out.push(Tensor::new(t.name.clone(), t.dtype, shape, t.data.slice(offset..end)));
+            offset = end;
+        }
+    }
+    Ok(per_request)
+}

@@ -1,0 +1,281 @@
+//! Per model-version statistics in Triton's ModelStatistics shape, mirrored into Prometheus
+//! metrics with Triton's names.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, Counter, Gauge};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// A count and a cumulative duration in nanoseconds (Triton's `StatisticDuration`).
+#[derive(Debug, Default)]
+pub struct DurationStat {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl DurationStat {
+    fn add(&self, n: u64, d: Duration) {
+        self.count.fetch_add(n, Relaxed);
+        self.ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    fn snapshot(&self) -> DurationSnapshot {
+        DurationSnapshot { count: self.count.load(Relaxed), ns: self.ns.load(Relaxed) }
+    }
+}
+
+/// A read-out of a [`DurationStat`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DurationSnapshot {
+    /// How many times.
+    pub count: u64,
+    /// Total nanoseconds.
+    pub ns: u64,
+}
+
+/// Request-level statistics (Triton's `InferStatistics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InferStatsSnapshot {
+    /// Successful requests, received to response.
+    pub success: DurationSnapshot,
+    /// Failed requests.
+    pub fail: DurationSnapshot,
+    /// Time in queue.
+    pub queue: DurationSnapshot,
+    /// Time assembling inputs.
+    pub compute_input: DurationSnapshot,
+    /// Time in the model.
+    pub compute_infer: DurationSnapshot,
+    /// Time splitting outputs.
+    pub compute_output: DurationSnapshot,
+    /// Response cache hits (no cache yet: always zero).
+    pub cache_hit: DurationSnapshot,
+    /// Response cache misses (no cache yet: always zero).
+    pub cache_miss: DurationSnapshot,
+}
+
+/// Statistics of executions at one batch size (Triton's `InferBatchStatistics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchStatsSnapshot {
+    /// The batch size.
+    pub batch_size: u64,
+    /// Input assembly.
+    pub compute_input: DurationSnapshot,
+    /// Model execution.
+    pub compute_infer: DurationSnapshot,
+    /// Output splitting.
+    pub compute_output: DurationSnapshot,
+}
+
+/// One model version's statistics (Triton's `ModelStatistics`, JSON keys as Triton's REST).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModelStatsSnapshot {
+    /// Model name.
+    pub name: String,
+    /// Version, as a string like Triton.
+    pub version: String,
+    /// Milliseconds since the epoch of the last inference, 0 if none.
+    pub last_inference: u64,
+    /// Inferences performed (batch elements, not requests).
+    pub inference_count: u64,
+    /// Model executions (one per batch).
+    pub execution_count: u64,
+    /// Request statistics.
+    pub inference_stats: InferStatsSnapshot,
+    /// Per batch size execution statistics.
+    pub batch_stats: Vec<BatchStatsSnapshot>,
+}
+
+#[derive(Default)]
+struct BatchStat {
+    compute_input: DurationSnapshot,
+    compute_infer: DurationSnapshot,
+    compute_output: DurationSnapshot,
+}
+
+struct Metrics {
+    success: Counter,
+    failure_rejected: Counter,
+    failure_canceled: Counter,
+    failure_backend: Counter,
+    inference_count: Counter,
+    exec_count: Counter,
+    request_duration_us: Counter,
+    queue_duration_us: Counter,
+    compute_input_us: Counter,
+    compute_infer_us: Counter,
+    compute_output_us: Counter,
+    pending: Gauge,
+}
+
+/// Live statistics of one model version.
+pub struct ModelStats {
+    name: String,
+    version: i64,
+    success: DurationStat,
+    fail: DurationStat,
+    queue: DurationStat,
+    compute_input: DurationStat,
+    compute_infer: DurationStat,
+    compute_output: DurationStat,
+    inference_count: AtomicU64,
+    execution_count: AtomicU64,
+    last_inference_ms: AtomicU64,
+    pending: AtomicU64,
+    batches: Mutex<BTreeMap<u64, BatchStat>>,
+    metrics: Metrics,
+}
+
+impl ModelStats {
+    /// Statistics for `name` version `version`, registering its metrics with the installed
+    /// `metrics` recorder (a no-op where none is installed).
+    pub fn new(name: &str, version: i64) -> Self {
+        let labels = [("model", name.to_string()), ("version", version.to_string())];
+        let failure = |reason: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("reason", reason.to_string()));
+            counter!("nv_inference_request_failure", &l)
+        };
+        let metrics = Metrics {
+            success: counter!("nv_inference_request_success", &labels),
+            failure_rejected: failure("REJECTED"),
+            failure_canceled: failure("CANCELED"),
+            failure_backend: failure("BACKEND"),
+            inference_count: counter!("nv_inference_count", &labels),
+            exec_count: counter!("nv_inference_exec_count", &labels),
+            request_duration_us: counter!("nv_inference_request_duration_us", &labels),
+            queue_duration_us: counter!("nv_inference_queue_duration_us", &labels),
+            compute_input_us: counter!("nv_inference_compute_input_duration_us", &labels),
+            compute_infer_us: counter!("nv_inference_compute_infer_duration_us", &labels),
+            compute_output_us: counter!("nv_inference_compute_output_duration_us", &labels),
+            pending: gauge!("nv_inference_pending_request_count", &labels),
+        };
+        Self {
+            name: name.to_string(),
+            version,
+            success: DurationStat::default(),
+            fail: DurationStat::default(),
+            queue: DurationStat::default(),
+            compute_input: DurationStat::default(),
+            compute_infer: DurationStat::default(),
+            compute_output: DurationStat::default(),
+            inference_count: AtomicU64::default(),
+            execution_count: AtomicU64::default(),
+            last_inference_ms: AtomicU64::default(),
+            pending: AtomicU64::default(),
+            batches: Mutex::new(BTreeMap::new()),
+            metrics,
+        }
+    }
+
+    /// A request finished successfully after `total` since it was received.
+    pub fn record_success(&self, total: Duration) {
+        self.success.add(1, total);
+        self.metrics.success.increment(1);
+        self.metrics.request_duration_us.increment(total.as_micros() as u64);
+    }
+
+    /// A request failed after `total`, for `reason` (Triton's failure reason label).
+    pub fn record_failure(&self, total: Duration, reason: &str) {
+        self.fail.add(1, total);
+        match reason {
+            "CANCELED" => self.metrics.failure_canceled.increment(1),
+            "BACKEND" => self.metrics.failure_backend.increment(1),
+            _ => self.metrics.failure_rejected.increment(1),
+        }
+        self.metrics.request_duration_us.increment(total.as_micros() as u64);
+    }
+
+    /// A request left the queue after waiting `waited`.
+    pub fn record_queue(&self, waited: Duration) {
+        self.queue.add(1, waited);
+        self.metrics.queue_duration_us.increment(waited.as_micros() as u64);
+    }
+
+    /// One model execution over `requests` requests holding `batch_size` inferences.
+    pub fn record_execution(
+        &self,
+        requests: u64,
+        batch_size: u64,
+        input: Duration,
+        infer: Duration,
+        output: Duration,
+    ) {
+        self.compute_input.add(requests, input * requests as u32);
+        self.compute_infer.add(requests, infer * requests as u32);
+        self.compute_output.add(requests, output * requests as u32);
+        self.inference_count.fetch_add(batch_size, Relaxed);
+        self.execution_count.fetch_add(1, Relaxed);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        self.last_inference_ms.store(now_ms as u64, Relaxed);
+        {
+            let mut batches = self.batches.lock();
+            let b = batches.entry(batch_size).or_default();
+            for (stat, d) in [
+                (&mut b.compute_input, input),
+                (&mut b.compute_infer, infer),
+                (&mut b.compute_output, output),
+            ] {
+                stat.count += 1;
+                stat.ns += d.as_nanos() as u64;
+            }
+        }
+        let m = &self.metrics;
+        m.inference_count.increment(batch_size);
+        m.exec_count.increment(1);
+        m.compute_input_us.increment((input * requests as u32).as_micros() as u64);
+        m.compute_infer_us.increment((infer * requests as u32).as_micros() as u64);
+        m.compute_output_us.increment((output * requests as u32).as_micros() as u64);
+    }
+
+    /// Adjusts the number of requests waiting in the queue.
+    pub fn add_pending(&self, delta: i64) {
+        let now = if delta >= 0 {
+            self.pending.fetch_add(delta as u64, Relaxed) + delta as u64
+        } else {
+            self.pending.fetch_sub((-delta) as u64, Relaxed) - (-delta) as u64
+        };
+        self.metrics.pending.set(now as f64);
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Relaxed)
+    }
+
+    /// A consistent-enough read-out for the statistics APIs.
+    pub fn snapshot(&self) -> ModelStatsSnapshot {
+        let batch_stats = self
+            .batches
+            .lock()
+            .iter()
+            .map(|(&size, b)| BatchStatsSnapshot {
+                batch_size: size,
+                compute_input: b.compute_input,
+                compute_infer: b.compute_infer,
+                compute_output: b.compute_output,
+            })
+            .collect();
+        ModelStatsSnapshot {
+            name: self.name.clone(),
+            version: self.version.to_string(),
+            last_inference: self.last_inference_ms.load(Relaxed),
+            inference_count: self.inference_count.load(Relaxed),
+            execution_count: self.execution_count.load(Relaxed),
+            inference_stats: InferStatsSnapshot {
+                success: self.success.snapshot(),
+                fail: self.fail.snapshot(),
+                queue: self.queue.snapshot(),
+                compute_input: self.compute_input.snapshot(),
+                compute_infer: self.compute_infer.snapshot(),
+                compute_output: self.compute_output.snapshot(),
+                cache_hit: DurationSnapshot::default(),
+                cache_miss: DurationSnapshot::default(),
+            },
+            batch_stats,
+        }
+    }
+}
