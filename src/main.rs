@@ -1,1 +1,25 @@
-fn main() {}
+//! `nereid`: serve models over gRPC, REST and streaming from one dynamic-batching engine.
+
+mod cli;
+mod demo;
+mod logging;
+mod metrics_server;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => {
+            logging::init(args.log_format, args.log_verbose);
+            serve::run(*args)
+        }
+        cli::Command::Models(cmd) => {
+            logging::init(cli::LogFormat::Text, 0);
+            match cmd {
+                cli::ModelsCommand::Pull { models } => nereid_models::pull(&models),
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh clone: formatting, clippy (warnings denied),
+# the Rust unit and integration tests, and the end-to-end tests with real Python clients
+# (tritonclient, openai, grpc health) against the real `nereid serve` binary.
+# Installs what it needs (a Python venv under .venv); model weights are fetched by the
+# project's own code into ~/.cache/nereid on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build"
+cargo build --workspace --all-targets --locked
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== python clients"
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+echo "== end-to-end (pytest)"
+NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python

@@ -1,0 +1,114 @@
+//! Command-line flags, with Triton's names where Triton has the flag and `NEREID_*`
+//! environment variables as fallbacks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Nereid inference server.
+#[derive(Parser, Debug)]
+#[command(name = "nereid", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve a model repository over HTTP/REST, gRPC and streaming.
+    Serve(Box<ServeArgs>),
+    /// Manage model weights.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `nereid models ...`
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Download the demo models' weights into the cache (default: all of them).
+    Pull {
+        /// Model names (minilm, smollm2).
+        models: Vec<String>,
+    },
+}
+
+/// How models are loaded.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlMode {
+    /// Load every model at start.
+    None,
+    /// Load only `--load-model` models and what the load API asks for.
+    Explicit,
+    /// Load every model and re-scan the repository.
+    Poll,
+}
+
+/// Which built-in demo models to serve when no repository is given.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoModels {
+    /// simple, identity_fp32, repeat_int32, minilm and smollm2 (weights fetched on first use).
+    All,
+    /// Only the weightless built-ins: simple, identity_fp32, repeat_int32.
+    Builtin,
+}
+
+/// Log line format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `nereid serve` flags.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Model repository folder (Triton layout). Without it, a demo repository is served.
+    #[arg(long, env = "NEREID_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// Demo models to serve when no --model-repository is given.
+    #[arg(long, env = "NEREID_DEMO_MODELS", value_enum, default_value = "all")]
+    pub demo_models: DemoModels,
+    /// Address every listener binds.
+    #[arg(long, env = "NEREID_ADDRESS", default_value = "0.0.0.0")]
+    pub address: String,
+    /// HTTP/REST port (0 picks a free one).
+    #[arg(long, env = "NEREID_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// gRPC port (0 picks a free one).
+    #[arg(long, env = "NEREID_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Prometheus metrics port (0 picks a free one).
+    #[arg(long, env = "NEREID_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+    /// Model control mode.
+    #[arg(long, env = "NEREID_MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    pub model_control_mode: ControlMode,
+    /// Model to load at start in explicit mode (repeatable; `*` loads all).
+    #[arg(long = "load-model", env = "NEREID_LOAD_MODEL", value_delimiter = ',')]
+    pub load_model: Vec<String>,
+    /// Seconds between repository scans in poll mode.
+    #[arg(long, env = "NEREID_REPOSITORY_POLL_SECS", default_value_t = 15)]
+    pub repository_poll_secs: u64,
+    /// Ready only when every model is ready (Triton's --strict-readiness).
+    #[arg(long, env = "NEREID_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_readiness: bool,
+    /// Seconds to finish in-flight requests after SIGINT/SIGTERM.
+    #[arg(long, env = "NEREID_EXIT_TIMEOUT_SECS", default_value_t = 30)]
+    pub exit_timeout_secs: u64,
+    /// Log format.
+    #[arg(long, env = "NEREID_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log verbosity (0 = info, 1 = debug, 2+ = trace); RUST_LOG overrides.
+    #[arg(long, env = "NEREID_LOG_VERBOSE", default_value_t = 0)]
+    pub log_verbose: u8,
+    /// gRPC frontend flags.
+    #[command(flatten)]
+    pub grpc: nereid_grpc::GrpcArgs,
+    /// HTTP/REST frontend flags.
+    #[command(flatten)]
+    pub rest: nereid_rest::RestArgs,
+}
