@@ -68,7 +68,10 @@ async fn serve(
     };
 
     let rest_router = nereid_rest::router(engine.clone(), &args.rest).merge(nereid_stream::router(engine.clone()));
-    let rest_task = tokio::spawn(nereid_rest::serve(rest_router, http, args.rest.clone(), stopped()));
+    let rest_task = tokio::spawn({
+        let (rest_args, stop) = (args.rest.clone(), stopped());
+        async move { nereid_rest::serve(rest_router, http, &rest_args, stop).await }
+    });
     let grpc_task = tokio::spawn(nereid_grpc::serve(engine.clone(), grpc, args.grpc.clone(), stopped()));
     let metrics_task = tokio::spawn({
         let stop = stopped();

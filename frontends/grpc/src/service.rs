@@ -1,0 +1,183 @@
+//! `inference.GRPCInferenceService` over the engine: each RPC decodes its message, calls
+//! the engine, and encodes the answer. Status codes come only from [`crate::status`].
+
+use nereid_engine::Engine;
+use nereid_proto::inference::*;
+use nereid_proto::GrpcInferenceService;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::deadline::Deadline;
+use crate::status::{not_built, to_status};
+use crate::stop::Stop;
+use crate::stream::{self, OutStream};
+
+/// The inference service: a thin translation layer in front of an [`Engine`].
+#[derive(Clone)]
+pub struct InferenceService {
+    engine: Engine,
+    stop: Stop,
+}
+
+impl InferenceService {
+    /// A service answering from `engine`. Streams it serves end only when their client
+    /// ends them; [`crate::serve`] also ends them at shutdown.
+    pub fn new(engine: Engine) -> Self {
+        Self::with_stop(engine, Stop::never())
+    }
+
+    pub(crate) fn with_stop(engine: Engine, stop: Stop) -> Self {
+        Self { engine, stop }
+    }
+}
+
+fn version(v: &str) -> Result<Option<i64>, Status> {
+    convert::version_from_wire(v).map_err(to_status)
+}
+
+/// Why the shared-memory RPCs answer UNIMPLEMENTED.
+const NO_SHARED_MEMORY: &str = "shared memory is not supported; send tensors in the request";
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: self.engine.is_live() }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: self.engine.is_ready() }))
+    }
+
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let req = req.into_inner();
+        let ready = self.engine.model_ready(&req.name, version(&req.version)?);
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(convert::server_metadata_to_wire(self.engine.server_metadata())))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let req = req.into_inner();
+        let meta = self.engine.model_metadata(&req.name, version(&req.version)?).map_err(to_status)?;
+        Ok(Response::new(convert::metadata_to_wire(meta)))
+    }
+
+    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let deadline = Deadline::of(&req);
+        let request = convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
+        // Dropping this future (client gone, tonic's own timeout) cancels the queued request.
+        let response = deadline.run(self.engine.infer(request)).await?;
+        Ok(Response::new(convert::response_to_wire(response, false)))
+    }
+
+    type ModelStreamInferStream = OutStream;
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = Deadline::of(&req);
+        Ok(Response::new(stream::start(self.engine.clone(), req.into_inner(), deadline, self.stop.clone())))
+    }
+
+    async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+        let req = req.into_inner();
+        let config = self.engine.model_config(&req.name, version(&req.version)?).map_err(to_status)?;
+        Ok(Response::new(ModelConfigResponse { config: Some(config) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let req = req.into_inner();
+        let name = (!req.name.is_empty()).then_some(req.name.as_str());
+        let stats = self.engine.model_statistics(name, version(&req.version)?).map_err(to_status)?;
+        Ok(Response::new(convert::stats_to_wire(stats)))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(convert::index_to_wire(self.engine.repository_index(req.ready))))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let req = req.into_inner();
+        let config = convert::load_config_from_wire(&req.parameters).map_err(to_status)?;
+        self.engine.load_model(&req.model_name, config).await.map_err(to_status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let req = req.into_inner();
+        self.engine.unload_model(&req.model_name).await.map_err(to_status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        Err(not_built("SystemSharedMemoryStatus", NO_SHARED_MEMORY))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        Err(not_built("SystemSharedMemoryRegister", NO_SHARED_MEMORY))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        Err(not_built("SystemSharedMemoryUnregister", NO_SHARED_MEMORY))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        Err(not_built("CudaSharedMemoryStatus", NO_SHARED_MEMORY))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        Err(not_built("CudaSharedMemoryRegister", NO_SHARED_MEMORY))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        Err(not_built("CudaSharedMemoryUnregister", NO_SHARED_MEMORY))
+    }
+
+    async fn trace_setting(&self, _: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
+        Err(not_built("TraceSetting", "request tracing is not supported; use the server's logs and metrics"))
+    }
+
+    async fn log_settings(&self, _: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
+        Err(not_built("LogSettings", "log settings are fixed at start (RUST_LOG / --log-* flags)"))
+    }
+}

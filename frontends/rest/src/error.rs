@@ -1,0 +1,119 @@
+//! The one place that decides HTTP statuses: every handler fails with an [`ApiError`], and
+//! engine errors become one through [`status_of`].
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nereid_engine::EngineError;
+
+/// Status for a client that went away (nginx's "client closed request"); nobody reads it,
+/// but access logs and metrics do.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// An error answer: a status and a message, sent as `{"error": "<message>"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed or does not fit the model.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 413: the body is over `--http-max-input-size`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    /// 501: a feature this server does not have.
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, message)
+    }
+
+    /// The `{"error": ...}` body.
+    pub fn body(&self) -> String {
+        error_json(&self.message)
+    }
+}
+
+/// The HTTP status of each engine error kind (protocol.md's status table).
+pub fn status_of(error: &EngineError) -> StatusCode {
+    match error {
+        EngineError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        EngineError::Cancelled(_) => {
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a valid status code")
+        }
+        EngineError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        Self::new(status_of(&error), error.to_string())
+    }
+}
+
+/// `{"error": message}` as JSON text (also the payload of an error event in SSE streams).
+pub fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "HTTP request failed");
+        } else {
+            tracing::debug!(status = self.status.as_u16(), error = %self.message, "HTTP request rejected");
+        }
+        let mut response = (self.status, self.body()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_error_has_its_status() {
+        let cases = [
+            (EngineError::InvalidArgument("x".into()), 400),
+            (EngineError::NotFound("x".into()), 404),
+            (EngineError::Unavailable("x".into()), 503),
+            (EngineError::Unimplemented("x".into()), 501),
+            (EngineError::Cancelled("x".into()), 499),
+            (EngineError::DeadlineExceeded("x".into()), 504),
+            (EngineError::Internal("x".into()), 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status.as_u16(), status);
+        }
+        assert_eq!(
+            ApiError::bad_request("a \"b\"").body(),
+            r#"{"error":"a \"b\""}"#
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Writing infer and generate responses as JSON, elements straight from tensor bytes.
+
+use nereid_engine::{InferResponse, Tensor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use super::data::DataJson;
+use super::params::ParamsJson;
+
+/// The JSON header of an infer response. Outputs flagged in `binary` carry
+/// `binary_data_size` instead of `data`; their bytes follow the header. Fails only on a
+/// model's malformed BYTES output.
+pub(crate) fn write_infer_response(
+    response: &InferResponse,
+    binary: &[bool],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(estimate(&response.outputs, binary));
+    let json = InferResponseJson { response, binary };
+    serde_json::to_writer(&mut out, &json)
+        .map_err(|e| format!("cannot write the response: {e}"))?;
+    Ok(out)
+}
+
+/// One response of the generate extension: `id`, `model_name`, `model_version`, then one
+/// key per output (a bare value when it has one element).
+pub(crate) fn write_generate_response(
+    response: &InferResponse,
+    outputs: &[Tensor],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(estimate(outputs, &[]));
+    let json = GenerateJson { response, outputs };
+    serde_json::to_writer(&mut out, &json)
+        .map_err(|e| format!("cannot write the response: {e}"))?;
+    Ok(out)
+}
+
+/// A capacity that avoids regrowth for typical numbers (no more than ~12 characters each).
+fn estimate(outputs: &[Tensor], binary: &[bool]) -> usize {
+    let data: usize = outputs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !binary.get(*i).copied().unwrap_or(false))
+        .map(|(_, t)| match t.dtype.element_size() {
+            Some(size) => t.data.len() / size * 12,
+            None => t.data.len() + t.data.len() / 2,
+        })
+        .sum();
+    160 + outputs.len() * 96 + data
+}
+
+struct InferResponseJson<'a> {
+    response: &'a InferResponse,
+    binary: &'a [bool],
+}
+
+impl Serialize for InferResponseJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.response;
+        let mut map = s.serialize_map(None)?;
+        if !r.id.is_empty() {
+            map.serialize_entry("id", &r.id)?;
+        }
+        map.serialize_entry("model_name", &r.model_name)?;
+        map.serialize_entry("model_version", &Version(r.model_version))?;
+        if !r.parameters.is_empty() {
+            map.serialize_entry("parameters", &ParamsJson(&r.parameters))?;
+        }
+        map.serialize_entry(
+            "outputs",
+            &Outputs {
+                outputs: &r.outputs,
+                binary: self.binary,
+            },
+        )?;
+        map.end()
+    }
+}
+
+/// A version number written as a string, as KServe does.
+struct Version(i64);
+
+impl Serialize for Version {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+struct Outputs<'a> {
+    outputs: &'a [Tensor],
+    binary: &'a [bool],
+}
+
+impl Serialize for Outputs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.outputs.len()))?;
+        for (i, tensor) in self.outputs.iter().enumerate() {
+            seq.serialize_element(&Output {
+                tensor,
+                binary: self.binary.get(i).copied().unwrap_or(false),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct Output<'a> {
+    tensor: &'a Tensor,
+    binary: bool,
+}
+
+impl Serialize for Output<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.tensor;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("name", &t.name)?;
+        map.serialize_entry("datatype", t.dtype.as_str())?;
+        map.serialize_entry("shape", &t.shape)?;
+        if self.binary {
+            map.serialize_entry("parameters", &BinarySize(t.data.len()))?;
+        } else {
+            map.serialize_entry(
+                "data",
+                &DataJson {
+                    tensor: t,
+                    scalar: false,
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// `{"binary_data_size": n}`.
+struct BinarySize(usize);
+
+impl Serialize for BinarySize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("binary_data_size", &self.0)?;
+        map.end()
+    }
+}
+
+struct GenerateJson<'a> {
+    response: &'a InferResponse,
+    outputs: &'a [Tensor],
+}
+
+impl Serialize for GenerateJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.response;
+        let mut map = s.serialize_map(None)?;
+        if !r.id.is_empty() {
+            map.serialize_entry("id", &r.id)?;
+        }
+        map.serialize_entry("model_name", &r.model_name)?;
+        map.serialize_entry("model_version", &Version(r.model_version))?;
+        for t in self.outputs {
+            map.serialize_entry(
+                &t.name,
+                &DataJson {
+                    tensor: t,
+                    scalar: true,
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nereid_engine::{DataType, ParamValue};
+
+    fn response() -> InferResponse {
+        InferResponse {
+            model_name: "m".into(),
+            model_version: 3,
+            id: "r1".into(),
+            outputs: vec![
+                Tensor::from_vec("A", DataType::Int32, vec![1, 2], vec![5i32, -6]),
+                Tensor::from_strings("T", vec![1], ["hi"]),
+            ],
+            parameters: [("triton_final_response".to_string(), ParamValue::Bool(true))].into(),
+            is_final: true,
+        }
+    }
+
+    #[test]
+    fn infer_response_json_and_binary_forms() {
+        let r = response();
+        let text = String::from_utf8(write_infer_response(&r, &[false, false]).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"r1","model_name":"m","model_version":"3","parameters":{"triton_final_response":true},"outputs":[{"name":"A","datatype":"INT32","shape":[1,2],"data":[5,-6]},{"name":"T","datatype":"BYTES","shape":[1],"data":["hi"]}]}"#
+        );
+        let text = String::from_utf8(write_infer_response(&r, &[true, false]).unwrap()).unwrap();
+        assert!(text.contains(
+            r#"{"name":"A","datatype":"INT32","shape":[1,2],"parameters":{"binary_data_size":8}}"#
+        ));
+    }
+
+    #[test]
+    fn generate_response_uses_output_names_as_keys() {
+        let r = response();
+        let text = String::from_utf8(write_generate_response(&r, &r.outputs).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"r1","model_name":"m","model_version":"3","A":[5,-6],"T":"hi"}"#
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The router: every KServe v2 route, the OpenAPI document and docs page, and the layers
+//! that (de)compress bodies.
+
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use nereid_engine::Engine;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::{docs_page, ApiDoc};
+use crate::{generate, infer, metadata, repository, RestArgs};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// `--http-max-input-size`.
+    pub max_input_size: usize,
+}
+
+/// The KServe v2 routes with their OpenAPI annotations.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(metadata::server_metadata))
+        .routes(routes!(metadata::server_live))
+        .routes(routes!(metadata::server_ready))
+        .routes(routes!(metadata::model_metadata))
+        .routes(routes!(metadata::model_version_metadata))
+        .routes(routes!(metadata::model_ready))
+        .routes(routes!(metadata::model_version_ready))
+        .routes(routes!(metadata::model_config))
+        .routes(routes!(metadata::model_version_config))
+        .routes(routes!(metadata::all_stats))
+        .routes(routes!(metadata::model_stats))
+        .routes(routes!(metadata::model_version_stats))
+        .routes(routes!(infer::model_infer))
+        .routes(routes!(infer::model_version_infer))
+        .routes(routes!(generate::model_generate))
+        .routes(routes!(generate::model_version_generate))
+        .routes(routes!(generate::model_generate_stream))
+        .routes(routes!(generate::model_version_generate_stream))
+        .routes(routes!(repository::repository_index))
+        .routes(routes!(repository::repository_load))
+        .routes(routes!(repository::repository_unload))
+}
+
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut api = api_routes().into_openapi();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    api
+}
+
+/// The HTTP/REST frontend's router over `engine`: every KServe v2 route of
+/// `shared/design/protocol.md`, `/openapi.json` and `/docs`, with gzip/deflate request
+/// bodies decompressed and responses compressed when the client accepts it. It has a JSON
+/// 404 fallback, so a router merged into it must not bring its own fallback.
+pub fn router(engine: Engine, args: &RestArgs) -> Router {
+    let state = AppState {
+        engine,
+        max_input_size: args.http_max_input_size,
+    };
+    let (api_router, mut api) = api_routes().with_state(state).split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let json: Arc<str> = api
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    let page: Arc<str> = docs_page(&api).into();
+    api_router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/docs",
+            get(move || {
+                let page = page.clone();
+                async move { Html(page.to_string()) }
+            }),
+        )
+        .route("/v2/systemsharedmemory/{*rest}", any(unsupported))
+        .route("/v2/cudasharedmemory/{*rest}", any(unsupported))
+        .route("/v2/trace/setting", any(unsupported))
+        .route("/v2/models/{model}/trace/setting", any(unsupported))
+        .route("/v2/logging", any(unsupported))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Every handler reads a decompressed body, so --http-max-input-size bounds what
+        // decompression yields (a small gzip bomb is still refused with 413).
+        .layer(CompressionLayer::new())
+        .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::map_response(unsupported_encoding))
+}
+
+/// The decompression layer answers an unknown `Content-Encoding` with a bare 415; give it
+/// the JSON error body every other error has.
+async fn unsupported_encoding(response: Response) -> Response {
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let accepted = response.headers().get(header::ACCEPT_ENCODING).cloned();
+    let mut error = ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported Content-Encoding; send gzip, deflate or an uncompressed body",
+    )
+    .into_response();
+    if let Some(accepted) = accepted {
+        error
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, accepted);
+    }
+    error
+}
+
+/// Parses a `{version}` path segment.
+pub(crate) fn parse_version(text: &str) -> ApiResult<i64> {
+    text.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "model version '{text}' is not a non-negative integer"
+        ))
+    })
+}
+
+/// Triton extensions Nereid does not have (shared memory, trace, logging): a clear 501
+/// rather than a 404 that looks like a typo.
+async fn unsupported(uri: Uri) -> ApiError {
+    ApiError::unimplemented(format!("{} is not supported by this server", uri.path()))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route {}; see /docs", uri.path()),
+    )
+}
+
+async fn method_not_allowed(uri: Uri) -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take this method; see /docs", uri.path()),
+    )
+}

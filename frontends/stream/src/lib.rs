@@ -1,0 +1,28 @@
+//! Nereid's streaming frontend, mounted on the REST port next to the KServe routes:
+//!
+//! - OpenAI-compatible routes (`/v1/models`, `/v1/embeddings`, `/v1/completions`,
+//!   `/v1/chat/completions`) with `stream: true` answered as server-sent events;
+//! - bidirectional WebSocket inference (`/v2/ws`, `/v2/models/{model}/infer/ws`): many
+//!   KServe v2 requests in flight per socket, answered frame by frame as they complete.
+//!
+//! It depends only on the engine: every request becomes an [`nereid_engine::InferRequest`]
+//! and every engine stream is owned by the response body (SSE) or the socket task (WebSocket),
+//! so a client that goes away drops the stream and the engine cancels its sequence at once.
+//! Errors of the OpenAI routes are decided in [`error`]; token metrics in [`metrics`]. The
+//! WebSocket frame format is documented in `frontends/stream/README.md` and [`ws`].
+
+pub mod error;
+pub mod metrics;
+pub mod openai;
+mod sse;
+pub mod ws;
+
+use axum::Router;
+use nereid_engine::Engine;
+
+/// Every route of this frontend, ready to be merged into the REST router. Adds no fallback
+/// and no layers, so merging never clashes with the KServe routes.
+pub fn router(engine: Engine) -> Router {
+    metrics::describe();
+    openai::router(engine.clone()).merge(ws::router(engine))
+}

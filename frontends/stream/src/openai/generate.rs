@@ -1,0 +1,415 @@
+//! What completions and chat share: turning sampling options into a generator model's
+//! inputs, and reading its stream of text pieces back with token counts, finish reasons
+//! and metrics.
+//!
+//! A generator is a decoupled model with a BYTES `text_input` and a streamed BYTES
+//! `text_output`; the optional inputs `max_tokens`, `temperature`, `top_p`, `seed` and
+//! `stop` are filled when the client sets them (and refused when the model lacks them).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::Stream;
+use nereid_engine::{DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor};
+
+use super::{ModelInfo, Usage};
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::TokenMeter;
+
+/// The prompt input of a generator model.
+pub const INPUT_TEXT: &str = "text_input";
+/// Optional input: most tokens to generate.
+pub const INPUT_MAX_TOKENS: &str = "max_tokens";
+/// Optional input: sampling temperature.
+pub const INPUT_TEMPERATURE: &str = "temperature";
+/// Optional input: nucleus sampling mass.
+pub const INPUT_TOP_P: &str = "top_p";
+/// Optional input: sampling seed.
+pub const INPUT_SEED: &str = "seed";
+/// Optional input: stop strings.
+pub const INPUT_STOP: &str = "stop";
+/// The streamed output of a generator model.
+pub const OUTPUT_TEXT: &str = "text_output";
+
+/// Request parameter telling the model whether `text_input` is a chat (a JSON list of
+/// `{"role", "content"}` messages it renders with its own chat template) or a raw prompt.
+pub const PARAM_CHAT: &str = "chat";
+/// Integer output (or response parameter) with the running total of generated tokens;
+/// smollm2 sends it with its final response.
+const COMPLETION_TOKENS: &[&str] = &["completion_tokens", "generated_tokens"];
+/// Integer output (or response parameter) with the prompt's token count.
+const PROMPT_TOKENS: &[&str] = &["prompt_tokens", "input_tokens"];
+/// BYTES output (or string response parameter) with the model's finish reason.
+const FINISH_REASON: &str = "finish_reason";
+
+/// Sampling options common to completions and chat.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sampling {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+}
+
+/// A prompt: raw text (completions) or a conversation as JSON messages (chat).
+#[derive(Debug, Clone)]
+pub(crate) enum Prompt {
+    Text(String),
+    Chat(String),
+}
+
+/// Checks the model is a generator and builds its request for one choice.
+pub(crate) fn request(
+    model: &ModelInfo,
+    id: &str,
+    prompt: &Prompt,
+    sampling: &Sampling,
+) -> ApiResult<InferRequest> {
+    let text = model.input(INPUT_TEXT).filter(|t| t.datatype == "BYTES");
+    if !model.decoupled || text.is_none() || model.output(OUTPUT_TEXT).is_none() {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "model '{}' does not generate text (it needs to stream '{OUTPUT_TEXT}' from a BYTES '{INPUT_TEXT}')",
+                model.name
+            ),
+        ));
+    }
+    let text = text.expect("checked above");
+    let (prompt, chat) = match prompt {
+        Prompt::Text(t) => (t, false),
+        Prompt::Chat(messages) => (messages, true),
+    };
+    let mut inputs = vec![Tensor::from_strings(
+        text.name.clone(),
+        model.shape(text, 1, 1),
+        [prompt],
+    )];
+    let optional = |name: &str, param: &str| {
+        model.input(name).ok_or_else(|| {
+            ApiError::unsupported(
+                param,
+                format!("model '{}' does not take '{param}'", model.name),
+            )
+        })
+    };
+    if let Some(v) = sampling.max_tokens {
+        inputs.push(model.number(
+            optional(INPUT_MAX_TOKENS, "max_tokens")?,
+            "max_tokens",
+            v as f64,
+        )?);
+    }
+    if let Some(v) = sampling.temperature {
+        inputs.push(model.number(
+            optional(INPUT_TEMPERATURE, "temperature")?,
+            "temperature",
+            v,
+        )?);
+    }
+    if let Some(v) = sampling.top_p {
+        inputs.push(model.number(optional(INPUT_TOP_P, "top_p")?, "top_p", v)?);
+    }
+    if let Some(seed) = sampling.seed {
+        let meta = optional(INPUT_SEED, "seed")?;
+        let shape = model.shape(meta, 1, 1);
+        inputs.push(match meta.datatype.as_str() {
+            "UINT64" => Tensor::from_vec(meta.name.clone(), DataType::Uint64, shape, vec![seed]),
+            "INT64" => {
+                Tensor::from_vec(meta.name.clone(), DataType::Int64, shape, vec![seed as i64])
+            }
+            _ => model.number(meta, "seed", seed as f64)?,
+        });
+    }
+    if !sampling.stop.is_empty() {
+        let meta = optional(INPUT_STOP, "stop")?;
+        let fixed_one = meta.shape.last() == Some(&1);
+        if fixed_one && sampling.stop.len() > 1 {
+            return Err(ApiError::unsupported(
+                "stop",
+                format!("model '{}' takes one stop string", model.name),
+            ));
+        }
+        let shape = model.shape(meta, 1, sampling.stop.len());
+        inputs.push(Tensor::from_strings(
+            meta.name.clone(),
+            shape,
+            &sampling.stop,
+        ));
+    }
+    let mut request = InferRequest::new(model.name.clone(), inputs);
+    request.id = id.to_string();
+    // Said both ways: a raw prompt that happens to look like JSON stays a raw prompt.
+    request
+        .parameters
+        .insert(PARAM_CHAT.into(), ParamValue::Bool(chat));
+    Ok(request)
+}
+
+/// One piece of generated text; the last also says why generation stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Piece {
+    pub text: String,
+    pub finish: Option<String>,
+}
+
+/// A running generation: owns the engine stream, so dropping it (the client went away)
+/// cancels the sequence in the engine at once.
+pub(crate) struct Generation {
+    rx: nereid_engine::ResponseStream,
+    meter: TokenMeter,
+    /// Bytes of a UTF-8 character split across pieces, held until it is whole.
+    pending: Vec<u8>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: u64,
+    finish: Option<String>,
+    max_tokens: Option<u64>,
+    done: bool,
+}
+
+impl Generation {
+    /// Submits the request.
+    pub(crate) fn start(
+        engine: &Engine,
+        request: InferRequest,
+        max_tokens: Option<u64>,
+        started: Instant,
+    ) -> ApiResult<Self> {
+        let meter = TokenMeter::new(&request.model_name, started);
+        let rx = engine.infer_stream(request)?;
+        Ok(Self {
+            rx,
+            meter,
+            pending: Vec::new(),
+            prompt_tokens: None,
+            completion_tokens: 0,
+            finish: None,
+            max_tokens,
+            done: false,
+        })
+    }
+
+    /// The next piece of text, `None` after the last one. Pieces of only whitespace are
+    /// passed on; empty ones (a token that ends mid-character) are not.
+    pub(crate) async fn next(&mut self) -> Option<ApiResult<Piece>> {
+        while !self.done {
+            let response = match self.rx.recv().await {
+                Some(Ok(response)) => response,
+                Some(Err(e)) => return Some(Err(self.fail(e.into()))),
+                None => {
+                    return Some(Err(self.fail(ApiError::internal(
+                        "the model ended the stream without a final response",
+                    ))))
+                }
+            };
+            let text = self.absorb(&response);
+            if response.is_final {
+                self.done = true;
+                self.meter.finish();
+                return Some(Ok(Piece {
+                    text,
+                    finish: Some(self.finish_reason()),
+                }));
+            }
+            if !text.is_empty() {
+                return Some(Ok(Piece { text, finish: None }));
+            }
+        }
+        None
+    }
+
+    /// Token counts so far (final once the last piece was read).
+    pub(crate) fn usage(&self) -> Usage {
+        let prompt = self.prompt_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: self.completion_tokens,
+            total_tokens: prompt + self.completion_tokens,
+        }
+    }
+
+    /// The pieces as a stream, each tagged with `index`, ending with the usage.
+    pub(crate) fn into_stream(self, index: usize) -> impl Stream<Item = Event> + Send {
+        futures::stream::unfold(Some(self), move |state| async move {
+            let mut generation = state?;
+            match generation.next().await {
+                Some(Ok(piece)) => Some((Event::Piece(index, piece), Some(generation))),
+                Some(Err(e)) => Some((Event::Failed(e), None)),
+                None => Some((Event::Done(generation.usage()), None)),
+            }
+        })
+    }
+
+    /// Reads every piece and returns the whole text and the finish reason.
+    pub(crate) async fn collect(mut self) -> ApiResult<(String, String, Usage)> {
+        let mut text = String::new();
+        let mut finish = String::from("stop");
+        while let Some(piece) = self.next().await {
+            let piece = piece?;
+            text.push_str(&piece.text);
+            if let Some(f) = piece.finish {
+                finish = f;
+            }
+        }
+        Ok((text, finish, self.usage()))
+    }
+
+    fn fail(&mut self, error: ApiError) -> ApiError {
+        self.done = true;
+        self.meter.finish();
+        error
+    }
+
+    /// Takes a response's text, counts and reason in; returns the whole characters ready.
+    fn absorb(&mut self, response: &InferResponse) -> String {
+        let mut bytes = std::mem::take(&mut self.pending);
+        if let Some(out) = response.output(OUTPUT_TEXT) {
+            for piece in out.string_elements().unwrap_or_default() {
+                bytes.extend_from_slice(&piece);
+            }
+        }
+        // A model that reports its running total is believed; otherwise each response
+        // with text counts as one token (one decode step each).
+        let tokens = match find_count(response, COMPLETION_TOKENS) {
+            Some(total) => total.saturating_sub(self.completion_tokens),
+            None => u64::from(!bytes.is_empty()),
+        };
+        self.meter.tokens(tokens);
+        self.completion_tokens += tokens;
+        if let Some(prompt) = find_count(response, PROMPT_TOKENS) {
+            if self.prompt_tokens.is_none() {
+                self.meter.prompt_tokens(prompt);
+            }
+            self.prompt_tokens = Some(prompt);
+        }
+        if let Some(reason) = find_text(response, FINISH_REASON) {
+            self.finish = Some(reason);
+        }
+        let whole = if response.is_final {
+            bytes.len()
+        } else {
+            complete_utf8_prefix(&bytes)
+        };
+        self.pending = bytes.split_off(whole);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The model's reason, else `length` when the budget was used up, else `stop`.
+    fn finish_reason(&self) -> String {
+        if let Some(reason) = &self.finish {
+            return reason.clone();
+        }
+        match self.max_tokens {
+            Some(max) if self.completion_tokens >= max => "length".into(),
+            _ => "stop".into(),
+        }
+    }
+}
+
+/// Starts `n` choices for each prompt (choice `i * n + j` is prompt `i`'s `j`-th), all
+/// submitted before anything is answered, so a refusal is an HTTP status, not a stream
+/// error. If one is refused the ones already started are dropped, which cancels them.
+pub(crate) fn start_all(
+    engine: &Engine,
+    model: &ModelInfo,
+    id: &str,
+    prompts: &[Prompt],
+    n: u64,
+    sampling: &Sampling,
+    started: Instant,
+) -> ApiResult<Vec<Generation>> {
+    let mut generations = Vec::with_capacity(prompts.len() * n as usize);
+    for prompt in prompts {
+        for j in 0..n {
+            let choice = super::params::for_choice(sampling, j);
+            let request = request(
+                model,
+                &format!("{id}-{}", generations.len()),
+                prompt,
+                &choice,
+            )?;
+            generations.push(Generation::start(
+                engine,
+                request,
+                choice.max_tokens,
+                started,
+            )?);
+        }
+    }
+    Ok(generations)
+}
+
+/// Every choice's pieces as they come, in one stream that owns the generations.
+pub(crate) fn merge(generations: Vec<Generation>) -> impl Stream<Item = Event> + Send + Unpin {
+    futures::stream::select_all(
+        generations
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| Box::pin(g.into_stream(i))),
+    )
+}
+
+/// What a tagged generation stream yields.
+pub(crate) enum Event {
+    /// A piece of choice `index`.
+    Piece(usize, Piece),
+    /// A choice ended normally with this usage.
+    Done(Usage),
+    /// A choice failed.
+    Failed(ApiError),
+}
+
+/// Length of the longest prefix of `bytes` that does not end inside a UTF-8 character.
+fn complete_utf8_prefix(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        // An incomplete character at the end: hold it back. Invalid bytes elsewhere are
+        // passed on (and shown as U+FFFD) rather than stalling the stream.
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => bytes.len(),
+    }
+}
+
+/// An integer count from an output or a response parameter named any of `names`.
+fn find_count(response: &InferResponse, names: &[&str]) -> Option<u64> {
+    names.iter().find_map(|name| {
+        if let Some(t) = response.output(name) {
+            let value = match t.dtype {
+                DataType::Int32 => t.to_vec::<i32>().ok()?.first().map(|&v| v.max(0) as u64),
+                DataType::Int64 => t.to_vec::<i64>().ok()?.first().map(|&v| v.max(0) as u64),
+                DataType::Uint32 => t.to_vec::<u32>().ok()?.first().map(|&v| v as u64),
+                DataType::Uint64 => t.to_vec::<u64>().ok()?.first().copied(),
+                _ => None,
+            };
+            return value;
+        }
+        response.parameters.get(*name).and_then(ParamValue::as_u64)
+    })
+}
+
+/// A string from a BYTES output or a string response parameter.
+fn find_text(response: &InferResponse, name: &str) -> Option<String> {
+    if let Some(t) = response.output(name) {
+        let first: Bytes = t.string_elements().ok()?.into_iter().next()?;
+        return Some(String::from_utf8_lossy(&first).into_owned()).filter(|s| !s.is_empty());
+    }
+    match response.parameters.get(name) {
+        Some(ParamValue::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_characters_are_held_until_whole() {
+        let euro = "€".as_bytes();
+        assert_eq!(complete_utf8_prefix(&euro[..2]), 0);
+        assert_eq!(complete_utf8_prefix(&[b'a', euro[0]]), 1);
+        assert_eq!(complete_utf8_prefix(euro), 3);
+        assert_eq!(complete_utf8_prefix(&[0xff, b'a']), 2);
+    }
+}

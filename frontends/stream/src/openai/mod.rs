@@ -1,0 +1,219 @@
+//! OpenAI-compatible routes over the engine. The `model` field of a request names the
+//! engine model; what a model can do is read from its metadata (a BYTES input and an FP32
+//! output make an embedder; a decoupled model with `text_input`/`text_output` a generator).
+//! Chat sends the conversation to the generator as JSON messages with the request
+//! parameter `chat: true`, so the model applies its own chat template.
+
+mod chat;
+mod completions;
+mod embeddings;
+mod generate;
+mod messages;
+mod models;
+mod params;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use nereid_engine::{DataType, Engine, EngineError, Tensor, TensorMetadata};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+pub use generate::{
+    INPUT_MAX_TOKENS, INPUT_SEED, INPUT_STOP, INPUT_TEMPERATURE, INPUT_TEXT, INPUT_TOP_P,
+    OUTPUT_TEXT, PARAM_CHAT,
+};
+
+/// The OpenAI routes: `GET /v1/models`, `GET /v1/models/{model}`, `POST /v1/embeddings`,
+/// `POST /v1/completions`, `POST /v1/chat/completions`.
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::retrieve))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/completions", post(completions::create))
+        .route("/v1/chat/completions", post(chat::create))
+        .with_state(engine)
+}
+
+/// Parses a JSON request body whatever its content type (curl users forget the header),
+/// answering malformed bodies in OpenAI's error shape rather than axum's plain text.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+/// Seconds since the Unix epoch, for the `created` fields.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh response id like `chatcmpl-65a1b2c3-0000002a`: unique within the process and,
+/// through the start time, across restarts.
+pub(crate) fn new_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(unix_now);
+    format!(
+        "{prefix}-{start:x}-{:08x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A string or a list of strings (`stop`, `input`, `prompt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    /// A single string.
+    One(String),
+    /// A list of strings.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// Token counts of a request (`usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// What the OpenAI routes need to know about an engine model.
+pub(crate) struct ModelInfo {
+    /// Model name.
+    pub name: String,
+    /// `max_batch_size` from the config: 0 means requests carry no batch dimension.
+    pub max_batch_size: usize,
+    /// Whether the model streams its responses.
+    pub decoupled: bool,
+    /// Inputs, with the batch dimension left out.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs, with the batch dimension left out.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+impl ModelInfo {
+    /// Looks a ready model up; an unknown one is OpenAI's 404 `model_not_found`.
+    pub(crate) fn resolve(engine: &Engine, name: &str) -> ApiResult<Self> {
+        let lookup = || -> nereid_engine::Result<Self> {
+            let config = engine.model_config(name, None)?;
+            let metadata = engine.model_metadata(name, None)?;
+            let max_batch_size = config.max_batch_size.max(0) as usize;
+            let strip = |tensors: Vec<TensorMetadata>| {
+                tensors
+                    .into_iter()
+                    .map(|mut t| {
+                        if max_batch_size > 0 && !t.shape.is_empty() {
+                            t.shape.remove(0);
+                        }
+                        t
+                    })
+                    .collect()
+            };
+            Ok(Self {
+                name: name.to_string(),
+                max_batch_size,
+                decoupled: engine.model_is_decoupled(name, None)?,
+                inputs: strip(metadata.inputs),
+                outputs: strip(metadata.outputs),
+            })
+        };
+        lookup().map_err(|e| match e {
+            EngineError::NotFound(_) => ApiError::model_not_found(name),
+            other => other.into(),
+        })
+    }
+
+    /// An input by name.
+    pub(crate) fn input(&self, name: &str) -> Option<&TensorMetadata> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// An output by name.
+    pub(crate) fn output(&self, name: &str) -> Option<&TensorMetadata> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+
+    /// The full shape of a request tensor holding `count` elements of `meta`, one batch
+    /// item (or `batch` items of one element each for a batching model's `[1]` input).
+    pub(crate) fn shape(&self, meta: &TensorMetadata, batch: usize, count: usize) -> Vec<i64> {
+        let item: Vec<i64> = if meta.shape.is_empty() {
+            Vec::new()
+        } else {
+            vec![count as i64]
+        };
+        if self.max_batch_size > 0 {
+            std::iter::once(batch as i64).chain(item).collect()
+        } else {
+            item
+        }
+    }
+
+    /// A one-element tensor holding `value` in the input's declared datatype, so a model may
+    /// declare `max_tokens` as INT32 or INT64, `temperature` as FP32 or FP64, and so on.
+    pub(crate) fn number(
+        &self,
+        meta: &TensorMetadata,
+        param: &str,
+        value: f64,
+    ) -> ApiResult<Tensor> {
+        let dtype: DataType = meta.datatype.parse().map_err(|_| {
+            ApiError::internal(format!(
+                "model '{}' declares input '{}' with an unknown datatype",
+                self.name, meta.name
+            ))
+        })?;
+        let shape = self.shape(meta, 1, 1);
+        let name = meta.name.clone();
+        let out_of_range = || {
+            ApiError::invalid_param(
+                param,
+                format!("'{param}' = {value} is out of range for this model"),
+            )
+        };
+        let integral = value.fract() == 0.0;
+        Ok(match dtype {
+            DataType::Fp32 => Tensor::from_vec(name, dtype, shape, vec![value as f32]),
+            DataType::Fp64 => Tensor::from_vec(name, dtype, shape, vec![value]),
+            DataType::Int32 if integral && value >= i32::MIN as f64 && value <= i32::MAX as f64 => {
+                Tensor::from_vec(name, dtype, shape, vec![value as i32])
+            }
+            DataType::Int64 if integral => Tensor::from_vec(name, dtype, shape, vec![value as i64]),
+            DataType::Uint32 if integral && value >= 0.0 && value <= u32::MAX as f64 => {
+                Tensor::from_vec(name, dtype, shape, vec![value as u32])
+            }
+            DataType::Int32 | DataType::Int64 | DataType::Uint32 => return Err(out_of_range()),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "model '{}' declares input '{}' as {other}, which cannot carry '{param}'",
+                    self.name, meta.name
+                )))
+            }
+        })
+    }
+}

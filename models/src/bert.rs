@@ -1,0 +1,312 @@
+//! A BERT-family encoder (BERT, MiniLM, the sentence-transformers models built on them) on
+//! candle, computing in any float dtype. Padded positions are masked out of attention with a
+//! finite large negative bias, so every dtype stays NaN-free and a sequence's vectors do not
+//! depend on what it was batched with.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+/// The fields of a Hugging Face BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Feed-forward activation (`gelu`, `gelu_new`, `gelu_pytorch_tanh`, `relu`).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Longest sequence the position embeddings cover.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Id of the padding token.
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// Only `absolute` is supported.
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// Checks that the encoder can run this config.
+    pub fn validate(&self) -> candle_core::Result<()> {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            candle_core::bail!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size,
+                self.num_attention_heads
+            );
+        }
+        if let Some(kind) = self.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
+            candle_core::bail!("position_embedding_type '{kind}' is not supported (only 'absolute')");
+        }
+        Activation::parse(&self.hidden_act)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> candle_core::Result<Self> {
+        Ok(match name {
+            "gelu" => Self::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            other => candle_core::bail!("hidden_act '{other}' is not supported"),
+        })
+    }
+
+    fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluErf => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+            Self::Relu => xs.relu(),
+        }
+    }
+}
+
+fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
+    // Old checkpoints name the parameters gamma/beta.
+    let (weight, bias) = if vb.contains_tensor("weight") {
+        (vb.get(size, "weight")?, vb.get(size, "bias")?)
+    } else {
+        (vb.get(size, "gamma")?, vb.get(size, "beta")?)
+    };
+    Ok(LayerNorm::new(weight, bias, eps))
+}
+
+fn linear(inputs: usize, outputs: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    Ok(Linear::new(vb.get((outputs, inputs), "weight")?, Some(vb.get(outputs, "bias")?)))
+}
+
+struct Layer {
+    /// Query, key and value projections fused into one matmul.
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    out_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let att = vb.pp("attention");
+        let parts = ["query", "key", "value"].map(|n| linear(h, h, att.pp("self").pp(n)));
+        let [q, k, v] = parts;
+        let (q, k, v) = (q?, k?, v?);
+        let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+        let bias = Tensor::cat(&[q.bias().expect("bias"), k.bias().expect("bias"), v.bias().expect("bias")], 0)?;
+        Ok(Self {
+            qkv: Linear::new(weight, Some(bias)),
+            attn_out: linear(h, h, att.pp("output").pp("dense"))?,
+            attn_norm: layer_norm(h, cfg.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
+            inter: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+            out: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            out_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+        })
+    }
+}
+
+/// A loaded encoder: embeddings and layers on one device in one dtype.
+pub struct BertModel {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+    act: Activation,
+    dtype: DType,
+    device: Device,
+}
+
+impl BertModel {
+    /// Loads the weights (`embeddings.*`, `encoder.layer.N.*`, optionally under `bert.`).
+    pub fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        cfg.validate()?;
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let emb = vb.pp("embeddings");
+        let h = cfg.hidden_size;
+        let embedding = |n: usize, name: &str| -> candle_core::Result<Embedding> {
+            Ok(Embedding::new(emb.pp(name).get((n, h), "weight")?, h))
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(cfg, vb.pp("encoder").pp("layer").pp(i.to_string())))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            word: embedding(cfg.vocab_size, "word_embeddings")?,
+            position: embedding(cfg.max_position_embeddings, "position_embeddings")?,
+            token_type: embedding(cfg.type_vocab_size, "token_type_embeddings")?,
+            embed_norm: layer_norm(h, cfg.layer_norm_eps, emb.pp("LayerNorm"))?,
+            layers,
+            heads: cfg.num_attention_heads,
+            act: Activation::parse(&cfg.hidden_act)?,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype the encoder computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Hidden states `(batch, seq, hidden)` for token ids `(batch, seq)` (u32), token types
+    /// `(batch, seq)` (u32), and a mask `(batch, seq)` holding 1 for real tokens, 0 for padding.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
+        let x = self.word.forward(ids)?;
+        let x = (x + self.token_type.forward(types)?)?;
+        let x = x.broadcast_add(&self.position.forward(&positions)?)?;
+        let mut x = self.embed_norm.forward(&x)?;
+        // Additive bias (batch, 1, 1, seq): 0 where real, a large finite negative where padded.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 30_000.0)?
+            .to_dtype(self.dtype)?
+            .reshape((batch, 1, 1, seq))?;
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &bias)?;
+        }
+        Ok(x)
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let qkv = l.qkv.forward(x)?.reshape((b, s, 3, self.heads, hd))?;
+        let head = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
+        let q = (q * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let x = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?)?;
+        let inter = self.act.apply(&l.inter.forward(&x)?)?;
+        l.out_norm.forward(&(l.out.forward(&inter)? + x)?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A tiny random BERT config for tests.
+    pub(crate) fn tiny_config(vocab: usize) -> BertConfig {
+        serde_json::from_value(serde_json::json!({
+            "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 32, "max_position_embeddings": 64, "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12, "pad_token_id": 0
+        }))
+        .unwrap()
+    }
+
+    /// Random weights for `tiny_config`, as a safetensors map.
+    pub(crate) fn tiny_weights(cfg: &BertConfig, seed: u64) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        let mut w = HashMap::new();
+        let mut n = seed;
+        let mut rand = |shape: &[usize]| {
+            n += 1;
+            let count: usize = shape.iter().product();
+            let vals: Vec<f32> = (0..count)
+                .map(|i| {
+                    let x = ((i as u64 + 1) * 2654435761 + n * 40503) % 10007;
+                    (x as f32 / 10007.0 - 0.5) * 0.4
+                })
+                .collect();
+            Tensor::from_vec(vals, shape, &dev).unwrap()
+        };
+        let h = cfg.hidden_size;
+        w.insert("embeddings.word_embeddings.weight".into(), rand(&[cfg.vocab_size, h]));
+        w.insert("embeddings.position_embeddings.weight".into(), rand(&[cfg.max_position_embeddings, h]));
+        w.insert("embeddings.token_type_embeddings.weight".into(), rand(&[cfg.type_vocab_size, h]));
+        let ones = |n: usize| Tensor::ones(n, DType::F32, &dev).unwrap();
+        let zeros = |n: usize| Tensor::zeros(n, DType::F32, &dev).unwrap();
+        w.insert("embeddings.LayerNorm.weight".into(), ones(h));
+        w.insert("embeddings.LayerNorm.bias".into(), zeros(h));
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{i}.");
+            for name in ["query", "key", "value"] {
+                w.insert(format!("{p}attention.self.{name}.weight"), rand(&[h, h]));
+                w.insert(format!("{p}attention.self.{name}.bias"), rand(&[h]));
+            }
+            w.insert(format!("{p}attention.output.dense.weight"), rand(&[h, h]));
+            w.insert(format!("{p}attention.output.dense.bias"), rand(&[h]));
+            w.insert(format!("{p}attention.output.LayerNorm.weight"), ones(h));
+            w.insert(format!("{p}attention.output.LayerNorm.bias"), zeros(h));
+            w.insert(format!("{p}intermediate.dense.weight"), rand(&[cfg.intermediate_size, h]));
+            w.insert(format!("{p}intermediate.dense.bias"), rand(&[cfg.intermediate_size]));
+            w.insert(format!("{p}output.dense.weight"), rand(&[h, cfg.intermediate_size]));
+            w.insert(format!("{p}output.dense.bias"), rand(&[h]));
+            w.insert(format!("{p}output.LayerNorm.weight"), ones(h));
+            w.insert(format!("{p}output.LayerNorm.bias"), zeros(h));
+        }
+        w
+    }
+
+    #[test]
+    fn padding_does_not_change_real_positions() {
+        let cfg = tiny_config(50);
+        let vb = VarBuilder::from_tensors(tiny_weights(&cfg, 1), DType::F32, &Device::Cpu);
+        let model = BertModel::load(&cfg, vb).unwrap();
+        let dev = Device::Cpu;
+        let alone_ids = Tensor::new(&[[2u32, 7, 9]], &dev).unwrap();
+        let alone = model
+            .forward(&alone_ids, &alone_ids.zeros_like().unwrap(), &alone_ids.ones_like().unwrap())
+            .unwrap();
+        let ids = Tensor::new(&[[2u32, 7, 9, 0, 0], [3, 4, 5, 6, 8]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 0, 0], [1, 1, 1, 1, 1]], &dev).unwrap();
+        let batched = model.forward(&ids, &ids.zeros_like().unwrap(), &mask).unwrap();
+        let a: Vec<Vec<f32>> = alone.squeeze(0).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = batched.get(0).unwrap().narrow(0, 0, 3).unwrap().to_vec2().unwrap();
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn unsupported_configs_are_refused() {
+        let mut cfg = tiny_config(10);
+        cfg.hidden_act = "swish".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("swish"));
+        let mut cfg = tiny_config(10);
+        cfg.num_attention_heads = 3;
+        assert!(cfg.validate().is_err());
+    }
+}

