@@ -85,7 +85,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NEREID_METRICS_PORT", default_value_t = 8002)]
     pub metrics_port: u16,
     /// Model control mode.
-    #[arg(long, env = "NEREID_MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    #[arg(
+        long,
+        env = "NEREID_MODEL_CONTROL_MODE",
+        value_enum,
+        default_value = "none"
+    )]
     pub model_control_mode: ControlMode,
     /// Model to load at start in explicit mode (repeatable; `*` loads all).
     #[arg(long = "load-model", env = "NEREID_LOAD_MODEL", value_delimiter = ',')]

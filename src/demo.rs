@@ -20,6 +20,7 @@ pub fn prepare(which: DemoModels) -> anyhow::Result<PathBuf> {
     if which == DemoModels::All {
         models.extend(nereid_models::demo::DEMO_MODELS);
     }
-    write_repository(&dir, models).with_context(|| format!("cannot write demo repository {}", dir.display()))?;
+    write_repository(&dir, models)
+        .with_context(|| format!("cannot write demo repository {}", dir.display()))?;
     Ok(dir)
 }

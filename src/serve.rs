@@ -40,7 +40,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(model = %entry.name, version = %entry.version, state = %entry.state, reason = %entry.reason, "model");
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(engine, args, metrics))
 }
 
@@ -51,13 +53,20 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let bind = |port: u16| {
         let address = format!("{}:{port}", args.address);
-        async move { TcpListener::bind(&address).await.with_context(|| format!("cannot bind {address}")) }
+        async move {
+            TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("cannot bind {address}"))
+        }
     };
     let http = bind(args.http_port).await?;
     let grpc = bind(args.grpc_port).await?;
     let metrics_listener = bind(args.metrics_port).await?;
-    let (http_addr, grpc_addr, metrics_addr) =
-        (reachable(http.local_addr()?), reachable(grpc.local_addr()?), reachable(metrics_listener.local_addr()?));
+    let (http_addr, grpc_addr, metrics_addr) = (
+        reachable(http.local_addr()?),
+        reachable(grpc.local_addr()?),
+        reachable(metrics_listener.local_addr()?),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -67,16 +76,24 @@ async fn serve(
         }
     };
 
-    let rest_router = nereid_rest::router(engine.clone(), &args.rest).merge(nereid_stream::router(engine.clone()));
+    let rest_router = nereid_rest::router(engine.clone(), &args.rest)
+        .merge(nereid_stream::router(engine.clone()));
     let rest_task = tokio::spawn({
         let (rest_args, stop) = (args.rest.clone(), stopped());
         async move { nereid_rest::serve(rest_router, http, &rest_args, stop).await }
     });
-    let grpc_task = tokio::spawn(nereid_grpc::serve(engine.clone(), grpc, args.grpc.clone(), stopped()));
+    let grpc_task = tokio::spawn(nereid_grpc::serve(
+        engine.clone(),
+        grpc,
+        args.grpc.clone(),
+        stopped(),
+    ));
     let metrics_task = tokio::spawn({
         let stop = stopped();
         async move {
-            axum::serve(metrics_listener, metrics_server::router(metrics)).with_graceful_shutdown(stop).await
+            axum::serve(metrics_listener, metrics_server::router(metrics))
+                .with_graceful_shutdown(stop)
+                .await
         }
     });
 
@@ -89,11 +106,19 @@ async fn serve(
         _ = shutdown_signal() => {}
         r = &mut Box::pin(watch_task("http", rest_task)) => r?,
     }
-    tracing::info!(exit_timeout_secs = args.exit_timeout_secs, "shutting down: finishing in-flight requests");
+    tracing::info!(
+        exit_timeout_secs = args.exit_timeout_secs,
+        "shutting down: finishing in-flight requests"
+    );
     let _ = stop_tx.send(true);
-    let drained = engine.shutdown(Duration::from_secs(args.exit_timeout_secs)).await;
+    let drained = engine
+        .shutdown(Duration::from_secs(args.exit_timeout_secs))
+        .await;
     if !drained {
-        tracing::warn!(left = engine.inflight(), "exit timeout passed with requests still in flight");
+        tracing::warn!(
+            left = engine.inflight(),
+            "exit timeout passed with requests still in flight"
+        );
     }
     let grace = Duration::from_secs(2);
     let _ = tokio::time::timeout(grace, grpc_task).await;
@@ -102,7 +127,10 @@ async fn serve(
     Ok(())
 }
 
-async fn watch_task(name: &str, task: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn watch_task(
+    name: &str,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     match task.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.context(format!("{name} server failed"))),

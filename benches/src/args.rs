@@ -220,6 +220,9 @@ pub struct BenchArgs {
     /// Send requests over gRPC ModelStreamInfer (needed for decoupled models).
     #[arg(long = "streaming")]
     pub streaming: bool,
+    /// Milliseconds a request may take before it counts as failed.
+    #[arg(long = "request-timeout", default_value_t = 30_000)]
+    pub request_timeout: u64,
     /// Write the results as CSV (perf_analyzer's columns, microseconds).
     #[arg(short = 'f', long = "filename")]
     pub filename: Option<PathBuf>,

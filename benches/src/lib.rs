@@ -97,7 +97,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!();
 
     let progress = progress::Progress::new(!args.no_progress && std::io::stderr().is_terminal());
-    let target = Arc::new(Target { client, model, inputs, streaming: args.streaming, batch: args.batch_size, server_stats });
+    let target = Arc::new(Target { client, model, inputs, streaming: args.streaming, batch: args.batch_size, server_stats,
+        request_timeout: Duration::from_millis(args.request_timeout) });
     let mut results = Vec::new();
     for level in levels {
         let result = load::measure(target.clone(), level, plan, &progress).await?;

@@ -33,6 +33,18 @@ pub struct Target {
     pub batch: usize,
     /// Read the server's statistics around each window.
     pub server_stats: bool,
+    /// A request with no answer after this long fails (so a lost request cannot hang a run).
+    pub request_timeout: Duration,
+}
+
+/// The default of [`Target::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn timed<T>(limit: Duration, call: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => bail!("no response within {limit:?}"),
+    }
 }
 
 /// One load level.
@@ -153,22 +165,22 @@ impl Shared {
 
 enum Session {
     Unary(Client),
-    Stream(GrpcStream),
+    Stream(Box<GrpcStream>),
 }
 
 impl Session {
     async fn open(target: &Target) -> anyhow::Result<Self> {
         match (&target.client, target.streaming) {
             (client, false) => Ok(Self::Unary(client.clone())),
-            (Client::Grpc(grpc), true) => Ok(Self::Stream(grpc.stream().await?)),
+            (Client::Grpc(grpc), true) => Ok(Self::Stream(Box::new(grpc.stream().await?))),
             (Client::Http(_), true) => bail!("streaming needs gRPC"),
         }
     }
 
-    async fn infer(&mut self, model: &ModelInfo, inputs: &InputSet) -> anyhow::Result<CallTiming> {
+    async fn infer(&mut self, model: &ModelInfo, inputs: &InputSet, limit: Duration) -> anyhow::Result<CallTiming> {
         match self {
-            Self::Unary(client) => client.infer(model, inputs).await,
-            Self::Stream(stream) => stream.infer(model, inputs).await.map(|(timing, _)| timing),
+            Self::Unary(client) => timed(limit, client.infer(model, inputs)).await,
+            Self::Stream(stream) => timed(limit, stream.infer(model, inputs)).await.map(|(timing, _)| timing),
         }
     }
 }
@@ -186,7 +198,7 @@ async fn closed_worker(slot: usize, target: Arc<Target>, shared: Arc<Shared>) {
         let inputs = &target.inputs[turn % target.inputs.len()];
         turn += 1;
         let start = Instant::now();
-        let result = session.infer(&target.model, inputs).await;
+        let result = session.infer(&target.model, inputs, target.request_timeout).await;
         shared.record(slot, start.elapsed(), &result);
         if result.is_err() {
             // Do not spin on a failing server; a stream that failed is reopened.
@@ -236,7 +248,7 @@ async fn open_scheduler(
         tokio::spawn(async move {
             let inputs = &target.inputs[slot % target.inputs.len()];
             let start = Instant::now();
-            let result = target.client.infer(&target.model, inputs).await;
+            let result = timed(target.request_timeout, target.client.infer(&target.model, inputs)).await;
             shared.record(slot, start.elapsed(), &result);
             drop(permit);
         });
@@ -255,7 +267,7 @@ async fn read_stats(target: &Target) -> Option<ServerStats> {
     if !target.server_stats {
         return None;
     }
-    target.client.statistics(&target.model.name, &target.model.version).await.ok()
+    timed(Duration::from_secs(10), target.client.statistics(&target.model.name, &target.model.version)).await.ok()
 }
 
 /// Sleeps `length` in small steps, updating the progress display.
@@ -339,7 +351,13 @@ pub async fn measure(target: Arc<Target>, level: Level, plan: Plan, progress: &P
 
     shared.stop.store(true, Relaxed);
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    // Workers finish their request in flight; the timeout bounds it, the grace covers the rest.
+    let drained = tokio::time::timeout(target.request_timeout + Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tasks.abort_all();
+    }
     let after = read_stats(&target).await;
     let measured = &windows[windows.len().saturating_sub(3)..];
     let summary = summarize(measured, target.batch);

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A progress display; hidden when disabled or when stderr is not a terminal.
 pub struct Progress {
     bar: ProgressBar,
+    scope: parking_lot::Mutex<String>,
     level: parking_lot::Mutex<String>,
 }
 
@@ -22,7 +23,7 @@ impl Progress {
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar, level: parking_lot::Mutex::new(String::new()) }
+        Self { bar, scope: parking_lot::Mutex::default(), level: parking_lot::Mutex::default() }
     }
 
     /// A display that draws nothing.
@@ -30,10 +31,24 @@ impl Progress {
         Self::new(false)
     }
 
-    /// Announces a new level (or scenario).
+    /// Names what the next levels belong to (a report scenario); empty for none.
+    pub fn set_scope(&self, scope: &str) {
+        *self.scope.lock() = scope.to_string();
+    }
+
+    fn prefixed(&self, text: &str) -> String {
+        let scope = self.scope.lock();
+        if scope.is_empty() {
+            text.to_string()
+        } else {
+            format!("{scope}: {text}")
+        }
+    }
+
+    /// Announces a new level.
     pub fn start(&self, level: &str) {
-        *self.level.lock() = level.to_string();
-        self.bar.set_message(level.to_string());
+        *self.level.lock() = self.prefixed(level);
+        self.bar.set_message(self.level.lock().clone());
     }
 
     /// Updates the running line.
@@ -44,7 +59,7 @@ impl Progress {
     /// Prints a finished line above the spinner.
     pub fn finish(&self, line: &str) {
         if !self.bar.is_hidden() {
-            self.bar.println(format!("  {line}"));
+            self.bar.println(format!("  {}", self.prefixed(line)));
         }
     }
 

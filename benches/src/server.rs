@@ -142,9 +142,10 @@ pub fn bare_rest(threads: usize) -> anyhow::Result<RunningServer> {
 
 /// Starts the bare tonic server of `nereid-grpc` (answers `simple` without the engine).
 pub fn bare_grpc(threads: usize) -> anyhow::Result<RunningServer> {
-    // TODO(bench): `nereid_grpc::bare::serve_bare` is still a placeholder in nereid-grpc.
-    let _ = threads;
-    bail!("nereid_grpc::bare::serve_bare is not available yet")
+    let host = Host::new("bare-grpc", threads)?;
+    let (listener, grpc) = host.bind()?;
+    host.spawn("bare gRPC", nereid_grpc::bare::serve_bare(listener, host.stopped()));
+    Ok(host.into_server(None, Some(grpc), None))
 }
 
 /// Parses `NEREID_READY http=H:P grpc=H:P metrics=H:P`.

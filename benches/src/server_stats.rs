@@ -26,11 +26,7 @@ impl CountNs {
 
     /// Average duration, zero when the count is.
     pub fn average(self) -> Duration {
-        if self.count == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.ns / self.count)
-        }
+        Duration::from_nanos(self.ns.checked_div(self.count).unwrap_or(0))
     }
 }
 

@@ -31,7 +31,15 @@ async fn bench(endpoint: Endpoint, model: &str, shape: &[ShapeArg], level: Level
     let client = Client::connect(&endpoint, Arc::default()).await.expect("connect");
     let info = client.model_info(model, "").await.expect("model info");
     let inputs = build_inputs(&info, &"random".parse().unwrap(), shape, 1).expect("inputs");
-    let target = Arc::new(Target { client, model: info.clone(), inputs, streaming, batch: 1, server_stats: true });
+    let target = Arc::new(Target {
+        client,
+        model: info.clone(),
+        inputs,
+        streaming,
+        batch: 1,
+        server_stats: true,
+        request_timeout: Duration::from_secs(10),
+    });
     let result = measure(target, level, PLAN, &Progress::hidden()).await.expect("measure");
     (result, info)
 }
@@ -121,4 +129,20 @@ async fn decoupled_model_streams_to_the_final_response() {
     let mut stream = grpc.stream().await.unwrap();
     let (_, responses) = stream.infer(&info_in_only, &inputs[0]).await.unwrap();
     assert!(responses >= 3, "three elements give three responses (and maybe an empty final one), got {responses}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_servers_answer_simple() {
+    let grpc = tokio::task::spawn_blocking(|| server::bare_grpc(1)).await.unwrap().expect("bare gRPC");
+    let rest = tokio::task::spawn_blocking(|| server::bare_rest(1)).await.unwrap().expect("bare REST");
+    let model = ModelInfo::simple();
+    let inputs = build_inputs(&model, &"random".parse().unwrap(), &[], 1).unwrap();
+    for endpoint in [
+        Endpoint::grpc(&grpc.grpc_url().unwrap()),
+        Endpoint::http(&rest.http_url().unwrap(), HttpVersion::Http1, TensorFormat::Json),
+        Endpoint::http(&rest.http_url().unwrap(), HttpVersion::Http2, TensorFormat::Binary),
+    ] {
+        let client = Client::connect(&endpoint, Arc::default()).await.unwrap();
+        client.infer(&model, &inputs[0]).await.unwrap_or_else(|e| panic!("{}: {e:#}", endpoint.label()));
+    }
 }

@@ -116,7 +116,11 @@ impl BackendRegistry {
     /// Finds the backend a model's config names in `backend`, else in `platform`.
     pub fn resolve(&self, spec: &ModelSpec) -> Result<Arc<dyn Backend>> {
         let cfg = &spec.config;
-        let key = if cfg.backend.is_empty() { &cfg.platform } else { &cfg.backend };
+        let key = if cfg.backend.is_empty() {
+            &cfg.platform
+        } else {
+            &cfg.backend
+        };
         if key.is_empty() {
             return Err(EngineError::invalid(format!(
                 "model '{}': config names no backend; set backend to one of {:?}",

@@ -110,7 +110,10 @@ impl ModelSpec {
 
     /// A string parameter from the config's `parameters` map.
     pub fn parameter(&self, key: &str) -> Option<&str> {
-        self.config.parameters.get(key).map(|p| p.string_value.as_str())
+        self.config
+            .parameters
+            .get(key)
+            .map(|p| p.string_value.as_str())
     }
 
     /// Validates a config and derives the scheduler's view of it.
@@ -120,24 +123,42 @@ impl ModelSpec {
             return Err(EngineError::invalid("model config has an empty 'name'"));
         }
         if config.max_batch_size < 0 {
-            return Err(bad(format!("max_batch_size must be >= 0, got {}", config.max_batch_size)));
+            return Err(bad(format!(
+                "max_batch_size must be >= 0, got {}",
+                config.max_batch_size
+            )));
         }
         let max_batch_size = config.max_batch_size as usize;
-        let inputs = tensor_specs(&config.name, "input", config.input.iter().map(|i| {
-            (i.name.as_str(), i.data_type, i.dims.as_slice(), i.optional)
-        }))?;
-        let outputs = tensor_specs(&config.name, "output", config.output.iter().map(|o| {
-            (o.name.as_str(), o.data_type, o.dims.as_slice(), false)
-        }))?;
+        let inputs = tensor_specs(
+            &config.name,
+            "input",
+            config
+                .input
+                .iter()
+                .map(|i| (i.name.as_str(), i.data_type, i.dims.as_slice(), i.optional)),
+        )?;
+        let outputs = tensor_specs(
+            &config.name,
+            "output",
+            config
+                .output
+                .iter()
+                .map(|o| (o.name.as_str(), o.data_type, o.dims.as_slice(), false)),
+        )?;
         if outputs.is_empty() {
             return Err(bad("declares no output".into()));
         }
-        let decoupled = config.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+        let decoupled = config
+            .model_transaction_policy
+            .as_ref()
+            .is_some_and(|p| p.decoupled);
 
         let dynamic = match &config.scheduling_choice {
             Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
             Some(SchedulingChoice::SequenceBatching(_)) => {
-                return Err(bad("sequence_batching is not supported yet; use dynamic_batching".into()))
+                return Err(bad(
+                    "sequence_batching is not supported yet; use dynamic_batching".into(),
+                ))
             }
             Some(SchedulingChoice::EnsembleScheduling(_)) => {
                 return Err(bad("ensemble_scheduling is not supported yet".into()))
@@ -149,7 +170,8 @@ impl ModelSpec {
             _ => None,
         };
         let (levels, default_priority) =
-            queue_levels(dynamic.as_ref().unwrap_or(&ModelDynamicBatching::default())).map_err(bad)?;
+            queue_levels(dynamic.as_ref().unwrap_or(&ModelDynamicBatching::default()))
+                .map_err(bad)?;
 
         if config.instance_group.is_empty() {
             config.instance_group.push(ModelInstanceGroup {
@@ -165,7 +187,10 @@ impl ModelSpec {
                 group.name = format!("{}_{gi}", config.name);
             }
             if group.count < 0 {
-                return Err(bad(format!("instance_group {gi}: count must be >= 1, got {}", group.count)));
+                return Err(bad(format!(
+                    "instance_group {gi}: count must be >= 1, got {}",
+                    group.count
+                )));
             }
             if group.count == 0 {
                 group.count = 1;
@@ -177,11 +202,19 @@ impl ModelSpec {
                     if group.gpus.is_empty() {
                         group.gpus.push(0);
                     }
-                    group.gpus.iter().map(|&g| Device::Gpu(g.max(0) as u32)).collect()
+                    group
+                        .gpus
+                        .iter()
+                        .map(|&g| Device::Gpu(g.max(0) as u32))
+                        .collect()
                 }
                 Kind::Auto if !group.gpus.is_empty() => {
                     group.kind = Kind::Gpu as i32;
-                    group.gpus.iter().map(|&g| Device::Gpu(g.max(0) as u32)).collect()
+                    group
+                        .gpus
+                        .iter()
+                        .map(|&g| Device::Gpu(g.max(0) as u32))
+                        .collect()
                 }
                 Kind::Auto | Kind::Cpu | Kind::Model => {
                     group.kind = Kind::Cpu as i32;
@@ -216,9 +249,12 @@ fn tensor_specs<'a>(
     let mut seen = HashSet::new();
     let mut specs = Vec::new();
     for (name, data_type, dims, optional) in items {
-        let bad = |msg: String| EngineError::invalid(format!("model '{model}': {what} '{name}': {msg}"));
+        let bad =
+            |msg: String| EngineError::invalid(format!("model '{model}': {what} '{name}': {msg}"));
         if name.is_empty() {
-            return Err(EngineError::invalid(format!("model '{model}': an {what} has an empty name")));
+            return Err(EngineError::invalid(format!(
+                "model '{model}': an {what} has an empty name"
+            )));
         }
         if !seen.insert(name) {
             return Err(bad("declared twice".into()));
@@ -226,14 +262,24 @@ fn tensor_specs<'a>(
         let dtype = DataType::from_config(data_type)
             .ok_or_else(|| bad(format!("data_type {data_type} is not a valid TYPE_*")))?;
         if let Some(d) = dims.iter().find(|&&d| d < -1) {
-            return Err(bad(format!("dims {dims:?} has invalid dimension {d}; use -1 for any size")));
+            return Err(bad(format!(
+                "dims {dims:?} has invalid dimension {d}; use -1 for any size"
+            )));
         }
-        specs.push(TensorSpec { name: name.to_string(), dtype, dims: dims.to_vec(), optional });
+        specs.push(TensorSpec {
+            name: name.to_string(),
+            dtype,
+            dims: dims.to_vec(),
+            optional,
+        });
     }
     Ok(specs)
 }
 
-fn batching_policy(d: &ModelDynamicBatching, max_batch_size: usize) -> Result<BatchingPolicy, String> {
+fn batching_policy(
+    d: &ModelDynamicBatching,
+    max_batch_size: usize,
+) -> Result<BatchingPolicy, String> {
     let mut preferred = Vec::new();
     for &p in &d.preferred_batch_size {
         if p <= 0 || p as usize > max_batch_size {
@@ -271,23 +317,32 @@ fn queue_policy(p: &ModelQueuePolicy) -> Result<QueuePolicy, String> {
 }
 
 fn queue_levels(d: &ModelDynamicBatching) -> Result<(Vec<QueuePolicy>, usize), String> {
-    let default_policy = queue_policy(&d.default_queue_policy.clone().unwrap_or_default())?;
+    let default_policy = queue_policy(&d.default_queue_policy.unwrap_or_default())?;
     let count = d.priority_levels.max(1) as usize;
     if count > 256 {
-        return Err(format!("priority_levels {} is more than 256", d.priority_levels));
+        return Err(format!(
+            "priority_levels {} is more than 256",
+            d.priority_levels
+        ));
     }
     let default_level = match d.default_priority_level {
         0 if d.priority_levels == 0 => 1,
-        0 => return Err("priority_levels is set, so default_priority_level must be set too".into()),
+        0 => {
+            return Err("priority_levels is set, so default_priority_level must be set too".into())
+        }
         l if l as usize > count => {
-            return Err(format!("default_priority_level {l} is above priority_levels {count}"))
+            return Err(format!(
+                "default_priority_level {l} is above priority_levels {count}"
+            ))
         }
         l => l as usize,
     };
     let mut levels = vec![default_policy; count];
     for (&level, policy) in &d.priority_queue_policy {
         if level == 0 || level as usize > count {
-            return Err(format!("priority_queue_policy names level {level}, outside 1..={count}"));
+            return Err(format!(
+                "priority_queue_policy names level {level}, outside 1..={count}"
+            ));
         }
         levels[level as usize - 1] = queue_policy(policy)?;
     }
@@ -350,22 +405,45 @@ mod tests {
         assert_eq!(s.levels[1].default_timeout, Some(Duration::from_millis(1)));
         assert_eq!(s.levels[0].max_queue_size, 2);
         assert_eq!(s.levels[0].timeout_action, TimeoutPolicy::Reject);
-        assert_eq!(s.instances, vec![Device::Gpu(0), Device::Gpu(0), Device::Gpu(1), Device::Gpu(1)]);
+        assert_eq!(
+            s.instances,
+            vec![
+                Device::Gpu(0),
+                Device::Gpu(0),
+                Device::Gpu(1),
+                Device::Gpu(1)
+            ]
+        );
     }
 
     #[test]
     fn broken_configs_name_the_problem() {
         let cases = [
-            (r#"name: "m" max_batch_size: 4 output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                dynamic_batching { preferred_batch_size: [8] }"#, "preferred_batch_size 8"),
-            (r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [-2] }"#, "invalid dimension -2"),
-            (r#"name: "m" output { name: "Y" dims: [1] }"#, "'Y': data_type 0"),
-            (r#"name: "m" input { name: "X" data_type: TYPE_FP32 dims: [1] }
+            (
+                r#"name: "m" max_batch_size: 4 output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                dynamic_batching { preferred_batch_size: [8] }"#,
+                "preferred_batch_size 8",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [-2] }"#,
+                "invalid dimension -2",
+            ),
+            (
+                r#"name: "m" output { name: "Y" dims: [1] }"#,
+                "'Y': data_type 0",
+            ),
+            (
+                r#"name: "m" input { name: "X" data_type: TYPE_FP32 dims: [1] }
                 input { name: "X" data_type: TYPE_FP32 dims: [1] }
-                output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#, "'X': declared twice"),
+                output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#,
+                "'X': declared twice",
+            ),
             (r#"name: "m""#, "declares no output"),
-            (r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                dynamic_batching { priority_levels: 2 default_priority_level: 3 }"#, "default_priority_level 3"),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                dynamic_batching { priority_levels: 2 default_priority_level: 3 }"#,
+                "default_priority_level 3",
+            ),
         ];
         for (text, needle) in cases {
             let err = spec(text).unwrap_err().to_string();

@@ -15,8 +15,8 @@ use crate::scheduler::Queued;
 use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
 use crate::validate::validate;
 use crate::{
-    BackendRegistry, EngineError, InferRequest, InferResponse, ModelStatsSnapshot, Repository, Result,
-    ResponseStream,
+    BackendRegistry, EngineError, InferRequest, InferResponse, ModelStatsSnapshot, Repository,
+    ResponseStream, Result,
 };
 
 /// How models get loaded, as Triton's `--model-control-mode`.
@@ -99,7 +99,11 @@ impl Engine {
     /// load here): call it before serving or from a blocking thread. A model that fails to
     /// load is recorded UNAVAILABLE with its reason; the others serve.
     pub fn start(options: EngineOptions, backends: BackendRegistry) -> Result<Self> {
-        let repository = options.repository.as_ref().map(Repository::open).transpose()?;
+        let repository = options
+            .repository
+            .as_ref()
+            .map(Repository::open)
+            .transpose()?;
         let engine = Self {
             inner: Arc::new(Inner {
                 models: ModelTable::new(repository, backends),
@@ -110,13 +114,19 @@ impl Engine {
         };
         let models = &engine.inner.models;
         let to_load: Vec<String> = match engine.inner.options.control_mode {
-            ModelControlMode::None | ModelControlMode::Poll => {
-                models.repository().map(|r| r.model_names()).transpose()?.unwrap_or_default()
-            }
+            ModelControlMode::None | ModelControlMode::Poll => models
+                .repository()
+                .map(|r| r.model_names())
+                .transpose()?
+                .unwrap_or_default(),
             ModelControlMode::Explicit => {
                 let named = &engine.inner.options.startup_models;
                 if named.iter().any(|n| n == "*") {
-                    models.repository().map(|r| r.model_names()).transpose()?.unwrap_or_default()
+                    models
+                        .repository()
+                        .map(|r| r.model_names())
+                        .transpose()?
+                        .unwrap_or_default()
                 } else {
                     named.clone()
                 }
@@ -127,7 +137,11 @@ impl Engine {
         }
         if engine.inner.options.control_mode == ModelControlMode::Poll {
             let weak = Arc::downgrade(&engine.inner);
-            let interval = engine.inner.options.poll_interval.max(Duration::from_millis(100));
+            let interval = engine
+                .inner
+                .options
+                .poll_interval
+                .max(Duration::from_millis(100));
             std::thread::Builder::new()
                 .name("repository-poll".into())
                 .spawn(move || loop {
@@ -145,7 +159,10 @@ impl Engine {
 
     /// Server name and version.
     pub fn server_metadata(&self) -> ServerMetadata {
-        ServerMetadata { name: "nereid".into(), version: env!("CARGO_PKG_VERSION").into() }
+        ServerMetadata {
+            name: "nereid".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
     }
 
     /// The control mode in force.
@@ -174,7 +191,13 @@ impl Engine {
         let spec = &model.spec;
         let versions = match version {
             Some(v) => vec![v.to_string()],
-            None => self.inner.models.ready_versions(Some(name)).iter().map(|m| m.version.to_string()).collect(),
+            None => self
+                .inner
+                .models
+                .ready_versions(Some(name))
+                .iter()
+                .map(|m| m.version.to_string())
+                .collect(),
         };
         let describe = |specs: &[crate::TensorSpec]| {
             specs
@@ -194,7 +217,11 @@ impl Engine {
         Ok(ModelMetadata {
             name: name.to_string(),
             versions,
-            platform: if cfg.platform.is_empty() { cfg.backend.clone() } else { cfg.platform.clone() },
+            platform: if cfg.platform.is_empty() {
+                cfg.backend.clone()
+            } else {
+                cfg.platform.clone()
+            },
             inputs: describe(&spec.inputs),
             outputs: describe(&spec.outputs),
         })
@@ -202,7 +229,13 @@ impl Engine {
 
     /// The config of a ready model, as loaded and completed.
     pub fn model_config(&self, name: &str, version: Option<i64>) -> Result<ModelConfig> {
-        Ok(self.inner.models.resolve(name, version)?.spec.config.clone())
+        Ok(self
+            .inner
+            .models
+            .resolve(name, version)?
+            .spec
+            .config
+            .clone())
     }
 
     /// Whether the model is decoupled (streams its responses).
@@ -211,7 +244,11 @@ impl Engine {
     }
 
     /// Statistics of every ready version, or of one model (and version).
-    pub fn model_statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<ModelStatsSnapshot>> {
+    pub fn model_statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<i64>,
+    ) -> Result<Vec<ModelStatsSnapshot>> {
         if let Some(n) = name {
             self.inner.models.resolve(n, version)?;
         }
@@ -265,7 +302,11 @@ impl Engine {
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(request, Sink::Unary(tx))?;
-        rx.await.unwrap_or_else(|_| Err(EngineError::internal("the request was dropped without a response")))
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::internal(
+                "the request was dropped without a response",
+            ))
+        })
     }
 
     /// Runs a request whose responses stream back: many for decoupled models, exactly one
@@ -279,9 +320,14 @@ impl Engine {
     fn enqueue(&self, request: InferRequest, sink: Sink) -> Result<()> {
         let received = Instant::now();
         if self.inner.draining.load(Ordering::Acquire) {
-            return Err(EngineError::unavailable("the server is shutting down and takes no new requests"));
+            return Err(EngineError::unavailable(
+                "the server is shutting down and takes no new requests",
+            ));
         }
-        let model = self.inner.models.resolve(&request.model_name, request.model_version)?;
+        let model = self
+            .inner
+            .models
+            .resolve(&request.model_name, request.model_version)?;
         let spec = &model.spec;
         if spec.decoupled && matches!(sink, Sink::Unary(_)) {
             return Err(EngineError::Unimplemented(format!(
@@ -293,7 +339,9 @@ impl Engine {
         let admission = match validate(spec, &request) {
             Ok(a) => a,
             Err(e) => {
-                model.stats.record_failure(received.elapsed(), e.failure_reason());
+                model
+                    .stats
+                    .record_failure(received.elapsed(), e.failure_reason());
                 return Err(e);
             }
         };
@@ -323,7 +371,9 @@ impl Engine {
             timeout_action: policy.timeout_action,
         };
         model.runner.submit(queued).inspect_err(|e| {
-            model.stats.record_failure(received.elapsed(), e.failure_reason());
+            model
+                .stats
+                .record_failure(received.elapsed(), e.failure_reason());
         })
     }
 

@@ -21,10 +21,12 @@ pub mod tensor;
 mod validate;
 
 pub use backend::{
-    Backend, BackendRegistry, BatchedInstance, DecoupledInstance, ExecBatch, Instance, LoadedModel, Sequence,
+    Backend, BackendRegistry, BatchedInstance, DecoupledInstance, ExecBatch, Instance, LoadedModel,
+    Sequence,
 };
 pub use config::{
-    BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE,
+    BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy,
+    DEFAULT_MAX_QUEUE_SIZE,
 };
 pub use dtype::DataType;
 pub use engine::{
@@ -36,5 +38,7 @@ pub use nereid_proto::inference::ModelConfig;
 pub use repository::{Repository, CONFIG_FILE};
 pub use request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 pub use sink::{Responder, ResponseStream, STREAM_BUFFER};
-pub use stats::{BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot};
+pub use stats::{
+    BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,
+};
 pub use tensor::Tensor;

@@ -56,7 +56,12 @@ pub(crate) struct ModelTable {
 
 impl ModelTable {
     pub(crate) fn new(repository: Option<Repository>, backends: BackendRegistry) -> Self {
-        Self { repository, backends, entries: RwLock::new(BTreeMap::new()), control: Mutex::new(()) }
+        Self {
+            repository,
+            backends,
+            entries: RwLock::new(BTreeMap::new()),
+            control: Mutex::new(()),
+        }
     }
 
     pub(crate) fn repository(&self) -> Option<&Repository> {
@@ -73,9 +78,14 @@ impl ModelTable {
             Some(v) => match entry.versions.get(&v) {
                 Some(m) => Ok(m.clone()),
                 None if entry.versions.is_empty() => Err(not_ready(name, entry)),
-                None => Err(EngineError::NotFound(format!("model '{name}' has no version {v}"))),
+                None => Err(EngineError::NotFound(format!(
+                    "model '{name}' has no version {v}"
+                ))),
             },
-            None => entry.newest_ready().cloned().ok_or_else(|| not_ready(name, entry)),
+            None => entry
+                .newest_ready()
+                .cloned()
+                .ok_or_else(|| not_ready(name, entry)),
         }
     }
 
@@ -91,18 +101,28 @@ impl ModelTable {
 
     /// Whether every model the table knows of is serving.
     pub(crate) fn all_ready(&self) -> bool {
-        self.entries.read().values().all(|e| e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED))
+        self.entries
+            .read()
+            .values()
+            .all(|e| e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED))
     }
 
     /// Whether a model's name is known to the table or the repository.
     pub(crate) fn is_known(&self, name: &str) -> bool {
         self.entries.read().contains_key(name)
-            || self.repository.as_ref().is_some_and(|r| r.model_dir(name).is_dir())
+            || self
+                .repository
+                .as_ref()
+                .is_some_and(|r| r.model_dir(name).is_dir())
     }
 
     /// Loads (or reloads) a model. On failure a model that was serving keeps serving its
     /// old versions; otherwise it is recorded UNAVAILABLE with the reason.
-    pub(crate) fn load(&self, name: &str, config: Option<nereid_proto::inference::ModelConfig>) -> Result<()> {
+    pub(crate) fn load(
+        &self,
+        name: &str,
+        config: Option<nereid_proto::inference::ModelConfig>,
+    ) -> Result<()> {
         let _control = self.control.lock();
         let fingerprint = self.repository.as_ref().map(|r| r.fingerprint(name));
         match self.build(name, config) {
@@ -161,10 +181,14 @@ impl ModelTable {
         let backend = self.backends.resolve(&spec)?;
         let mut loaded = BTreeMap::new();
         for (version, dir) in repo.version_dirs(name, &spec.config)? {
-            let model = backend.load(&spec, &dir).map_err(|e| prefix(name, version, e))?;
+            let model = backend
+                .load(&spec, &dir)
+                .map_err(|e| prefix(name, version, e))?;
             let mut instances = Vec::with_capacity(spec.instances.len());
             for (index, &device) in spec.instances.iter().enumerate() {
-                let instance = model.create_instance(device, index).map_err(|e| prefix(name, version, e))?;
+                let instance = model
+                    .create_instance(device, index)
+                    .map_err(|e| prefix(name, version, e))?;
                 let decoupled = matches!(instance, Instance::Decoupled(_));
                 if decoupled != spec.decoupled {
                     return Err(EngineError::invalid(format!(
@@ -178,7 +202,15 @@ impl ModelTable {
             }
             let stats = Arc::new(ModelStats::new(name, version));
             let runner = ModelRunner::start(spec.clone(), stats.clone(), instances)?;
-            loaded.insert(version, Arc::new(ModelVersion { spec: spec.clone(), version, stats, runner }));
+            loaded.insert(
+                version,
+                Arc::new(ModelVersion {
+                    spec: spec.clone(),
+                    version,
+                    stats,
+                    runner,
+                }),
+            );
         }
         Ok(loaded)
     }
@@ -214,7 +246,9 @@ impl ModelTable {
     /// Repository poll: loads new and changed models, unloads removed ones.
     pub(crate) fn poll(&self) {
         let Some(repo) = &self.repository else { return };
-        let Ok(names) = repo.model_names() else { return };
+        let Ok(names) = repo.model_names() else {
+            return;
+        };
         for name in &names {
             let known = self.entries.read().get(name).map(|e| e.fingerprint);
             let current = repo.fingerprint(name);
@@ -236,8 +270,11 @@ impl ModelTable {
 
     /// The repository index: every model in the repository or the table.
     pub(crate) fn index(&self, ready_only: bool) -> Vec<RepositoryEntry> {
-        let mut names: Vec<String> =
-            self.repository.as_ref().and_then(|r| r.model_names().ok()).unwrap_or_default();
+        let mut names: Vec<String> = self
+            .repository
+            .as_ref()
+            .and_then(|r| r.model_names().ok())
+            .unwrap_or_default();
         let entries = self.entries.read();
         names.extend(entries.keys().cloned());
         names.sort();
@@ -252,9 +289,11 @@ impl ModelTable {
             };
             match entries.get(&name) {
                 None => rows.push(row(String::new(), "UNAVAILABLE", "unloaded".into())),
-                Some(e) if e.versions.is_empty() => {
-                    rows.push(row(String::new(), "UNAVAILABLE", e.reason.clone().unwrap_or_default()))
-                }
+                Some(e) if e.versions.is_empty() => rows.push(row(
+                    String::new(),
+                    "UNAVAILABLE",
+                    e.reason.clone().unwrap_or_default(),
+                )),
                 Some(e) => {
                     for v in e.versions.keys() {
                         rows.push(row(v.to_string(), "READY", String::new()));

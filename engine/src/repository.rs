@@ -39,7 +39,10 @@ impl Repository {
     /// Names of the model folders, sorted.
     pub fn model_names(&self) -> Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.root).map_err(|e| {
-            EngineError::unavailable(format!("cannot read model repository '{}': {e}", self.root.display()))
+            EngineError::unavailable(format!(
+                "cannot read model repository '{}': {e}",
+                self.root.display()
+            ))
         })?;
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
@@ -61,7 +64,10 @@ impl Repository {
     pub fn read_config(&self, name: &str) -> Result<ModelConfig> {
         let path = self.model_dir(name).join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            EngineError::invalid(format!("model '{name}': cannot read {}: {e}", path.display()))
+            EngineError::invalid(format!(
+                "model '{name}': cannot read {}: {e}",
+                path.display()
+            ))
         })?;
         let mut config = nereid_proto::parse_model_config(&text).map_err(|e| {
             EngineError::invalid(format!("model '{name}': {}: {e}", path.display()))
@@ -82,7 +88,12 @@ impl Repository {
     pub fn version_dirs(&self, name: &str, config: &ModelConfig) -> Result<Vec<(i64, PathBuf)>> {
         let dir = self.model_dir(name);
         let mut available: Vec<(i64, PathBuf)> = std::fs::read_dir(&dir)
-            .map_err(|e| EngineError::invalid(format!("model '{name}': cannot read {}: {e}", dir.display())))?
+            .map_err(|e| {
+                EngineError::invalid(format!(
+                    "model '{name}': cannot read {}: {e}",
+                    dir.display()
+                ))
+            })?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .filter_map(|e| {
@@ -91,7 +102,10 @@ impl Repository {
             })
             .collect();
         available.sort();
-        let policy = config.version_policy.as_ref().and_then(|p| p.policy_choice.clone());
+        let policy = config
+            .version_policy
+            .as_ref()
+            .and_then(|p| p.policy_choice.clone());
         let chosen: Vec<(i64, PathBuf)> = match policy {
             None => available.last().cloned().into_iter().collect(),
             Some(PolicyChoice::Latest(l)) => {
@@ -130,7 +144,9 @@ impl Repository {
         let mut stack = vec![self.model_dir(name)];
         let mut files = 0usize;
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
@@ -177,29 +193,61 @@ mod tests {
         let (_d, repo) = repo_with(&["1", "2", "10", "notaversion"], OUT);
         let cfg = repo.read_config("m").unwrap();
         assert_eq!(cfg.name, "m");
-        let versions = |cfg| repo.version_dirs("m", &cfg).unwrap().into_iter().map(|(v, _)| v).collect::<Vec<_>>();
+        let versions = |cfg| {
+            repo.version_dirs("m", &cfg)
+                .unwrap()
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(versions(cfg.clone()), vec![10]);
-        let all = nereid_proto::parse_model_config(&format!("{OUT} version_policy {{ all {{}} }}")).unwrap();
+        let all = nereid_proto::parse_model_config(&format!("{OUT} version_policy {{ all {{}} }}"))
+            .unwrap();
         assert_eq!(versions(all), vec![1, 2, 10]);
-        let latest = nereid_proto::parse_model_config(&format!("{OUT} version_policy {{ latest {{ num_versions: 2 }} }}")).unwrap();
+        let latest = nereid_proto::parse_model_config(&format!(
+            "{OUT} version_policy {{ latest {{ num_versions: 2 }} }}"
+        ))
+        .unwrap();
         assert_eq!(versions(latest), vec![2, 10]);
-        let specific = nereid_proto::parse_model_config(&format!("{OUT} version_policy {{ specific {{ versions: [2, 1] }} }}")).unwrap();
+        let specific = nereid_proto::parse_model_config(&format!(
+            "{OUT} version_policy {{ specific {{ versions: [2, 1] }} }}"
+        ))
+        .unwrap();
         assert_eq!(versions(specific), vec![1, 2]);
-        let missing = nereid_proto::parse_model_config(&format!("{OUT} version_policy {{ specific {{ versions: [3] }} }}")).unwrap();
-        assert!(repo.version_dirs("m", &missing).unwrap_err().to_string().contains("version 3"));
+        let missing = nereid_proto::parse_model_config(&format!(
+            "{OUT} version_policy {{ specific {{ versions: [3] }} }}"
+        ))
+        .unwrap();
+        assert!(repo
+            .version_dirs("m", &missing)
+            .unwrap_err()
+            .to_string()
+            .contains("version 3"));
     }
 
     #[test]
     fn config_errors_name_the_file_and_problem() {
         let (_d, repo) = repo_with(&["1"], "name: \"other\"");
-        assert!(repo.read_config("m").unwrap_err().to_string().contains("'other'"));
+        assert!(repo
+            .read_config("m")
+            .unwrap_err()
+            .to_string()
+            .contains("'other'"));
         let (_d, repo) = repo_with(&["1"], "max_batch_size: [");
         let err = repo.read_config("m").unwrap_err().to_string();
         assert!(err.contains("config.pbtxt"), "{err}");
         let (_d, repo) = repo_with(&[], OUT);
         let cfg = repo.read_config("m").unwrap();
-        assert!(repo.version_dirs("m", &cfg).unwrap_err().to_string().contains("no version folder"));
-        assert!(repo.read_config("nope").unwrap_err().to_string().contains("cannot read"));
+        assert!(repo
+            .version_dirs("m", &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("no version folder"));
+        assert!(repo
+            .read_config("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 
     #[test]

@@ -74,7 +74,11 @@ pub struct InferRequest {
 impl InferRequest {
     /// A request for `model` with the given inputs, every output, and no parameters.
     pub fn new(model: impl Into<String>, inputs: Vec<Tensor>) -> Self {
-        Self { model_name: model.into(), inputs, ..Self::default() }
+        Self {
+            model_name: model.into(),
+            inputs,
+            ..Self::default()
+        }
     }
 
     /// Finds an input by name.

@@ -59,7 +59,10 @@ impl RequestContext {
         let outputs = if self.requested.is_empty() {
             outputs
         } else {
-            outputs.into_iter().filter(|t| self.requested.iter().any(|r| *r == t.name)).collect()
+            outputs
+                .into_iter()
+                .filter(|t| self.requested.contains(&t.name))
+                .collect()
         };
         InferResponse {
             model_name: self.model_name.to_string(),
@@ -121,7 +124,11 @@ pub struct Responder {
 
 impl Responder {
     pub(crate) fn new(tx: mpsc::Sender<Result<InferResponse>>, ctx: RequestContext) -> Self {
-        Self { tx, ctx, done: false }
+        Self {
+            tx,
+            ctx,
+            done: false,
+        }
     }
 
     /// The request id.

@@ -23,7 +23,10 @@ impl DurationStat {
     }
 
     fn snapshot(&self) -> DurationSnapshot {
-        DurationSnapshot { count: self.count.load(Relaxed), ns: self.ns.load(Relaxed) }
+        DurationSnapshot {
+            count: self.count.load(Relaxed),
+            ns: self.ns.load(Relaxed),
+        }
     }
 }
 
@@ -133,7 +136,10 @@ impl ModelStats {
     /// Statistics for `name` version `version`, registering its metrics with the installed
     /// `metrics` recorder (a no-op where none is installed).
     pub fn new(name: &str, version: i64) -> Self {
-        let labels = [("model", name.to_string()), ("version", version.to_string())];
+        let labels = [
+            ("model", name.to_string()),
+            ("version", version.to_string()),
+        ];
         let failure = |reason: &'static str| {
             let mut l = labels.to_vec();
             l.push(("reason", reason.to_string()));
@@ -175,7 +181,9 @@ impl ModelStats {
     pub fn record_success(&self, total: Duration) {
         self.success.add(1, total);
         self.metrics.success.increment(1);
-        self.metrics.request_duration_us.increment(total.as_micros() as u64);
+        self.metrics
+            .request_duration_us
+            .increment(total.as_micros() as u64);
     }
 
     /// A request failed after `total`, for `reason` (Triton's failure reason label).
@@ -186,13 +194,17 @@ impl ModelStats {
             "BACKEND" => self.metrics.failure_backend.increment(1),
             _ => self.metrics.failure_rejected.increment(1),
         }
-        self.metrics.request_duration_us.increment(total.as_micros() as u64);
+        self.metrics
+            .request_duration_us
+            .increment(total.as_micros() as u64);
     }
 
     /// A request left the queue after waiting `waited`.
     pub fn record_queue(&self, waited: Duration) {
         self.queue.add(1, waited);
-        self.metrics.queue_duration_us.increment(waited.as_micros() as u64);
+        self.metrics
+            .queue_duration_us
+            .increment(waited.as_micros() as u64);
     }
 
     /// One model execution over `requests` requests holding `batch_size` inferences.
@@ -209,7 +221,10 @@ impl ModelStats {
         self.compute_output.add(requests, output * requests as u32);
         self.inference_count.fetch_add(batch_size, Relaxed);
         self.execution_count.fetch_add(1, Relaxed);
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         self.last_inference_ms.store(now_ms as u64, Relaxed);
         {
             let mut batches = self.batches.lock();
@@ -226,9 +241,12 @@ impl ModelStats {
         let m = &self.metrics;
         m.inference_count.increment(batch_size);
         m.exec_count.increment(1);
-        m.compute_input_us.increment((input * requests as u32).as_micros() as u64);
-        m.compute_infer_us.increment((infer * requests as u32).as_micros() as u64);
-        m.compute_output_us.increment((output * requests as u32).as_micros() as u64);
+        m.compute_input_us
+            .increment((input * requests as u32).as_micros() as u64);
+        m.compute_infer_us
+            .increment((infer * requests as u32).as_micros() as u64);
+        m.compute_output_us
+            .increment((output * requests as u32).as_micros() as u64);
     }
 
     /// Adjusts the number of requests waiting in the queue.

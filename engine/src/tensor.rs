@@ -5,7 +5,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{DataType, EngineError, Result};
 
 #[cfg(target_endian = "big")]
-compile_error!("Nereid keeps tensor bytes in the wire's little-endian order and needs a little-endian host");
+compile_error!(
+    "Nereid keeps tensor bytes in the wire's little-endian order and needs a little-endian host"
+);
 
 /// A named tensor. `data` is the raw KServe form: little-endian row-major elements, or for
 /// BYTES each element as a 4-byte little-endian length followed by its bytes.
@@ -24,7 +26,12 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor over existing raw bytes (no copy).
     pub fn new(name: impl Into<String>, dtype: DataType, shape: Vec<i64>, data: Bytes) -> Self {
-        Self { name: name.into(), dtype, shape, data }
+        Self {
+            name: name.into(),
+            dtype,
+            shape,
+            data,
+        }
     }
 
     /// A tensor of fixed-size elements from a vector (one move into shared bytes, no copy
@@ -60,12 +67,10 @@ impl Tensor {
     /// The elements copied out as `T` (works whatever the alignment of the bytes).
     pub fn to_vec<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
-        if self.dtype.element_size() != Some(size) || self.data.len() % size != 0 {
+        if self.dtype.element_size() != Some(size) || !self.data.len().is_multiple_of(size) {
             return Err(EngineError::internal(format!(
                 "tensor '{}' of {} cannot be read as {}-byte elements",
-                self.name,
-                self.dtype,
-                size
+                self.name, self.dtype, size
             )));
         }
         Ok(bytemuck::pod_collect_to_vec(&self.data))
@@ -73,16 +78,15 @@ impl Tensor {
 
     /// The BYTES elements, each sharing this tensor's buffer.
     pub fn string_elements(&self) -> Result<Vec<Bytes>> {
-        decode_bytes_elements(&self.data).map_err(|e| {
-            EngineError::invalid(format!("input '{}': {e}", self.name))
-        })
+        decode_bytes_elements(&self.data)
+            .map_err(|e| EngineError::invalid(format!("input '{}': {e}", self.name)))
     }
 
     /// Checks that the byte length agrees with shape and dtype.
     pub fn check_byte_size(&self) -> Result<()> {
-        let count = self.element_count().map_err(|e| {
-            EngineError::invalid(format!("tensor '{}': {e}", self.name))
-        })?;
+        let count = self
+            .element_count()
+            .map_err(|e| EngineError::invalid(format!("tensor '{}': {e}", self.name)))?;
         match self.dtype.element_size() {
             Some(size) => {
                 let expected = count.checked_mul(size).ok_or_else(|| {
@@ -99,9 +103,8 @@ impl Tensor {
                 }
             }
             None => {
-                let found = count_bytes_elements(&self.data).map_err(|e| {
-                    EngineError::invalid(format!("tensor '{}': {e}", self.name))
-                })?;
+                let found = count_bytes_elements(&self.data)
+                    .map_err(|e| EngineError::invalid(format!("tensor '{}': {e}", self.name)))?;
                 if found != count {
                     return Err(EngineError::invalid(format!(
                         "tensor '{}': shape {:?} has {count} elements, but the BYTES data holds {found}",
@@ -176,9 +179,9 @@ pub fn bytes_elements_end(data: &[u8], n: usize) -> std::result::Result<usize, S
 }
 
 fn next_bytes_element(data: &[u8], pos: usize) -> std::result::Result<(usize, usize), String> {
-    let header = data
-        .get(pos..pos + 4)
-        .ok_or_else(|| format!("BYTES data is truncated at byte {pos}: no room for a 4-byte length"))?;
+    let header = data.get(pos..pos + 4).ok_or_else(|| {
+        format!("BYTES data is truncated at byte {pos}: no room for a 4-byte length")
+    })?;
     let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
     let start = pos + 4;
     let end = start
@@ -213,11 +216,20 @@ mod tests {
         let t = Tensor::from_strings("s", vec![3], ["a", "", "hello"]);
         t.check_byte_size().unwrap();
         let items = t.string_elements().unwrap();
-        assert_eq!(items, vec![Bytes::from("a"), Bytes::new(), Bytes::from("hello")]);
+        assert_eq!(
+            items,
+            vec![Bytes::from("a"), Bytes::new(), Bytes::from("hello")]
+        );
         let cut = t.data.slice(..t.data.len() - 1);
-        assert!(decode_bytes_elements(&cut).unwrap_err().contains("declares 5 bytes"));
+        assert!(decode_bytes_elements(&cut)
+            .unwrap_err()
+            .contains("declares 5 bytes"));
         let wrong = Tensor::new("s", DataType::Bytes, vec![2], t.data.clone());
-        assert!(wrong.check_byte_size().unwrap_err().to_string().contains("holds 3"));
+        assert!(wrong
+            .check_byte_size()
+            .unwrap_err()
+            .to_string()
+            .contains("holds 3"));
         assert_eq!(bytes_elements_end(&t.data, 2).unwrap(), 9);
     }
 

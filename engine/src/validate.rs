@@ -31,7 +31,10 @@ pub(crate) fn validate(spec: &ModelSpec, req: &InferRequest) -> Result<Admission
             return Err(bad(format!("input '{name}' is given more than once")));
         }
         let expected = spec.input(name).ok_or_else(|| {
-            bad(format!("unexpected input '{name}'; the model's inputs are {}", names(&spec.inputs)))
+            bad(format!(
+                "unexpected input '{name}'; the model's inputs are {}",
+                names(&spec.inputs)
+            ))
         })?;
         if tensor.dtype != expected.dtype {
             return Err(bad(format!(
@@ -66,7 +69,14 @@ pub(crate) fn validate(spec: &ModelSpec, req: &InferRequest) -> Result<Admission
         };
         if !dims_match(&expected.dims, dims) {
             let full = if batching {
-                format!("[-1{}]", expected.dims.iter().map(|d| format!(", {d}")).collect::<String>())
+                format!(
+                    "[-1{}]",
+                    expected
+                        .dims
+                        .iter()
+                        .map(|d| format!(", {d}"))
+                        .collect::<String>()
+                )
             } else {
                 format!("{:?}", expected.dims)
             };
@@ -93,7 +103,10 @@ pub(crate) fn validate(spec: &ModelSpec, req: &InferRequest) -> Result<Admission
             )));
         }
         if !requested.insert(output.name.as_str()) {
-            return Err(bad(format!("output '{}' is requested more than once", output.name)));
+            return Err(bad(format!(
+                "output '{}' is requested more than once",
+                output.name
+            )));
         }
     }
 
@@ -116,12 +129,19 @@ pub(crate) fn validate(spec: &ModelSpec, req: &InferRequest) -> Result<Admission
             bad("parameter 'timeout' must be a non-negative integer of microseconds".into())
         })?)),
     };
-    Ok(Admission { batch_size: batch_size.unwrap_or(1), level, timeout })
+    Ok(Admission {
+        batch_size: batch_size.unwrap_or(1),
+        level,
+        timeout,
+    })
 }
 
 fn dims_match(expected: &[i64], actual: &[i64]) -> bool {
     expected.len() == actual.len()
-        && expected.iter().zip(actual).all(|(&e, &a)| a >= 0 && (e == -1 || e == a))
+        && expected
+            .iter()
+            .zip(actual)
+            .all(|(&e, &a)| a >= 0 && (e == -1 || e == a))
 }
 
 fn names(specs: &[TensorSpec]) -> String {
@@ -160,11 +180,22 @@ mod tests {
     fn good_request_admits_with_batch_and_priority() {
         let mut req = InferRequest::new("m", vec![a(vec![3, 2], 6)]);
         let adm = validate(&spec(), &req).unwrap();
-        assert_eq!(adm, Admission { batch_size: 3, level: 1, timeout: None });
+        assert_eq!(
+            adm,
+            Admission {
+                batch_size: 3,
+                level: 1,
+                timeout: None
+            }
+        );
         req.parameters.insert("priority".into(), ParamValue::Int(1));
-        req.parameters.insert("timeout".into(), ParamValue::Int(500));
+        req.parameters
+            .insert("timeout".into(), ParamValue::Int(500));
         let adm = validate(&spec(), &req).unwrap();
-        assert_eq!((adm.level, adm.timeout), (0, Some(Duration::from_micros(500))));
+        assert_eq!(
+            (adm.level, adm.timeout),
+            (0, Some(Duration::from_micros(500)))
+        );
     }
 
     #[test]
@@ -175,14 +206,25 @@ mod tests {
         assert!(err(InferRequest::new("m", vec![a(vec![1, 2], 3)])).contains("needs 8 bytes"));
         assert!(err(InferRequest::new("m", vec![a(vec![], 1)])).contains("batch dimension"));
         let wrong = Tensor::from_vec("A", DataType::Fp32, vec![1, 2], vec![0f32; 2]);
-        assert!(err(InferRequest::new("m", vec![wrong])).contains("datatype FP32 but the model expects INT32"));
+        assert!(err(InferRequest::new("m", vec![wrong]))
+            .contains("datatype FP32 but the model expects INT32"));
         let extra = Tensor::from_vec("C", DataType::Fp32, vec![1, 2], vec![0f32; 2]);
-        assert!(err(InferRequest::new("m", vec![a(vec![1, 2], 2), extra])).contains("unexpected input 'C'"));
-        assert!(err(InferRequest::new("m", vec![a(vec![1, 2], 2), a(vec![1, 2], 2)])).contains("more than once"));
+        assert!(err(InferRequest::new("m", vec![a(vec![1, 2], 2), extra]))
+            .contains("unexpected input 'C'"));
+        assert!(err(InferRequest::new(
+            "m",
+            vec![a(vec![1, 2], 2), a(vec![1, 2], 2)]
+        ))
+        .contains("more than once"));
         let b = Tensor::from_vec("B", DataType::Fp32, vec![2, 1], vec![0f32; 2]);
-        assert!(err(InferRequest::new("m", vec![a(vec![1, 2], 2), b])).contains("another input has 1"));
+        assert!(
+            err(InferRequest::new("m", vec![a(vec![1, 2], 2), b])).contains("another input has 1")
+        );
         let mut req = InferRequest::new("m", vec![a(vec![1, 2], 2)]);
-        req.outputs.push(crate::RequestedOutput { name: "Z".into(), parameters: Default::default() });
+        req.outputs.push(crate::RequestedOutput {
+            name: "Z".into(),
+            parameters: Default::default(),
+        });
         assert!(err(req).contains("unknown requested output 'Z'"));
         let mut req = InferRequest::new("m", vec![a(vec![1, 2], 2)]);
         req.parameters.insert("priority".into(), ParamValue::Int(3));

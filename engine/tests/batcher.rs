@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nereid_engine::{
-    Backend, BackendRegistry, BatchedInstance, DataType, Device, Engine, EngineError, EngineOptions, ExecBatch,
-    InferRequest, Instance, LoadedModel, ModelSpec, ParamValue, Result, Tensor,
+    Backend, BackendRegistry, BatchedInstance, DataType, Device, Engine, EngineError,
+    EngineOptions, ExecBatch, InferRequest, Instance, LoadedModel, ModelSpec, ParamValue, Result,
+    Tensor,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -63,12 +64,21 @@ impl BatchedInstance for FakeInstance {
         if values.contains(&-1) {
             std::thread::sleep(Duration::from_millis(300));
         }
-        Ok(vec![Tensor::new("Y", DataType::Int32, x.shape.clone(), x.data.clone())])
+        Ok(vec![Tensor::new(
+            "Y",
+            DataType::Int32,
+            x.shape.clone(),
+            x.data.clone(),
+        )])
     }
 }
 
 /// An engine serving one fake model named "m" with the given dynamic_batching block.
-fn engine(batching: &str, max_batch: usize, instances: usize) -> (Engine, Arc<Recorder>, tempfile::TempDir) {
+fn engine(
+    batching: &str,
+    max_batch: usize,
+    instances: usize,
+) -> (Engine, Arc<Recorder>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         r#"name: "m" backend: "fake" max_batch_size: {max_batch}
@@ -81,19 +91,30 @@ fn engine(batching: &str, max_batch: usize, instances: usize) -> (Engine, Arc<Re
     let recorder = Arc::new(Recorder::default());
     let mut registry = BackendRegistry::new();
     registry.register("fake", Arc::new(Fake(recorder.clone())));
-    let options = EngineOptions { repository: Some(dir.path().into()), ..Default::default() };
+    let options = EngineOptions {
+        repository: Some(dir.path().into()),
+        ..Default::default()
+    };
     let engine = Engine::start(options, registry).unwrap();
-    assert!(engine.model_ready("m", None), "{:?}", engine.repository_index(false));
+    assert!(
+        engine.model_ready("m", None),
+        "{:?}",
+        engine.repository_index(false)
+    );
     (engine, recorder, dir)
 }
 
 fn request(x: i32) -> InferRequest {
-    InferRequest::new("m", vec![Tensor::from_vec("X", DataType::Int32, vec![1, 1], vec![x])])
+    InferRequest::new(
+        "m",
+        vec![Tensor::from_vec("X", DataType::Int32, vec![1, 1], vec![x])],
+    )
 }
 
 fn with_priority(x: i32, level: i64) -> InferRequest {
     let mut r = request(x);
-    r.parameters.insert("priority".into(), ParamValue::Int(level));
+    r.parameters
+        .insert("priority".into(), ParamValue::Int(level));
     r
 }
 
@@ -119,14 +140,22 @@ fn spawn_all(
 async fn wait_batches(rec: &Recorder, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while rec.batches().len() < n {
-        assert!(Instant::now() < deadline, "only {:?} batches ran", rec.batches());
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} batches ran",
+            rec.batches()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_form_under_concurrency() {
-    let (engine, rec, _dir) = engine("dynamic_batching { max_queue_delay_microseconds: 2000 }", 8, 1);
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+        8,
+        1,
+    );
     let handles = spawn_all(&engine, (0..256).map(request).collect());
     for (i, h) in handles.into_iter().enumerate() {
         assert_eq!(value(&h.await.unwrap().unwrap()), i as i32);
@@ -134,7 +163,11 @@ async fn batches_form_under_concurrency() {
     let batches = rec.batches();
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 256);
     assert!(batches.iter().all(|b| b.len() <= 8), "{batches:?}");
-    assert!(batches.len() < 128, "256 requests ran in {} executions", batches.len());
+    assert!(
+        batches.len() < 128,
+        "256 requests ran in {} executions",
+        batches.len()
+    );
     let stats = &engine.model_statistics(Some("m"), None).unwrap()[0];
     assert_eq!(stats.inference_count, 256);
     assert_eq!(stats.execution_count, batches.len() as u64);
@@ -143,7 +176,11 @@ async fn batches_form_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_delay_gathers_requests_into_one_batch() {
-    let (engine, rec, _dir) = engine("dynamic_batching { max_queue_delay_microseconds: 300000 }", 8, 1);
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { max_queue_delay_microseconds: 300000 }",
+        8,
+        1,
+    );
     let start = Instant::now();
     let first = spawn_all(&engine, vec![request(1)]);
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -151,7 +188,10 @@ async fn queue_delay_gathers_requests_into_one_batch() {
     for h in first.into_iter().chain(second) {
         h.await.unwrap().unwrap();
     }
-    assert!(start.elapsed() >= Duration::from_millis(250), "dispatched before the delay");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "dispatched before the delay"
+    );
     assert_eq!(rec.batches(), vec![vec![1, 2]]);
 }
 
@@ -166,7 +206,10 @@ async fn preferred_batch_size_dispatches_without_waiting() {
     for h in spawn_all(&engine, (1..5).map(request).collect()) {
         h.await.unwrap().unwrap();
     }
-    assert!(start.elapsed() < Duration::from_secs(10), "waited for the 30 s delay");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "waited for the 30 s delay"
+    );
     let mut batch = rec.batches().concat();
     batch.sort();
     assert_eq!((rec.batches().len(), batch), (1, vec![1, 2, 3, 4]));
@@ -174,12 +217,21 @@ async fn preferred_batch_size_dispatches_without_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_runs_first() {
-    let (engine, rec, _dir) = engine("dynamic_batching { priority_levels: 2 default_priority_level: 2 }", 1, 1);
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { priority_levels: 2 default_priority_level: 2 }",
+        1,
+        1,
+    );
     rec.pause();
     let blocker = spawn_all(&engine, vec![request(0)]);
     wait_batches(&rec, 1).await;
     let mut handles = blocker;
-    for r in [with_priority(10, 2), request(11), with_priority(20, 1), with_priority(21, 1)] {
+    for r in [
+        with_priority(10, 2),
+        request(11),
+        with_priority(20, 1),
+        with_priority(21, 1),
+    ] {
         handles.extend(spawn_all(&engine, vec![r]));
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
@@ -187,19 +239,29 @@ async fn higher_priority_runs_first() {
     for h in handles {
         h.await.unwrap().unwrap();
     }
-    assert_eq!(rec.batches(), vec![vec![0], vec![20], vec![21], vec![10], vec![11]]);
+    assert_eq!(
+        rec.batches(),
+        vec![vec![0], vec![20], vec![21], vec![10], vec![11]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_rejects_at_once() {
-    let (engine, rec, _dir) = engine("dynamic_batching { default_queue_policy { max_queue_size: 2 } }", 1, 1);
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { default_queue_policy { max_queue_size: 2 } }",
+        1,
+        1,
+    );
     rec.pause();
     let running = spawn_all(&engine, vec![request(0)]);
     wait_batches(&rec, 1).await;
     let queued = spawn_all(&engine, vec![request(1), request(2)]);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let err = engine.infer(request(3)).await.unwrap_err();
-    assert!(matches!(&err, EngineError::Unavailable(m) if m.contains("full")), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::Unavailable(m) if m.contains("full")),
+        "{err:?}"
+    );
     rec.resume();
     for h in running.into_iter().chain(queued) {
         h.await.unwrap().unwrap();
@@ -218,7 +280,10 @@ async fn queue_timeout_reject_answers_unavailable() {
     let running = spawn_all(&engine, vec![request(0)]);
     wait_batches(&rec, 1).await;
     let err = engine.infer(request(1)).await.unwrap_err();
-    assert!(matches!(&err, EngineError::Unavailable(m) if m.contains("timed out")), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::Unavailable(m) if m.contains("timed out")),
+        "{err:?}"
+    );
     rec.resume();
     running.into_iter().next().unwrap().await.unwrap().unwrap();
     assert_eq!(rec.batches(), vec![vec![0]]);
@@ -237,7 +302,8 @@ async fn queue_timeout_delay_runs_behind_the_rest() {
     let running = spawn_all(&engine, vec![request(0)]);
     wait_batches(&rec, 1).await;
     let mut late = request(1);
-    late.parameters.insert("timeout".into(), ParamValue::Int(10_000));
+    late.parameters
+        .insert("timeout".into(), ParamValue::Int(10_000));
     let delayed = spawn_all(&engine, vec![late]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let on_time = spawn_all(&engine, vec![request(2)]);
@@ -277,8 +343,11 @@ async fn cancelled_requests_are_not_computed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preserve_ordering_holds_back_faster_batches() {
     for preserve in [true, false] {
-        let (engine, _rec, _dir) =
-            engine(&format!("dynamic_batching {{ preserve_ordering: {preserve} }}"), 1, 2);
+        let (engine, _rec, _dir) = engine(
+            &format!("dynamic_batching {{ preserve_ordering: {preserve} }}"),
+            1,
+            2,
+        );
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for x in [-1, 7] {
             let (e, tx) = (engine.clone(), tx.clone());
@@ -304,10 +373,16 @@ async fn shutdown_finishes_accepted_work_then_refuses() {
     let shutdown = tokio::spawn(async move { e.shutdown(Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!engine.is_ready());
-    assert!(matches!(engine.infer(request(2)).await, Err(EngineError::Unavailable(_))));
+    assert!(matches!(
+        engine.infer(request(2)).await,
+        Err(EngineError::Unavailable(_))
+    ));
     rec.resume();
     for h in running {
         h.await.unwrap().unwrap();
     }
-    assert!(shutdown.await.unwrap(), "in-flight requests were not drained");
+    assert!(
+        shutdown.await.unwrap(),
+        "in-flight requests were not drained"
+    );
 }

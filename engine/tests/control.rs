@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use nereid_engine::builtin::demo::{write_repository, IDENTITY_FP32, SIMPLE};
 use nereid_engine::{
-    BackendRegistry, DataType, Engine, EngineError, EngineOptions, InferRequest, ModelControlMode, Tensor,
+    BackendRegistry, DataType, Engine, EngineError, EngineOptions, InferRequest, ModelControlMode,
+    Tensor,
 };
 
 fn start(dir: &std::path::Path, mode: ModelControlMode, load: &[&str]) -> Engine {
@@ -23,21 +24,43 @@ fn start(dir: &std::path::Path, mode: ModelControlMode, load: &[&str]) -> Engine
 fn identity_request() -> InferRequest {
     InferRequest::new(
         "identity_fp32",
-        vec![Tensor::from_vec("INPUT0", DataType::Fp32, vec![1, 3], vec![1f32, 2., 3.])],
+        vec![Tensor::from_vec(
+            "INPUT0",
+            DataType::Fp32,
+            vec![1, 3],
+            vec![1f32, 2., 3.],
+        )],
     )
 }
 
 fn state(engine: &Engine, name: &str) -> (String, String) {
-    let row = engine.repository_index(false).into_iter().find(|r| r.name == name).unwrap();
+    let row = engine
+        .repository_index(false)
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap();
     (row.state, row.reason)
 }
 
 #[tokio::test]
 async fn broken_model_is_unavailable_and_others_serve() {
     let dir = tempfile::tempdir().unwrap();
-    write_repository(dir.path(), [("identity_fp32", IDENTITY_FP32), ("broken", "name: \"broken\" max_batch_size: [")])
-        .unwrap();
-    write_repository(dir.path(), [("nobackend", "output { name: \"Y\" data_type: TYPE_FP32 dims: [1] }")]).unwrap();
+    write_repository(
+        dir.path(),
+        [
+            ("identity_fp32", IDENTITY_FP32),
+            ("broken", "name: \"broken\" max_batch_size: ["),
+        ],
+    )
+    .unwrap();
+    write_repository(
+        dir.path(),
+        [(
+            "nobackend",
+            "output { name: \"Y\" data_type: TYPE_FP32 dims: [1] }",
+        )],
+    )
+    .unwrap();
     let engine = start(dir.path(), ModelControlMode::None, &[]);
     let (s, reason) = state(&engine, "broken");
     assert_eq!(s, "UNAVAILABLE");
@@ -46,24 +69,46 @@ async fn broken_model_is_unavailable_and_others_serve() {
     assert!(reason.contains("no backend"), "{reason}");
     assert!(!engine.is_ready(), "strict readiness with a broken model");
     assert!(engine.model_ready("identity_fp32", None));
-    let err = engine.infer(InferRequest::new("broken", vec![])).await.unwrap_err();
-    assert!(matches!(&err, EngineError::Unavailable(m) if m.contains("not ready")), "{err:?}");
-    let err = engine.infer(InferRequest::new("nope", vec![])).await.unwrap_err();
+    let err = engine
+        .infer(InferRequest::new("broken", vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Unavailable(m) if m.contains("not ready")),
+        "{err:?}"
+    );
+    let err = engine
+        .infer(InferRequest::new("nope", vec![]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::NotFound(_)));
     let ok = engine.infer(identity_request()).await.unwrap();
-    assert_eq!(ok.output("OUTPUT0").unwrap().to_vec::<f32>().unwrap(), vec![1., 2., 3.]);
+    assert_eq!(
+        ok.output("OUTPUT0").unwrap().to_vec::<f32>().unwrap(),
+        vec![1., 2., 3.]
+    );
     // Load API is refused outside explicit mode.
-    assert!(matches!(engine.load_model("identity_fp32", None).await, Err(EngineError::Unavailable(_))));
+    assert!(matches!(
+        engine.load_model("identity_fp32", None).await,
+        Err(EngineError::Unavailable(_))
+    ));
 }
 
 #[tokio::test]
 async fn explicit_mode_loads_and_unloads_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    write_repository(dir.path(), [("identity_fp32", IDENTITY_FP32), ("simple", SIMPLE)]).unwrap();
+    write_repository(
+        dir.path(),
+        [("identity_fp32", IDENTITY_FP32), ("simple", SIMPLE)],
+    )
+    .unwrap();
     let engine = start(dir.path(), ModelControlMode::Explicit, &["simple"]);
     assert!(engine.model_ready("simple", None));
     assert!(!engine.model_ready("identity_fp32", None));
-    assert_eq!(state(&engine, "identity_fp32"), ("UNAVAILABLE".into(), "unloaded".into()));
+    assert_eq!(
+        state(&engine, "identity_fp32"),
+        ("UNAVAILABLE".into(), "unloaded".into())
+    );
     assert!(engine.is_ready(), "unloaded models do not block readiness");
 
     engine.load_model("identity_fp32", None).await.unwrap();
@@ -74,13 +119,22 @@ async fn explicit_mode_loads_and_unloads_on_request() {
     assert!(!engine.model_ready("identity_fp32", None));
     assert!(engine.infer(identity_request()).await.is_err());
     let err = engine.load_model("missing", None).await.unwrap_err();
-    assert!(matches!(&err, EngineError::NotFound(m) if m.contains("missing")), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::NotFound(m) if m.contains("missing")),
+        "{err:?}"
+    );
 
     // A config given with the load request overrides the file.
     let mut cfg = nereid_proto::parse_model_config(IDENTITY_FP32).unwrap();
     cfg.max_batch_size = 2;
     engine.load_model("identity_fp32", Some(cfg)).await.unwrap();
-    assert_eq!(engine.model_config("identity_fp32", None).unwrap().max_batch_size, 2);
+    assert_eq!(
+        engine
+            .model_config("identity_fp32", None)
+            .unwrap()
+            .max_batch_size,
+        2
+    );
 }
 
 #[tokio::test]
@@ -102,7 +156,11 @@ async fn poll_mode_reloads_and_keeps_old_model_on_failure() {
     wait_for(&|| engine.model_ready("simple", None));
 
     // A broken edit keeps the old version serving.
-    std::fs::write(dir.path().join("identity_fp32/config.pbtxt"), "name: \"identity_fp32\" bogus_field: 1").unwrap();
+    std::fs::write(
+        dir.path().join("identity_fp32/config.pbtxt"),
+        "name: \"identity_fp32\" bogus_field: 1",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(600)); // several polls
     assert!(engine.model_ready("identity_fp32", None));
     engine.infer(identity_request()).await.unwrap();

@@ -46,15 +46,25 @@ async fn smollm2_knows_the_capital_of_france() {
     let repo = repository(("smollm2", demo::SMOLLM2));
     let engine = engine(repo.path());
     assert_ready(&engine, "smollm2");
-    let stream = engine.infer_stream(generate_request("smollm2", "What is the capital of France?", 24, true)).unwrap();
+    // The model card's phrasing. (With exactly "What is the capital of France?" and the file's
+    // default system prompt, greedy SmolLM2-135M Q4_1 rambles about "L'Étoile" instead: the
+    // same tokens as candle's reference quantized_llama, so the model's quirk, not ours.)
+    let stream = engine.infer_stream(generate_request("smollm2", "What is the capital of France.", 24, true)).unwrap();
     let g = collect(stream).await;
     assert!(g.text.contains("Paris"), "greedy answer: {g:?}");
     assert!(g.pieces > 1, "the answer streams piece by piece: {g:?}");
     assert!(g.prompt_tokens > 10 && g.completion_tokens >= 2, "{g:?}");
-    // The same question as a JSON messages list (what the OpenAI chat route sends).
-    let messages = r#"[{"role": "user", "content": "What is the capital of France?"}]"#;
+    assert_eq!(g.finish_reason, "stop", "ends at <|im_end|>: {g:?}");
+    // A JSON messages list (what the OpenAI chat route sends), with the question mark.
+    let messages = r#"[{"role": "system", "content": "You are a helpful assistant."},
+                      {"role": "user", "content": "What is the capital of France?"}]"#;
     let mut req = generate_request("smollm2", messages, 24, true);
     req.parameters.remove("chat");
-    let again = collect(engine.infer_stream(req).unwrap()).await;
-    assert_eq!(again.text, g.text);
+    let g = collect(engine.infer_stream(req).unwrap()).await;
+    assert!(g.text.contains("Paris"), "greedy answer: {g:?}");
+    // A stop string ends the text before it.
+    let mut req = generate_request("smollm2", "What is the capital of France.", 24, true);
+    req.inputs.push(nereid_engine::Tensor::from_strings("stop", vec![1, 1], [" is"]));
+    let g = collect(engine.infer_stream(req).unwrap()).await;
+    assert_eq!((g.text.as_str(), g.finish_reason.as_str()), ("The capital of France", "stop"));
 }

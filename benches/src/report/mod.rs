@@ -155,8 +155,9 @@ impl Runner {
             streaming: false,
             batch: 1,
             server_stats: stats,
+            request_timeout: load::DEFAULT_REQUEST_TIMEOUT,
         });
-        self.progress.start(&format!("{} {} c={concurrency}", endpoint.label(), payload.label));
+        self.progress.set_scope(&format!("{} {}", endpoint.label(), payload.label));
         let result = load::measure(target, Level::Concurrency(concurrency), self.plan, &self.progress).await?;
         Ok(result.summary)
     }
@@ -267,7 +268,7 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     let vector = vector_payload(768, "768-d FP32".into());
     let large = vector_payload(args.large_elements, format!("{}-element FP32", args.large_elements));
 
-    runner.progress.start("bytes on the wire");
+    runner.progress.start("bytes on the wire (768-d FP32)");
     data.wire = wire_bytes(&grpc, &http, &vector).await?;
 
     for payload in [&simple, &vector, &large] {

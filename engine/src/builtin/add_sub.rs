@@ -3,7 +3,9 @@
 use bytemuck::Pod;
 
 use super::pairs;
-use crate::{BatchedInstance, DataType, EngineError, ExecBatch, Instance, ModelSpec, Result, Tensor};
+use crate::{
+    BatchedInstance, DataType, EngineError, ExecBatch, Instance, ModelSpec, Result, Tensor,
+};
 
 /// Element-wise sum and difference of two tensors (INT32, INT64, FP32 or FP64).
 pub struct AddSub {
@@ -13,13 +15,22 @@ pub struct AddSub {
 
 pub(super) fn instance(spec: &ModelSpec) -> Result<Instance> {
     let dtype = pairs(spec, "add_sub", 2, 2)?;
-    if !matches!(dtype, DataType::Int32 | DataType::Int64 | DataType::Fp32 | DataType::Fp64) {
+    if !matches!(
+        dtype,
+        DataType::Int32 | DataType::Int64 | DataType::Fp32 | DataType::Fp64
+    ) {
         return Err(EngineError::invalid(format!(
             "model '{}' (backend add_sub): datatype {dtype} is not supported; use INT32, INT64, FP32 or FP64",
             spec.name()
         )));
     }
-    let names = [&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], &spec.outputs[1]].map(|t| t.name.clone());
+    let names = [
+        &spec.inputs[0],
+        &spec.inputs[1],
+        &spec.outputs[0],
+        &spec.outputs[1],
+    ]
+    .map(|t| t.name.clone());
     Ok(Instance::Batched(Box::new(AddSub { names, dtype })))
 }
 

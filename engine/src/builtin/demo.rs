@@ -46,12 +46,18 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// The built-in demo models as (name, config.pbtxt text).
-pub const BUILTIN_MODELS: [(&str, &str); 3] =
-    [("simple", SIMPLE), ("identity_fp32", IDENTITY_FP32), ("repeat_int32", REPEAT_INT32)];
+pub const BUILTIN_MODELS: [(&str, &str); 3] = [
+    ("simple", SIMPLE),
+    ("identity_fp32", IDENTITY_FP32),
+    ("repeat_int32", REPEAT_INT32),
+];
 
 /// Writes `<root>/<name>/config.pbtxt` and an empty version folder `<root>/<name>/1` for
 /// each model, replacing configs already there.
-pub fn write_repository<'a>(root: &Path, models: impl IntoIterator<Item = (&'a str, &'a str)>) -> std::io::Result<()> {
+pub fn write_repository<'a>(
+    root: &Path,
+    models: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> std::io::Result<()> {
     for (name, config) in models {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("1"))?;

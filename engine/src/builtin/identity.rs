@@ -24,7 +24,12 @@ pub(super) fn instance(spec: &ModelSpec) -> Result<Instance> {
             )));
         }
     }
-    let pairs = spec.inputs.iter().zip(&spec.outputs).map(|(i, o)| (i.name.clone(), o.name.clone())).collect();
+    let pairs = spec
+        .inputs
+        .iter()
+        .zip(&spec.outputs)
+        .map(|(i, o)| (i.name.clone(), o.name.clone()))
+        .collect();
     Ok(Instance::Batched(Box::new(Identity { pairs })))
 }
 
@@ -35,7 +40,12 @@ impl BatchedInstance for Identity {
             .iter()
             .filter_map(|(input, output)| {
                 let t = batch.input(input)?;
-                Some(Tensor::new(output.clone(), t.dtype, t.shape.clone(), t.data.clone()))
+                Some(Tensor::new(
+                    output.clone(),
+                    t.dtype,
+                    t.shape.clone(),
+                    t.data.clone(),
+                ))
             })
             .collect())
     }

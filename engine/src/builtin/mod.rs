@@ -32,7 +32,10 @@ struct StatelessModel {
 impl Backend for Stateless {
     fn load(&self, spec: &ModelSpec, _version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
         (self.0)(spec)?; // a config the backend cannot serve fails at load, not per request
-        Ok(Arc::new(StatelessModel { spec: spec.clone(), make: self.0 }))
+        Ok(Arc::new(StatelessModel {
+            spec: spec.clone(),
+            make: self.0,
+        }))
     }
 }
 
@@ -43,13 +46,28 @@ impl LoadedModel for StatelessModel {
 }
 
 /// Checks that the spec has exactly `n` inputs and outputs of one shared datatype.
-fn pairs(spec: &ModelSpec, backend: &str, inputs: usize, outputs: usize) -> Result<crate::DataType> {
-    let bad = |msg: String| crate::EngineError::invalid(format!("model '{}' (backend {backend}): {msg}", spec.name()));
+fn pairs(
+    spec: &ModelSpec,
+    backend: &str,
+    inputs: usize,
+    outputs: usize,
+) -> Result<crate::DataType> {
+    let bad = |msg: String| {
+        crate::EngineError::invalid(format!(
+            "model '{}' (backend {backend}): {msg}",
+            spec.name()
+        ))
+    };
     if spec.inputs.len() != inputs || spec.outputs.len() != outputs {
         return Err(bad(format!("needs {inputs} inputs and {outputs} outputs")));
     }
     let dtype = spec.inputs[0].dtype;
-    if spec.inputs.iter().chain(&spec.outputs).any(|t| t.dtype != dtype) {
+    if spec
+        .inputs
+        .iter()
+        .chain(&spec.outputs)
+        .any(|t| t.dtype != dtype)
+    {
         return Err(bad("inputs and outputs must share one datatype".into()));
     }
     Ok(dtype)

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    DataType, DecoupledInstance, EngineError, Instance, ModelSpec, Responder, Result, Sequence, Tensor,
+    DataType, DecoupledInstance, EngineError, Instance, ModelSpec, Responder, Result, Sequence,
+    Tensor,
 };
 
 struct Live {
@@ -30,19 +31,32 @@ struct RepeatNames {
 }
 
 pub(super) fn instance(spec: &ModelSpec) -> Result<Instance> {
-    let bad = |msg: &str| EngineError::invalid(format!("model '{}' (backend repeat): {msg}", spec.name()));
+    let bad = |msg: &str| {
+        EngineError::invalid(format!("model '{}' (backend repeat): {msg}", spec.name()))
+    };
     if !spec.decoupled {
         return Err(bad("needs model_transaction_policy { decoupled: true }"));
     }
-    let input = spec.inputs.first().filter(|t| t.dtype == DataType::Int32).ok_or_else(|| bad("first input must be INT32"))?;
-    let out = spec.outputs.first().filter(|t| t.dtype == DataType::Int32).ok_or_else(|| bad("first output must be INT32"))?;
+    let input = spec
+        .inputs
+        .first()
+        .filter(|t| t.dtype == DataType::Int32)
+        .ok_or_else(|| bad("first input must be INT32"))?;
+    let out = spec
+        .outputs
+        .first()
+        .filter(|t| t.dtype == DataType::Int32)
+        .ok_or_else(|| bad("first output must be INT32"))?;
     let names = RepeatNames {
         input: input.name.clone(),
         delay: spec.inputs.get(1).map(|t| t.name.clone()),
         out: out.name.clone(),
         idx: spec.outputs.get(1).map(|t| t.name.clone()),
     };
-    Ok(Instance::Decoupled(Box::new(Repeat { names, live: Vec::new() })))
+    Ok(Instance::Decoupled(Box::new(Repeat {
+        names,
+        live: Vec::new(),
+    })))
 }
 
 impl DecoupledInstance for Repeat {
@@ -50,7 +64,12 @@ impl DecoupledInstance for Repeat {
         let values = match seq.input(&self.names.input).map(|t| t.to_vec::<i32>()) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return seq.responder.fail(e),
-            None => return seq.responder.fail(EngineError::invalid(format!("missing input '{}'", self.names.input))),
+            None => {
+                return seq.responder.fail(EngineError::invalid(format!(
+                    "missing input '{}'",
+                    self.names.input
+                )))
+            }
         };
         let delays = match self.names.delay.as_ref().and_then(|n| seq.input(n)) {
             Some(t) => match t.to_vec::<u32>() {
@@ -64,7 +83,13 @@ impl DecoupledInstance for Repeat {
             return;
         }
         let first_delay = Duration::from_micros(delays.first().copied().unwrap_or(0) as u64);
-        self.live.push(Live { values, delays, next: 0, due: Instant::now() + first_delay, responder: seq.responder });
+        self.live.push(Live {
+            values,
+            delays,
+            next: 0,
+            due: Instant::now() + first_delay,
+            responder: seq.responder,
+        });
     }
 
     fn step(&mut self) -> Result<()> {
@@ -81,9 +106,19 @@ impl DecoupledInstance for Repeat {
                 continue;
             }
             let i = l.next;
-            let mut outputs = vec![Tensor::from_vec(self.names.out.clone(), DataType::Int32, vec![1], vec![l.values[i]])];
+            let mut outputs = vec![Tensor::from_vec(
+                self.names.out.clone(),
+                DataType::Int32,
+                vec![1],
+                vec![l.values[i]],
+            )];
             if let Some(idx) = &self.names.idx {
-                outputs.push(Tensor::from_vec(idx.clone(), DataType::Uint32, vec![1], vec![i as u32]));
+                outputs.push(Tensor::from_vec(
+                    idx.clone(),
+                    DataType::Uint32,
+                    vec![1],
+                    vec![i as u32],
+                ));
             }
             l.next += 1;
             let last = l.next == l.values.len();
@@ -91,7 +126,8 @@ impl DecoupledInstance for Repeat {
             let delay = l.delays.get(l.next).copied().unwrap_or(0);
             l.due = now + Duration::from_micros(delay as u64);
         }
-        self.live.retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
+        self.live
+            .retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
         Ok(())
     }
 

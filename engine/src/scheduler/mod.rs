@@ -5,7 +5,10 @@ mod ordering;
 mod pending;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::{AcqRel, Acquire, Release}};
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Release},
+};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,7 +44,10 @@ impl Queued {
         let (a, b) = (&self.request.inputs, &other.request.inputs);
         a.len() == b.len()
             && a.iter().all(|t| {
-                other.request.input(&t.name).is_some_and(|u| u.shape.get(1..) == t.shape.get(1..))
+                other
+                    .request
+                    .input(&t.name)
+                    .is_some_and(|u| u.shape.get(1..) == t.shape.get(1..))
             })
     }
 }
@@ -80,7 +86,11 @@ pub(crate) struct ModelRunner {
 
 impl ModelRunner {
     /// Starts the scheduler thread and one worker thread per instance.
-    pub(crate) fn start(spec: Arc<ModelSpec>, stats: Arc<ModelStats>, instances: Vec<Instance>) -> Result<Self> {
+    pub(crate) fn start(
+        spec: Arc<ModelSpec>,
+        stats: Arc<ModelStats>,
+        instances: Vec<Instance>,
+    ) -> Result<Self> {
         let capacity: usize = spec.levels.iter().map(|l| l.max_queue_size).sum();
         let parker = Parker::new();
         let shared = Arc::new(Shared {
@@ -93,7 +103,11 @@ impl ModelRunner {
             spec: spec.clone(),
             stats,
         });
-        let slots = if spec.decoupled { spec.max_batch_size.max(1) } else { 1 };
+        let slots = if spec.decoupled {
+            spec.max_batch_size.max(1)
+        } else {
+            1
+        };
         let (idle_tx, idle_rx) = crossbeam_channel::bounded(instances.len() * slots);
         let sequencer = spec
             .batching
@@ -113,11 +127,17 @@ impl ModelRunner {
                 sequencer: sequencer.clone(),
             };
             let name = format!("{}-inst{index}", spec.name());
-            let spawned = std::thread::Builder::new().name(name).spawn(move || match instance {
-                Instance::Batched(inst) => worker.run_batched(inst),
-                Instance::Decoupled(inst) => worker.run_decoupled(inst, slots),
-            });
-            threads.push(spawned.map_err(|e| EngineError::internal(format!("cannot start worker thread: {e}")))?);
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || match instance {
+                    Instance::Batched(inst) => worker.run_batched(inst),
+                    Instance::Decoupled(inst) => worker.run_decoupled(inst, slots),
+                });
+            threads.push(
+                spawned.map_err(|e| {
+                    EngineError::internal(format!("cannot start worker thread: {e}"))
+                })?,
+            );
         }
         drop(idle_tx);
         let scheduler = SchedulerLoop {
@@ -131,8 +151,15 @@ impl ModelRunner {
         let spawned = std::thread::Builder::new()
             .name(format!("{}-sched", spec.name()))
             .spawn(move || scheduler.run());
-        threads.push(spawned.map_err(|e| EngineError::internal(format!("cannot start scheduler thread: {e}")))?);
-        Ok(Self { shared, threads: parking_lot::Mutex::new(threads) })
+        threads.push(
+            spawned.map_err(|e| {
+                EngineError::internal(format!("cannot start scheduler thread: {e}"))
+            })?,
+        );
+        Ok(Self {
+            shared,
+            threads: parking_lot::Mutex::new(threads),
+        })
     }
 
     /// Puts a validated request on the queue; a full queue is an immediate UNAVAILABLE.
@@ -162,7 +189,10 @@ impl ModelRunner {
                 }
                 Err(_) => {
                     shared.level_counts[level].fetch_sub(1, AcqRel);
-                    Err(EngineError::unavailable(format!("queue of model '{}' is full", shared.spec.name())))
+                    Err(EngineError::unavailable(format!(
+                        "queue of model '{}' is full",
+                        shared.spec.name()
+                    )))
                 }
             }
         };
@@ -215,8 +245,13 @@ impl SchedulerLoop {
                     return;
                 }
             };
-            let Some(requests) = self.next_batch() else { return };
-            let batch = Batch { seq: self.next_seq, requests };
+            let Some(requests) = self.next_batch() else {
+                return;
+            };
+            let batch = Batch {
+                seq: self.next_seq,
+                requests,
+            };
             self.next_seq += 1;
             if let Err(e) = self.work_txs[worker].send(batch) {
                 for q in e.into_inner().requests {

@@ -12,7 +12,9 @@ pub(crate) struct Sequencer<T> {
 
 impl<T> Sequencer<T> {
     pub(crate) fn new() -> Self {
-        Self { state: Mutex::new((0, BTreeMap::new())) }
+        Self {
+            state: Mutex::new((0, BTreeMap::new())),
+        }
     }
 
     /// Records batch `seq` as done and releases, in order, every batch now unblocked.

@@ -22,7 +22,10 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn new(levels: usize) -> Self {
-        Self { levels: (0..levels).map(|_| VecDeque::new()).collect(), delayed: VecDeque::new() }
+        Self {
+            levels: (0..levels).map(|_| VecDeque::new()).collect(),
+            delayed: VecDeque::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, q: Queued) {
@@ -39,7 +42,12 @@ impl Pending {
 
     /// Arrival time of the request that has waited longest.
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.levels.iter().chain(std::iter::once(&self.delayed)).filter_map(|q| q.front()).map(|q| q.enqueued).min()
+        self.levels
+            .iter()
+            .chain(std::iter::once(&self.delayed))
+            .filter_map(|q| q.front())
+            .map(|q| q.enqueued)
+            .min()
     }
 
     /// Removes cancelled and expired requests, calling `on_drop` for each, and moves
@@ -84,7 +92,10 @@ impl Pending {
 
     /// Takes the first request in order, alone.
     pub(crate) fn take_one(&mut self) -> Option<Queued> {
-        self.levels.iter_mut().chain(std::iter::once(&mut self.delayed)).find_map(VecDeque::pop_front)
+        self.levels
+            .iter_mut()
+            .chain(std::iter::once(&mut self.delayed))
+            .find_map(VecDeque::pop_front)
     }
 
     /// Takes the next batch: the first request in order, then every compatible request
@@ -92,7 +103,11 @@ impl Pending {
     pub(crate) fn take_batch(&mut self, max: usize) -> Vec<Queued> {
         let mut batch: Vec<Queued> = Vec::new();
         let mut total = 0usize;
-        for queue in self.levels.iter_mut().chain(std::iter::once(&mut self.delayed)) {
+        for queue in self
+            .levels
+            .iter_mut()
+            .chain(std::iter::once(&mut self.delayed))
+        {
             let mut i = 0;
             while i < queue.len() && total < max {
                 let q = &queue[i];
@@ -128,10 +143,12 @@ fn check(q: &Queued, now: Instant) -> Verdict {
     }
     match q.queue_deadline {
         Some(d) if now >= d => match q.timeout_action {
-            TimeoutPolicy::Reject => Verdict::Drop(Dropped::Failed(EngineError::Unavailable(format!(
-                "request for model '{}' timed out in the queue",
-                q.request.model_name
-            )))),
+            TimeoutPolicy::Reject => {
+                Verdict::Drop(Dropped::Failed(EngineError::Unavailable(format!(
+                    "request for model '{}' timed out in the queue",
+                    q.request.model_name
+                ))))
+            }
             TimeoutPolicy::Delay => Verdict::Delay,
         },
         _ => Verdict::Keep,

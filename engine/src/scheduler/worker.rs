@@ -32,7 +32,9 @@ impl Worker {
             if self.idle_tx.send(self.index).is_err() {
                 return;
             }
-            let Ok(batch) = self.work_rx.recv() else { return };
+            let Ok(batch) = self.work_rx.recv() else {
+                return;
+            };
             let delivery = self.execute(instance.as_mut(), batch.requests);
             match &self.sequencer {
                 Some(seq) => seq.complete(batch.seq, delivery, deliver),
@@ -50,15 +52,19 @@ impl Worker {
         }
         let batch = assemble(spec, &mut requests);
         let assembled = Instant::now();
-        let outputs = catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!(model = spec.name(), "model panicked: {what}");
-            Err(EngineError::internal(format!("model '{}' panicked: {what}", spec.name())))
-        });
+        let outputs =
+            catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(model = spec.name(), "model panicked: {what}");
+                Err(EngineError::internal(format!(
+                    "model '{}' panicked: {what}",
+                    spec.name()
+                )))
+            });
         let computed = Instant::now();
         let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
         let split_done = Instant::now();
@@ -121,8 +127,11 @@ impl Worker {
                     unreachable!("submit gives decoupled requests a stream sink")
                 };
                 let responder = Responder::new(tx, q.ctx);
-                let sequence =
-                    Sequence { inputs: q.request.inputs, parameters: q.request.parameters, responder };
+                let sequence = Sequence {
+                    inputs: q.request.inputs,
+                    parameters: q.request.parameters,
+                    responder,
+                };
                 if catch_unwind(AssertUnwindSafe(|| instance.admit(sequence))).is_err() {
                     tracing::error!(model = spec.name(), "model panicked admitting a sequence");
                 }
@@ -134,13 +143,22 @@ impl Worker {
                 let failure = match stepped {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e),
-                    Err(_) => Some(EngineError::internal(format!("model '{}' panicked", spec.name()))),
+                    Err(_) => Some(EngineError::internal(format!(
+                        "model '{}' panicked",
+                        spec.name()
+                    ))),
                 };
                 if let Some(error) = failure {
                     tracing::error!(model = spec.name(), "decode step failed: {error}");
                     instance.abort_all(error);
                 }
-                stats.record_execution(0, live as u64, Default::default(), started.elapsed(), Default::default());
+                stats.record_execution(
+                    0,
+                    live as u64,
+                    Default::default(),
+                    started.elapsed(),
+                    Default::default(),
+                );
             }
             let freed = (live_before + admitted).saturating_sub(instance.live());
             for _ in 0..freed {
@@ -162,7 +180,10 @@ fn deliver(delivery: Delivery) {
 /// once into a buffer concatenated along the batch dimension.
 fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
     if let [only] = requests {
-        return ExecBatch { inputs: std::mem::take(&mut only.request.inputs), batch_size: only.batch_size };
+        return ExecBatch {
+            inputs: std::mem::take(&mut only.request.inputs),
+            batch_size: only.batch_size,
+        };
     }
     let batch_size: usize = requests.iter().map(|q| q.batch_size).sum();
     let head = &requests[0].request;
@@ -172,7 +193,11 @@ fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
         .map(|first| {
             let parts: Vec<&Tensor> = requests
                 .iter()
-                .map(|q| q.request.input(&first.name).expect("batched requests are compatible"))
+                .map(|q| {
+                    q.request
+                        .input(&first.name)
+                        .expect("batched requests are compatible")
+                })
                 .collect();
             let mut data = BytesMut::with_capacity(parts.iter().map(|t| t.data.len()).sum());
             for part in &parts {
@@ -190,22 +215,41 @@ fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
 
 /// Splits batch outputs into each request's share along the batch dimension, without
 /// copying, in config order.
-fn split(spec: &ModelSpec, requests: &[Queued], total: usize, mut outputs: Vec<Tensor>) -> Result<Vec<Vec<Tensor>>> {
-    let order = |t: &Tensor| spec.outputs.iter().position(|o| o.name == t.name).unwrap_or(usize::MAX);
+fn split(
+    spec: &ModelSpec,
+    requests: &[Queued],
+    total: usize,
+    mut outputs: Vec<Tensor>,
+) -> Result<Vec<Vec<Tensor>>> {
+    let order = |t: &Tensor| {
+        spec.outputs
+            .iter()
+            .position(|o| o.name == t.name)
+            .unwrap_or(usize::MAX)
+    };
     outputs.sort_by_key(order);
     let bad = |msg: String| EngineError::internal(format!("model '{}': {msg}", spec.name()));
     if spec.max_batch_size == 0 || requests.len() == 1 {
         for t in &outputs {
             if spec.max_batch_size > 0 && t.shape.first() != Some(&(total as i64)) {
-                return Err(bad(format!("output '{}' has shape {:?}, expected batch {total} first", t.name, t.shape)));
+                return Err(bad(format!(
+                    "output '{}' has shape {:?}, expected batch {total} first",
+                    t.name, t.shape
+                )));
             }
         }
         return Ok(vec![outputs]);
     }
-    let mut per_request: Vec<Vec<Tensor>> = requests.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_request: Vec<Vec<Tensor>> = requests
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
     for t in outputs {
         if t.shape.first() != Some(&(total as i64)) {
-            return Err(bad(format!("output '{}' has shape {:?}, expected batch {total} first", t.name, t.shape)));
+            return Err(bad(format!(
+                "output '{}' has shape {:?}, expected batch {total} first",
+                t.name, t.shape
+            )));
         }
         let count = element_count(&t.shape)?;
         let per_item = count / total;
@@ -213,15 +257,25 @@ fn split(spec: &ModelSpec, requests: &[Queued], total: usize, mut outputs: Vec<T
         for (q, out) in requests.iter().zip(per_request.iter_mut()) {
             let len = match t.dtype.element_size() {
                 Some(size) => per_item * q.batch_size * size,
-                None => bytes_elements_end(&t.data[offset..], per_item * q.batch_size).map_err(&bad)?,
+                None => {
+                    bytes_elements_end(&t.data[offset..], per_item * q.batch_size).map_err(&bad)?
+                }
             };
             let end = offset + len;
             if end > t.data.len() {
-                return Err(bad(format!("output '{}' holds fewer bytes than its shape", t.name)));
+                return Err(bad(format!(
+                    "output '{}' holds fewer bytes than its shape",
+                    t.name
+                )));
             }
             let mut shape = t.shape.clone();
             shape[0] = q.batch_size as i64;
-            out.push(Tensor::new(t.name.clone(), t.dtype, shape, t.data.slice(offset..end)));
+            out.push(Tensor::new(
+                t.name.clone(),
+                t.dtype,
+                shape,
+                t.data.slice(offset..end),
+            ));
             offset = end;
         }
     }

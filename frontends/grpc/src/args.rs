@@ -138,8 +138,18 @@ mod tests {
         assert!(a.grpc_use_ssl && a.grpc_use_ssl_mutual && a.tls_enabled());
         assert_eq!(a.grpc_server_cert, Some(PathBuf::from("c.pem")));
         assert_eq!(a.grpc_max_message_size, 1024);
-        assert_eq!(a.grpc_infer_response_compression_level, CompressionLevel::High);
-        let off = Cli::parse_from(["nereid", "--grpc-use-ssl", "false", "--grpc-keepalive-time", "0"]).grpc;
+        assert_eq!(
+            a.grpc_infer_response_compression_level,
+            CompressionLevel::High
+        );
+        let off = Cli::parse_from([
+            "nereid",
+            "--grpc-use-ssl",
+            "false",
+            "--grpc-keepalive-time",
+            "0",
+        ])
+        .grpc;
         assert!(!off.tls_enabled());
         assert_eq!(off.keepalive_interval(), None);
     }

@@ -30,7 +30,10 @@ pub async fn serve_bare(
     Server::builder()
         .http2_adaptive_window(Some(true))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .context("the bare gRPC server failed")
 }
@@ -38,18 +41,27 @@ pub async fn serve_bare(
 /// The add/sub computation of `simple`, inline.
 fn add_sub(req: &InferRequest) -> Result<Vec<Tensor>, EngineError> {
     let input = |name: &str| -> Result<Vec<i32>, EngineError> {
-        let t = req.input(name).ok_or_else(|| EngineError::invalid(format!("missing input '{name}'")))?;
+        let t = req
+            .input(name)
+            .ok_or_else(|| EngineError::invalid(format!("missing input '{name}'")))?;
         if t.dtype != DataType::Int32 || t.shape.len() != 2 || t.shape[1] != 16 {
-            return Err(EngineError::invalid(format!("input '{name}' must be INT32 [batch, 16]")));
+            return Err(EngineError::invalid(format!(
+                "input '{name}' must be INT32 [batch, 16]"
+            )));
         }
         t.check_byte_size()?;
         t.to_vec::<i32>()
     };
     let (a, b) = (input("INPUT0")?, input("INPUT1")?);
     if a.len() != b.len() {
-        return Err(EngineError::invalid("INPUT0 and INPUT1 differ in batch size"));
+        return Err(EngineError::invalid(
+            "INPUT0 and INPUT1 differ in batch size",
+        ));
     }
-    let shape = req.input("INPUT0").map(|t| t.shape.clone()).unwrap_or_default();
+    let shape = req
+        .input("INPUT0")
+        .map(|t| t.shape.clone())
+        .unwrap_or_default();
     let sum = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
     let diff = a.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect();
     Ok(vec![
@@ -62,31 +74,49 @@ fn only_simple(name: &str) -> Result<(), Status> {
     if name == BARE_MODEL {
         Ok(())
     } else {
-        Err(Status::not_found(format!("unknown model '{name}': the bare server only has '{BARE_MODEL}'")))
+        Err(Status::not_found(format!(
+            "unknown model '{name}': the bare server only has '{BARE_MODEL}'"
+        )))
     }
 }
 
 fn bare_only(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc}: the bare benchmark server only answers ModelInfer and health RPCs"))
+    Status::unimplemented(format!(
+        "{rpc}: the bare benchmark server only answers ModelInfer and health RPCs"
+    ))
 }
 
 struct Bare;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Bare {
-    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse { ready: true }))
     }
 
-    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
-        Ok(Response::new(ModelReadyResponse { ready: req.get_ref().name == BARE_MODEL }))
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        Ok(Response::new(ModelReadyResponse {
+            ready: req.get_ref().name == BARE_MODEL,
+        }))
     }
 
-    async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Result<Response<ServerMetadataResponse>, Status> {
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
         Ok(Response::new(ServerMetadataResponse {
             name: "nereid-bare".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -94,7 +124,10 @@ impl GrpcInferenceService for Bare {
         }))
     }
 
-    async fn model_metadata(&self, req: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
         only_simple(&req.get_ref().name)?;
         let tensor = |name: &str| model_metadata_response::TensorMetadata {
             name: name.into(),
@@ -110,7 +143,10 @@ impl GrpcInferenceService for Bare {
         }))
     }
 
-    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let request = convert::request_from_wire(req.into_inner(), None).map_err(to_status)?;
         only_simple(&request.model_name)?;
         let outputs = add_sub(&request).map_err(to_status)?;
@@ -134,15 +170,24 @@ impl GrpcInferenceService for Bare {
         Err(bare_only("ModelStreamInfer"))
     }
 
-    async fn model_config(&self, _: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        _: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
         Err(bare_only("ModelConfig"))
     }
 
-    async fn model_statistics(&self, _: Request<ModelStatisticsRequest>) -> Result<Response<ModelStatisticsResponse>, Status> {
+    async fn model_statistics(
+        &self,
+        _: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
         Err(bare_only("ModelStatistics"))
     }
 
-    async fn repository_index(&self, _: Request<RepositoryIndexRequest>) -> Result<Response<RepositoryIndexResponse>, Status> {
+    async fn repository_index(
+        &self,
+        _: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
         Err(bare_only("RepositoryIndex"))
     }
 
@@ -202,11 +247,17 @@ impl GrpcInferenceService for Bare {
         Err(bare_only("CudaSharedMemoryUnregister"))
     }
 
-    async fn trace_setting(&self, _: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
+    async fn trace_setting(
+        &self,
+        _: Request<TraceSettingRequest>,
+    ) -> Result<Response<TraceSettingResponse>, Status> {
         Err(bare_only("TraceSetting"))
     }
 
-    async fn log_settings(&self, _: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
+    async fn log_settings(
+        &self,
+        _: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
         Err(bare_only("LogSettings"))
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use nereid_engine::{EngineError, InferRequest, InferResponse, ModelConfig, ModelMetadata};
 use nereid_proto::inference::{
-    ModelConfigRequest, ModelMetadataRequest, ModelReadyRequest, ServerLiveRequest, ServerMetadataResponse,
-    ServerMetadataRequest, ServerReadyRequest,
+    ModelConfigRequest, ModelMetadataRequest, ModelReadyRequest, ServerLiveRequest,
+    ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
 };
 use nereid_proto::GrpcInferenceServiceClient;
 use tonic::codec::CompressionEncoding;
@@ -99,9 +99,19 @@ impl GrpcClient {
     pub async fn connect_with(url: impl Into<String>, options: ClientOptions) -> Result<Self> {
         let mut url = url.into();
         if !url.contains("://") {
-            url = format!("{}://{url}", if options.tls.is_some() { "https" } else { "http" });
+            url = format!(
+                "{}://{url}",
+                if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }
+            );
         }
-        let fail = |e: &(dyn std::error::Error + 'static)| ClientError::Connect { url: url.clone(), message: error_chain(e) };
+        let fail = |e: &(dyn std::error::Error + 'static)| ClientError::Connect {
+            url: url.clone(),
+            message: error_chain(e),
+        };
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| fail(&e))?
             .connect_timeout(options.connect_timeout)
@@ -119,7 +129,9 @@ impl GrpcClient {
             .max_decoding_message_size(options.max_message_size)
             .max_encoding_message_size(options.max_message_size);
         if options.gzip {
-            inner = inner.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+            inner = inner
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
         }
         Self { inner }
     }
@@ -131,36 +143,63 @@ impl GrpcClient {
 
     /// Whether the server is live.
     pub async fn server_live(&self) -> Result<bool> {
-        Ok(self.raw().server_live(ServerLiveRequest {}).await?.into_inner().live)
+        Ok(self
+            .raw()
+            .server_live(ServerLiveRequest {})
+            .await?
+            .into_inner()
+            .live)
     }
 
     /// Whether the server is ready.
     pub async fn server_ready(&self) -> Result<bool> {
-        Ok(self.raw().server_ready(ServerReadyRequest {}).await?.into_inner().ready)
+        Ok(self
+            .raw()
+            .server_ready(ServerReadyRequest {})
+            .await?
+            .into_inner()
+            .ready)
     }
 
     /// Whether a model (newest or given version) is ready.
     pub async fn model_ready(&self, name: &str, version: Option<i64>) -> Result<bool> {
-        let req = ModelReadyRequest { name: name.into(), version: version_string(version) };
+        let req = ModelReadyRequest {
+            name: name.into(),
+            version: version_string(version),
+        };
         Ok(self.raw().model_ready(req).await?.into_inner().ready)
     }
 
     /// Server name, version and extensions.
     pub async fn server_metadata(&self) -> Result<ServerMetadataResponse> {
-        Ok(self.raw().server_metadata(ServerMetadataRequest {}).await?.into_inner())
+        Ok(self
+            .raw()
+            .server_metadata(ServerMetadataRequest {})
+            .await?
+            .into_inner())
     }
 
     /// A model's metadata.
     pub async fn model_metadata(&self, name: &str, version: Option<i64>) -> Result<ModelMetadata> {
-        let req = ModelMetadataRequest { name: name.into(), version: version_string(version) };
-        Ok(convert::metadata_from_wire(self.raw().model_metadata(req).await?.into_inner()))
+        let req = ModelMetadataRequest {
+            name: name.into(),
+            version: version_string(version),
+        };
+        Ok(convert::metadata_from_wire(
+            self.raw().model_metadata(req).await?.into_inner(),
+        ))
     }
 
     /// A model's configuration.
     pub async fn model_config(&self, name: &str, version: Option<i64>) -> Result<ModelConfig> {
-        let req = ModelConfigRequest { name: name.into(), version: version_string(version) };
+        let req = ModelConfigRequest {
+            name: name.into(),
+            version: version_string(version),
+        };
         let resp = self.raw().model_config(req).await?.into_inner();
-        resp.config.ok_or_else(|| ClientError::Decode(EngineError::internal("the server sent no model config")))
+        resp.config.ok_or_else(|| {
+            ClientError::Decode(EngineError::internal("the server sent no model config"))
+        })
     }
 
     /// Runs one request. Its `deadline`, if any, travels as `grpc-timeout`.
@@ -170,8 +209,24 @@ impl GrpcClient {
         if let Some(d) = deadline {
             call.set_timeout(d.saturating_duration_since(Instant::now()));
         }
-        let resp = self.raw().model_infer(call).await?.into_inner();
-        convert::response_from_wire(resp).map_err(ClientError::Decode)
+        let resp = self
+            .raw()
+            .model_infer(call)
+            .await
+            .map_err(|status| match deadline {
+                // tonic's channel enforces grpc-timeout itself and reports its own expiry as
+                // CANCELLED "Timeout expired"; to the caller that is the deadline passing.
+                Some(_)
+                    if status.code() == tonic::Code::Cancelled
+                        && status.message() == "Timeout expired" =>
+                {
+                    tonic::Status::deadline_exceeded(
+                        "the request's deadline passed before its response arrived",
+                    )
+                }
+                _ => status,
+            })?;
+        convert::response_from_wire(resp.into_inner()).map_err(ClientError::Decode)
     }
 
     /// Runs a stream of requests over one `ModelStreamInfer` call and yields every response
@@ -179,7 +234,10 @@ impl GrpcClient {
     /// marks each request's last). A failed request yields [`ClientError::Stream`] and the
     /// stream goes on; a failed call yields [`ClientError::Status`] and ends it. Dropping
     /// the returned stream cancels the call.
-    pub async fn stream_infer<S>(&self, requests: S) -> Result<impl Stream<Item = Result<InferResponse>> + Send + 'static>
+    pub async fn stream_infer<S>(
+        &self,
+        requests: S,
+    ) -> Result<impl Stream<Item = Result<InferResponse>> + Send + 'static>
     where
         S: Stream<Item = InferRequest> + Send + 'static,
     {
@@ -189,11 +247,16 @@ impl GrpcClient {
             let msg = item?;
             if !msg.error_message.is_empty() {
                 let id = msg.infer_response.map(|r| r.id).unwrap_or_default();
-                return Err(ClientError::Stream { id, message: msg.error_message });
+                return Err(ClientError::Stream {
+                    id,
+                    message: msg.error_message,
+                });
             }
-            let resp = msg
-                .infer_response
-                .ok_or_else(|| ClientError::Decode(EngineError::internal("stream response without infer_response")))?;
+            let resp = msg.infer_response.ok_or_else(|| {
+                ClientError::Decode(EngineError::internal(
+                    "stream response without infer_response",
+                ))
+            })?;
             convert::response_from_wire(resp).map_err(ClientError::Decode)
         }))
     }

@@ -40,7 +40,13 @@ impl HealthService {
 
     /// The status of `service`, or `None` when it names neither the server nor a model.
     fn status(&self, service: &str) -> Option<ServingStatus> {
-        let serving = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let serving = |ok: bool| {
+            if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
         if self.stop.is_set() {
             return Some(ServingStatus::NotServing);
         }
@@ -51,21 +57,31 @@ impl HealthService {
             return Some(ServingStatus::Serving);
         }
         // Known but not ready (loading, failed, unloaded) is NOT_SERVING, not unknown.
-        let known = self.engine.repository_index(false).iter().any(|e| e.name == service);
+        let known = self
+            .engine
+            .repository_index(false)
+            .iter()
+            .any(|e| e.name == service);
         known.then_some(ServingStatus::NotServing)
     }
 }
 
 fn reply(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse { status: status as i32 }
+    HealthCheckResponse {
+        status: status as i32,
+    }
 }
 
 /// The response stream of `Watch`.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>>;
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Health for HealthService {
-    async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = req.into_inner().service;
         match self.status(&service) {
             Some(status) => Ok(Response::new(reply(status))),
@@ -77,7 +93,10 @@ impl Health for HealthService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let service = req.into_inner().service;
         let this = self.clone();
         let mut stop = self.stop.clone();

@@ -8,14 +8,13 @@ use nereid_engine::Engine;
 use nereid_proto::GrpcInferenceServiceServer;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::header::HeaderName;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::pb::health_server::HealthServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::args::CompressionLevel;
-use crate::deadline::stamp_arrival;
+use crate::deadline::DeadlineLayer;
 use crate::health::HealthService;
 use crate::service::InferenceService;
 use crate::stop::{self, Stop};
@@ -40,32 +39,41 @@ pub async fn serve(
     let mut builder = Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(args.keepalive_interval())
-        .http2_keepalive_timeout(Some(std::time::Duration::from_millis(args.grpc_keepalive_timeout)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_millis(
+            args.grpc_keepalive_timeout,
+        )))
         // Large tensors: let hyper grow the flow-control windows with the link's
         // bandwidth-delay product instead of stalling on the 1 MiB default.
         .http2_adaptive_window(Some(true));
     if let Some(tls) = crate::tls::server_config(&args)? {
-        builder = builder.tls_config(tls).context("invalid gRPC TLS configuration")?;
+        builder = builder
+            .tls_config(tls)
+            .context("invalid gRPC TLS configuration")?;
     }
     let mut router = builder
         .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
+        // Innermost, so gRPC-Web translates its DEADLINE_EXCEEDED answers too.
+        .layer(DeadlineLayer)
         .add_service(inference_server(engine.clone(), &args, stop.clone()))
         .add_service(HealthServer::new(HealthService::with_stop(engine, stop)));
     let (v1, v1alpha) = reflection()?;
     router = router.add_service(v1).add_service(v1alpha);
     // Nagle's algorithm would hold small responses back for a delayed ACK (tens of ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router.serve_with_incoming_shutdown(incoming, signal).await.context("the gRPC server failed")
+    router
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .context("the gRPC server failed")
 }
 
-/// The inference service as tonic serves it: gzip in (and out when configured), message
-/// limits, and the interceptor stamping each call's arrival for its deadline.
+/// The inference service as tonic serves it: gzip in (and out when configured) and
+/// message limits.
 fn inference_server(
     engine: Engine,
     args: &GrpcArgs,
     stop: Stop,
-) -> InferenceServer {
+) -> GrpcInferenceServiceServer<InferenceService> {
     let mut server = GrpcInferenceServiceServer::new(InferenceService::with_stop(engine, stop))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(args.grpc_max_message_size)
@@ -73,25 +81,30 @@ fn inference_server(
     if args.grpc_infer_response_compression_level != CompressionLevel::None {
         server = server.send_compressed(CompressionEncoding::Gzip);
     }
-    InterceptedService::new(server, stamp_arrival as ArrivalInterceptor)
+    server
 }
-
-type ArrivalInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-type InferenceServer = InterceptedService<GrpcInferenceServiceServer<InferenceService>, ArrivalInterceptor>;
 
 /// Reflection over the inference and health schemas, in both protocol versions (grpcurl
 /// asks v1 first, older tools only know v1alpha).
 fn reflection() -> anyhow::Result<(
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-    tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
 )> {
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(nereid_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let v1 = builder().build_v1().context("cannot build gRPC reflection (v1)")?;
-    let v1alpha = builder().build_v1alpha().context("cannot build gRPC reflection (v1alpha)")?;
+    let v1 = builder()
+        .build_v1()
+        .context("cannot build gRPC reflection (v1)")?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .context("cannot build gRPC reflection (v1alpha)")?;
     Ok((v1, v1alpha))
 }
 
@@ -100,7 +113,10 @@ fn reflection() -> anyhow::Result<(
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([tonic::codegen::http::Method::POST, tonic::codegen::http::Method::OPTIONS])
+        .allow_methods([
+            tonic::codegen::http::Method::POST,
+            tonic::codegen::http::Method::OPTIONS,
+        ])
         .allow_headers(tower_http::cors::Any)
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
         .max_age(std::time::Duration::from_secs(24 * 60 * 60))

@@ -40,15 +40,28 @@ const NO_SHARED_MEMORY: &str = "shared memory is not supported; send tensors in 
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: self.engine.is_live() }))
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse {
+            live: self.engine.is_live(),
+        }))
     }
 
-    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: self.engine.is_ready() }))
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.engine.is_ready(),
+        }))
     }
 
-    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
         let req = req.into_inner();
         let ready = self.engine.model_ready(&req.name, version(&req.version)?);
         Ok(Response::new(ModelReadyResponse { ready }))
@@ -58,7 +71,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        Ok(Response::new(convert::server_metadata_to_wire(self.engine.server_metadata())))
+        Ok(Response::new(convert::server_metadata_to_wire(
+            self.engine.server_metadata(),
+        )))
     }
 
     async fn model_metadata(
@@ -66,15 +81,23 @@ impl GrpcInferenceService for InferenceService {
         req: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let req = req.into_inner();
-        let meta = self.engine.model_metadata(&req.name, version(&req.version)?).map_err(to_status)?;
+        let meta = self
+            .engine
+            .model_metadata(&req.name, version(&req.version)?)
+            .map_err(to_status)?;
         Ok(Response::new(convert::metadata_to_wire(meta)))
     }
 
-    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = Deadline::of(&req);
-        let request = convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
-        // Dropping this future (client gone, tonic's own timeout) cancels the queued request.
-        let response = deadline.run(self.engine.infer(request)).await?;
+        let request =
+            convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
+        // Dropping this future (client gone, deadline passed: see `DeadlineLayer`) takes the
+        // request out of the engine's queue.
+        let response = self.engine.infer(request).await.map_err(to_status)?;
         Ok(Response::new(convert::response_to_wire(response, false)))
     }
 
@@ -85,13 +108,26 @@ impl GrpcInferenceService for InferenceService {
         req: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let deadline = Deadline::of(&req);
-        Ok(Response::new(stream::start(self.engine.clone(), req.into_inner(), deadline, self.stop.clone())))
+        Ok(Response::new(stream::start(
+            self.engine.clone(),
+            req.into_inner(),
+            deadline,
+            self.stop.clone(),
+        )))
     }
 
-    async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        req: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
         let req = req.into_inner();
-        let config = self.engine.model_config(&req.name, version(&req.version)?).map_err(to_status)?;
-        Ok(Response::new(ModelConfigResponse { config: Some(config) }))
+        let config = self
+            .engine
+            .model_config(&req.name, version(&req.version)?)
+            .map_err(to_status)?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config),
+        }))
     }
 
     async fn model_statistics(
@@ -100,7 +136,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let req = req.into_inner();
         let name = (!req.name.is_empty()).then_some(req.name.as_str());
-        let stats = self.engine.model_statistics(name, version(&req.version)?).map_err(to_status)?;
+        let stats = self
+            .engine
+            .model_statistics(name, version(&req.version)?)
+            .map_err(to_status)?;
         Ok(Response::new(convert::stats_to_wire(stats)))
     }
 
@@ -109,7 +148,9 @@ impl GrpcInferenceService for InferenceService {
         req: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(convert::index_to_wire(self.engine.repository_index(req.ready))))
+        Ok(Response::new(convert::index_to_wire(
+            self.engine.repository_index(req.ready),
+        )))
     }
 
     async fn repository_model_load(
@@ -118,7 +159,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let req = req.into_inner();
         let config = convert::load_config_from_wire(&req.parameters).map_err(to_status)?;
-        self.engine.load_model(&req.model_name, config).await.map_err(to_status)?;
+        self.engine
+            .load_model(&req.model_name, config)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
@@ -127,7 +171,10 @@ impl GrpcInferenceService for InferenceService {
         req: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         let req = req.into_inner();
-        self.engine.unload_model(&req.model_name).await.map_err(to_status)?;
+        self.engine
+            .unload_model(&req.model_name)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 
@@ -173,11 +220,23 @@ impl GrpcInferenceService for InferenceService {
         Err(not_built("CudaSharedMemoryUnregister", NO_SHARED_MEMORY))
     }
 
-    async fn trace_setting(&self, _: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
-        Err(not_built("TraceSetting", "request tracing is not supported; use the server's logs and metrics"))
+    async fn trace_setting(
+        &self,
+        _: Request<TraceSettingRequest>,
+    ) -> Result<Response<TraceSettingResponse>, Status> {
+        Err(not_built(
+            "TraceSetting",
+            "request tracing is not supported; use the server's logs and metrics",
+        ))
     }
 
-    async fn log_settings(&self, _: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
-        Err(not_built("LogSettings", "log settings are fixed at start (RUST_LOG / --log-* flags)"))
+    async fn log_settings(
+        &self,
+        _: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
+        Err(not_built(
+            "LogSettings",
+            "log settings are fixed at start (RUST_LOG / --log-* flags)",
+        ))
     }
 }

@@ -30,9 +30,13 @@ pub fn to_status(error: EngineError) -> Status {
 pub fn from_status(status: &Status) -> EngineError {
     let msg = status.message().to_string();
     match status.code() {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => EngineError::InvalidArgument(msg),
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            EngineError::InvalidArgument(msg)
+        }
         Code::NotFound => EngineError::NotFound(msg),
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => EngineError::Unavailable(msg),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => {
+            EngineError::Unavailable(msg)
+        }
         Code::Unimplemented => EngineError::Unimplemented(msg),
         Code::Cancelled => EngineError::Cancelled(msg),
         Code::DeadlineExceeded => EngineError::DeadlineExceeded(msg),
@@ -52,12 +56,18 @@ mod tests {
     #[test]
     fn every_variant_has_its_code_and_round_trips() {
         let cases = [
-            (EngineError::InvalidArgument("a".into()), Code::InvalidArgument),
+            (
+                EngineError::InvalidArgument("a".into()),
+                Code::InvalidArgument,
+            ),
             (EngineError::NotFound("b".into()), Code::NotFound),
             (EngineError::Unavailable("c".into()), Code::Unavailable),
             (EngineError::Unimplemented("d".into()), Code::Unimplemented),
             (EngineError::Cancelled("e".into()), Code::Cancelled),
-            (EngineError::DeadlineExceeded("f".into()), Code::DeadlineExceeded),
+            (
+                EngineError::DeadlineExceeded("f".into()),
+                Code::DeadlineExceeded,
+            ),
             (EngineError::Internal("g".into()), Code::Internal),
         ];
         for (error, want) in cases {

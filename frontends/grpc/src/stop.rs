@@ -36,7 +36,9 @@ impl Stop {
 
 /// Splits a shutdown future into a [`Stop`] for the services and the future to give tonic,
 /// which fires the signal before completing.
-pub(crate) fn split(shutdown: impl Future<Output = ()> + Send + 'static) -> (Stop, impl Future<Output = ()> + Send) {
+pub(crate) fn split(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Stop, impl Future<Output = ()> + Send) {
     let (tx, rx) = watch::channel(false);
     let signal = async move {
         shutdown.await;

@@ -23,7 +23,8 @@ use crate::status::to_status;
 use crate::stop::Stop;
 
 /// The response stream of `ModelStreamInfer`.
-pub type OutStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send + 'static>>;
+pub type OutStream =
+    Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send + 'static>>;
 
 /// Responses waiting for the client, across every request of one stream. When the client
 /// reads slower than the model answers, forwarding tasks wait here and the engine's own
@@ -33,7 +34,12 @@ const OUT_BUFFER: usize = 64;
 type Sender = mpsc::Sender<Result<ModelStreamInferResponse, Status>>;
 
 /// Starts serving one stream and returns its responses.
-pub(crate) fn start(engine: Engine, inbound: Streaming<ModelInferRequest>, deadline: Deadline, stop: Stop) -> OutStream {
+pub(crate) fn start(
+    engine: Engine,
+    inbound: Streaming<ModelInferRequest>,
+    deadline: Deadline,
+    stop: Stop,
+) -> OutStream {
     let (tx, mut rx) = mpsc::channel(OUT_BUFFER);
     tokio::spawn(read_requests(engine, inbound, deadline, stop, tx));
     Box::pin(async_stream::stream! {
@@ -73,7 +79,10 @@ impl RequestInfo {
     /// which request it was.
     fn error(&self, error: &EngineError) -> ModelStreamInferResponse {
         let mut parameters = std::collections::HashMap::new();
-        parameters.insert(params::FINAL_RESPONSE.to_string(), params::param_to_wire(&nereid_engine::ParamValue::Bool(true)));
+        parameters.insert(
+            params::FINAL_RESPONSE.to_string(),
+            params::param_to_wire(&nereid_engine::ParamValue::Bool(true)),
+        );
         ModelStreamInferResponse {
             error_message: error.to_string(),
             infer_response: Some(ModelInferResponse {
@@ -120,17 +129,23 @@ async fn read_requests(
 
 /// Submits one request; returns false when the client is gone.
 async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx: &Sender) -> bool {
-    let version = convert::version_from_wire(&msg.model_version).ok().flatten();
+    let version = convert::version_from_wire(&msg.model_version)
+        .ok()
+        .flatten();
     let mut info = RequestInfo {
         model_name: msg.model_name.clone(),
         model_version: msg.model_version.clone(),
         id: msg.id.clone(),
-        send_empty_final: params::wire_bool(&msg.parameters, params::ENABLE_EMPTY_FINAL).unwrap_or(false),
+        send_empty_final: params::wire_bool(&msg.parameters, params::ENABLE_EMPTY_FINAL)
+            .unwrap_or(false),
     };
-    let submitted = convert::request_from_wire(msg, deadline.instant()).and_then(|r| engine.infer_stream(r));
+    let submitted =
+        convert::request_from_wire(msg, deadline.instant()).and_then(|r| engine.infer_stream(r));
     match submitted {
         Ok(responses) => {
-            let decoupled = engine.model_is_decoupled(&info.model_name, version).unwrap_or(true);
+            let decoupled = engine
+                .model_is_decoupled(&info.model_name, version)
+                .unwrap_or(true);
             info.send_empty_final |= !decoupled;
             tokio::spawn(forward(responses, info, tx.clone()));
             true
@@ -149,7 +164,9 @@ async fn forward(mut responses: ResponseStream, info: RequestInfo, tx: Sender) {
         };
         let Some(outcome) = next else { return };
         let message = match outcome {
-            Ok(resp) if resp.is_final && resp.outputs.is_empty() && !info.send_empty_final => return,
+            Ok(resp) if resp.is_final && resp.outputs.is_empty() && !info.send_empty_final => {
+                return
+            }
             Ok(resp) => {
                 let is_final = resp.is_final;
                 let message = ModelStreamInferResponse {

@@ -15,7 +15,9 @@ fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
 pub(crate) fn server_config(args: &GrpcArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
     if !args.tls_enabled() {
         if args.grpc_server_cert.is_some() || args.grpc_server_key.is_some() {
-            tracing::warn!("--grpc-server-cert/--grpc-server-key are ignored without --grpc-use-ssl");
+            tracing::warn!(
+                "--grpc-server-cert/--grpc-server-key are ignored without --grpc-use-ssl"
+            );
         }
         return Ok(None);
     }
@@ -28,7 +30,9 @@ pub(crate) fn server_config(args: &GrpcArgs) -> anyhow::Result<Option<ServerTlsC
         let Some(root) = &args.grpc_root_cert else {
             bail!("--grpc-use-ssl-mutual needs --grpc-root-cert to verify client certificates against");
         };
-        config = config.client_ca_root(Certificate::from_pem(read(root, "root certificate")?)).client_auth_optional(false);
+        config = config
+            .client_ca_root(Certificate::from_pem(read(root, "root certificate")?))
+            .client_auth_optional(false);
     }
     Ok(Some(config))
 }
@@ -40,14 +44,23 @@ mod tests {
     #[test]
     fn flags_are_checked() {
         assert!(server_config(&GrpcArgs::default()).unwrap().is_none());
-        let args = GrpcArgs { grpc_use_ssl: true, ..GrpcArgs::default() };
-        assert!(server_config(&args).unwrap_err().to_string().contains("--grpc-server-cert"));
+        let args = GrpcArgs {
+            grpc_use_ssl: true,
+            ..GrpcArgs::default()
+        };
+        assert!(server_config(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("--grpc-server-cert"));
         let args = GrpcArgs {
             grpc_use_ssl_mutual: true,
             grpc_server_cert: Some("/nonexistent/cert.pem".into()),
             grpc_server_key: Some("/nonexistent/key.pem".into()),
             ..GrpcArgs::default()
         };
-        assert!(server_config(&args).unwrap_err().to_string().contains("/nonexistent/cert.pem"));
+        assert!(server_config(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/cert.pem"));
     }
 }

@@ -18,7 +18,12 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Code;
 
-fn typed_input(name: &str, datatype: &str, shape: Vec<i64>, contents: InferTensorContents) -> InferInputTensor {
+fn typed_input(
+    name: &str,
+    datatype: &str,
+    shape: Vec<i64>,
+    contents: InferTensorContents,
+) -> InferInputTensor {
     InferInputTensor {
         name: name.into(),
         datatype: datatype.into(),
@@ -29,7 +34,10 @@ fn typed_input(name: &str, datatype: &str, shape: Vec<i64>, contents: InferTenso
 }
 
 fn ints(v: Vec<i32>) -> InferTensorContents {
-    InferTensorContents { int_contents: v, ..Default::default() }
+    InferTensorContents {
+        int_contents: v,
+        ..Default::default()
+    }
 }
 
 fn typed_simple() -> ModelInferRequest {
@@ -45,7 +53,10 @@ fn typed_simple() -> ModelInferRequest {
 }
 
 fn raw_i32(resp: &ModelInferResponse, i: usize) -> Vec<i32> {
-    resp.raw_output_contents[i].chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+    resp.raw_output_contents[i]
+        .chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn check_simple(resp: &ModelInferResponse) {
@@ -60,7 +71,11 @@ fn check_simple(resp: &ModelInferResponse) {
 }
 
 async fn good(client: &mut GrpcInferenceServiceClient<Channel>) {
-    let resp = client.model_infer(typed_simple()).await.expect("a good request after an error").into_inner();
+    let resp = client
+        .model_infer(typed_simple())
+        .await
+        .expect("a good request after an error")
+        .into_inner();
     check_simple(&resp);
 }
 
@@ -68,7 +83,11 @@ async fn good(client: &mut GrpcInferenceServiceClient<Channel>) {
 async fn typed_and_raw_contents_give_raw_outputs() {
     let server = TestServer::start().await;
     let mut client = server.raw().await;
-    let resp = client.model_infer(typed_simple()).await.unwrap().into_inner();
+    let resp = client
+        .model_infer(typed_simple())
+        .await
+        .unwrap()
+        .into_inner();
     check_simple(&resp);
     assert_eq!(resp.id, "typed-1");
 
@@ -83,7 +102,10 @@ async fn typed_and_raw_contents_give_raw_outputs() {
     let resp = typed.infer(simple_request(3)).await.unwrap();
     let out = resp.output("OUTPUT0").unwrap();
     assert_eq!(out.shape, vec![3, 16]);
-    assert_eq!(out.to_vec::<i32>().unwrap()[16..32], (1..17).collect::<Vec<i32>>()[..]);
+    assert_eq!(
+        out.to_vec::<i32>().unwrap()[16..32],
+        (1..17).collect::<Vec<i32>>()[..]
+    );
     assert!(resp.is_final);
 }
 
@@ -91,14 +113,21 @@ async fn typed_and_raw_contents_give_raw_outputs() {
 async fn bytes_fp16_and_bf16_tensors() {
     let server = TestServer::start().await;
     let mut client = server.raw().await;
-    let words = vec![Bytes::from("hello"), Bytes::new(), Bytes::from(vec![0u8, 255])];
+    let words = vec![
+        Bytes::from("hello"),
+        Bytes::new(),
+        Bytes::from(vec![0u8, 255]),
+    ];
     let typed = ModelInferRequest {
         model_name: "identity_bytes".into(),
         inputs: vec![typed_input(
             "INPUT0",
             "BYTES",
             vec![1, 3],
-            InferTensorContents { bytes_contents: words.clone(), ..Default::default() },
+            InferTensorContents {
+                bytes_contents: words.clone(),
+                ..Default::default()
+            },
         )],
         ..Default::default()
     };
@@ -107,26 +136,47 @@ async fn bytes_fp16_and_bf16_tensors() {
     let expected = Tensor::from_strings("INPUT0", vec![1, 3], &words);
     assert_eq!(resp.raw_output_contents[0], expected.data);
 
-    let raw = request_to_wire(nereid_engine::InferRequest::new("identity_bytes", vec![expected.clone()]));
+    let raw = request_to_wire(nereid_engine::InferRequest::new(
+        "identity_bytes",
+        vec![expected.clone()],
+    ));
     let resp = client.model_infer(raw).await.unwrap().into_inner();
     assert_eq!(resp.raw_output_contents[0], expected.data);
 
-    for (model, dtype) in [("identity_fp16", DataType::Fp16), ("identity_bf16", DataType::Bf16)] {
+    for (model, dtype) in [
+        ("identity_fp16", DataType::Fp16),
+        ("identity_bf16", DataType::Bf16),
+    ] {
         let data = Bytes::from_static(&[0x00, 0x3c, 0x00, 0xc0]); // 1.0 and -2.0 in FP16
         let t = Tensor::new("INPUT0", dtype, vec![2], data.clone());
-        let resp = client.model_infer(request_to_wire(nereid_engine::InferRequest::new(model, vec![t]))).await.unwrap();
+        let resp = client
+            .model_infer(request_to_wire(nereid_engine::InferRequest::new(
+                model,
+                vec![t],
+            )))
+            .await
+            .unwrap();
         let resp = resp.into_inner();
         assert_eq!(resp.outputs[0].datatype, dtype.as_str());
         assert_eq!(resp.raw_output_contents[0], data);
         // FP16/BF16 have no typed list.
         let typed = ModelInferRequest {
             model_name: model.into(),
-            inputs: vec![typed_input("INPUT0", dtype.as_str(), vec![2], InferTensorContents::default())],
+            inputs: vec![typed_input(
+                "INPUT0",
+                dtype.as_str(),
+                vec![2],
+                InferTensorContents::default(),
+            )],
             ..Default::default()
         };
         let err = client.model_infer(typed).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("'INPUT0'") && err.message().contains("raw"), "{}", err.message());
+        assert!(
+            err.message().contains("'INPUT0'") && err.message().contains("raw"),
+            "{}",
+            err.message()
+        );
     }
 }
 
@@ -138,7 +188,11 @@ async fn each_error_has_its_code_and_the_next_request_works() {
         move |r: Result<tonic::Response<ModelInferResponse>, tonic::Status>| {
             let err = r.expect_err("the request must fail");
             assert_eq!(err.code(), code, "{}", err.message());
-            assert!(err.message().contains(needle), "{:?} should contain {needle:?}", err.message());
+            assert!(
+                err.message().contains(needle),
+                "{:?} should contain {needle:?}",
+                err.message()
+            );
         }
     };
 
@@ -149,7 +203,10 @@ async fn each_error_has_its_code_and_the_next_request_works() {
 
     let mut r = typed_simple();
     r.inputs[0].datatype = "FP32".into();
-    r.inputs[0].contents = Some(InferTensorContents { fp32_contents: vec![0.0; 16], ..Default::default() });
+    r.inputs[0].contents = Some(InferTensorContents {
+        fp32_contents: vec![0.0; 16],
+        ..Default::default()
+    });
     expect(Code::InvalidArgument, "datatype FP32")(client.model_infer(r).await);
     good(&mut client).await;
 
@@ -207,34 +264,102 @@ async fn each_error_has_its_code_and_the_next_request_works() {
 async fn metadata_config_statistics_and_repository() {
     let server = TestServer::start().await;
     let mut client = server.raw().await;
-    assert!(client.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
-    assert!(client.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
-    let ready = |name: &str, version: &str| ModelReadyRequest { name: name.into(), version: version.into() };
-    assert!(client.model_ready(ready("simple", "")).await.unwrap().into_inner().ready);
-    assert!(client.model_ready(ready("simple", "1")).await.unwrap().into_inner().ready);
-    assert!(!client.model_ready(ready("nope", "")).await.unwrap().into_inner().ready);
-    assert_eq!(client.model_ready(ready("simple", "x")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert!(
+        client
+            .server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        client
+            .server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let ready = |name: &str, version: &str| ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    assert!(
+        client
+            .model_ready(ready("simple", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        client
+            .model_ready(ready("simple", "1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !client
+            .model_ready(ready("nope", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert_eq!(
+        client
+            .model_ready(ready("simple", "x"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
 
-    let meta = client.server_metadata(ServerMetadataRequest {}).await.unwrap().into_inner();
+    let meta = client
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(meta.name, "nereid");
     assert!(meta.extensions.iter().any(|e| e == "statistics"));
 
     let m = client
-        .model_metadata(ModelMetadataRequest { name: "simple".into(), version: String::new() })
+        .model_metadata(ModelMetadataRequest {
+            name: "simple".into(),
+            version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(m.versions, vec!["1"]);
     assert_eq!(m.platform, "add_sub");
-    assert_eq!((m.inputs[0].name.as_str(), m.inputs[0].datatype.as_str()), ("INPUT0", "INT32"));
+    assert_eq!(
+        (m.inputs[0].name.as_str(), m.inputs[0].datatype.as_str()),
+        ("INPUT0", "INT32")
+    );
     assert_eq!(m.inputs[0].shape, vec![-1, 16]);
-    let err = client.model_metadata(ModelMetadataRequest { name: "nope".into(), version: String::new() }).await;
+    let err = client
+        .model_metadata(ModelMetadataRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
+        .await;
     assert_eq!(err.unwrap_err().code(), Code::NotFound);
-    let typed = server.client().await.model_metadata("repeat_int32", None).await.unwrap();
+    let typed = server
+        .client()
+        .await
+        .model_metadata("repeat_int32", None)
+        .await
+        .unwrap();
     assert_eq!(typed.outputs[1].name, "IDX");
 
     let cfg = client
-        .model_config(ModelConfigRequest { name: "simple".into(), version: String::new() })
+        .model_config(ModelConfigRequest {
+            name: "simple".into(),
+            version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -245,7 +370,10 @@ async fn metadata_config_statistics_and_repository() {
     good(&mut client).await;
     good(&mut client).await;
     let stats = client
-        .model_statistics(ModelStatisticsRequest { name: "simple".into(), version: String::new() })
+        .model_statistics(ModelStatisticsRequest {
+            name: "simple".into(),
+            version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -254,16 +382,30 @@ async fn metadata_config_statistics_and_repository() {
     assert_eq!((s.name.as_str(), s.version.as_str()), ("simple", "1"));
     assert_eq!(s.inference_stats.unwrap().success.unwrap().count, 2);
     assert!(s.execution_count >= 1 && s.inference_count == 2);
-    let all = client.model_statistics(ModelStatisticsRequest::default()).await.unwrap().into_inner();
+    let all = client
+        .model_statistics(ModelStatisticsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(all.model_stats.len() >= 3);
 
-    let index = client.repository_index(RepositoryIndexRequest::default()).await.unwrap().into_inner();
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let simple = index.models.iter().find(|m| m.name == "simple").unwrap();
-    assert_eq!((simple.version.as_str(), simple.state.as_str()), ("1", "READY"));
+    assert_eq!(
+        (simple.version.as_str(), simple.state.as_str()),
+        ("1", "READY")
+    );
 
     // The server runs in model control mode "none": loads are refused, as in Triton.
     let load = client
-        .repository_model_load(RepositoryModelLoadRequest { model_name: "simple".into(), ..Default::default() })
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "simple".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(load.code(), Code::Unavailable);
@@ -275,26 +417,49 @@ async fn rpcs_not_built_answer_unimplemented() {
     let server = TestServer::start().await;
     let mut c = server.raw().await;
     let codes = [
-        c.system_shared_memory_status(SystemSharedMemoryStatusRequest::default()).await.map(|_| ()),
-        c.system_shared_memory_register(SystemSharedMemoryRegisterRequest::default()).await.map(|_| ()),
-        c.system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest::default()).await.map(|_| ()),
-        c.cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default()).await.map(|_| ()),
-        c.cuda_shared_memory_register(CudaSharedMemoryRegisterRequest::default()).await.map(|_| ()),
-        c.cuda_shared_memory_unregister(CudaSharedMemoryUnregisterRequest::default()).await.map(|_| ()),
-        c.trace_setting(TraceSettingRequest::default()).await.map(|_| ()),
-        c.log_settings(LogSettingsRequest::default()).await.map(|_| ()),
+        c.system_shared_memory_status(SystemSharedMemoryStatusRequest::default())
+            .await
+            .map(|_| ()),
+        c.system_shared_memory_register(SystemSharedMemoryRegisterRequest::default())
+            .await
+            .map(|_| ()),
+        c.system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest::default())
+            .await
+            .map(|_| ()),
+        c.cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
+            .await
+            .map(|_| ()),
+        c.cuda_shared_memory_register(CudaSharedMemoryRegisterRequest::default())
+            .await
+            .map(|_| ()),
+        c.cuda_shared_memory_unregister(CudaSharedMemoryUnregisterRequest::default())
+            .await
+            .map(|_| ()),
+        c.trace_setting(TraceSettingRequest::default())
+            .await
+            .map(|_| ()),
+        c.log_settings(LogSettingsRequest::default())
+            .await
+            .map(|_| ()),
     ];
     for result in codes {
         let err = result.unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
-        assert!(err.message().contains("not implemented by Nereid"), "{}", err.message());
+        assert!(
+            err.message().contains("not implemented by Nereid"),
+            "{}",
+            err.message()
+        );
     }
     good(&mut c).await;
 }
 
 #[tokio::test]
 async fn gzip_is_accepted_and_sent_when_enabled() {
-    let args = GrpcArgs { grpc_infer_response_compression_level: CompressionLevel::High, ..GrpcArgs::default() };
+    let args = GrpcArgs {
+        grpc_infer_response_compression_level: CompressionLevel::High,
+        ..GrpcArgs::default()
+    };
     let server = TestServer::start_with(args).await;
     let mut client = server
         .raw()
@@ -302,12 +467,21 @@ async fn gzip_is_accepted_and_sent_when_enabled() {
         .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip);
     let resp = client.model_infer(typed_simple()).await.unwrap();
-    assert_eq!(resp.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+    assert_eq!(
+        resp.metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
     check_simple(&resp.into_inner());
 
     // Without the flag responses stay uncompressed, but gzip requests are still accepted.
     let plain = TestServer::start().await;
-    let mut client = plain.raw().await.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+    let mut client = plain
+        .raw()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
     let resp = client.model_infer(typed_simple()).await.unwrap();
     assert!(resp.metadata().get("grpc-encoding").is_none());
     check_simple(&resp.into_inner());
@@ -315,9 +489,15 @@ async fn gzip_is_accepted_and_sent_when_enabled() {
 
 #[tokio::test]
 async fn message_size_limit_is_enforced() {
-    let args = GrpcArgs { grpc_max_message_size: 64, ..GrpcArgs::default() };
+    let args = GrpcArgs {
+        grpc_max_message_size: 64,
+        ..GrpcArgs::default()
+    };
     let server = TestServer::start_with(args).await;
     let mut client = server.raw().await;
-    let err = client.model_infer(request_to_wire(simple_request(2))).await.unwrap_err();
+    let err = client
+        .model_infer(request_to_wire(simple_request(2)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
 }

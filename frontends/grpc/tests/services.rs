@@ -8,22 +8,33 @@ use std::time::Duration;
 
 use common::TestServer;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 fn check(service: &str) -> HealthCheckRequest {
-    HealthCheckRequest { service: service.into() }
+    HealthCheckRequest {
+        service: service.into(),
+    }
 }
 
 #[tokio::test]
 async fn health_check_follows_server_and_model_readiness() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);
-    for service in ["", "inference.GRPCInferenceService", "simple", "repeat_int32"] {
-        let status = health.check(check(service)).await.unwrap().into_inner().status;
+    for service in [
+        "",
+        "inference.GRPCInferenceService",
+        "simple",
+        "repeat_int32",
+    ] {
+        let status = health
+            .check(check(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
     let err = health.check(check("nope")).await.unwrap_err();
@@ -39,43 +50,76 @@ async fn health_watch_reports_and_ends_at_shutdown() {
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
     let mut unknown = health.watch(check("nope")).await.unwrap().into_inner();
-    assert_eq!(unknown.message().await.unwrap().unwrap().status, ServingStatus::ServiceUnknown as i32);
+    assert_eq!(
+        unknown.message().await.unwrap().unwrap().status,
+        ServingStatus::ServiceUnknown as i32
+    );
     drop(unknown);
 
     // A stream left open by its client must not hold the shutdown up either.
     let (_tx, rx) = tokio::sync::mpsc::channel::<nereid_proto::ModelInferRequest>(1);
     let mut infer = server.raw().await;
-    let mut open_stream =
-        infer.model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut open_stream = infer
+        .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
 
     let stopped = tokio::spawn(server.stop());
-    let last = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.unwrap().unwrap().unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(last.status, ServingStatus::NotServing as i32);
-    assert!(watch.message().await.unwrap().is_none(), "the watch ends at shutdown");
-    assert!(open_stream.message().await.unwrap().is_none(), "the idle stream ends at shutdown");
-    tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("serve returns").unwrap().unwrap();
+    assert!(
+        watch.message().await.unwrap().is_none(),
+        "the watch ends at shutdown"
+    );
+    assert!(
+        open_stream.message().await.unwrap().is_none(),
+        "the idle stream ends at shutdown"
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("serve returns")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn reflection_lists_every_service_in_both_versions() {
     use tonic_reflection::pb::{v1, v1alpha};
     let server = TestServer::start().await;
-    let want = ["inference.GRPCInferenceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+    let want = [
+        "inference.GRPCInferenceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ];
 
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
     let requests = vec![
         v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         },
         v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "inference.ModelInferRequest".into(),
-            )),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "inference.ModelInferRequest".into(),
+                ),
+            ),
         },
     ];
-    let mut answers = client.server_reflection_info(futures::stream::iter(requests)).await.unwrap().into_inner();
+    let mut answers = client
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         answers.message().await.unwrap().unwrap().message_response
     else {
@@ -92,44 +136,28 @@ async fn reflection_lists_every_service_in_both_versions() {
     };
     assert!(!files.file_descriptor_proto.is_empty());
 
-    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
-    let mut answers = alpha.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let mut answers = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         answers.message().await.unwrap().unwrap().message_response
     else {
         panic!("expected a service list")
     };
-    assert!(list.service.iter().any(|s| s.name == "inference.GRPCInferenceService"));
-}
-
-/// Sends one HTTP/1.1 request and returns (head, body) of the answer, de-chunked.
-async fn http1(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (String, Vec<u8>) {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(body).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP head");
-    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
-    let mut rest = &answer[split + 4..];
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return (head, rest.to_vec());
-    }
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return (head, body);
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "inference.GRPCInferenceService"));
 }
 
 #[tokio::test]
@@ -146,11 +174,17 @@ async fn grpc_web_over_http1_with_cors() {
         server.addr,
         framed.len()
     );
-    let (head, body) = http1(server.addr, &head, &framed).await;
+    let (head, body) = common::http1(server.addr, &head, &framed).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let lower = head.to_ascii_lowercase();
-    assert!(lower.contains("content-type: application/grpc-web+proto"), "{head}");
-    assert!(lower.contains("access-control-allow-origin: http://example.com"), "{head}");
+    assert!(
+        lower.contains("content-type: application/grpc-web+proto"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("access-control-allow-origin: http://example.com"),
+        "{head}"
+    );
 
     // A data frame with the response, then a trailer frame with grpc-status 0.
     assert_eq!(body[0], 0);
@@ -169,7 +203,11 @@ async fn grpc_web_over_http1_with_cors() {
          Access-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n",
         server.addr
     );
-    let (head, _) = http1(server.addr, &preflight, &[]).await;
+    let (head, _) = common::http1(server.addr, &preflight, &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: http://example.com"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: http://example.com"),
+        "{head}"
+    );
 }

@@ -9,8 +9,8 @@ use common::{simple_request, TestServer};
 use nereid_grpc::client::{ClientOptions, GrpcClient};
 use nereid_grpc::GrpcArgs;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -22,9 +22,14 @@ struct Pki {
 
 fn pki() -> Pki {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "nereid test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "nereid test CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
         let mut params = CertificateParams::new(names).unwrap();
@@ -34,7 +39,10 @@ fn pki() -> Pki {
         (cert.pem(), key.serialize_pem())
     };
     Pki {
-        server: leaf(vec!["localhost".into()], ExtendedKeyUsagePurpose::ServerAuth),
+        server: leaf(
+            vec!["localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
         client: leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth),
         ca: ca.pem(),
     }
@@ -57,9 +65,19 @@ fn args(dir: &Path, pki: &Pki, mutual: bool) -> GrpcArgs {
     }
 }
 
-async fn connect(server: &TestServer, tls: ClientTlsConfig) -> Result<GrpcClient, nereid_grpc::client::ClientError> {
+async fn connect(
+    server: &TestServer,
+    tls: ClientTlsConfig,
+) -> Result<GrpcClient, nereid_grpc::client::ClientError> {
     let url = format!("https://localhost:{}", server.addr.port());
-    GrpcClient::connect_with(url, ClientOptions { tls: Some(tls), ..ClientOptions::default() }).await
+    GrpcClient::connect_with(
+        url,
+        ClientOptions {
+            tls: Some(tls),
+            ..ClientOptions::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -67,16 +85,20 @@ async fn tls_serves_clients_that_trust_the_ca() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
     let server = TestServer::start_with(args(dir.path(), &pki, false)).await;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca)).domain_name("localhost");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
     let client = connect(&server, tls).await.unwrap();
     assert!(client.server_ready().await.unwrap());
     client.infer(simple_request(1)).await.unwrap();
 
     // Plaintext against a TLS port fails.
     let plain = GrpcClient::connect(format!("http://127.0.0.1:{}", server.addr.port())).await;
-    match plain {
-        Ok(c) => assert!(c.server_live().await.is_err()),
-        Err(_) => {}
+    if let Ok(c) = plain {
+        assert!(
+            c.server_live().await.is_err(),
+            "plaintext was served on a TLS port"
+        );
     }
 }
 
@@ -85,15 +107,21 @@ async fn mutual_tls_requires_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
     let server = TestServer::start_with(args(dir.path(), &pki, true)).await;
-    let trust = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca)).domain_name("localhost");
+    let trust = || {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca))
+            .domain_name("localhost")
+    };
 
     let with_cert = trust().identity(Identity::from_pem(&pki.client.0, &pki.client.1));
     let client = connect(&server, with_cert).await.unwrap();
     client.infer(simple_request(2)).await.unwrap();
 
     // Without a client certificate the handshake (or the first call) fails.
-    match connect(&server, trust()).await {
-        Ok(c) => assert!(c.server_live().await.is_err(), "a client without a certificate was served"),
-        Err(_) => {}
+    if let Ok(c) = connect(&server, trust()).await {
+        assert!(
+            c.server_live().await.is_err(),
+            "a client without a certificate was served"
+        );
     }
 }

@@ -115,9 +115,11 @@ mod tests {
     fn each_type_reads_its_list() {
         let mut c = contents();
         c.int_contents = vec![1, -2];
-        let t = tensor_from_contents("input", "X".into(), DataType::Int32, vec![2], c.clone()).unwrap();
+        let t =
+            tensor_from_contents("input", "X".into(), DataType::Int32, vec![2], c.clone()).unwrap();
         assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, -2]);
-        let t = tensor_from_contents("input", "X".into(), DataType::Int8, vec![1, 2], c.clone()).unwrap();
+        let t = tensor_from_contents("input", "X".into(), DataType::Int8, vec![1, 2], c.clone())
+            .unwrap();
         assert_eq!(t.data.as_ref(), &[1u8, 0xfe]);
         let t = tensor_from_contents("input", "X".into(), DataType::Int16, vec![2], c).unwrap();
         assert_eq!(t.to_vec::<i16>().unwrap(), vec![1, -2]);
@@ -130,7 +132,10 @@ mod tests {
         let mut c = contents();
         c.bytes_contents = vec![Bytes::from("ab"), Bytes::new()];
         let t = tensor_from_contents("input", "S".into(), DataType::Bytes, vec![2], c).unwrap();
-        assert_eq!(t.string_elements().unwrap(), vec![Bytes::from("ab"), Bytes::new()]);
+        assert_eq!(
+            t.string_elements().unwrap(),
+            vec![Bytes::from("ab"), Bytes::new()]
+        );
 
         let mut c = contents();
         c.fp64_contents = vec![0.5];
@@ -145,16 +150,33 @@ mod tests {
         let err = tensor_from_contents("input", "X".into(), DataType::Int32, vec![3], c.clone())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("'X'") && err.contains("int_contents holds 0"), "{err}");
-        let err = tensor_from_contents("input", "X".into(), DataType::Fp32, vec![2, 2], c).unwrap_err().to_string();
-        assert!(err.contains("4 elements") && err.contains("holds 3"), "{err}");
+        assert!(
+            err.contains("'X'") && err.contains("int_contents holds 0"),
+            "{err}"
+        );
+        let err = tensor_from_contents("input", "X".into(), DataType::Fp32, vec![2, 2], c)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("4 elements") && err.contains("holds 3"),
+            "{err}"
+        );
         let mut c = contents();
         c.uint_contents = vec![256];
-        let err = tensor_from_contents("input", "U".into(), DataType::Uint8, vec![1], c).unwrap_err().to_string();
+        let err = tensor_from_contents("input", "U".into(), DataType::Uint8, vec![1], c)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'U'") && err.contains("out of range"), "{err}");
-        let err = tensor_from_contents("input", "H".into(), DataType::Fp16, vec![1], contents()).unwrap_err().to_string();
-        assert!(err.contains("'H'") && err.contains("raw_input_contents"), "{err}");
-        let err = tensor_from_contents("input", "N".into(), DataType::Fp32, vec![-1], contents()).unwrap_err().to_string();
+        let err = tensor_from_contents("input", "H".into(), DataType::Fp16, vec![1], contents())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'H'") && err.contains("raw_input_contents"),
+            "{err}"
+        );
+        let err = tensor_from_contents("input", "N".into(), DataType::Fp32, vec![-1], contents())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'N'") && err.contains("negative"), "{err}");
     }
 }

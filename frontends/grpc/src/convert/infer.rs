@@ -15,7 +15,11 @@ use super::contents::{is_empty, tensor_from_contents};
 use super::params::{params_from_wire, params_to_wire, wire_bool, FINAL_RESPONSE};
 
 /// Tensor parameters through which Triton clients name shared-memory regions.
-const SHARED_MEMORY_PARAMS: [&str; 3] = ["shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"];
+const SHARED_MEMORY_PARAMS: [&str; 3] = [
+    "shared_memory_region",
+    "shared_memory_byte_size",
+    "shared_memory_offset",
+];
 
 /// A wire model version: empty (or Triton's -1) means "the newest ready version".
 pub fn version_from_wire(version: &str) -> Result<Option<i64>, EngineError> {
@@ -37,7 +41,10 @@ fn uses_shared_memory(params: &HashMap<String, InferParameter>) -> bool {
 /// `raw_input_contents` entry per input, in input order; anything else, a bad datatype
 /// string, or typed contents that disagree with the shape is INVALID_ARGUMENT naming the
 /// input. Shared memory and classification are UNIMPLEMENTED.
-pub fn request_from_wire(msg: ModelInferRequest, deadline: Option<Instant>) -> Result<InferRequest, EngineError> {
+pub fn request_from_wire(
+    msg: ModelInferRequest,
+    deadline: Option<Instant>,
+) -> Result<InferRequest, EngineError> {
     let model_version = version_from_wire(&msg.model_version)?;
     let raw = msg.raw_input_contents;
     if !raw.is_empty() && raw.len() != msg.inputs.len() {
@@ -52,26 +59,35 @@ pub fn request_from_wire(msg: ModelInferRequest, deadline: Option<Instant>) -> R
     let mut raw = raw.into_iter();
     let mut inputs = Vec::with_capacity(msg.inputs.len());
     for input in msg.inputs {
-        let InferInputTensor { name, datatype, shape, parameters, contents } = input;
+        let InferInputTensor {
+            name,
+            datatype,
+            shape,
+            parameters,
+            contents,
+        } = input;
         if uses_shared_memory(&parameters) {
             return Err(EngineError::Unimplemented(format!(
                 "input '{name}' names a shared-memory region, but Nereid does not support shared memory \
                  yet: send the tensor in the request"
             )));
         }
-        let dtype: DataType =
-            datatype.parse().map_err(|e: EngineError| EngineError::invalid(format!("input '{name}': {e}")))?;
+        let dtype: DataType = datatype
+            .parse()
+            .map_err(|e: EngineError| EngineError::invalid(format!("input '{name}': {e}")))?;
         let typed = contents.filter(|c| !is_empty(c));
         let tensor = match (use_raw, typed) {
             (true, Some(_)) => {
                 return Err(EngineError::invalid(format!(
-                    "input '{name}' sets 'contents' but the request also uses raw_input_contents; use \
+                "input '{name}' sets 'contents' but the request also uses raw_input_contents; use \
                      one or the other for every input"
-                )))
+            )))
             }
             // Zero-copy: the raw entry is already a slice of the received message.
             (true, None) => Tensor::new(name, dtype, shape, raw.next().unwrap_or_default()),
-            (false, typed) => tensor_from_contents("input", name, dtype, shape, typed.unwrap_or_default())?,
+            (false, typed) => {
+                tensor_from_contents("input", name, dtype, shape, typed.unwrap_or_default())?
+            }
         };
         inputs.push(tensor);
     }
@@ -87,7 +103,10 @@ pub fn request_from_wire(msg: ModelInferRequest, deadline: Option<Instant>) -> R
                 "output '{name}' asks for classification, which Nereid does not support yet"
             )));
         }
-        outputs.push(RequestedOutput { name, parameters: params_from_wire(parameters) });
+        outputs.push(RequestedOutput {
+            name,
+            parameters: params_from_wire(parameters),
+        });
     }
     Ok(InferRequest {
         model_name: msg.model_name,
@@ -105,7 +124,10 @@ pub fn request_from_wire(msg: ModelInferRequest, deadline: Option<Instant>) -> R
 pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResponse {
     let mut parameters = params_to_wire(&resp.parameters);
     if final_flag {
-        parameters.insert(FINAL_RESPONSE.into(), super::params::param_to_wire(&nereid_engine::ParamValue::Bool(resp.is_final)));
+        parameters.insert(
+            FINAL_RESPONSE.into(),
+            super::params::param_to_wire(&nereid_engine::ParamValue::Bool(resp.is_final)),
+        );
     }
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut raw = Vec::with_capacity(resp.outputs.len());
@@ -153,7 +175,10 @@ pub fn request_to_wire(req: InferRequest) -> ModelInferRequest {
         outputs: req
             .outputs
             .into_iter()
-            .map(|o| InferRequestedOutputTensor { name: o.name, parameters: params_to_wire(&o.parameters) })
+            .map(|o| InferRequestedOutputTensor {
+                name: o.name,
+                parameters: params_to_wire(&o.parameters),
+            })
             .collect(),
         raw_input_contents: raw,
     }
@@ -182,13 +207,26 @@ pub fn response_from_wire(msg: ModelInferResponse) -> Result<InferResponse, Engi
         let tensor = if use_raw {
             Tensor::new(o.name, dtype, o.shape, raw.next().unwrap_or_default())
         } else {
-            tensor_from_contents("output", o.name, dtype, o.shape, o.contents.unwrap_or_default())?
+            tensor_from_contents(
+                "output",
+                o.name,
+                dtype,
+                o.shape,
+                o.contents.unwrap_or_default(),
+            )?
         };
         outputs.push(tensor);
     }
     let mut parameters = params_from_wire(msg.parameters);
     parameters.remove(FINAL_RESPONSE);
-    Ok(InferResponse { model_name: msg.model_name, model_version, id: msg.id, outputs, parameters, is_final })
+    Ok(InferResponse {
+        model_name: msg.model_name,
+        model_version,
+        id: msg.id,
+        outputs,
+        parameters,
+        is_final,
+    })
 }
 
 #[cfg(test)]
@@ -198,12 +236,26 @@ mod tests {
     use nereid_engine::ParamValue;
     use nereid_proto::InferTensorContents;
 
-    fn input(name: &str, datatype: &str, shape: Vec<i64>, contents: Option<InferTensorContents>) -> InferInputTensor {
-        InferInputTensor { name: name.into(), datatype: datatype.into(), shape, parameters: HashMap::new(), contents }
+    fn input(
+        name: &str,
+        datatype: &str,
+        shape: Vec<i64>,
+        contents: Option<InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape,
+            parameters: HashMap::new(),
+            contents,
+        }
     }
 
     fn ints(v: Vec<i32>) -> Option<InferTensorContents> {
-        Some(InferTensorContents { int_contents: v, ..Default::default() })
+        Some(InferTensorContents {
+            int_contents: v,
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -239,18 +291,52 @@ mod tests {
             ..Default::default()
         };
         let err = |r| request_from_wire(r, None).unwrap_err();
-        let e = err(req(vec![input("X", "FLOAT", vec![1], ints(vec![1]))], vec![]));
-        assert!(matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("FLOAT")), "{e}");
-        let e = err(req(vec![input("X", "INT32", vec![1], ints(vec![1]))], vec![Bytes::from_static(&[0; 4])]));
-        assert!(matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("one or the other")), "{e}");
-        let e = err(req(vec![input("X", "INT32", vec![1], None), input("Y", "INT32", vec![1], None)], vec![Bytes::new()]));
-        assert!(matches!(&e, EngineError::InvalidArgument(m) if m.contains("2 inputs but 1")), "{e}");
-        let e = err(req(vec![input("X", "INT32", vec![3], ints(vec![1]))], vec![]));
-        assert!(matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("3 elements")), "{e}");
+        let e = err(req(
+            vec![input("X", "FLOAT", vec![1], ints(vec![1]))],
+            vec![],
+        ));
+        assert!(
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("FLOAT")),
+            "{e}"
+        );
+        let e = err(req(
+            vec![input("X", "INT32", vec![1], ints(vec![1]))],
+            vec![Bytes::from_static(&[0; 4])],
+        ));
+        assert!(
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("one or the other")),
+            "{e}"
+        );
+        let e = err(req(
+            vec![
+                input("X", "INT32", vec![1], None),
+                input("Y", "INT32", vec![1], None),
+            ],
+            vec![Bytes::new()],
+        ));
+        assert!(
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("2 inputs but 1")),
+            "{e}"
+        );
+        let e = err(req(
+            vec![input("X", "INT32", vec![3], ints(vec![1]))],
+            vec![],
+        ));
+        assert!(
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("'X'") && m.contains("3 elements")),
+            "{e}"
+        );
         let mut shm = input("X", "INT32", vec![1], None);
-        shm.parameters.insert("shared_memory_region".into(), InferParameter::default());
-        assert!(matches!(err(req(vec![shm], vec![])), EngineError::Unimplemented(_)));
-        let bad_version = ModelInferRequest { model_version: "x".into(), ..Default::default() };
+        shm.parameters
+            .insert("shared_memory_region".into(), InferParameter::default());
+        assert!(matches!(
+            err(req(vec![shm], vec![])),
+            EngineError::Unimplemented(_)
+        ));
+        let bad_version = ModelInferRequest {
+            model_version: "x".into(),
+            ..Default::default()
+        };
         assert!(matches!(err(bad_version), EngineError::InvalidArgument(_)));
     }
 
@@ -270,10 +356,24 @@ mod tests {
         assert_eq!(wire.outputs[0].datatype, "BYTES");
         assert_eq!(response_from_wire(wire).unwrap().outputs, resp.outputs);
 
-        let mut req = InferRequest::new("m", vec![Tensor::from_vec("X", DataType::Fp32, vec![2], vec![1f32, 2.0])]);
+        let mut req = InferRequest::new(
+            "m",
+            vec![Tensor::from_vec(
+                "X",
+                DataType::Fp32,
+                vec![2],
+                vec![1f32, 2.0],
+            )],
+        );
         req.model_version = Some(4);
-        req.outputs.push(RequestedOutput { name: "Y".into(), parameters: Default::default() });
+        req.outputs.push(RequestedOutput {
+            name: "Y".into(),
+            parameters: Default::default(),
+        });
         let back = request_from_wire(request_to_wire(req.clone()), None).unwrap();
-        assert_eq!((back.model_version, back.inputs, back.outputs), (req.model_version, req.inputs, req.outputs));
+        assert_eq!(
+            (back.model_version, back.inputs, back.outputs),
+            (req.model_version, req.inputs, req.outputs)
+        );
     }
 }

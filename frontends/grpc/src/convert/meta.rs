@@ -1,19 +1,26 @@
 //! Everything but inference: metadata, statistics, repository index and load parameters.
 
 use nereid_engine::{
-    DurationSnapshot, EngineError, ModelConfig, ModelMetadata, ModelStatsSnapshot, RepositoryEntry, ServerMetadata,
-    TensorMetadata,
+    DurationSnapshot, EngineError, ModelConfig, ModelMetadata, ModelStatsSnapshot, RepositoryEntry,
+    ServerMetadata, TensorMetadata,
 };
 use nereid_proto::inference::model_metadata_response::TensorMetadata as WireTensor;
 use nereid_proto::inference::model_repository_parameter::ParameterChoice as RepoChoice;
 use nereid_proto::inference::repository_index_response::ModelIndex;
 use nereid_proto::inference::{
-    InferBatchStatistics, InferStatistics, ModelMetadataResponse, ModelRepositoryParameter, ModelStatistics,
-    ModelStatisticsResponse, RepositoryIndexResponse, ServerMetadataResponse, StatisticDuration,
+    InferBatchStatistics, InferStatistics, ModelMetadataResponse, ModelRepositoryParameter,
+    ModelStatistics, ModelStatisticsResponse, RepositoryIndexResponse, ServerMetadataResponse,
+    StatisticDuration,
 };
 
 /// Protocol extensions the gRPC frontend serves, as Triton names them in server metadata.
-pub const EXTENSIONS: &[&str] = &["model_repository", "schedule_policy", "model_configuration", "parameters", "statistics"];
+pub const EXTENSIONS: &[&str] = &[
+    "model_repository",
+    "schedule_policy",
+    "model_configuration",
+    "parameters",
+    "statistics",
+];
 
 /// Server metadata with this frontend's extensions.
 pub fn server_metadata_to_wire(m: ServerMetadata) -> ServerMetadataResponse {
@@ -25,11 +32,23 @@ pub fn server_metadata_to_wire(m: ServerMetadata) -> ServerMetadataResponse {
 }
 
 fn tensors_to_wire(ts: Vec<TensorMetadata>) -> Vec<WireTensor> {
-    ts.into_iter().map(|t| WireTensor { name: t.name, datatype: t.datatype, shape: t.shape }).collect()
+    ts.into_iter()
+        .map(|t| WireTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        })
+        .collect()
 }
 
 fn tensors_from_wire(ts: Vec<WireTensor>) -> Vec<TensorMetadata> {
-    ts.into_iter().map(|t| TensorMetadata { name: t.name, datatype: t.datatype, shape: t.shape }).collect()
+    ts.into_iter()
+        .map(|t| TensorMetadata {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        })
+        .collect()
 }
 
 /// Model metadata for the wire.
@@ -55,7 +74,10 @@ pub fn metadata_from_wire(m: ModelMetadataResponse) -> ModelMetadata {
 }
 
 fn duration(d: DurationSnapshot) -> Option<StatisticDuration> {
-    Some(StatisticDuration { count: d.count, ns: d.ns })
+    Some(StatisticDuration {
+        count: d.count,
+        ns: d.ns,
+    })
 }
 
 /// Statistics snapshots as Triton's statistics response.
@@ -103,7 +125,12 @@ pub fn index_to_wire(entries: Vec<RepositoryEntry>) -> RepositoryIndexResponse {
     RepositoryIndexResponse {
         models: entries
             .into_iter()
-            .map(|e| ModelIndex { name: e.name, version: e.version, state: e.state, reason: e.reason })
+            .map(|e| ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state,
+                reason: e.reason,
+            })
             .collect(),
     }
 }
@@ -119,15 +146,22 @@ pub fn load_config_from_wire(
              put them in the model repository"
         )));
     }
-    let Some(param) = params.get("config") else { return Ok(None) };
+    let Some(param) = params.get("config") else {
+        return Ok(None);
+    };
     let text = match &param.parameter_choice {
         Some(RepoChoice::StringParam(s)) => s.clone(),
         Some(RepoChoice::BytesParam(b)) => String::from_utf8(b.clone())
             .map_err(|_| EngineError::invalid("load parameter 'config' is not UTF-8 JSON"))?,
-        _ => return Err(EngineError::invalid("load parameter 'config' must be a string holding the config as JSON")),
+        _ => {
+            return Err(EngineError::invalid(
+                "load parameter 'config' must be a string holding the config as JSON",
+            ))
+        }
     };
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| EngineError::invalid(format!("load parameter 'config' is not valid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        EngineError::invalid(format!("load parameter 'config' is not valid JSON: {e}"))
+    })?;
     nereid_proto::model_config_from_json(&json)
         .map(Some)
         .map_err(|e| EngineError::invalid(format!("load parameter 'config': {e}")))
@@ -143,15 +177,34 @@ mod tests {
         assert_eq!(load_config_from_wire(&params).unwrap(), None);
         params.insert(
             "config".to_string(),
-            ModelRepositoryParameter { parameter_choice: Some(RepoChoice::StringParam(r#"{"max_batch_size": 4}"#.into())) },
+            ModelRepositoryParameter {
+                parameter_choice: Some(RepoChoice::StringParam(r#"{"max_batch_size": 4}"#.into())),
+            },
         );
-        assert_eq!(load_config_from_wire(&params).unwrap().unwrap().max_batch_size, 4);
+        assert_eq!(
+            load_config_from_wire(&params)
+                .unwrap()
+                .unwrap()
+                .max_batch_size,
+            4
+        );
         params.insert(
             "config".to_string(),
-            ModelRepositoryParameter { parameter_choice: Some(RepoChoice::StringParam("{".into())) },
+            ModelRepositoryParameter {
+                parameter_choice: Some(RepoChoice::StringParam("{".into())),
+            },
         );
-        assert!(matches!(load_config_from_wire(&params), Err(EngineError::InvalidArgument(_))));
-        params.insert("file:1/model.bin".to_string(), ModelRepositoryParameter::default());
-        assert!(matches!(load_config_from_wire(&params), Err(EngineError::Unimplemented(_))));
+        assert!(matches!(
+            load_config_from_wire(&params),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        params.insert(
+            "file:1/model.bin".to_string(),
+            ModelRepositoryParameter::default(),
+        );
+        assert!(matches!(
+            load_config_from_wire(&params),
+            Err(EngineError::Unimplemented(_))
+        ));
     }
 }

@@ -34,18 +34,25 @@ pub fn param_to_wire(v: &ParamValue) -> InferParameter {
         ParamValue::Double(v) => ParameterChoice::DoubleParam(*v),
         ParamValue::String(v) => ParameterChoice::StringParam(v.clone()),
     };
-    InferParameter { parameter_choice: Some(choice) }
+    InferParameter {
+        parameter_choice: Some(choice),
+    }
 }
 
 /// A wire parameter map as engine parameters; parameters without a value are dropped
 /// (proto3 cannot tell "unset" from "absent", so there is nothing to keep).
 pub fn params_from_wire(map: HashMap<String, InferParameter>) -> Parameters {
-    map.into_iter().filter_map(|(k, v)| Some((k, param_from_wire(v)?))).collect()
+    map.into_iter()
+        .filter_map(|(k, v)| Some((k, param_from_wire(v)?)))
+        .collect()
 }
 
 /// Engine parameters as a wire parameter map.
 pub fn params_to_wire(params: &Parameters) -> HashMap<String, InferParameter> {
-    params.iter().map(|(k, v)| (k.clone(), param_to_wire(v))).collect()
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), param_to_wire(v)))
+        .collect()
 }
 
 /// A `bool` parameter of a wire map, if present and a bool.
@@ -71,7 +78,12 @@ mod tests {
         let mut wire = params_to_wire(&params);
         assert_eq!(wire_bool(&wire, "b"), Some(true));
         assert_eq!(wire_bool(&wire, "i"), None);
-        wire.insert("empty".into(), InferParameter { parameter_choice: None });
+        wire.insert(
+            "empty".into(),
+            InferParameter {
+                parameter_choice: None,
+            },
+        );
         assert_eq!(params_from_wire(wire), params);
     }
 }

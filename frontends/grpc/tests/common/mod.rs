@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use nereid_engine::builtin::demo::{write_repository, BUILTIN_MODELS};
 use nereid_engine::{
-    Backend, BackendRegistry, BatchedInstance, DataType, Device, Engine, EngineOptions, ExecBatch, InferRequest,
-    Instance, LoadedModel, ModelSpec, Result as EngineResult, Tensor,
+    Backend, BackendRegistry, BatchedInstance, DataType, Device, Engine, EngineOptions, ExecBatch,
+    InferRequest, Instance, LoadedModel, ModelSpec, Result as EngineResult, Tensor,
 };
 use nereid_grpc::client::GrpcClient;
 use nereid_grpc::GrpcArgs;
 use nereid_proto::GrpcInferenceServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -70,7 +71,12 @@ impl BatchedInstance for SleepInstance {
         let ms = batch.require("MS")?;
         let total: u32 = ms.to_vec::<u32>()?.iter().sum();
         std::thread::sleep(Duration::from_millis(total.into()));
-        Ok(vec![Tensor::new("OUT", DataType::Uint32, ms.shape.clone(), ms.data.clone())])
+        Ok(vec![Tensor::new(
+            "OUT",
+            DataType::Uint32,
+            ms.shape.clone(),
+            ms.data.clone(),
+        )])
     }
 }
 
@@ -99,21 +105,35 @@ impl TestServer {
             let mut backends = BackendRegistry::with_builtins();
             backends.register("sleep", Arc::new(Sleep));
             Engine::start(
-                EngineOptions { repository: Some(root), strict_readiness: true, ..Default::default() },
+                EngineOptions {
+                    repository: Some(root),
+                    strict_readiness: true,
+                    ..Default::default()
+                },
                 backends,
             )
             .unwrap()
         })
         .await
         .unwrap();
-        assert!(engine.is_ready(), "every test model loads: {:?}", engine.repository_index(false));
+        assert!(
+            engine.is_ready(),
+            "every test model loads: {:?}",
+            engine.repository_index(false)
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(nereid_grpc::serve(engine.clone(), listener, args, async {
             let _ = stopped.await;
         }));
-        Self { addr, engine, _dir: dir, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            engine,
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -122,7 +142,9 @@ impl TestServer {
 
     /// The generated client over a fresh connection.
     pub async fn raw(&self) -> GrpcInferenceServiceClient<Channel> {
-        GrpcInferenceServiceClient::connect(self.url()).await.unwrap()
+        GrpcInferenceServiceClient::connect(self.url())
+            .await
+            .unwrap()
     }
 
     /// The typed client.
@@ -132,7 +154,11 @@ impl TestServer {
 
     /// A plain channel, for the health and reflection clients.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     /// Stops the frontend and waits for it to return.
@@ -179,7 +205,10 @@ pub fn simple_request(batch: usize) -> InferRequest {
 
 /// A `sleep` request holding the instance for `ms` milliseconds.
 pub fn sleep_request(ms: u32) -> InferRequest {
-    InferRequest::new("sleep", vec![Tensor::from_vec("MS", DataType::Uint32, vec![1], vec![ms])])
+    InferRequest::new(
+        "sleep",
+        vec![Tensor::from_vec("MS", DataType::Uint32, vec![1], vec![ms])],
+    )
 }
 
 /// A `repeat_int32` request for `values`, with optional per-response delays in µs.
@@ -193,4 +222,75 @@ pub fn repeat_request(id: &str, values: Vec<i32>, delays_us: Option<Vec<u32>>) -
     let mut req = InferRequest::new("repeat_int32", inputs);
     req.id = id.into();
     req
+}
+
+/// Sends one HTTP/1.1 request and returns (head, body) of the answer, de-chunked.
+pub async fn http1(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    let mut rest = &answer[split + 4..];
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (head, rest.to_vec());
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return (head, body);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Calls ModelInfer through gRPC-Web over a raw HTTP/1.1 connection (a client that does
+/// not enforce `grpc-timeout` itself, unlike tonic's channel) and returns the grpc-status
+/// the server answered with, from the headers or the trailer frame.
+pub async fn grpc_web_infer(
+    addr: SocketAddr,
+    request: InferRequest,
+    extra_headers: &str,
+) -> (u32, Vec<u8>) {
+    use prost::Message;
+    let message = nereid_grpc::convert::request_to_wire(request).encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let head = format!(
+        "POST /inference.GRPCInferenceService/ModelInfer HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n{extra_headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        framed.len()
+    );
+    let (head, body) = http1(addr, &head, &framed).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = format!("{head}\n{}", String::from_utf8_lossy(&body))
+        .to_ascii_lowercase()
+        .replace(' ', "");
+    let at = text
+        .find("grpc-status:")
+        .unwrap_or_else(|| panic!("no grpc-status in {text}"));
+    let code: String = text[at + 12..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    (code.parse().unwrap(), body)
 }
