@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model repository over HTTP/REST, gRPC and streaming.
     Serve(Box<ServeArgs>),
+    /// Load-test a running server (perf_analyzer style).
+    Bench(Box<nereid_bench::BenchArgs>),
+    /// Measure gRPC against REST on a live server and write the report into docs/.
+    BenchReport(Box<nereid_bench::ReportArgs>),
     /// Manage model weights.
     #[command(subcommand)]
     Models(ModelsCommand),

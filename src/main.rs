@@ -15,6 +15,11 @@ fn main() -> anyhow::Result<()> {
             logging::init(args.log_format, args.log_verbose);
             serve::run(*args)
         }
+        cli::Command::Bench(args) => runtime()?.block_on(nereid_bench::run(*args)),
+        cli::Command::BenchReport(args) => {
+            logging::init(cli::LogFormat::Text, 0);
+            runtime()?.block_on(nereid_bench::report(*args))
+        }
         cli::Command::Models(cmd) => {
             logging::init(cli::LogFormat::Text, 0);
             match cmd {
@@ -22,4 +27,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

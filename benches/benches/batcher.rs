@@ -11,8 +11,14 @@ use nereid_engine::{BackendRegistry, DataType, Engine, EngineOptions, InferReque
 fn engine() -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_repository(dir.path(), [("identity_fp32", IDENTITY_FP32)]).expect("repository");
-    let options = EngineOptions { repository: Some(dir.path().to_path_buf()), ..EngineOptions::default() };
-    (Engine::start(options, BackendRegistry::with_builtins()).expect("engine"), dir)
+    let options = EngineOptions {
+        repository: Some(dir.path().to_path_buf()),
+        ..EngineOptions::default()
+    };
+    (
+        Engine::start(options, BackendRegistry::with_builtins()).expect("engine"),
+        dir,
+    )
 }
 
 fn request(elements: usize) -> InferRequest {
@@ -22,25 +28,38 @@ fn request(elements: usize) -> InferRequest {
 }
 
 fn batcher(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (engine, _dir) = engine();
     let mut group = c.benchmark_group("engine_infer_identity_fp32");
     group.measurement_time(Duration::from_secs(3));
     for elements in [768usize, 150_528] {
         let req = request(elements);
         group.throughput(Throughput::Elements(1));
-        group.bench_with_input(BenchmarkId::new("one_at_a_time", elements), &req, |b, req| {
-            b.to_async(&runtime).iter(|| async { engine.infer(req.clone()).await.expect("infer") });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("one_at_a_time", elements),
+            &req,
+            |b, req| {
+                b.to_async(&runtime)
+                    .iter(|| async { engine.infer(req.clone()).await.expect("infer") });
+            },
+        );
         group.throughput(Throughput::Elements(8));
-        group.bench_with_input(BenchmarkId::new("eight_concurrent", elements), &req, |b, req| {
-            b.to_async(&runtime).iter(|| async {
-                let calls = (0..8).map(|_| engine.infer(req.clone()));
-                for r in futures::future::join_all(calls).await {
-                    r.expect("infer");
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("eight_concurrent", elements),
+            &req,
+            |b, req| {
+                b.to_async(&runtime).iter(|| async {
+                    let calls = (0..8).map(|_| engine.infer(req.clone()));
+                    for r in futures::future::join_all(calls).await {
+                        r.expect("infer");
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }

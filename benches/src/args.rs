@@ -71,10 +71,22 @@ where
         if parts.is_empty() || parts.len() > 3 {
             return Err(format!("'{s}' is not start[:end[:step]]"));
         }
-        let parse = |p: &str| p.trim().parse::<T>().map_err(|e| format!("'{p}' in '{s}': {e}"));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<T>()
+                .map_err(|e| format!("'{p}' in '{s}': {e}"))
+        };
         let start = parse(parts[0])?;
-        let end = if parts.len() > 1 { parse(parts[1])? } else { start };
-        let step = if parts.len() > 2 { parse(parts[2])? } else { T::from(1u8) };
+        let end = if parts.len() > 1 {
+            parse(parts[1])?
+        } else {
+            start
+        };
+        let step = if parts.len() > 2 {
+            parse(parts[2])?
+        } else {
+            T::from(1u8)
+        };
         if step <= T::default() {
             return Err(format!("step of '{s}' must be positive"));
         }
@@ -88,7 +100,9 @@ where
 impl Range<u64> {
     /// Every value of the range.
     pub fn values(&self) -> Vec<u64> {
-        (self.start..=self.end).step_by(self.step as usize).collect()
+        (self.start..=self.end)
+            .step_by(self.step as usize)
+            .collect()
     }
 }
 
@@ -142,15 +156,24 @@ impl FromStr for ShapeArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, dims) = s.rsplit_once(':').ok_or_else(|| format!("'{s}' is not NAME:d1,d2,..."))?;
+        let (name, dims) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{s}' is not NAME:d1,d2,..."))?;
         let dims = dims
             .split(',')
-            .map(|d| d.trim().parse::<i64>().map_err(|e| format!("dimension '{d}' of '{s}': {e}")))
+            .map(|d| {
+                d.trim()
+                    .parse::<i64>()
+                    .map_err(|e| format!("dimension '{d}' of '{s}': {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if name.is_empty() || dims.iter().any(|&d| d < 0) {
             return Err(format!("'{s}' needs a name and non-negative dimensions"));
         }
-        Ok(Self { name: name.to_string(), dims })
+        Ok(Self {
+            name: name.to_string(),
+            dims,
+        })
     }
 }
 
@@ -330,10 +353,19 @@ mod tests {
     #[test]
     fn shapes_and_data_parse() {
         let s: ShapeArg = "INPUT0:1,768".parse().unwrap();
-        assert_eq!(s, ShapeArg { name: "INPUT0".into(), dims: vec![1, 768] });
+        assert_eq!(
+            s,
+            ShapeArg {
+                name: "INPUT0".into(),
+                dims: vec![1, 768]
+            }
+        );
         assert!("INPUT0".parse::<ShapeArg>().is_err());
         assert_eq!("zero".parse::<InputData>().unwrap(), InputData::Zero);
-        assert_eq!("x.json".parse::<InputData>().unwrap(), InputData::File("x.json".into()));
+        assert_eq!(
+            "x.json".parse::<InputData>().unwrap(),
+            InputData::File("x.json".into())
+        );
         assert_eq!(normalize_url("localhost:8001/"), "http://localhost:8001");
     }
 }

@@ -8,9 +8,8 @@ use std::fmt;
 use anyhow::{anyhow, bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use nereid_proto::inference::{
-    infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
-    InferParameter, InferTensorContents, ModelInferRequest,
-    ModelInferResponse,
+    infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, InferParameter,
+    InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -74,13 +73,17 @@ impl Serialize for JsonData<'_> {
                 let mut rest = self.raw;
                 while rest.len() >= 4 {
                     let n = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                    let item = rest.get(4..4 + n).ok_or_else(|| S::Error::custom("truncated BYTES element"))?;
+                    let item = rest
+                        .get(4..4 + n)
+                        .ok_or_else(|| S::Error::custom("truncated BYTES element"))?;
                     seq.serialize_element(&String::from_utf8_lossy(item))?;
                     rest = &rest[4 + n..];
                 }
                 seq.end()
             }
-            other => Err(S::Error::custom(format!("{other} tensors travel only in binary form"))),
+            other => Err(S::Error::custom(format!(
+                "{other} tensors travel only in binary form"
+            ))),
         }
     }
 }
@@ -115,7 +118,11 @@ struct JsonRequest<'a> {
 
 /// Encodes an HTTP infer body: tensors as JSON arrays, or (with `binary_inputs`) a JSON
 /// header followed by the raw tensors; `binary_outputs` asks for binary outputs.
-pub fn encode_http_request(inputs: &[InputTensor], binary_inputs: bool, binary_outputs: bool) -> anyhow::Result<HttpBody> {
+pub fn encode_http_request(
+    inputs: &[InputTensor],
+    binary_inputs: bool,
+    binary_outputs: bool,
+) -> anyhow::Result<HttpBody> {
     let request = JsonRequest {
         inputs: inputs
             .iter()
@@ -123,23 +130,46 @@ pub fn encode_http_request(inputs: &[InputTensor], binary_inputs: bool, binary_o
                 name: &t.name,
                 shape: &t.shape,
                 datatype: &t.datatype,
-                parameters: binary_inputs.then(|| BinarySize { binary_data_size: t.data.len() }),
-                data: (!binary_inputs).then(|| JsonData { datatype: &t.datatype, raw: &t.data }),
+                parameters: binary_inputs.then(|| BinarySize {
+                    binary_data_size: t.data.len(),
+                }),
+                data: (!binary_inputs).then(|| JsonData {
+                    datatype: &t.datatype,
+                    raw: &t.data,
+                }),
             })
             .collect(),
-        parameters: binary_outputs.then_some(BinaryOutput { binary_data_output: true }),
+        parameters: binary_outputs.then_some(BinaryOutput {
+            binary_data_output: true,
+        }),
     };
-    let raw_len: usize = if binary_inputs { inputs.iter().map(|t| t.data.len()).sum() } else { 0 };
-    let mut out = BytesMut::with_capacity(256 + if binary_inputs { raw_len } else { raw_len.max(64) * 3 });
+    let raw_len: usize = if binary_inputs {
+        inputs.iter().map(|t| t.data.len()).sum()
+    } else {
+        0
+    };
+    let mut out = BytesMut::with_capacity(
+        256 + if binary_inputs {
+            raw_len
+        } else {
+            raw_len.max(64) * 3
+        },
+    );
     serde_json::to_writer((&mut out).writer(), &request).context("cannot encode the JSON body")?;
     if !binary_inputs {
-        return Ok(HttpBody { body: out.freeze(), header_length: None });
+        return Ok(HttpBody {
+            body: out.freeze(),
+            header_length: None,
+        });
     }
     let header_length = out.len();
     for t in inputs {
         out.extend_from_slice(&t.data);
     }
-    Ok(HttpBody { body: out.freeze(), header_length: Some(header_length) })
+    Ok(HttpBody {
+        body: out.freeze(),
+        header_length: Some(header_length),
+    })
 }
 
 /// One output as the client decoded it.
@@ -229,17 +259,28 @@ struct JsonResponse {
 
 /// Decodes an HTTP infer response: JSON, or a JSON header of `header_length` bytes
 /// followed by binary outputs.
-pub fn decode_http_response(body: &Bytes, header_length: Option<usize>) -> anyhow::Result<DecodedResponse> {
+pub fn decode_http_response(
+    body: &Bytes,
+    header_length: Option<usize>,
+) -> anyhow::Result<DecodedResponse> {
     let header_end = header_length.unwrap_or(body.len());
-    let header = body.get(..header_end).ok_or_else(|| anyhow!("header length {header_end} is over the body"))?;
-    let response: JsonResponse = serde_json::from_slice(header).context("response is not KServe JSON")?;
+    let header = body
+        .get(..header_end)
+        .ok_or_else(|| anyhow!("header length {header_end} is over the body"))?;
+    let response: JsonResponse =
+        serde_json::from_slice(header).context("response is not KServe JSON")?;
     if let Some(error) = response.error {
         bail!("server error: {error}");
     }
     let mut offset = header_end;
     let mut outputs = Vec::with_capacity(response.outputs.len());
     for o in response.outputs {
-        let size = match (o.parameters.get("binary_data_size").and_then(|v| v.as_u64()), o.data) {
+        let size = match (
+            o.parameters
+                .get("binary_data_size")
+                .and_then(|v| v.as_u64()),
+            o.data,
+        ) {
             (Some(n), _) => {
                 let n = n as usize;
                 if body.len() < offset + n {
@@ -251,9 +292,17 @@ pub fn decode_http_response(body: &Bytes, header_length: Option<usize>) -> anyho
             (None, Some(ElementCount(n))) => n,
             (None, None) => bail!("output {} has neither data nor binary_data_size", o.name),
         };
-        outputs.push(DecodedOutput { name: o.name, datatype: o.datatype, shape: o.shape, size });
+        outputs.push(DecodedOutput {
+            name: o.name,
+            datatype: o.datatype,
+            shape: o.shape,
+            size,
+        });
     }
-    Ok(DecodedResponse { outputs, is_final: true })
+    Ok(DecodedResponse {
+        outputs,
+        is_final: true,
+    })
 }
 
 /// A protobuf infer request with every tensor in `raw_input_contents` (what perf_analyzer
@@ -277,7 +326,10 @@ pub fn grpc_request(model: &ModelInfo, inputs: &[InputTensor]) -> ModelInferRequ
 }
 
 /// The same request with typed `contents` (for example `fp32_contents`) instead of raw bytes.
-pub fn grpc_request_typed(model: &ModelInfo, inputs: &[InputTensor]) -> anyhow::Result<ModelInferRequest> {
+pub fn grpc_request_typed(
+    model: &ModelInfo,
+    inputs: &[InputTensor],
+) -> anyhow::Result<ModelInferRequest> {
     let mut request = grpc_request(model, inputs);
     request.raw_input_contents.clear();
     for (tensor, wire) in inputs.iter().zip(&mut request.inputs) {
@@ -286,12 +338,36 @@ pub fn grpc_request_typed(model: &ModelInfo, inputs: &[InputTensor]) -> anyhow::
         let size = element_size(&tensor.datatype).unwrap_or(1);
         let words = raw.chunks_exact(size);
         match tensor.datatype.as_str() {
-            "FP32" => contents.fp32_contents = words.map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
-            "FP64" => contents.fp64_contents = words.map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
-            "INT32" => contents.int_contents = words.map(|c| i32::from_le_bytes(c.try_into().expect("4"))).collect(),
-            "INT64" => contents.int64_contents = words.map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
-            "UINT32" => contents.uint_contents = words.map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect(),
-            "UINT64" => contents.uint64_contents = words.map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect(),
+            "FP32" => {
+                contents.fp32_contents = words
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect()
+            }
+            "FP64" => {
+                contents.fp64_contents = words
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                    .collect()
+            }
+            "INT32" => {
+                contents.int_contents = words
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                    .collect()
+            }
+            "INT64" => {
+                contents.int64_contents = words
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect()
+            }
+            "UINT32" => {
+                contents.uint_contents = words
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+                    .collect()
+            }
+            "UINT64" => {
+                contents.uint64_contents = words
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+                    .collect()
+            }
             "BOOL" => contents.bool_contents = raw.iter().map(|&b| b != 0).collect(),
             other => bail!("typed contents for {other} are not written by the bench"),
         }
@@ -318,10 +394,17 @@ pub fn decode_grpc_response(response: &ModelInferResponse) -> anyhow::Result<Dec
             }
             (None, None) => 0,
         };
-        outputs.push(DecodedOutput { name: o.name.clone(), datatype: o.datatype.clone(), shape: o.shape.clone(), size });
+        outputs.push(DecodedOutput {
+            name: o.name.clone(),
+            datatype: o.datatype.clone(),
+            shape: o.shape.clone(),
+            size,
+        });
     }
     let is_final = match response.parameters.get("triton_final_response") {
-        Some(InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(b)) }) => *b,
+        Some(InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(b)),
+        }) => *b,
         _ => true,
     };
     Ok(DecodedResponse { outputs, is_final })
@@ -333,7 +416,12 @@ mod tests {
     use crate::inputs::random_fp32;
 
     fn vector(n: usize) -> Vec<InputTensor> {
-        vec![InputTensor { name: "INPUT0".into(), datatype: "FP32".into(), shape: vec![1, n as i64], data: random_fp32(n, 1) }]
+        vec![InputTensor {
+            name: "INPUT0".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, n as i64],
+            data: random_fp32(n, 1),
+        }]
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// The built-in `simple` model (two INT32 [16] inputs, add and subtract).
     pub fn simple() -> Self {
-        let t = |n: &str| TensorInfo { name: n.into(), datatype: "INT32".into(), dims: vec![16] };
+        let t = |n: &str| TensorInfo {
+            name: n.into(),
+            datatype: "INT32".into(),
+            dims: vec![16],
+        };
         Self {
             name: "simple".into(),
             version: String::new(),
@@ -54,7 +58,11 @@ impl ModelInfo {
 
     /// The built-in `identity_fp32` model (one FP32 vector of any length).
     pub fn identity_fp32() -> Self {
-        let t = |n: &str| TensorInfo { name: n.into(), datatype: "FP32".into(), dims: vec![-1] };
+        let t = |n: &str| TensorInfo {
+            name: n.into(),
+            datatype: "FP32".into(),
+            dims: vec![-1],
+        };
         Self {
             name: "identity_fp32".into(),
             version: String::new(),
@@ -140,39 +148,72 @@ pub fn random_int32(n: usize, seed: u64) -> Bytes {
 
 /// The full shape of an input: `--shape` fills variable dimensions, the batch dimension
 /// comes first when the model batches.
-fn input_shape(model: &ModelInfo, input: &TensorInfo, shapes: &[ShapeArg], batch: usize) -> anyhow::Result<Vec<i64>> {
+fn input_shape(
+    model: &ModelInfo,
+    input: &TensorInfo,
+    shapes: &[ShapeArg],
+    batch: usize,
+) -> anyhow::Result<Vec<i64>> {
     let dims = match shapes.iter().find(|s| s.name == input.name) {
         Some(s) => {
             let fits = s.dims.len() == input.dims.len()
-                && s.dims.iter().zip(&input.dims).all(|(&given, &want)| want < 0 || given == want);
+                && s.dims
+                    .iter()
+                    .zip(&input.dims)
+                    .all(|(&given, &want)| want < 0 || given == want);
             if !fits {
-                bail!("--shape {}:{:?} does not fit the model's dims {:?}", s.name, s.dims, input.dims);
+                bail!(
+                    "--shape {}:{:?} does not fit the model's dims {:?}",
+                    s.name,
+                    s.dims,
+                    input.dims
+                );
             }
             s.dims.clone()
         }
         None if input.dims.iter().any(|&d| d < 0) => {
-            bail!("input {} has variable dims {:?}: give them with --shape {}:d1,d2", input.name, input.dims, input.name)
+            bail!(
+                "input {} has variable dims {:?}: give them with --shape {}:d1,d2",
+                input.name,
+                input.dims,
+                input.name
+            )
         }
         None => input.dims.clone(),
     };
     if model.max_batch_size > 0 {
         if batch as i64 > model.max_batch_size {
-            bail!("--batch-size {batch} is over the model's max_batch_size {}", model.max_batch_size);
+            bail!(
+                "--batch-size {batch} is over the model's max_batch_size {}",
+                model.max_batch_size
+            );
         }
         Ok(std::iter::once(batch as i64).chain(dims).collect())
     } else {
         if batch != 1 {
-            bail!("model {} does not batch: --batch-size must be 1", model.name);
+            bail!(
+                "model {} does not batch: --batch-size must be 1",
+                model.name
+            );
         }
         Ok(dims)
     }
 }
 
-fn generated(datatype: &str, elements: usize, random: bool, rng: &mut SplitMix) -> anyhow::Result<Bytes> {
+fn generated(
+    datatype: &str,
+    elements: usize,
+    random: bool,
+    rng: &mut SplitMix,
+) -> anyhow::Result<Bytes> {
     if datatype == "BYTES" {
         let mut out = Vec::new();
         for _ in 0..elements {
-            let s = if random { format!("{:016x}", rng.next_u64()) } else { String::new() };
+            let s = if random {
+                format!("{:016x}", rng.next_u64())
+            } else {
+                String::new()
+            };
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
@@ -188,8 +229,12 @@ fn generated(datatype: &str, elements: usize, random: bool, rng: &mut SplitMix) 
                 "FP32" => chunk.copy_from_slice(&(rng.next_f64() as f32).to_le_bytes()),
                 "FP64" => chunk.copy_from_slice(&rng.next_f64().to_le_bytes()),
                 // FP16/BF16: a value in [0, 1) built from the top mantissa bits.
-                "FP16" => chunk.copy_from_slice(&(0x3800u16 | (bits as u16 & 0x03ff)).to_le_bytes()),
-                "BF16" => chunk.copy_from_slice(&(0x3f00u16 | (bits as u16 & 0x007f)).to_le_bytes()),
+                "FP16" => {
+                    chunk.copy_from_slice(&(0x3800u16 | (bits as u16 & 0x03ff)).to_le_bytes())
+                }
+                "BF16" => {
+                    chunk.copy_from_slice(&(0x3f00u16 | (bits as u16 & 0x007f)).to_le_bytes())
+                }
                 // Small non-negative integers: valid for every integer type and readable.
                 _ => chunk[0] = (bits % 100) as u8,
             }
@@ -212,8 +257,18 @@ pub fn build_inputs(
             for input in &model.inputs {
                 let shape = input_shape(model, input, shapes, batch)?;
                 let elements = shape.iter().product::<i64>() as usize;
-                let data = generated(&input.datatype, elements, *data == InputData::Random, &mut rng)?;
-                set.push(InputTensor { name: input.name.clone(), datatype: input.datatype.clone(), shape, data });
+                let data = generated(
+                    &input.datatype,
+                    elements,
+                    *data == InputData::Random,
+                    &mut rng,
+                )?;
+                set.push(InputTensor {
+                    name: input.name.clone(),
+                    datatype: input.datatype.clone(),
+                    shape,
+                    data,
+                });
             }
             Ok(vec![Arc::new(set)])
         }
@@ -223,10 +278,20 @@ pub fn build_inputs(
 
 /// Reads perf_analyzer's input JSON: `{"data": [{"NAME": [values] | {"content": [values],
 /// "shape": [dims]}}, ...]}`; each entry is the inputs of one request, sent in turn.
-fn from_file(model: &ModelInfo, path: &Path, shapes: &[ShapeArg], batch: usize) -> anyhow::Result<Vec<InputSet>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let entries = json.get("data").and_then(Value::as_array).ok_or_else(|| anyhow!("{}: no \"data\" array", path.display()))?;
+fn from_file(
+    model: &ModelInfo,
+    path: &Path,
+    shapes: &[ShapeArg],
+    batch: usize,
+) -> anyhow::Result<Vec<InputSet>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let entries = json
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("{}: no \"data\" array", path.display()))?;
     if entries.is_empty() {
         bail!("{}: \"data\" is empty", path.display());
     }
@@ -234,11 +299,16 @@ fn from_file(model: &ModelInfo, path: &Path, shapes: &[ShapeArg], batch: usize) 
     for (i, entry) in entries.iter().enumerate() {
         let mut set = Vec::new();
         for input in &model.inputs {
-            let value = entry.get(&input.name).ok_or_else(|| anyhow!("{}: entry {i} lacks {}", path.display(), input.name))?;
+            let value = entry
+                .get(&input.name)
+                .ok_or_else(|| anyhow!("{}: entry {i} lacks {}", path.display(), input.name))?;
             let (content, file_shape) = match value {
                 Value::Object(o) => (
-                    o.get("content").ok_or_else(|| anyhow!("entry {i}: {} has no content", input.name))?,
-                    o.get("shape").map(|s| serde_json::from_value::<Vec<i64>>(s.clone())).transpose()?,
+                    o.get("content")
+                        .ok_or_else(|| anyhow!("entry {i}: {} has no content", input.name))?,
+                    o.get("shape")
+                        .map(|s| serde_json::from_value::<Vec<i64>>(s.clone()))
+                        .transpose()?,
                 ),
                 v => (v, None),
             };
@@ -247,23 +317,54 @@ fn from_file(model: &ModelInfo, path: &Path, shapes: &[ShapeArg], batch: usize) 
             let mut shape_args = shapes.to_vec();
             if let Some(dims) = file_shape {
                 shape_args.retain(|s| s.name != input.name);
-                shape_args.push(ShapeArg { name: input.name.clone(), dims });
-            } else if input.dims.iter().filter(|&&d| d < 0).count() == 1 && !shapes.iter().any(|s| s.name == input.name) {
+                shape_args.push(ShapeArg {
+                    name: input.name.clone(),
+                    dims,
+                });
+            } else if input.dims.iter().filter(|&&d| d < 0).count() == 1
+                && !shapes.iter().any(|s| s.name == input.name)
+            {
                 // One variable dimension: the element count decides it.
                 let fixed: i64 = input.dims.iter().filter(|&&d| d >= 0).product();
-                let dims = input.dims.iter().map(|&d| if d < 0 { values.len() as i64 / fixed.max(1) } else { d }).collect();
-                shape_args.push(ShapeArg { name: input.name.clone(), dims });
+                let dims = input
+                    .dims
+                    .iter()
+                    .map(|&d| {
+                        if d < 0 {
+                            values.len() as i64 / fixed.max(1)
+                        } else {
+                            d
+                        }
+                    })
+                    .collect();
+                shape_args.push(ShapeArg {
+                    name: input.name.clone(),
+                    dims,
+                });
             }
             let shape = input_shape(model, input, &shape_args, 1)?;
             let elements = shape.iter().product::<i64>() as usize;
             if values.len() != elements {
-                bail!("entry {i}: {} has {} values, its shape {:?} needs {elements}", input.name, values.len(), shape);
+                bail!(
+                    "entry {i}: {} has {} values, its shape {:?} needs {elements}",
+                    input.name,
+                    values.len(),
+                    shape
+                );
             }
             let one = encode_values(&input.datatype, &values)?;
             // The same sample repeated over the batch.
-            let data: Vec<u8> = std::iter::repeat_n(one.as_ref(), batch).flatten().copied().collect();
+            let data: Vec<u8> = std::iter::repeat_n(one.as_ref(), batch)
+                .flatten()
+                .copied()
+                .collect();
             let shape = input_shape(model, input, &shape_args, batch)?;
-            set.push(InputTensor { name: input.name.clone(), datatype: input.datatype.clone(), shape, data: data.into() });
+            set.push(InputTensor {
+                name: input.name.clone(),
+                datatype: input.datatype.clone(),
+                shape,
+                data: data.into(),
+            });
         }
         sets.push(Arc::new(set));
     }
@@ -323,7 +424,10 @@ mod tests {
     fn variable_dims_need_a_shape() {
         let model = ModelInfo::identity_fp32();
         assert!(build_inputs(&model, &InputData::Zero, &[], 1).is_err());
-        let shape = [ShapeArg { name: "INPUT0".into(), dims: vec![768] }];
+        let shape = [ShapeArg {
+            name: "INPUT0".into(),
+            dims: vec![768],
+        }];
         let sets = build_inputs(&model, &InputData::Zero, &shape, 1).unwrap();
         assert_eq!(sets[0][0].shape, vec![1, 768]);
         assert!(sets[0][0].data.iter().all(|&b| b == 0));
@@ -335,7 +439,8 @@ mod tests {
         let path = dir.path().join("in.json");
         std::fs::write(&path, r#"{"data":[{"INPUT0":[1.5,2.5,3.5]},{"INPUT0":{"content":[[1,2],[3,4]],"shape":[4]}}]}"#)
             .unwrap();
-        let sets = build_inputs(&ModelInfo::identity_fp32(), &InputData::File(path), &[], 1).unwrap();
+        let sets =
+            build_inputs(&ModelInfo::identity_fp32(), &InputData::File(path), &[], 1).unwrap();
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0][0].shape, vec![1, 3]);
         assert_eq!(&sets[0][0].data[..4], &1.5f32.to_le_bytes());

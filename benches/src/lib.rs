@@ -49,7 +49,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         protocol: args.protocol,
         http_version: args.http_version,
         input_format: args.input_tensor_format,
-        output_format: args.output_tensor_format.unwrap_or(args.input_tensor_format),
+        output_format: args
+            .output_tensor_format
+            .unwrap_or(args.input_tensor_format),
         connections: args.connections.unwrap_or(1),
     };
     let client = Client::connect(&endpoint, Arc::default()).await?;
@@ -61,7 +63,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server_stats = match client.statistics(&model.name, &model.version).await {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("warning: server statistics unavailable ({e:#}); server-side times will be missing");
+            eprintln!(
+                "warning: server statistics unavailable ({e:#}); server-side times will be missing"
+            );
             false
         }
     };
@@ -75,7 +79,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 max_inflight: args.max_threads,
             })
             .collect(),
-        (Some(range), None) => range.values().into_iter().map(|n| Level::Concurrency(n as usize)).collect(),
+        (Some(range), None) => range
+            .values()
+            .into_iter()
+            .map(|n| Level::Concurrency(n as usize))
+            .collect(),
         (None, None) => vec![Level::Concurrency(1)],
     };
     let plan = Plan::Stable {
@@ -86,19 +94,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     println!("*** Measurement Settings ***");
-    println!("  Model: {} ({})", model.name, if model.version.is_empty() { "newest version" } else { &model.version });
+    println!(
+        "  Model: {} ({})",
+        model.name,
+        if model.version.is_empty() {
+            "newest version"
+        } else {
+            &model.version
+        }
+    );
     println!("  Endpoint: {} {}", endpoint.label(), endpoint.url);
-    println!("  Batch size: {}{}", args.batch_size, if args.streaming { ", streaming" } else { "" });
+    println!(
+        "  Batch size: {}{}",
+        args.batch_size,
+        if args.streaming { ", streaming" } else { "" }
+    );
     println!(
         "  Measurement window: {} ms, stable within {}% over 3 windows (at most {} windows)",
         args.measurement_interval, args.stability_percentage, args.max_trials
     );
-    println!("  Latency: {}", args.percentile.map_or("average".to_string(), |p| format!("p{p}")));
+    println!(
+        "  Latency: {}",
+        args.percentile
+            .map_or("average".to_string(), |p| format!("p{p}"))
+    );
     println!();
 
     let progress = progress::Progress::new(!args.no_progress && std::io::stderr().is_terminal());
-    let target = Arc::new(Target { client, model, inputs, streaming: args.streaming, batch: args.batch_size, server_stats,
-        request_timeout: Duration::from_millis(args.request_timeout) });
+    let target = Arc::new(Target {
+        client,
+        model,
+        inputs,
+        streaming: args.streaming,
+        batch: args.batch_size,
+        server_stats,
+        request_timeout: Duration::from_millis(args.request_timeout),
+    });
     let mut results = Vec::new();
     for level in levels {
         let result = load::measure(target.clone(), level, plan, &progress).await?;

@@ -40,7 +40,10 @@ pub struct Target {
 /// The default of [`Target::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn timed<T>(limit: Duration, call: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+async fn timed<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     match tokio::time::timeout(limit, call).await {
         Ok(r) => r,
         Err(_) => bail!("no response within {limit:?}"),
@@ -133,7 +136,9 @@ struct Shared {
 impl Shared {
     fn new(n: usize) -> Self {
         Self {
-            recorders: (0..n.max(1)).map(|_| Mutex::new(Recorder::default())).collect(),
+            recorders: (0..n.max(1))
+                .map(|_| Mutex::new(Recorder::default()))
+                .collect(),
             success: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -177,10 +182,17 @@ impl Session {
         }
     }
 
-    async fn infer(&mut self, model: &ModelInfo, inputs: &InputSet, limit: Duration) -> anyhow::Result<CallTiming> {
+    async fn infer(
+        &mut self,
+        model: &ModelInfo,
+        inputs: &InputSet,
+        limit: Duration,
+    ) -> anyhow::Result<CallTiming> {
         match self {
             Self::Unary(client) => timed(limit, client.infer(model, inputs)).await,
-            Self::Stream(stream) => timed(limit, stream.infer(model, inputs)).await.map(|(timing, _)| timing),
+            Self::Stream(stream) => timed(limit, stream.infer(model, inputs))
+                .await
+                .map(|(timing, _)| timing),
         }
     }
 }
@@ -198,7 +210,9 @@ async fn closed_worker(slot: usize, target: Arc<Target>, shared: Arc<Shared>) {
         let inputs = &target.inputs[turn % target.inputs.len()];
         turn += 1;
         let start = Instant::now();
-        let result = session.infer(&target.model, inputs, target.request_timeout).await;
+        let result = session
+            .infer(&target.model, inputs, target.request_timeout)
+            .await;
         shared.record(slot, start.elapsed(), &result);
         if result.is_err() {
             // Do not spin on a failing server; a stream that failed is reopened.
@@ -236,7 +250,9 @@ async fn open_scheduler(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                shared.recorders[turn % shared.recorders.len()].lock().delayed += 1;
+                shared.recorders[turn % shared.recorders.len()]
+                    .lock()
+                    .delayed += 1;
                 match permits.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
@@ -248,7 +264,11 @@ async fn open_scheduler(
         tokio::spawn(async move {
             let inputs = &target.inputs[slot % target.inputs.len()];
             let start = Instant::now();
-            let result = timed(target.request_timeout, target.client.infer(&target.model, inputs)).await;
+            let result = timed(
+                target.request_timeout,
+                target.client.infer(&target.model, inputs),
+            )
+            .await;
             shared.record(slot, start.elapsed(), &result);
             drop(permit);
         });
@@ -267,7 +287,14 @@ async fn read_stats(target: &Target) -> Option<ServerStats> {
     if !target.server_stats {
         return None;
     }
-    timed(Duration::from_secs(10), target.client.statistics(&target.model.name, &target.model.version)).await.ok()
+    timed(
+        Duration::from_secs(10),
+        target
+            .client
+            .statistics(&target.model.name, &target.model.version),
+    )
+    .await
+    .ok()
 }
 
 /// Sleeps `length` in small steps, updating the progress display.
@@ -279,12 +306,20 @@ async fn watch_window(length: Duration, shared: &Shared, progress: &Progress, wh
         tokio::time::sleep(step).await;
         let done = shared.success.load(Relaxed) - base;
         let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        progress.tick(&format!("{what}: {done} ok, {rate:.0} req/s, {} errors", shared.errors.load(Relaxed)));
+        progress.tick(&format!(
+            "{what}: {done} ok, {rate:.0} req/s, {} errors",
+            shared.errors.load(Relaxed)
+        ));
     }
 }
 
 /// Measures one level and returns its summary.
-pub async fn measure(target: Arc<Target>, level: Level, plan: Plan, progress: &Progress) -> anyhow::Result<LevelResult> {
+pub async fn measure(
+    target: Arc<Target>,
+    level: Level,
+    plan: Plan,
+    progress: &Progress,
+) -> anyhow::Result<LevelResult> {
     let slots = match level {
         Level::Concurrency(n) => n,
         Level::RequestRate { .. } => 16,
@@ -299,11 +334,22 @@ pub async fn measure(target: Arc<Target>, level: Level, plan: Plan, progress: &P
                 tasks.spawn(closed_worker(slot, target.clone(), shared.clone()));
             }
         }
-        Level::RequestRate { rate, distribution, max_inflight } => {
+        Level::RequestRate {
+            rate,
+            distribution,
+            max_inflight,
+        } => {
             if rate <= 0.0 {
                 bail!("request rate must be positive");
             }
-            tasks.spawn(open_scheduler(target.clone(), shared.clone(), rate, distribution, max_inflight, stop_rx));
+            tasks.spawn(open_scheduler(
+                target.clone(),
+                shared.clone(),
+                rate,
+                distribution,
+                max_inflight,
+                stop_rx,
+            ));
         }
     }
     progress.start(&level.label());
@@ -328,16 +374,30 @@ pub async fn measure(target: Arc<Target>, level: Level, plan: Plan, progress: &P
             last = now;
             let (client, elapsed, now) = measure_window(duration, "measuring".into()).await;
             let server = last.zip(now).map(|(a, b)| b.since(&a));
-            windows.push(Window { elapsed, client, server });
+            windows.push(Window {
+                elapsed,
+                client,
+                server,
+            });
         }
-        Plan::Stable { interval, percentage, max_trials, percentile } => {
+        Plan::Stable {
+            interval,
+            percentage,
+            max_trials,
+            percentile,
+        } => {
             stable = false;
             for trial in 1..=max_trials.max(1) {
-                let (client, elapsed, now) = measure_window(interval, format!("window {trial}/{max_trials}")).await;
+                let (client, elapsed, now) =
+                    measure_window(interval, format!("window {trial}/{max_trials}")).await;
                 let server = last.zip(now).map(|(a, b)| b.since(&a));
                 last = now;
                 let failing = client.count == 0 && client.errors > 0;
-                windows.push(Window { elapsed, client, server });
+                windows.push(Window {
+                    elapsed,
+                    client,
+                    server,
+                });
                 if failing {
                     break;
                 }
@@ -364,7 +424,10 @@ pub async fn measure(target: Arc<Target>, level: Level, plan: Plan, progress: &P
     let total_success = shared.success.load(Relaxed);
     let total_errors = shared.errors.load(Relaxed);
     if total_success == 0 {
-        let error = summary.first_error.clone().unwrap_or_else(|| "no request completed".into());
+        let error = summary
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "no request completed".into());
         progress.finish(&format!("{}: failed", level.label()));
         bail!("{} of {}: {error}", level.label(), target.model.name);
     }

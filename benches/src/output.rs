@@ -25,7 +25,10 @@ pub fn csv_header(level: &Level) -> String {
 /// protocol handling and server-side decoding/encoding.
 pub fn network_us(r: &LevelResult) -> f64 {
     let s = &r.summary;
-    let server = s.server.as_ref().map(|b| b.queue_us + b.compute_input_us + b.compute_infer_us + b.compute_output_us);
+    let server = s
+        .server
+        .as_ref()
+        .map(|b| b.queue_us + b.compute_input_us + b.compute_infer_us + b.compute_output_us);
     (s.avg_us - s.client_send_us - s.client_recv_us - server.unwrap_or(0.0)).max(0.0)
 }
 
@@ -57,7 +60,9 @@ pub fn csv_row(r: &LevelResult) -> String {
 
 /// Writes every level as CSV.
 pub fn write_csv(path: &Path, results: &[LevelResult]) -> anyhow::Result<()> {
-    let Some(first) = results.first() else { return Ok(()) };
+    let Some(first) = results.first() else {
+        return Ok(());
+    };
     let mut out = csv_header(&first.level);
     out.push('\n');
     for r in results {
@@ -71,9 +76,18 @@ pub fn write_csv(path: &Path, results: &[LevelResult]) -> anyhow::Result<()> {
 pub fn describe(r: &LevelResult) -> String {
     let s = &r.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "{}{}", capitalized(&r.level.label()), if r.stable { "" } else { " (not stable)" });
+    let _ = writeln!(
+        out,
+        "{}{}",
+        capitalized(&r.level.label()),
+        if r.stable { "" } else { " (not stable)" }
+    );
     let _ = writeln!(out, "  Client:");
-    let _ = writeln!(out, "    Request count: {} ({} errors, {} windows)", s.count, s.errors, r.windows);
+    let _ = writeln!(
+        out,
+        "    Request count: {} ({} errors, {} windows)",
+        s.count, s.errors, r.windows
+    );
     let _ = writeln!(out, "    Throughput: {:.2} infer/sec", s.infer_per_sec);
     let _ = writeln!(
         out,
@@ -89,12 +103,20 @@ pub fn describe(r: &LevelResult) -> String {
         s.client_recv_us
     );
     if s.delayed > 0 {
-        let _ = writeln!(out, "    Delayed requests (over --max-threads in flight): {}", s.delayed);
+        let _ = writeln!(
+            out,
+            "    Delayed requests (over --max-threads in flight): {}",
+            s.delayed
+        );
     }
     match &s.server {
         Some(b) => {
             let _ = writeln!(out, "  Server:");
-            let _ = writeln!(out, "    Inference count: {} (average batch {:.2})", b.success, b.average_batch);
+            let _ = writeln!(
+                out,
+                "    Inference count: {} (average batch {:.2})",
+                b.success, b.average_batch
+            );
             let _ = writeln!(
                 out,
                 "    Avg request latency: {:.0} usec (queue {:.0} + compute input {:.0} + compute infer {:.0} + compute output {:.0})",
@@ -130,7 +152,9 @@ pub fn table(results: &[LevelResult]) -> String {
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -142,7 +166,13 @@ mod tests {
     fn csv_has_perf_analyzer_columns() {
         let r = LevelResult {
             level: Level::Concurrency(4),
-            summary: Summary { infer_per_sec: 10.0, count: 7, avg_us: 100.0, client_send_us: 10.0, ..Default::default() },
+            summary: Summary {
+                infer_per_sec: 10.0,
+                count: 7,
+                avg_us: 100.0,
+                client_send_us: 10.0,
+                ..Default::default()
+            },
             stable: true,
             windows: 3,
             total_success: 7,

@@ -15,7 +15,11 @@ pub struct Progress {
 impl Progress {
     /// A display drawn on stderr when `enabled`.
     pub fn new(enabled: bool) -> Self {
-        let target = if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if enabled {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let bar = ProgressBar::with_draw_target(None, target);
         bar.set_style(
             ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {msg}")
@@ -23,7 +27,11 @@ impl Progress {
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar, scope: parking_lot::Mutex::default(), level: parking_lot::Mutex::default() }
+        Self {
+            bar,
+            scope: parking_lot::Mutex::default(),
+            level: parking_lot::Mutex::default(),
+        }
     }
 
     /// A display that draws nothing.
@@ -53,7 +61,8 @@ impl Progress {
 
     /// Updates the running line.
     pub fn tick(&self, status: &str) {
-        self.bar.set_message(format!("{} | {status}", self.level.lock()));
+        self.bar
+            .set_message(format!("{} | {status}", self.level.lock()));
     }
 
     /// Prints a finished line above the spinner.

@@ -25,18 +25,26 @@ pub struct RunningServer {
 
 enum Guard {
     Process(Child),
-    Hosted { runtime: Option<tokio::runtime::Runtime>, stop: watch::Sender<bool>, _repository: Option<tempfile::TempDir> },
+    Hosted {
+        runtime: Option<tokio::runtime::Runtime>,
+        stop: watch::Sender<bool>,
+        _repository: Option<tempfile::TempDir>,
+    },
 }
 
 impl RunningServer {
     /// `http://` URL of the REST endpoint.
     pub fn http_url(&self) -> anyhow::Result<String> {
-        self.http.map(|a| format!("http://{a}")).ok_or_else(|| anyhow!("this server has no HTTP endpoint"))
+        self.http
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| anyhow!("this server has no HTTP endpoint"))
     }
 
     /// `http://` URL of the gRPC endpoint.
     pub fn grpc_url(&self) -> anyhow::Result<String> {
-        self.grpc.map(|a| format!("http://{a}")).ok_or_else(|| anyhow!("this server has no gRPC endpoint"))
+        self.grpc
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| anyhow!("this server has no gRPC endpoint"))
     }
 }
 
@@ -72,7 +80,10 @@ impl Host {
             .thread_name(name)
             .enable_all()
             .build()?;
-        Ok(Self { runtime, stop: watch::channel(false).0 })
+        Ok(Self {
+            runtime,
+            stop: watch::channel(false).0,
+        })
     }
 
     fn bind(&self) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
@@ -90,7 +101,11 @@ impl Host {
         }
     }
 
-    fn spawn(&self, what: &'static str, server: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    fn spawn(
+        &self,
+        what: &'static str,
+        server: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
         self.runtime.spawn(async move {
             if let Err(e) = server.await {
                 eprintln!("{what} server failed: {e:#}");
@@ -98,18 +113,29 @@ impl Host {
         });
     }
 
-    fn into_server(self, http: Option<SocketAddr>, grpc: Option<SocketAddr>, repo: Option<tempfile::TempDir>) -> RunningServer {
+    fn into_server(
+        self,
+        http: Option<SocketAddr>,
+        grpc: Option<SocketAddr>,
+        repo: Option<tempfile::TempDir>,
+    ) -> RunningServer {
         RunningServer {
             http,
             grpc,
-            guard: Guard::Hosted { runtime: Some(self.runtime), stop: self.stop, _repository: repo },
+            guard: Guard::Hosted {
+                runtime: Some(self.runtime),
+                stop: self.stop,
+                _repository: repo,
+            },
         }
     }
 }
 
 /// The default worker count of hosted servers: the machine's cores.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// Starts the real Nereid in this process: the engine over the built-in demo models, the
@@ -118,17 +144,26 @@ pub fn default_threads() -> usize {
 pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
     let repository = tempfile::tempdir()?;
     write_repository(repository.path(), BUILTIN_MODELS)?;
-    let options = EngineOptions { repository: Some(repository.path().to_path_buf()), ..EngineOptions::default() };
-    let engine = Engine::start(options, BackendRegistry::with_builtins()).context("cannot start the engine")?;
+    let options = EngineOptions {
+        repository: Some(repository.path().to_path_buf()),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::start(options, BackendRegistry::with_builtins())
+        .context("cannot start the engine")?;
     let host = Host::new("nereid-server", threads)?;
     let (grpc_listener, grpc) = host.bind()?;
     let (http_listener, http) = host.bind()?;
     let grpc_args = nereid_grpc::GrpcArgs::default();
-    host.spawn("gRPC", nereid_grpc::serve(engine.clone(), grpc_listener, grpc_args, host.stopped()));
+    host.spawn(
+        "gRPC",
+        nereid_grpc::serve(engine.clone(), grpc_listener, grpc_args, host.stopped()),
+    );
     let rest_args = nereid_rest::RestArgs::default();
     let router = nereid_rest::router(engine, &rest_args);
     let stopped = host.stopped();
-    host.spawn("HTTP", async move { nereid_rest::serve(router, http_listener, &rest_args, stopped).await });
+    host.spawn("HTTP", async move {
+        nereid_rest::serve(router, http_listener, &rest_args, stopped).await
+    });
     Ok(host.into_server(Some(http), Some(grpc), Some(repository)))
 }
 
@@ -136,7 +171,10 @@ pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
 pub fn bare_rest(threads: usize) -> anyhow::Result<RunningServer> {
     let host = Host::new("bare-rest", threads)?;
     let (listener, http) = host.bind()?;
-    host.spawn("bare HTTP", nereid_rest::serve_bare(listener, host.stopped()));
+    host.spawn(
+        "bare HTTP",
+        nereid_rest::serve_bare(listener, host.stopped()),
+    );
     Ok(host.into_server(Some(http), None, None))
 }
 
@@ -144,7 +182,10 @@ pub fn bare_rest(threads: usize) -> anyhow::Result<RunningServer> {
 pub fn bare_grpc(threads: usize) -> anyhow::Result<RunningServer> {
     let host = Host::new("bare-grpc", threads)?;
     let (listener, grpc) = host.bind()?;
-    host.spawn("bare gRPC", nereid_grpc::bare::serve_bare(listener, host.stopped()));
+    host.spawn(
+        "bare gRPC",
+        nereid_grpc::bare::serve_bare(listener, host.stopped()),
+    );
     Ok(host.into_server(None, Some(grpc), None))
 }
 
@@ -167,7 +208,17 @@ pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 /// waits (at most `timeout`) for its ready line. The process is killed on drop.
 pub fn spawn_binary(binary: &Path, timeout: Duration) -> anyhow::Result<RunningServer> {
     let mut child = Command::new(binary)
-        .args(["serve", "--address", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
+        .args([
+            "serve",
+            "--address",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
         .args(["--demo-models", "builtin"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -185,11 +236,18 @@ pub fn spawn_binary(binary: &Path, timeout: Duration) -> anyhow::Result<RunningS
         }
     });
     match rx.recv_timeout(timeout) {
-        Ok((http, grpc)) => Ok(RunningServer { http: Some(http), grpc: Some(grpc), guard: Guard::Process(child) }),
+        Ok((http, grpc)) => Ok(RunningServer {
+            http: Some(http),
+            grpc: Some(grpc),
+            guard: Guard::Process(child),
+        }),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
-            bail!("{} printed no NEREID_READY line within {timeout:?} (exit: {status:?})", binary.display())
+            bail!(
+                "{} printed no NEREID_READY line within {timeout:?} (exit: {status:?})",
+                binary.display()
+            )
         }
     }
 }
@@ -200,8 +258,10 @@ mod tests {
 
     #[test]
     fn ready_line_parses() {
-        let (http, grpc) =
-            parse_ready_line("NEREID_READY http=127.0.0.1:8000 grpc=127.0.0.1:8001 metrics=127.0.0.1:8002").unwrap();
+        let (http, grpc) = parse_ready_line(
+            "NEREID_READY http=127.0.0.1:8000 grpc=127.0.0.1:8001 metrics=127.0.0.1:8002",
+        )
+        .unwrap();
         assert_eq!(http.port(), 8000);
         assert_eq!(grpc.port(), 8001);
         assert!(parse_ready_line("hello").is_none());

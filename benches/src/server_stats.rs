@@ -21,7 +21,10 @@ pub struct CountNs {
 
 impl CountNs {
     fn minus(self, earlier: Self) -> Self {
-        Self { count: self.count.saturating_sub(earlier.count), ns: self.ns.saturating_sub(earlier.ns) }
+        Self {
+            count: self.count.saturating_sub(earlier.count),
+            ns: self.ns.saturating_sub(earlier.ns),
+        }
     }
 
     /// Average duration, zero when the count is.
@@ -32,7 +35,11 @@ impl CountNs {
 
 impl From<Option<&StatisticDuration>> for CountNs {
     fn from(d: Option<&StatisticDuration>) -> Self {
-        d.map(|d| Self { count: d.count, ns: d.ns }).unwrap_or_default()
+        d.map(|d| Self {
+            count: d.count,
+            ns: d.ns,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -151,8 +158,8 @@ impl ServerStats {
         struct Response {
             model_stats: Vec<Model>,
         }
-        let response: Response =
-            serde_json::from_slice(body).map_err(|e| anyhow!("statistics are not Triton's JSON: {e}"))?;
+        let response: Response = serde_json::from_slice(body)
+            .map_err(|e| anyhow!("statistics are not Triton's JSON: {e}"))?;
         let mut total = Self::default();
         for m in response.model_stats {
             let s = m.inference_stats;
@@ -182,9 +189,18 @@ mod tests {
             "queue":{"count":10,"ns":200},"compute_input":{"count":4,"ns":40},"compute_infer":{"count":4,"ns":400},
             "compute_output":{"count":4,"ns":40}},"batch_stats":[]}]}"#;
         let later = ServerStats::from_json(body).unwrap();
-        assert_eq!(later.success, CountNs { count: 10, ns: 1000 });
+        assert_eq!(
+            later.success,
+            CountNs {
+                count: 10,
+                ns: 1000
+            }
+        );
         assert_eq!(later.average_batch(), 2.5);
-        let earlier = ServerStats { success: CountNs { count: 4, ns: 400 }, ..Default::default() };
+        let earlier = ServerStats {
+            success: CountNs { count: 4, ns: 400 },
+            ..Default::default()
+        };
         let delta = later.since(&earlier);
         assert_eq!(delta.success.count, 6);
         assert_eq!(delta.success.average(), Duration::from_nanos(100));

@@ -52,7 +52,8 @@ impl Default for Recorder {
 impl Recorder {
     /// Records a successful request.
     pub fn success(&mut self, latency: Duration, timing: CallTiming) {
-        self.latency.saturating_record((latency.as_nanos() as u64).clamp(1, MAX_NS));
+        self.latency
+            .saturating_record((latency.as_nanos() as u64).clamp(1, MAX_NS));
         self.count += 1;
         self.send += timing.send;
         self.recv += timing.recv;
@@ -68,7 +69,9 @@ impl Recorder {
 
     /// Adds another recorder's measurements.
     pub fn merge(&mut self, other: &Recorder) {
-        self.latency.add(&other.latency).expect("histograms share bounds");
+        self.latency
+            .add(&other.latency)
+            .expect("histograms share bounds");
         self.count += other.count;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -205,10 +208,16 @@ pub fn summarize(windows: &[Window], batch: usize) -> Summary {
         p90_us: if empty { 0.0 } else { q(0.90) },
         p95_us: if empty { 0.0 } else { q(0.95) },
         p99_us: if empty { 0.0 } else { q(0.99) },
-        avg_us: if empty { 0.0 } else { client.latency.mean() / 1e3 },
+        avg_us: if empty {
+            0.0
+        } else {
+            client.latency.mean() / 1e3
+        },
         client_send_us: client.send.as_nanos() as f64 / 1e3 / n,
         client_recv_us: client.recv.as_nanos() as f64 / 1e3 / n,
-        server: server.filter(|_| !windows.is_empty()).map(|d| ServerBreakdown::from_delta(&d)),
+        server: server
+            .filter(|_| !windows.is_empty())
+            .map(|d| ServerBreakdown::from_delta(&d)),
         delayed: client.delayed,
     }
 }
@@ -221,14 +230,20 @@ pub fn is_stable(windows: &[Window], percentage: f64, percentile: Option<u8>) ->
     let last = &windows[windows.len() - 3..];
     let within = |values: [f64; 3]| {
         let mean = values.iter().sum::<f64>() / 3.0;
-        mean > 0.0 && values.iter().all(|v| ((v - mean) / mean).abs() * 100.0 <= percentage)
+        mean > 0.0
+            && values
+                .iter()
+                .all(|v| ((v - mean) / mean).abs() * 100.0 <= percentage)
     };
-    within([last[0].throughput(), last[1].throughput(), last[2].throughput()])
-        && within([
-            last[0].stability_latency(percentile),
-            last[1].stability_latency(percentile),
-            last[2].stability_latency(percentile),
-        ])
+    within([
+        last[0].throughput(),
+        last[1].throughput(),
+        last[2].throughput(),
+    ]) && within([
+        last[0].stability_latency(percentile),
+        last[1].stability_latency(percentile),
+        last[2].stability_latency(percentile),
+    ])
 }
 
 #[cfg(test)]
@@ -238,9 +253,19 @@ mod tests {
     fn window(latencies_us: &[u64], secs: f64) -> Window {
         let mut client = Recorder::default();
         for &l in latencies_us {
-            client.success(Duration::from_micros(l), CallTiming { send: Duration::from_micros(1), recv: Duration::ZERO });
+            client.success(
+                Duration::from_micros(l),
+                CallTiming {
+                    send: Duration::from_micros(1),
+                    recv: Duration::ZERO,
+                },
+            );
         }
-        Window { elapsed: Duration::from_secs_f64(secs), client, server: None }
+        Window {
+            elapsed: Duration::from_secs_f64(secs),
+            client,
+            server: None,
+        }
     }
 
     #[test]

@@ -28,7 +28,8 @@ use nereid_models::threads::IntraOp;
 const RUN_FOR: Duration = Duration::from_secs(4);
 
 fn spec(text: &str) -> ModelSpec {
-    ModelSpec::from_config(nereid_proto::parse_model_config(text).expect("demo config parses")).expect("valid")
+    ModelSpec::from_config(nereid_proto::parse_model_config(text).expect("demo config parses"))
+        .expect("valid")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +55,12 @@ fn main() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     for (model, threads, instances) in runs {
         let status = Command::new(&exe)
-            .args(["--child", model, &threads.to_string(), &instances.to_string()])
+            .args([
+                "--child",
+                model,
+                &threads.to_string(),
+                &instances.to_string(),
+            ])
             .env("RAYON_NUM_THREADS", threads.to_string())
             .env("CANDLE_NUM_THREADS", threads.to_string())
             .status()?;
@@ -65,28 +71,34 @@ fn main() -> anyhow::Result<()> {
 
 fn minilm(threads: usize, instances: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let embedder = Arc::new(Embedder::load(&spec(nereid_models::demo::MINILM), dir.path())?);
+    let embedder = Arc::new(Embedder::load(
+        &spec(nereid_models::demo::MINILM),
+        dir.path(),
+    )?);
     let model = Arc::new(embedder.load_weights(&Device::Cpu, DType::F32)?);
     // "hello" x 14 is 14 WordPiece tokens; with [CLS] and [SEP], 16.
     let text = ["hello"; 14].join(" ");
     for batch in [8usize, 32] {
-        let texts: Vec<&str> = vec![text.as_str(); batch];
-        let handles: Vec<_> = (0..instances)
-            .map(|i| {
-                let (embedder, model, texts) = (embedder.clone(), model.clone(), texts.clone());
-                std::thread::spawn(move || -> anyhow::Result<usize> {
-                    let pool = IntraOp::new(threads, &format!("bench{i}"))?;
-                    pool.run(|| embedder.embed(&model, &texts))?; // warm-up
-                    let start = Instant::now();
-                    let mut done = 0;
-                    while start.elapsed() < RUN_FOR {
-                        pool.run(|| embedder.embed(&model, &texts))?;
-                        done += 1;
-                    }
-                    Ok((done * texts.len() * 16) as usize * 1000 / start.elapsed().as_millis().max(1) as usize)
+        let texts: Vec<String> = vec![text.clone(); batch];
+        let handles: Vec<_> =
+            (0..instances)
+                .map(|i| {
+                    let (embedder, model, texts) = (embedder.clone(), model.clone(), texts.clone());
+                    std::thread::spawn(move || -> anyhow::Result<usize> {
+                        let pool = IntraOp::new(threads, &format!("bench{i}"))?;
+                        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                        pool.run(|| embedder.embed(&model, &texts))?; // warm-up
+                        let start = Instant::now();
+                        let mut done = 0;
+                        while start.elapsed() < RUN_FOR {
+                            pool.run(|| embedder.embed(&model, &texts))?;
+                            done += 1;
+                        }
+                        Ok(done * texts.len() * 16 * 1000
+                            / start.elapsed().as_millis().max(1) as usize)
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let mut total = 0;
         for h in handles {
             total += h.join().expect("bench thread")?;
@@ -101,12 +113,19 @@ fn smollm2(threads: usize) -> anyhow::Result<()> {
     let generator = Generator::load(&spec(nereid_models::demo::SMOLLM2), dir.path())?;
     let model = generator.load_weights(&Device::Cpu)?;
     let pool = IntraOp::new(threads, "bench")?;
-    let prompt = generator.tokenizer().encode("Once upon a time, in a small village by the sea, there lived")?;
+    let prompt = generator
+        .tokenizer()
+        .encode("Once upon a time, in a small village by the sea, there lived")?;
     for sequences in [1usize, 8] {
         let mut caches: Vec<KvCache> = (0..sequences).map(|_| KvCache::new(&model)).collect();
         let mut next = vec![0u32; sequences];
         for (cache, next) in caches.iter_mut().zip(next.iter_mut()) {
-            let logits = pool.run(|| model.forward(&mut [Chunk { cache, tokens: &prompt }]))?;
+            let logits = pool.run(|| {
+                model.forward(&mut [Chunk {
+                    cache,
+                    tokens: &prompt,
+                }])
+            })?;
             *next = argmax(&logits.get(0)?)?;
         }
         let start = Instant::now();
@@ -116,7 +135,10 @@ fn smollm2(threads: usize) -> anyhow::Result<()> {
             let mut chunks: Vec<Chunk> = caches
                 .iter_mut()
                 .zip(&tokens)
-                .map(|(cache, t)| Chunk { cache, tokens: std::slice::from_ref(t) })
+                .map(|(cache, t)| Chunk {
+                    cache,
+                    tokens: std::slice::from_ref(t),
+                })
                 .collect();
             let logits = pool.run(|| model.forward(&mut chunks))?;
             for (i, n) in next.iter_mut().enumerate() {

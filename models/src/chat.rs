@@ -37,7 +37,11 @@ fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
     }
     Ok(match Content::deserialize(d)? {
         Content::Text(t) => t,
-        Content::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect::<Vec<_>>().join(""),
+        Content::Parts(parts) => parts
+            .into_iter()
+            .filter_map(|p| p.text)
+            .collect::<Vec<_>>()
+            .join(""),
         Content::Null(()) => String::new(),
     })
 }
@@ -47,16 +51,21 @@ pub fn parse_messages(text: &str) -> Option<Vec<Message>> {
     if !text.trim_start().starts_with('[') {
         return None;
     }
-    serde_json::from_str::<Vec<Message>>(text).ok().filter(|m| !m.is_empty())
+    serde_json::from_str::<Vec<Message>>(text)
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 /// The messages a request's text stands for: `Some` when the request is chat-style.
 pub fn messages_for(text: &str, chat: Option<bool>) -> Option<Vec<Message>> {
     match chat {
         Some(false) => None,
-        Some(true) => Some(
-            parse_messages(text).unwrap_or_else(|| vec![Message { role: "user".into(), content: text.into() }]),
-        ),
+        Some(true) => Some(parse_messages(text).unwrap_or_else(|| {
+            vec![Message {
+                role: "user".into(),
+                content: text.into(),
+            }]
+        })),
         None => parse_messages(text),
     }
 }
@@ -82,7 +91,11 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.unwrap_or(CHATML).to_string())
             .map_err(|e| anyhow!("the chat template does not compile: {e}"))?;
-        Ok(Self { env, bos: bos.into(), eos: eos.into() })
+        Ok(Self {
+            env,
+            bos: bos.into(),
+            eos: eos.into(),
+        })
     }
 
     /// The prompt for `messages`, ready for the assistant's answer.
@@ -120,13 +133,27 @@ mod tests {
     fn chat_detection() {
         let json = r#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]"#;
         let m = messages_for(json, None).unwrap();
-        assert_eq!(m[1], Message { role: "user".into(), content: "Hi".into() });
+        assert_eq!(
+            m[1],
+            Message {
+                role: "user".into(),
+                content: "Hi".into()
+            }
+        );
         assert!(messages_for(json, Some(false)).is_none());
         assert!(messages_for("[not json", None).is_none());
         assert!(messages_for("plain", None).is_none());
         let plain = ChatTemplate::new(None, "", "").unwrap().render(&m).unwrap();
-        assert!(plain.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"), "{plain}");
-        let raising = ChatTemplate::new(Some("{{ raise_exception('no system') }}"), "", "").unwrap();
-        assert!(raising.render(&m).unwrap_err().to_string().contains("no system"));
+        assert!(
+            plain.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"),
+            "{plain}"
+        );
+        let raising =
+            ChatTemplate::new(Some("{{ raise_exception('no system') }}"), "", "").unwrap();
+        assert!(raising
+            .render(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("no system"));
     }
 }

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Tensor as CTensor};
 use candle_nn::VarBuilder;
 use nereid_engine::{
-    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, Instance, LoadedModel, ModelSpec, Result,
-    Tensor,
+    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, Instance, LoadedModel,
+    ModelSpec, Result, Tensor,
 };
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -27,7 +27,11 @@ use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "sentence_transformer";
 const REQUIRED: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
-const OPTIONAL: &[&str] = &["1_Pooling/config.json", "modules.json", "sentence_bert_config.json"];
+const OPTIONAL: &[&str] = &[
+    "1_Pooling/config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+];
 
 /// The `sentence_transformer` backend.
 pub struct SentenceTransformer;
@@ -61,7 +65,10 @@ struct SentenceBertConfig {
 impl Backend for SentenceTransformer {
     fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
         let embedder = Arc::new(Embedder::load(spec, version_dir)?);
-        Ok(Arc::new(EmbedderModel { embedder, weights: Mutex::default() }))
+        Ok(Arc::new(EmbedderModel {
+            embedder,
+            weights: Mutex::default(),
+        }))
     }
 }
 
@@ -71,16 +78,33 @@ impl Embedder {
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
         let (input, output) = check_io(spec).map_err(|e| bad(&e))?;
-        let dir = resolve(spec, version_dir, Wanted::Folder { required: REQUIRED, optional: OPTIONAL })
-            .map_err(|e| bad(&format!("{e:#}")))?;
+        let dir = resolve(
+            spec,
+            version_dir,
+            Wanted::Folder {
+                required: REQUIRED,
+                optional: OPTIONAL,
+            },
+        )
+        .map_err(|e| bad(&format!("{e:#}")))?;
         let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name)).map_err(|e| bad(&format!("{}: {e}", dir.join(name).display())))
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| bad(&format!("{}: {e}", dir.join(name).display())))
         };
-        let config: BertConfig =
-            serde_json::from_str(&read("config.json")?).map_err(|e| bad(&format!("config.json: {e}")))?;
-        config.validate().map_err(|e| bad(&format!("config.json: {e}")))?;
-        if let Some(&d) = spec.outputs[0].dims.first().filter(|&&d| d != -1 && d as usize != config.hidden_size) {
-            return Err(bad(&format!("output dims [{d}] but the model's vectors have {}", config.hidden_size)));
+        let config: BertConfig = serde_json::from_str(&read("config.json")?)
+            .map_err(|e| bad(&format!("config.json: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| bad(&format!("config.json: {e}")))?;
+        if let Some(&d) = spec.outputs[0]
+            .dims
+            .first()
+            .filter(|&&d| d != -1 && d as usize != config.hidden_size)
+        {
+            return Err(bad(&format!(
+                "output dims [{d}] but the model's vectors have {}",
+                config.hidden_size
+            )));
         }
         let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
             .ok()
@@ -91,15 +115,21 @@ impl Embedder {
             .or(st.max_seq_length)
             .unwrap_or(config.max_position_embeddings)
             .clamp(2, config.max_position_embeddings);
-        let mut tokenizer =
-            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| bad(&format!("tokenizer.json: {e}")))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| bad(&format!("tokenizer.json: {e}")))?;
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
             .map_err(|e| bad(&format!("tokenizer truncation: {e}")))?;
         let pooling = match spec.parameter("pooling").filter(|p| !p.is_empty()) {
-            Some(name) => Pooling::parse(name)
-                .ok_or_else(|| bad(&format!("parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len")))?,
+            Some(name) => Pooling::parse(name).ok_or_else(|| {
+                bad(&format!(
+                    "parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len"
+                ))
+            })?,
             None => Pooling::from_dir(&dir).map_err(|e| bad(&e))?,
         };
         let normalize = match crate::options::bool_param(spec, "normalize").map_err(|e| bad(&e))? {
@@ -129,7 +159,11 @@ impl Embedder {
     }
 
     /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`.
-    pub fn load_weights(&self, device: &candle_core::Device, dtype: DType) -> anyhow::Result<BertModel> {
+    pub fn load_weights(
+        &self,
+        device: &candle_core::Device,
+        dtype: DType,
+    ) -> anyhow::Result<BertModel> {
         let path = self.dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only; it must not change while loading.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
@@ -148,12 +182,25 @@ impl Embedder {
         }
         let mut encodings = Vec::with_capacity(texts.len());
         for text in texts {
-            encodings.push(self.tokenizer.encode(*text, true).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?);
+            encodings.push(
+                self.tokenizer
+                    .encode(*text, true)
+                    .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?,
+            );
         }
-        let width = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(1).max(1);
+        let width = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let n = texts.len();
         let pad = self.config.pad_token_id;
-        let (mut ids, mut types, mut mask) = (vec![pad; n * width], vec![0u32; n * width], vec![0u32; n * width]);
+        let (mut ids, mut types, mut mask) = (
+            vec![pad; n * width],
+            vec![0u32; n * width],
+            vec![0u32; n * width],
+        );
         for (row, e) in encodings.iter().enumerate() {
             let at = row * width;
             let len = e.get_ids().len();
@@ -170,7 +217,10 @@ impl Embedder {
         if self.normalize {
             pooled = l2_normalize(&pooled)?;
         }
-        Ok(pooled.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(pooled
+            .to_device(&candle_core::Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Width of the vectors.
@@ -188,10 +238,16 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(String, String), String> {
         return Err("needs exactly one output (FP32 vectors)".into());
     };
     if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
-        return Err(format!("input '{}' must be TYPE_STRING with dims [1]", input.name));
+        return Err(format!(
+            "input '{}' must be TYPE_STRING with dims [1]",
+            input.name
+        ));
     }
     if output.dtype != DataType::Fp32 || output.dims.len() != 1 {
-        return Err(format!("output '{}' must be TYPE_FP32 with dims [hidden_size]", output.name));
+        return Err(format!(
+            "output '{}' must be TYPE_FP32 with dims [hidden_size]",
+            output.name
+        ));
     }
     if spec.decoupled {
         return Err("cannot be decoupled".into());
@@ -200,7 +256,11 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(String, String), String> {
 }
 
 impl EmbedderModel {
-    fn weights(&self, device: &candle_core::Device, dtype: DType) -> anyhow::Result<Arc<BertModel>> {
+    fn weights(
+        &self,
+        device: &candle_core::Device,
+        dtype: DType,
+    ) -> anyhow::Result<Arc<BertModel>> {
         let key = (format!("{:?}", device.location()), dtype);
         let mut cache = self.weights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(model) = cache.get(&key) {
@@ -221,9 +281,16 @@ impl LoadedModel for EmbedderModel {
         if device == Device::Cpu {
             init_process(e.threads);
         }
-        let model = self.weights(&cdev, dtype).map_err(|e| bad(&format!("model.safetensors: {e}")))?;
-        let pool = IntraOp::new(e.threads, &format!("{}-{index}", e.spec.name())).map_err(|e| bad(&e))?;
-        let embedder = EmbedderInstance { shared: e.clone(), model, pool };
+        let model = self
+            .weights(&cdev, dtype)
+            .map_err(|e| bad(&format!("model.safetensors: {e}")))?;
+        let pool =
+            IntraOp::new(e.threads, &format!("{}-{index}", e.spec.name())).map_err(|e| bad(&e))?;
+        let embedder = EmbedderInstance {
+            shared: e.clone(),
+            model,
+            pool,
+        };
         Ok(Instance::Batched(Box::new(embedder)))
     }
 }
@@ -250,7 +317,9 @@ impl BatchedInstance for EmbedderInstance {
             .iter()
             .map(|b| std::str::from_utf8(b))
             .collect::<std::result::Result<Vec<&str>, _>>()
-            .map_err(|err| EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input)))?;
+            .map_err(|err| {
+                EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input))
+            })?;
         let model = &self.model;
         let vectors = self.pool.run(|| e.embed(model, &texts)).map_err(internal)?;
         Ok(vec![Tensor::from_vec(

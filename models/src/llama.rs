@@ -36,30 +36,47 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     fn from_gguf(content: &Content, max_context: usize) -> Result<Self> {
-        let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         let arch = arch.unwrap_or_else(|| "llama".into());
         if arch != "llama" {
             bail!("general.architecture '{arch}' is not supported (only 'llama')");
         }
         let get = |k: &str| -> Result<u32> {
-            let v = content.metadata.get(&format!("llama.{k}")).ok_or_else(|| anyhow::anyhow!("GGUF lacks llama.{k}"))?;
+            let v = content
+                .metadata
+                .get(&format!("llama.{k}"))
+                .ok_or_else(|| anyhow::anyhow!("GGUF lacks llama.{k}"))?;
             Ok(v.to_u32()?)
         };
         let n_head = get("attention.head_count")? as usize;
         let hidden = get("embedding_length")? as usize;
         let head_dim = hidden / n_head.max(1);
-        let rope_dim = get("rope.dimension_count").map(|d| d as usize).unwrap_or(head_dim);
+        let rope_dim = get("rope.dimension_count")
+            .map(|d| d as usize)
+            .unwrap_or(head_dim);
         if rope_dim != head_dim {
             bail!("partial rotary embeddings (rope dim {rope_dim}, head dim {head_dim}) are not supported");
         }
-        if content.metadata.get("llama.expert_count").and_then(|v| v.to_u32().ok()).unwrap_or(0) > 1 {
+        if content
+            .metadata
+            .get("llama.expert_count")
+            .and_then(|v| v.to_u32().ok())
+            .unwrap_or(0)
+            > 1
+        {
             bail!("mixture-of-experts llama models are not supported");
         }
         let context = get("context_length").map(|c| c as usize).unwrap_or(4096);
         Ok(Self {
             n_layer: get("block_count")? as usize,
             n_head,
-            n_kv_head: get("attention.head_count_kv").map(|v| v as usize).unwrap_or(n_head),
+            n_kv_head: get("attention.head_count_kv")
+                .map(|v| v as usize)
+                .unwrap_or(n_head),
             head_dim,
             hidden,
             rms_eps: content
@@ -67,7 +84,11 @@ impl LlamaConfig {
                 .get("llama.attention.layer_norm_rms_epsilon")
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(1e-5) as f64,
-            rope_base: content.metadata.get("llama.rope.freq_base").and_then(|v| v.to_f32().ok()).unwrap_or(10_000.),
+            rope_base: content
+                .metadata
+                .get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.),
             context: context.min(max_context.max(16)),
         })
     }
@@ -96,7 +117,11 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for a model.
     pub fn new(model: &Llama) -> Self {
-        Self { layers: vec![None; model.cfg.n_layer], len: 0, capacity: 0 }
+        Self {
+            layers: vec![None; model.cfg.n_layer],
+            len: 0,
+            capacity: 0,
+        }
     }
 
     /// Positions cached so far.
@@ -134,7 +159,12 @@ pub struct Llama {
 impl Llama {
     /// Loads the weights from a GGUF file onto `device`; the context is capped at
     /// `max_context` positions.
-    pub fn load<R: Read + Seek>(content: &Content, reader: &mut R, device: &Device, max_context: usize) -> Result<Self> {
+    pub fn load<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+        max_context: usize,
+    ) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(content, max_context)?;
         let mut get = |name: &str| content.tensor(reader, name, device);
         let embed_q = get("token_embd.weight")?;
@@ -146,15 +176,41 @@ impl Llama {
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let mut mm = |n: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?)?) };
-            let (wq, wk, wv, wo) = (mm("attn_q")?, mm("attn_k")?, mm("attn_v")?, mm("attn_output")?);
+            let mut mm = |n: &str| -> Result<QMatMul> {
+                Ok(QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?)?)
+            };
+            let (wq, wk, wv, wo) = (
+                mm("attn_q")?,
+                mm("attn_k")?,
+                mm("attn_v")?,
+                mm("attn_output")?,
+            );
             let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
             let attn_norm = get(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?;
             let ffn_norm = get(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?;
-            layers.push(Layer { attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down });
+            layers.push(Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                gate,
+                up,
+                down,
+            });
         }
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(Self { cfg, embed, layers, norm, output, cos, sin, device: device.clone() })
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            device: device.clone(),
+        })
     }
 
     /// Vocabulary size.
@@ -175,7 +231,11 @@ impl Llama {
             }
             let start = c.cache.len();
             if start + c.tokens.len() > cfg.context {
-                bail!("sequence of {} tokens exceeds the context of {}", start + c.tokens.len(), cfg.context);
+                bail!(
+                    "sequence of {} tokens exceeds the context of {}",
+                    start + c.tokens.len(),
+                    cfg.context
+                );
             }
             ids.extend_from_slice(c.tokens);
             positions.extend((start..start + c.tokens.len()).map(|p| p as u32));
@@ -184,23 +244,44 @@ impl Llama {
         let n = ids.len();
         let dev = &self.device;
         let pos = Tensor::from_vec(positions, n, dev)?;
-        let cos = self.cos.index_select(&pos, 0)?.reshape((n, 1, cfg.head_dim / 2))?;
-        let sin = self.sin.index_select(&pos, 0)?.reshape((n, 1, cfg.head_dim / 2))?;
-        let mut x = self.embed.index_select(&Tensor::from_vec(ids, n, dev)?, 0)?;
+        let cos = self
+            .cos
+            .index_select(&pos, 0)?
+            .reshape((n, 1, cfg.head_dim / 2))?;
+        let sin = self
+            .sin
+            .index_select(&pos, 0)?
+            .reshape((n, 1, cfg.head_dim / 2))?;
+        let mut x = self
+            .embed
+            .index_select(&Tensor::from_vec(ids, n, dev)?, 0)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
             let rope = |t: Tensor, heads: usize| -> Result<Tensor> {
                 let t = t.reshape((n, heads, 1, cfg.head_dim))?.contiguous()?;
-                Ok(candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?.reshape((n, heads, cfg.head_dim))?)
+                Ok(candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?.reshape((
+                    n,
+                    heads,
+                    cfg.head_dim,
+                ))?)
             };
             let q = rope(layer.wq.forward(&h)?, cfg.n_head)?;
             let k = rope(layer.wk.forward(&h)?, cfg.n_kv_head)?;
-            let v = layer.wv.forward(&h)?.reshape((n, cfg.n_kv_head, cfg.head_dim))?;
+            let v = layer
+                .wv
+                .forward(&h)?
+                .reshape((n, cfg.n_kv_head, cfg.head_dim))?;
             let mut outs = Vec::with_capacity(chunks.len());
             let mut row = 0;
             for c in chunks.iter_mut() {
                 let t = c.tokens.len();
-                outs.push(self.attend(li, c.cache, &q.narrow(0, row, t)?, &k.narrow(0, row, t)?, &v.narrow(0, row, t)?)?);
+                outs.push(self.attend(
+                    li,
+                    c.cache,
+                    &q.narrow(0, row, t)?,
+                    &k.narrow(0, row, t)?,
+                    &v.narrow(0, row, t)?,
+                )?);
                 row += t;
             }
             let attn = Tensor::cat(&outs, 0)?;
@@ -220,40 +301,80 @@ impl Llama {
     /// Attention of one chunk: `q` `(t, n_head, hd)`, new `k`/`v` `(t, n_kv, hd)`; returns
     /// `(t, n_head * hd)`. Query heads sharing a KV head are stacked as rows, so grouped
     /// attention needs no copies of the cache.
-    fn attend(&self, layer: usize, cache: &mut KvCache, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    fn attend(
+        &self,
+        layer: usize,
+        cache: &mut KvCache,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (t, hd, n_kv) = (q.dim(0)?, cfg.head_dim, cfg.n_kv_head);
         let rep = cfg.n_head / n_kv;
         let start = cache.len;
-        let (keys, values) = self.append(layer, cache, &k.transpose(0, 1)?.contiguous()?, &v.transpose(0, 1)?.contiguous()?)?;
+        let (keys, values) = self.append(
+            layer,
+            cache,
+            &k.transpose(0, 1)?.contiguous()?,
+            &v.transpose(0, 1)?.contiguous()?,
+        )?;
         let total = start + t;
         // (t, n_kv, rep, hd) -> (n_kv, rep * t, hd)
-        let q = q.reshape((t, n_kv, rep, hd))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((n_kv, rep * t, hd))?;
+        let q = q
+            .reshape((t, n_kv, rep, hd))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?
+            .reshape((n_kv, rep * t, hd))?;
         let att = (q.matmul(&keys.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let att = if t > 1 {
             let mask: Vec<f32> = (0..t)
-                .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j > start + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
                 .collect();
             let mask = Tensor::from_vec(mask, (t, total), &self.device)?;
-            att.reshape((n_kv, rep, t, total))?.broadcast_add(&mask)?.reshape((n_kv, rep * t, total))?
+            att.reshape((n_kv, rep, t, total))?
+                .broadcast_add(&mask)?
+                .reshape((n_kv, rep * t, total))?
         } else {
             att
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let out = att.matmul(&values)?; // (n_kv, rep * t, hd)
-        Ok(out.reshape((n_kv, rep, t, hd))?.permute((2, 0, 1, 3))?.reshape((t, cfg.n_head * hd))?)
+        Ok(out
+            .reshape((n_kv, rep, t, hd))?
+            .permute((2, 0, 1, 3))?
+            .reshape((t, cfg.n_head * hd))?)
     }
 
     /// Appends `(n_kv, t, hd)` keys and values to a layer's cache, growing it if needed, and
     /// returns views of everything cached `(n_kv, len + t, hd)`.
-    fn append(&self, layer: usize, cache: &mut KvCache, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn append(
+        &self,
+        layer: usize,
+        cache: &mut KvCache,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let t = k.dim(1)?;
         let need = cache.len + t;
         if need > cache.capacity {
-            let capacity = need.next_power_of_two().clamp(64, self.cfg.context.next_power_of_two());
+            let capacity = need
+                .next_power_of_two()
+                .clamp(64, self.cfg.context.next_power_of_two());
             for slot in cache.layers.iter_mut() {
                 let grown = match slot.take() {
-                    Some((ok, ov)) => (self.grow(&ok, cache.len, capacity)?, self.grow(&ov, cache.len, capacity)?),
+                    Some((ok, ov)) => (
+                        self.grow(&ok, cache.len, capacity)?,
+                        self.grow(&ov, cache.len, capacity)?,
+                    ),
                     None => (self.empty(capacity)?, self.empty(capacity)?),
                 };
                 *slot = Some(grown);
@@ -267,7 +388,11 @@ impl Llama {
     }
 
     fn empty(&self, capacity: usize) -> Result<Tensor> {
-        Ok(Tensor::zeros((self.cfg.n_kv_head, capacity, self.cfg.head_dim), DType::F32, &self.device)?)
+        Ok(Tensor::zeros(
+            (self.cfg.n_kv_head, capacity, self.cfg.head_dim),
+            DType::F32,
+            &self.device,
+        )?)
     }
 
     fn grow(&self, old: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
@@ -281,9 +406,13 @@ impl Llama {
 
 fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = cfg.head_dim / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1f32 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1f32 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32))
+        .collect();
     let inv = Tensor::from_vec(inv, (1, half), device)?;
-    let t = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
+    let t = Tensor::arange(0u32, cfg.context as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((cfg.context, 1))?;
     let freqs = t.matmul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }
@@ -318,7 +447,11 @@ mod tests {
     fn close(a: &Tensor, b: &Tensor) {
         let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
         let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(worst < 1e-3, "logits differ by {worst}");
     }
 
@@ -328,13 +461,34 @@ mod tests {
         let (ours, mut reference) = load(&path);
         let prompt = [5u32, 77, 120, 9, 200, 31, 64];
         let mut cache = KvCache::new(&ours);
-        let got = ours.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt }]).unwrap();
-        let want = reference.forward(&Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
+        let got = ours
+            .forward(&mut [Chunk {
+                cache: &mut cache,
+                tokens: &prompt,
+            }])
+            .unwrap();
+        let want = reference
+            .forward(
+                &Tensor::new(&prompt[..], &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                0,
+            )
+            .unwrap();
         close(&got, &want);
         let mut pos = prompt.len();
         for token in [3u32, 250, 17] {
-            let got = ours.forward(&mut [Chunk { cache: &mut cache, tokens: &[token] }]).unwrap();
-            let input = Tensor::new(&[token], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let got = ours
+                .forward(&mut [Chunk {
+                    cache: &mut cache,
+                    tokens: &[token],
+                }])
+                .unwrap();
+            let input = Tensor::new(&[token], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
             close(&got, &reference.forward(&input, pos).unwrap());
             pos += 1;
         }
@@ -345,25 +499,92 @@ mod tests {
     fn sequences_batched_together_match_each_alone() {
         let (_dir, path) = tiny();
         let (model, _) = load(&path);
-        let (a, b) = ([10u32, 11, 12], [40u32, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
+        let (a, b) = (
+            [10u32, 11, 12],
+            [40u32, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50],
+        );
         let alone = |tokens: &[u32], next: u32| {
             let mut c = KvCache::new(&model);
-            model.forward(&mut [Chunk { cache: &mut c, tokens }]).unwrap();
-            model.forward(&mut [Chunk { cache: &mut c, tokens: &[next] }]).unwrap()
+            model
+                .forward(&mut [Chunk {
+                    cache: &mut c,
+                    tokens,
+                }])
+                .unwrap();
+            model
+                .forward(&mut [Chunk {
+                    cache: &mut c,
+                    tokens: &[next],
+                }])
+                .unwrap()
         };
         let (want_a, want_b) = (alone(&a, 7), alone(&b, 8));
         // Prefill of b in the same pass as a's decode, then a joint decode step.
         let (mut ca, mut cb) = (KvCache::new(&model), KvCache::new(&model));
-        model.forward(&mut [Chunk { cache: &mut ca, tokens: &a }]).unwrap();
-        model.forward(&mut [Chunk { cache: &mut ca, tokens: &[7] }, Chunk { cache: &mut cb, tokens: &b }]).unwrap();
+        model
+            .forward(&mut [Chunk {
+                cache: &mut ca,
+                tokens: &a,
+            }])
+            .unwrap();
+        model
+            .forward(&mut [
+                Chunk {
+                    cache: &mut ca,
+                    tokens: &[7],
+                },
+                Chunk {
+                    cache: &mut cb,
+                    tokens: &b,
+                },
+            ])
+            .unwrap();
         let mut cb2 = KvCache::new(&model);
-        model.forward(&mut [Chunk { cache: &mut cb2, tokens: &b }]).unwrap();
-        let both = model.forward(&mut [Chunk { cache: &mut cb2, tokens: &[8] }, Chunk { cache: &mut cb, tokens: &[8] }]).unwrap();
+        model
+            .forward(&mut [Chunk {
+                cache: &mut cb2,
+                tokens: &b,
+            }])
+            .unwrap();
+        let both = model
+            .forward(&mut [
+                Chunk {
+                    cache: &mut cb2,
+                    tokens: &[8],
+                },
+                Chunk {
+                    cache: &mut cb,
+                    tokens: &[8],
+                },
+            ])
+            .unwrap();
         close(&both.get(0).unwrap(), &want_b);
         close(&both.get(1).unwrap(), &want_b);
         let (mut c1, mut c2) = (KvCache::new(&model), KvCache::new(&model));
-        model.forward(&mut [Chunk { cache: &mut c1, tokens: &a }, Chunk { cache: &mut c2, tokens: &b }]).unwrap();
-        let joint = model.forward(&mut [Chunk { cache: &mut c1, tokens: &[7] }, Chunk { cache: &mut c2, tokens: &[8] }]).unwrap();
+        model
+            .forward(&mut [
+                Chunk {
+                    cache: &mut c1,
+                    tokens: &a,
+                },
+                Chunk {
+                    cache: &mut c2,
+                    tokens: &b,
+                },
+            ])
+            .unwrap();
+        let joint = model
+            .forward(&mut [
+                Chunk {
+                    cache: &mut c1,
+                    tokens: &[7],
+                },
+                Chunk {
+                    cache: &mut c2,
+                    tokens: &[8],
+                },
+            ])
+            .unwrap();
         close(&joint.get(0).unwrap(), &want_a);
         close(&joint.get(1).unwrap(), &want_b);
     }
@@ -374,11 +595,34 @@ mod tests {
         let (model, mut reference) = load(&path);
         let prompt: Vec<u32> = (0..70).map(|i| (i * 7 % 250) as u32).collect();
         let mut cache = KvCache::new(&model);
-        model.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt[..60] }]).unwrap();
-        let got = model.forward(&mut [Chunk { cache: &mut cache, tokens: &prompt[60..] }]).unwrap();
-        let want = reference.forward(&Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
+        model
+            .forward(&mut [Chunk {
+                cache: &mut cache,
+                tokens: &prompt[..60],
+            }])
+            .unwrap();
+        let got = model
+            .forward(&mut [Chunk {
+                cache: &mut cache,
+                tokens: &prompt[60..],
+            }])
+            .unwrap();
+        let want = reference
+            .forward(
+                &Tensor::new(&prompt[..], &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                0,
+            )
+            .unwrap();
         close(&got, &want);
-        let err = model.forward(&mut [Chunk { cache: &mut cache, tokens: &vec![1; 200] }]).unwrap_err();
+        let err = model
+            .forward(&mut [Chunk {
+                cache: &mut cache,
+                tokens: &vec![1; 200],
+            }])
+            .unwrap_err();
         assert!(err.to_string().contains("context"), "{err}");
     }
 }

@@ -24,7 +24,10 @@ where
 {
     match spec.parameter(key).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e| format!("parameter '{key}' = '{v}': {e}")),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("parameter '{key}' = '{v}': {e}")),
     }
 }
 
@@ -43,7 +46,9 @@ pub(crate) fn bool_param(spec: &ModelSpec, key: &str) -> Result<Option<bool>, St
 
 /// `intra_op_threads` of the model, or the default.
 pub(crate) fn intra_op_threads(spec: &ModelSpec) -> Result<usize, String> {
-    Ok(param::<usize>(spec, "intra_op_threads")?.filter(|&n| n > 0).unwrap_or_else(crate::threads::default_threads))
+    Ok(param::<usize>(spec, "intra_op_threads")?
+        .filter(|&n| n > 0)
+        .unwrap_or_else(crate::threads::default_threads))
 }
 
 /// The candle device for an engine device. GPUs need the `cuda` cargo feature.
@@ -56,7 +61,8 @@ pub(crate) fn candle_device(device: Device) -> Result<candle_core::Device, Strin
 
 #[cfg(feature = "cuda")]
 fn gpu(ordinal: u32) -> Result<candle_core::Device, String> {
-    candle_core::Device::new_cuda(ordinal as usize).map_err(|e| format!("cannot open CUDA device {ordinal}: {e}"))
+    candle_core::Device::new_cuda(ordinal as usize)
+        .map_err(|e| format!("cannot open CUDA device {ordinal}: {e}"))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -70,13 +76,20 @@ fn gpu(ordinal: u32) -> Result<candle_core::Device, String> {
 /// The dtype an instance computes in: the `dtype` parameter (`fp32`, `fp16`, `bf16`) on a
 /// GPU; always FP32 on the CPU, where candle's half-precision kernels are slower.
 pub(crate) fn compute_dtype(spec: &ModelSpec, device: Device) -> Result<DType, String> {
-    let asked = match spec.parameter("dtype").map(|v| v.trim().to_ascii_lowercase()) {
+    let asked = match spec
+        .parameter("dtype")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
         None => DType::F32,
         Some(v) => match v.as_str() {
             "" | "fp32" | "f32" | "float32" | "auto" => DType::F32,
             "fp16" | "f16" | "float16" | "half" => DType::F16,
             "bf16" | "bfloat16" => DType::BF16,
-            other => return Err(format!("parameter 'dtype' = '{other}': use fp32, fp16 or bf16")),
+            other => {
+                return Err(format!(
+                    "parameter 'dtype' = '{other}': use fp32, fp16 or bf16"
+                ))
+            }
         },
     };
     Ok(match device {
@@ -98,7 +111,9 @@ mod tests {
                 format!("parameters {{ key: \"{k}\" value: {{ string_value: \"{v}\" }} }}\n")
             })
             .collect();
-        let text = format!("name: \"m\" output {{ name: \"Y\" data_type: TYPE_FP32 dims: [1] }}\n{params}");
+        let text = format!(
+            "name: \"m\" output {{ name: \"Y\" data_type: TYPE_FP32 dims: [1] }}\n{params}"
+        );
         ModelSpec::from_config(nereid_proto::parse_model_config(&text).unwrap()).unwrap()
     }
 
@@ -110,9 +125,15 @@ mod tests {
         assert_eq!(compute_dtype(&s, Device::Cpu).unwrap(), DType::F32);
         assert_eq!(bool_param(&s, "chat").unwrap(), Some(true));
         let bad = spec("intra_op_threads=lots,dtype=fp8");
-        assert!(intra_op_threads(&bad).unwrap_err().contains("intra_op_threads"));
-        assert!(compute_dtype(&bad, Device::Gpu(0)).unwrap_err().contains("fp8"));
+        assert!(intra_op_threads(&bad)
+            .unwrap_err()
+            .contains("intra_op_threads"));
+        assert!(compute_dtype(&bad, Device::Gpu(0))
+            .unwrap_err()
+            .contains("fp8"));
         #[cfg(not(feature = "cuda"))]
-        assert!(candle_device(Device::Gpu(0)).unwrap_err().contains("--features cuda"));
+        assert!(candle_device(Device::Gpu(0))
+            .unwrap_err()
+            .contains("--features cuda"));
     }
 }

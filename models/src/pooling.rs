@@ -55,7 +55,8 @@ impl Pooling {
     pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("1_Pooling").join("config.json");
         let file: PoolingFile = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             Err(_) => return Ok(Self::Mean),
         };
         let modes = [
@@ -64,7 +65,11 @@ impl Pooling {
             (file.pooling_mode_max_tokens, Self::Max),
             (file.pooling_mode_mean_sqrt_len_tokens, Self::MeanSqrtLen),
         ];
-        let chosen: Vec<Pooling> = modes.iter().filter(|(on, _)| *on).map(|(_, m)| *m).collect();
+        let chosen: Vec<Pooling> = modes
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, m)| *m)
+            .collect();
         match chosen.as_slice() {
             [] => Ok(Self::Mean),
             [one] => Ok(*one),
@@ -85,7 +90,11 @@ impl Pooling {
             Self::Mean | Self::MeanSqrtLen => {
                 let sum = states.broadcast_mul(&mask)?.sum(1)?;
                 let count = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-                let count = if self == Self::Mean { count } else { count.sqrt()? };
+                let count = if self == Self::Mean {
+                    count
+                } else {
+                    count.sqrt()?
+                };
                 sum.broadcast_div(&count)
             }
             Self::Max => {
@@ -100,10 +109,14 @@ impl Pooling {
 /// Whether `modules.json` under `dir` lists a `Normalize` module.
 pub fn normalizes(dir: &Path) -> anyhow::Result<bool> {
     let path = dir.join("modules.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(false);
+    };
     let modules: Vec<ModuleEntry> =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(modules.iter().any(|m| m.kind.ends_with(".Normalize") || m.kind == "Normalize"))
+    Ok(modules
+        .iter()
+        .any(|m| m.kind.ends_with(".Normalize") || m.kind == "Normalize"))
 }
 
 /// Scales each row of `(batch, hidden)` to unit L2 length.
@@ -143,7 +156,11 @@ mod tests {
         assert_eq!(Pooling::from_dir(dir.path()).unwrap(), Pooling::Mean);
         assert!(!normalizes(dir.path()).unwrap());
         std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
-        std::fs::write(dir.path().join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token": true}"#).unwrap();
+        std::fs::write(
+            dir.path().join("1_Pooling/config.json"),
+            r#"{"pooling_mode_cls_token": true}"#,
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("modules.json"),
             r#"[{"type": "sentence_transformers.models.Normalize"}]"#,

@@ -35,7 +35,11 @@ fn one<T: bytemuck::Pod>(t: &Tensor) -> Result<T> {
     let values = t.to_vec::<T>()?;
     match values.as_slice() {
         [v] => Ok(*v),
-        _ => Err(invalid(format!("input '{}' must hold one value, got {}", t.name, values.len()))),
+        _ => Err(invalid(format!(
+            "input '{}' must hold one value, got {}",
+            t.name,
+            values.len()
+        ))),
     }
 }
 
@@ -49,10 +53,14 @@ fn param_f64(params: &Parameters, key: &str) -> Result<Option<f64>> {
         Some(ParamValue::Double(v)) => Ok(Some(*v)),
         Some(ParamValue::Int(v)) => Ok(Some(*v as f64)),
         Some(ParamValue::Uint(v)) => Ok(Some(*v as f64)),
-        Some(ParamValue::String(s)) => {
-            s.trim().parse().map(Some).map_err(|_| invalid(format!("parameter '{key}' = '{s}' is not a number")))
-        }
-        Some(other) => Err(invalid(format!("parameter '{key}' must be a number, got {other:?}"))),
+        Some(ParamValue::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(format!("parameter '{key}' = '{s}' is not a number"))),
+        Some(other) => Err(invalid(format!(
+            "parameter '{key}' must be a number, got {other:?}"
+        ))),
     }
 }
 
@@ -60,7 +68,8 @@ impl GenerateRequest {
     /// Reads the request; `seed_default` seeds requests that name no seed.
     pub fn parse(inputs: &[Tensor], params: &Parameters, seed_default: u64) -> Result<Self> {
         let input = |name: &str| inputs.iter().find(|t| t.name == name);
-        let text_tensor = input("text_input").ok_or_else(|| invalid("missing input 'text_input'".into()))?;
+        let text_tensor =
+            input("text_input").ok_or_else(|| invalid("missing input 'text_input'".into()))?;
         let texts = text_tensor.string_elements()?;
         let text = match texts.as_slice() {
             [t] => utf8(t, "input 'text_input'")?,
@@ -76,7 +85,11 @@ impl GenerateRequest {
             Some(ParamValue::Bool(b)) => Some(*b),
             Some(ParamValue::String(s)) if s == "true" || s == "false" => Some(s == "true"),
             Some(ParamValue::Int(i)) => Some(*i != 0),
-            Some(other) => return Err(invalid(format!("parameter 'chat' must be a bool, got {other:?}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "parameter 'chat' must be a bool, got {other:?}"
+                )))
+            }
         };
         let max_tokens = match input("max_tokens") {
             Some(t) => Some(one::<i32>(t)? as i64),
@@ -96,7 +109,9 @@ impl GenerateRequest {
         }
         .unwrap_or(1.0);
         if !(temperature.is_finite() && temperature >= 0.0) {
-            return Err(invalid(format!("temperature must be >= 0, got {temperature}")));
+            return Err(invalid(format!(
+                "temperature must be >= 0, got {temperature}"
+            )));
         }
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(invalid(format!("top_p must be in (0, 1], got {top_p}")));
@@ -108,16 +123,26 @@ impl GenerateRequest {
                 _ => one::<u32>(t)? as u64,
             },
             None => match params.get("seed") {
-                Some(p) => p.as_u64().ok_or_else(|| invalid("parameter 'seed' must be a non-negative integer".into()))?,
+                Some(p) => p.as_u64().ok_or_else(|| {
+                    invalid("parameter 'seed' must be a non-negative integer".into())
+                })?,
                 None => seed_default,
             },
         };
         let stop = match input("stop") {
-            Some(t) => t.string_elements()?.iter().map(|s| utf8(s, "input 'stop'")).collect::<Result<Vec<_>>>()?,
+            Some(t) => t
+                .string_elements()?
+                .iter()
+                .map(|s| utf8(s, "input 'stop'"))
+                .collect::<Result<Vec<_>>>()?,
             None => match params.get("stop") {
                 Some(ParamValue::String(s)) => vec![s.clone()],
                 None => Vec::new(),
-                Some(other) => return Err(invalid(format!("parameter 'stop' must be a string, got {other:?}"))),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "parameter 'stop' must be a string, got {other:?}"
+                    )))
+                }
             },
         };
         Ok(Self {
@@ -143,7 +168,16 @@ mod tests {
     #[test]
     fn inputs_then_parameters_then_defaults() {
         let r = GenerateRequest::parse(&[text("hi")], &Parameters::new(), 9).unwrap();
-        assert_eq!((r.text.as_str(), r.temperature, r.top_p, r.seed, r.max_tokens), ("hi", 0.0, 1.0, 9, None));
+        assert_eq!(
+            (
+                r.text.as_str(),
+                r.temperature,
+                r.top_p,
+                r.seed,
+                r.max_tokens
+            ),
+            ("hi", 0.0, 1.0, 9, None)
+        );
         let inputs = vec![
             text("hi"),
             Tensor::from_vec("max_tokens", DataType::Int32, vec![1, 1], vec![5i32]),
@@ -157,14 +191,19 @@ mod tests {
         params.insert("max_tokens".into(), ParamValue::Int(100));
         let r = GenerateRequest::parse(&inputs, &params, 0).unwrap();
         assert_eq!(r.max_tokens, Some(5), "the input wins over the parameter");
-        assert_eq!((r.temperature, r.top_p, r.seed, r.chat), (0.5, 0.9, 42, Some(true)));
+        assert_eq!(
+            (r.temperature, r.top_p, r.seed, r.chat),
+            (0.5, 0.9, 42, Some(true))
+        );
         assert_eq!(r.stop, vec!["\n".to_string(), "END".to_string()]);
     }
 
     #[test]
     fn bad_requests_say_what_is_wrong() {
         let err = |inputs: Vec<Tensor>, params: Parameters| {
-            GenerateRequest::parse(&inputs, &params, 0).unwrap_err().to_string()
+            GenerateRequest::parse(&inputs, &params, 0)
+                .unwrap_err()
+                .to_string()
         };
         assert!(err(vec![], Parameters::new()).contains("text_input"));
         let two = Tensor::from_strings("text_input", vec![2, 1], ["a", "b"]);

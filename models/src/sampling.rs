@@ -15,12 +15,16 @@ pub struct Sampler {
 impl Sampler {
     /// Temperatures at or below 1e-5 mean greedy; `top_p` outside (0, 1) means no nucleus cut.
     pub fn new(temperature: f32, top_p: f32, seed: u64) -> Self {
-        Self { temperature, top_p, rng: StdRng::seed_from_u64(seed) }
+        Self {
+            temperature,
+            top_p,
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// Whether this sampler always takes the most likely token.
     pub fn is_greedy(&self) -> bool {
-        !(self.temperature > 1e-5)
+        self.temperature.is_nan() || self.temperature <= 1e-5
     }
 
     /// The next token for one row of logits.
@@ -94,8 +98,14 @@ mod tests {
             (0..20).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
-        assert!(draw(7).iter().any(|&t| t != draw(7)[0]), "a warm sampler varies");
+        assert!(
+            draw(7).iter().any(|&t| t != draw(7)[0]),
+            "a warm sampler varies"
+        );
         let mut s = Sampler::new(1.0, 0.3, 3);
-        assert!((0..50).all(|_| s.sample(&logits) == 1), "top_p 0.3 keeps only the best token");
+        assert!(
+            (0..50).all(|_| s.sample(&logits) == 1),
+            "top_p 0.3 keeps only the best token"
+        );
     }
 }

@@ -13,11 +13,15 @@ use candle_core::{Device, Tensor};
 
 /// Deterministic pseudo-random weights in [-scale, scale).
 fn random(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let count: usize = shape.iter().product();
     let values: Vec<f32> = (0..count)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect();
@@ -26,8 +30,8 @@ fn random(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
 
 /// Words of the tiny WordPiece vocabulary (after the five special tokens).
 pub const TINY_WORDS: &[&str] = &[
-    "this", "is", "an", "example", "sentence", "each", "one", "gets", "a", "vector", "short", "longer", "text", "##s",
-    ".", ",", "the", "cat", "sat", "on", "mat",
+    "this", "is", "an", "example", "sentence", "each", "one", "gets", "a", "vector", "short",
+    "longer", "text", "##s", ".", ",", "the", "cat", "sat", "on", "mat",
 ];
 
 /// Writes a tiny sentence transformer (hidden size 32, 2 layers, mean pooling, normalised)
@@ -43,7 +47,10 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
         "num_hidden_layers": layers, "num_attention_heads": 4, "intermediate_size": inter, "hidden_act": "gelu",
         "max_position_embeddings": positions, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let mut w: HashMap<String, Tensor> = HashMap::new();
     let mut seed = 0;
     let mut add = |name: String, shape: &[usize], scale: f32| -> Result<()> {
@@ -51,12 +58,30 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
         w.insert(name, random(shape, seed, scale)?);
         Ok(())
     };
-    add("embeddings.word_embeddings.weight".into(), &[vocab.len(), h], 1.0)?;
-    add("embeddings.position_embeddings.weight".into(), &[positions, h], 0.5)?;
-    add("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.1)?;
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        &[vocab.len(), h],
+        1.0,
+    )?;
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        &[positions, h],
+        0.5,
+    )?;
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[2, h],
+        0.1,
+    )?;
     let norm = |prefix: &str, w: &mut HashMap<String, Tensor>| -> Result<()> {
-        w.insert(format!("{prefix}.weight"), Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?);
-        w.insert(format!("{prefix}.bias"), Tensor::zeros(h, candle_core::DType::F32, &Device::Cpu)?);
+        w.insert(
+            format!("{prefix}.weight"),
+            Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?,
+        );
+        w.insert(
+            format!("{prefix}.bias"),
+            Tensor::zeros(h, candle_core::DType::F32, &Device::Cpu)?,
+        );
         Ok(())
     };
     let mut norms = vec!["embeddings.LayerNorm".to_string()];
@@ -79,8 +104,11 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
         norm(&n, &mut w)?;
     }
     candle_core::safetensors::save(&w, dir.join("model.safetensors"))?;
-    let vocab_map: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::json!(i))).collect();
+    let vocab_map: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), serde_json::json!(i)))
+        .collect();
     let special = |id: usize, content: &str| {
         serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
                            "normalized": false, "special": true})
@@ -98,7 +126,10 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
         "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab_map}
     });
-    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        serde_json::to_string(&tokenizer)?,
+    )?;
     std::fs::write(
         dir.join("1_Pooling/config.json"),
         r#"{"word_embedding_dimension": 32, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#,
@@ -109,7 +140,10 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
     )?;
-    std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length": 12, "do_lower_case": false}"#)?;
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 12, "do_lower_case": false}"#,
+    )?;
     Ok(())
 }
 
@@ -118,8 +152,13 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
 /// `<|endoftext|>` (id 0, EOS), `<|im_start|>` (1) and `<|im_end|>` (2), with a ChatML
 /// template. Random weights: the output is gibberish, but every code path runs.
 pub fn write_tiny_gguf(path: &Path) -> Result<()> {
-    let (h, ffn, layers, heads, kv_heads, context) = (64usize, 128usize, 2usize, 4u32, 2u32, 256u32);
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let (h, ffn, layers, heads, kv_heads, context) =
+        (64usize, 128usize, 2usize, 4u32, 2u32, 256u32);
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
     let decoder_chars: Vec<char> = byte_level_chars();
     tokens.extend(decoder_chars.iter().map(|c| c.to_string()));
     let merges = ["Ġ t", "h e", "Ġt he"];
@@ -138,16 +177,27 @@ pub fn write_tiny_gguf(path: &Path) -> Result<()> {
         ("llama.feed_forward_length".into(), Value::U32(ffn as u32)),
         ("llama.attention.head_count".into(), Value::U32(heads)),
         ("llama.attention.head_count_kv".into(), Value::U32(kv_heads)),
-        ("llama.rope.dimension_count".into(), Value::U32(h as u32 / heads)),
+        (
+            "llama.rope.dimension_count".into(),
+            Value::U32(h as u32 / heads),
+        ),
         ("llama.rope.freq_base".into(), Value::F32(10000.0)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
         ("tokenizer.chat_template".into(), s(crate::chat::CHATML)),
     ];
     let token_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    meta.extend(crate::gguf_tokenizer::metadata(&token_refs, &merges, &types, "smollm"));
+    meta.extend(crate::gguf_tokenizer::metadata(
+        &token_refs,
+        &merges,
+        &types,
+        "smollm",
+    ));
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut seed = 100;
     let mut add = |name: String, shape: &[usize], dtype: GgmlDType, scale: f32| -> Result<()> {
@@ -157,24 +207,55 @@ pub fn write_tiny_gguf(path: &Path) -> Result<()> {
         Ok(())
     };
     let kv = h / heads as usize * kv_heads as usize;
-    add("token_embd.weight".into(), &[vocab, h], GgmlDType::Q8_0, 1.0)?;
+    add(
+        "token_embd.weight".into(),
+        &[vocab, h],
+        GgmlDType::Q8_0,
+        1.0,
+    )?;
     for i in 0..layers {
         let p = format!("blk.{i}");
         add(format!("{p}.attn_q.weight"), &[h, h], GgmlDType::Q4_1, 0.4)?;
         add(format!("{p}.attn_k.weight"), &[kv, h], GgmlDType::Q4_1, 0.4)?;
         add(format!("{p}.attn_v.weight"), &[kv, h], GgmlDType::Q4_1, 0.4)?;
-        add(format!("{p}.attn_output.weight"), &[h, h], GgmlDType::Q4_1, 0.2)?;
-        add(format!("{p}.ffn_gate.weight"), &[ffn, h], GgmlDType::Q4_1, 0.3)?;
-        add(format!("{p}.ffn_up.weight"), &[ffn, h], GgmlDType::Q4_1, 0.3)?;
-        add(format!("{p}.ffn_down.weight"), &[h, ffn], GgmlDType::Q4_1, 0.2)?;
+        add(
+            format!("{p}.attn_output.weight"),
+            &[h, h],
+            GgmlDType::Q4_1,
+            0.2,
+        )?;
+        add(
+            format!("{p}.ffn_gate.weight"),
+            &[ffn, h],
+            GgmlDType::Q4_1,
+            0.3,
+        )?;
+        add(
+            format!("{p}.ffn_up.weight"),
+            &[ffn, h],
+            GgmlDType::Q4_1,
+            0.3,
+        )?;
+        add(
+            format!("{p}.ffn_down.weight"),
+            &[h, ffn],
+            GgmlDType::Q4_1,
+            0.2,
+        )?;
     }
     let ones = Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?;
     for i in 0..layers {
         for n in ["attn_norm", "ffn_norm"] {
-            tensors.push((format!("blk.{i}.{n}.weight"), QTensor::quantize(&ones, GgmlDType::F32)?));
+            tensors.push((
+                format!("blk.{i}.{n}.weight"),
+                QTensor::quantize(&ones, GgmlDType::F32)?,
+            ));
         }
     }
-    tensors.push(("output_norm.weight".into(), QTensor::quantize(&ones, GgmlDType::F32)?));
+    tensors.push((
+        "output_norm.weight".into(),
+        QTensor::quantize(&ones, GgmlDType::F32)?,
+    ));
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut file = std::fs::File::create(path)?;
@@ -184,7 +265,9 @@ pub fn write_tiny_gguf(path: &Path) -> Result<()> {
 
 /// The 256 characters GPT-2's byte-level BPE uses for bytes 0..=255, in byte order.
 fn byte_level_chars() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut extra = 0;
     (0..=255u32)
         .map(|b| {

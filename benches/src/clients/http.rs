@@ -41,9 +41,15 @@ struct Answer {
 impl HttpClient {
     /// A client of `endpoint`; connections open on first use.
     pub fn new(endpoint: &Endpoint, counter: Arc<WireCounter>) -> anyhow::Result<Self> {
-        let uri: http::Uri = endpoint.url.parse().with_context(|| format!("bad URL {}", endpoint.url))?;
+        let uri: http::Uri = endpoint
+            .url
+            .parse()
+            .with_context(|| format!("bad URL {}", endpoint.url))?;
         if uri.scheme_str() != Some("http") {
-            bail!("only cleartext http:// URLs are benchmarked, not {}", endpoint.url);
+            bail!(
+                "only cleartext http:// URLs are benchmarked, not {}",
+                endpoint.url
+            );
         }
         let pools = match endpoint.http_version {
             HttpVersion::Http1 => vec![Client::builder(TokioExecutor::new())
@@ -80,27 +86,52 @@ impl HttpClient {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Bytes, header_length: Option<usize>) -> anyhow::Result<Answer> {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        header_length: Option<usize>,
+    ) -> anyhow::Result<Answer> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if !body.is_empty() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(n) = header_length {
-            request = request.header(HEADER_LENGTH, n).header(header::CONTENT_TYPE, "application/octet-stream");
+            request = request
+                .header(HEADER_LENGTH, n)
+                .header(header::CONTENT_TYPE, "application/octet-stream");
         }
         let request = request.body(Full::new(body))?;
-        let response = self.pool().request(request).await.map_err(|e| anyhow!("HTTP {path}: {e}"))?;
+        let response = self
+            .pool()
+            .request(request)
+            .await
+            .map_err(|e| anyhow!("HTTP {path}: {e}"))?;
         let status = response.status();
         let header_length = response
             .headers()
             .get(HEADER_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let body = response.into_body().collect().await.map_err(|e| anyhow!("HTTP {path} body: {e}"))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("HTTP {path} body: {e}"))?
+            .to_bytes();
         if status != StatusCode::OK {
-            bail!("HTTP {path}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            bail!(
+                "HTTP {path}: {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
         }
-        Ok(Answer { body, header_length })
+        Ok(Answer {
+            body,
+            header_length,
+        })
     }
 
     /// Reads the model's signature from its metadata and config routes.
@@ -117,17 +148,36 @@ impl HttpClient {
             outputs: Vec<Tensor>,
         }
         let path = Self::model_path(name, version);
-        let metadata: Metadata = serde_json::from_slice(&self.call(Method::GET, &path, Bytes::new(), None).await?.body)
-            .context("model metadata is not KServe JSON")?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&self.call(Method::GET, &format!("{path}/config"), Bytes::new(), None).await?.body)
-                .context("model config is not JSON")?;
-        let max_batch_size = config.get("max_batch_size").and_then(|v| v.as_i64()).unwrap_or(0);
-        let decoupled = config.pointer("/model_transaction_policy/decoupled").and_then(|v| v.as_bool()).unwrap_or(false);
+        let metadata: Metadata = serde_json::from_slice(
+            &self
+                .call(Method::GET, &path, Bytes::new(), None)
+                .await?
+                .body,
+        )
+        .context("model metadata is not KServe JSON")?;
+        let config: serde_json::Value = serde_json::from_slice(
+            &self
+                .call(Method::GET, &format!("{path}/config"), Bytes::new(), None)
+                .await?
+                .body,
+        )
+        .context("model config is not JSON")?;
+        let max_batch_size = config
+            .get("max_batch_size")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let decoupled = config
+            .pointer("/model_transaction_policy/decoupled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         let strip = |t: &Tensor| TensorInfo {
             name: t.name.clone(),
             datatype: t.datatype.clone(),
-            dims: if max_batch_size > 0 { t.shape.iter().skip(1).copied().collect() } else { t.shape.clone() },
+            dims: if max_batch_size > 0 {
+                t.shape.iter().skip(1).copied().collect()
+            } else {
+                t.shape.clone()
+            },
         };
         Ok(ModelInfo {
             name: name.into(),
@@ -142,7 +192,12 @@ impl HttpClient {
     /// Reads the model's statistics route.
     pub async fn statistics(&self, name: &str, version: &str) -> anyhow::Result<ServerStats> {
         let path = format!("{}/stats", Self::model_path(name, version));
-        ServerStats::from_json(&self.call(Method::GET, &path, Bytes::new(), None).await?.body)
+        ServerStats::from_json(
+            &self
+                .call(Method::GET, &path, Bytes::new(), None)
+                .await?
+                .body,
+        )
     }
 
     /// One POST `.../infer`.
@@ -151,12 +206,17 @@ impl HttpClient {
         let encoded = encode_http_request(inputs, self.binary_inputs, self.binary_outputs)?;
         let send = start.elapsed();
         let path = format!("{}/infer", Self::model_path(&model.name, &model.version));
-        let answer = self.call(Method::POST, &path, encoded.body, encoded.header_length).await?;
+        let answer = self
+            .call(Method::POST, &path, encoded.body, encoded.header_length)
+            .await?;
         let read = Instant::now();
         let decoded = decode_http_response(&answer.body, answer.header_length)?;
         if decoded.outputs.is_empty() && !model.outputs.is_empty() {
             bail!("response without outputs");
         }
-        Ok(CallTiming { send, recv: read.elapsed() })
+        Ok(CallTiming {
+            send,
+            recv: read.elapsed(),
+        })
     }
 }

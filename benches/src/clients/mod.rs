@@ -116,16 +116,26 @@ pub struct CountingStream {
 }
 
 impl AsyncRead for CountingStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.counter.received.fetch_add((buf.filled().len() - before) as u64, Relaxed);
+        self.counter
+            .received
+            .fetch_add((buf.filled().len() - before) as u64, Relaxed);
         poll
     }
 }
 
 impl AsyncWrite for CountingStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
             self.counter.sent.fetch_add(*n as u64, Relaxed);
@@ -190,12 +200,17 @@ impl tower::Service<::http::Uri> for CountingConnector {
     fn call(&mut self, uri: ::http::Uri) -> Self::Future {
         let counter = self.counter.clone();
         Box::pin(async move {
-            let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without host"))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without host"))?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
             let inner = TcpStream::connect((host, port)).await?;
             inner.set_nodelay(true)?;
-            Ok(hyper_util::rt::TokioIo::new(CountingStream { inner, counter }))
+            Ok(hyper_util::rt::TokioIo::new(CountingStream {
+                inner,
+                counter,
+            }))
         })
     }
 }

@@ -16,7 +16,10 @@ pub const END: &str = "<!-- nereid-bench:report:end -->";
 
 /// Today's UTC date, `YYYY-MM-DD`.
 pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     // Howard Hinnant's civil-from-days.
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -32,31 +35,56 @@ pub fn utc_date() -> String {
 
 /// Cores and CPU model of this machine.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cores} cores, {cpu}, {}", std::env::consts::OS)
 }
 
 /// Finds a matrix cell by payload prefix, transport label and concurrency.
-pub fn cell<'a>(data: &'a ReportData, payload: &str, transport: &str, concurrency: usize) -> Option<&'a Summary> {
+pub fn cell<'a>(
+    data: &'a ReportData,
+    payload: &str,
+    transport: &str,
+    concurrency: usize,
+) -> Option<&'a Summary> {
     data.matrix
         .iter()
-        .find(|m| m.payload.starts_with(payload) && m.transport == transport && m.concurrency == concurrency)
+        .find(|m| {
+            m.payload.starts_with(payload)
+                && m.transport == transport
+                && m.concurrency == concurrency
+        })
         .map(|m| &m.summary)
 }
 
 fn bare<'a>(data: &'a ReportData, transport_prefix: &str) -> Vec<&'a BareComparison> {
-    data.bare.iter().filter(|b| b.transport.starts_with(transport_prefix)).collect()
+    data.bare
+        .iter()
+        .filter(|b| b.transport.starts_with(transport_prefix))
+        .collect()
 }
 
 /// Nereid's best throughput over the bare server's best, across concurrencies.
 pub fn bare_ratio(data: &ReportData, transport_prefix: &str) -> Option<(f64, f64, f64)> {
     let rows = bare(data, transport_prefix);
-    let n = rows.iter().map(|b| b.nereid.requests_per_sec).fold(0.0, f64::max);
-    let b = rows.iter().map(|b| b.bare.requests_per_sec).fold(0.0, f64::max);
+    let n = rows
+        .iter()
+        .map(|b| b.nereid.requests_per_sec)
+        .fold(0.0, f64::max);
+    let b = rows
+        .iter()
+        .map(|b| b.bare.requests_per_sec)
+        .fold(0.0, f64::max);
     (b > 0.0).then(|| (n / b, n, b))
 }
 
@@ -82,18 +110,30 @@ pub fn targets(data: &ReportData) -> Vec<(String, String, &'static str)> {
     let hi = data.high_concurrency;
     let mut rows = Vec::new();
     let p50 = cell(data, "simple", "gRPC", 1).map(|s| s.p50_us);
-    rows.push(("gRPC `simple` p50 at concurrency 1 <= 60 us".into(), fmt_opt(p50, " us"), status(p50.map(|v| v <= 60.0))));
+    rows.push((
+        "gRPC `simple` p50 at concurrency 1 <= 60 us".into(),
+        fmt_opt(p50, " us"),
+        status(p50.map(|v| v <= 60.0)),
+    ));
     let g = bare_ratio(data, "gRPC");
     rows.push((
         "gRPC `simple` max throughput >= 0.85x bare tonic".into(),
-        g.map_or("-".into(), |(r, n, b)| format!("{r:.2}x ({n:.0} vs {b:.0} req/s)")),
+        g.map_or("-".into(), |(r, n, b)| {
+            format!("{r:.2}x ({n:.0} vs {b:.0} req/s)")
+        }),
         status(g.map(|(r, ..)| r >= 0.85)),
     ));
     for c in [1, hi] {
         for (transport, limit) in [("REST-binary h1", 1.1), ("REST-JSON h1", 1.5)] {
-            let r = ratio(cell(data, "768", transport, c), cell(data, "768", "gRPC", c), |s| s.p50_us);
+            let r = ratio(
+                cell(data, "768", transport, c),
+                cell(data, "768", "gRPC", c),
+                |s| s.p50_us,
+            );
             rows.push((
-                format!("768-d `identity_fp32` {transport} p50 <= {limit}x gRPC at concurrency {c}"),
+                format!(
+                    "768-d `identity_fp32` {transport} p50 <= {limit}x gRPC at concurrency {c}"
+                ),
                 fmt_opt(r, "x"),
                 status(r.map(|r| r <= limit)),
             ));
@@ -102,7 +142,9 @@ pub fn targets(data: &ReportData) -> Vec<(String, String, &'static str)> {
     let r = bare_ratio(data, "REST");
     rows.push((
         "`simple` REST max throughput >= 0.85x bare axum".into(),
-        r.map_or("-".into(), |(r, n, b)| format!("{r:.2}x ({n:.0} vs {b:.0} req/s)")),
+        r.map_or("-".into(), |(r, n, b)| {
+            format!("{r:.2}x ({n:.0} vs {b:.0} req/s)")
+        }),
         status(r.map(|(r, ..)| r >= 0.85)),
     ));
     rows
@@ -112,13 +154,23 @@ pub fn targets(data: &ReportData) -> Vec<(String, String, &'static str)> {
 pub fn verdict_lines(data: &ReportData) -> Vec<String> {
     let mut out = Vec::new();
     let large = format!("{}", data.large_elements);
-    for (payload, label) in [("768", "768-d FP32".to_string()), (large.as_str(), format!("{}-element FP32", data.large_elements))] {
+    for (payload, label) in [
+        ("768", "768-d FP32".to_string()),
+        (
+            large.as_str(),
+            format!("{}-element FP32", data.large_elements),
+        ),
+    ] {
         for c in [1, data.high_concurrency] {
             let grpc = cell(data, payload, "gRPC", c);
             let json = ratio(cell(data, payload, "REST-JSON h1", c), grpc, |s| s.p50_us);
             let binary = ratio(cell(data, payload, "REST-binary h1", c), grpc, |s| s.p50_us);
-            let tput = ratio(grpc, cell(data, payload, "REST-JSON h1", c), |s| s.requests_per_sec);
-            let (Some(json), Some(binary)) = (json, binary) else { continue };
+            let tput = ratio(grpc, cell(data, payload, "REST-JSON h1", c), |s| {
+                s.requests_per_sec
+            });
+            let (Some(json), Some(binary)) = (json, binary) else {
+                continue;
+            };
             let held = if json >= 5.0 {
                 "**held**"
             } else if json >= 2.0 {
@@ -133,9 +185,21 @@ pub fn verdict_lines(data: &ReportData) -> Vec<String> {
             ));
         }
     }
-    let proto = data.wire.iter().find(|w| w.encoding == "gRPC").map(|w| w.body_bytes as f64);
-    let json = data.wire.iter().find(|w| w.encoding == "REST-JSON h1").map(|w| w.body_bytes as f64);
-    let binary = data.wire.iter().find(|w| w.encoding == "REST-binary h1").map(|w| w.body_bytes as f64);
+    let proto = data
+        .wire
+        .iter()
+        .find(|w| w.encoding == "gRPC")
+        .map(|w| w.body_bytes as f64);
+    let json = data
+        .wire
+        .iter()
+        .find(|w| w.encoding == "REST-JSON h1")
+        .map(|w| w.body_bytes as f64);
+    let binary = data
+        .wire
+        .iter()
+        .find(|w| w.encoding == "REST-binary h1")
+        .map(|w| w.body_bytes as f64);
     if let (Some(p), Some(j), Some(b)) = (proto, json, binary) {
         out.push(format!(
             "- Size: a 768-d FP32 vector is {:.1}x larger as JSON than as protobuf; with the binary extension REST's body \
@@ -189,19 +253,35 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
          decoding compete with the server for CPU. Absolute numbers are pessimistic; the ratios, measured minutes \
          apart in one run, are the result. Re-run with `nereid bench report` (about 2 minutes).\n"
     );
-    let _ = writeln!(s, "### Verdict on the seed article (\"REST is 5-10x slower than gRPC for such payloads\")\n");
+    let _ = writeln!(
+        s,
+        "### Verdict on the seed article (\"REST is 5-10x slower than gRPC for such payloads\")\n"
+    );
     for line in verdict_lines(data) {
         let _ = writeln!(s, "{line}");
     }
-    let _ = writeln!(s, "\n### Targets\n\n| target | measured | status |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n### Targets\n\n| target | measured | status |\n|---|---|---|"
+    );
     for (target, measured, status) in targets(data) {
         let _ = writeln!(s, "| {target} | {measured} | {status} |");
     }
-    let _ = writeln!(s, "\n### Bytes on the wire: one 768-d FP32 vector to `identity_fp32` and back\n");
+    let _ = writeln!(
+        s,
+        "\n### Bytes on the wire: one 768-d FP32 vector to `identity_fp32` and back\n"
+    );
     let _ = writeln!(s, "| encoding | request body / message | request on the wire | response on the wire |\n|---|---:|---:|---:|");
     for w in &data.wire {
         let wire = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} B"));
-        let _ = writeln!(s, "| {} | {} B | {} | {} |", w.encoding, w.body_bytes, wire(w.request_wire), wire(w.response_wire));
+        let _ = writeln!(
+            s,
+            "| {} | {} B | {} | {} |",
+            w.encoding,
+            w.body_bytes,
+            wire(w.request_wire),
+            wire(w.response_wire)
+        );
     }
     let _ = writeln!(
         s,
@@ -246,7 +326,11 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
     );
     let _ = writeln!(s, "| transport | concurrency | Nereid req/s | bare req/s | ratio | Nereid p50 | bare p50 |\n|---|---:|---:|---:|---:|---:|---:|");
     for b in &data.bare {
-        let r = if b.bare.requests_per_sec > 0.0 { b.nereid.requests_per_sec / b.bare.requests_per_sec } else { 0.0 };
+        let r = if b.bare.requests_per_sec > 0.0 {
+            b.nereid.requests_per_sec / b.bare.requests_per_sec
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {:.0} | {r:.2}x | {} | {} |",
@@ -274,7 +358,12 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
 /// Replaces the generated section of `text` (or appends it).
 pub fn splice(text: &str, section: &str) -> String {
     match (text.find(START), text.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{}{}", &text[..a], section.trim_end(), &text[b + END.len()..]),
+        (Some(a), Some(b)) if a < b => format!(
+            "{}{}{}",
+            &text[..a],
+            section.trim_end(),
+            &text[b + END.len()..]
+        ),
         _ => {
             let mut out = text.trim_end().to_string();
             if !out.is_empty() {
@@ -297,7 +386,8 @@ pub fn splice_file(path: &Path, section: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, splice(&text, section)).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, splice(&text, section))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -308,7 +398,10 @@ mod tests {
     fn splice_replaces_only_the_section() {
         let old = format!("# B\n\nintro\n\n{START}\nold\n{END}\n\n## Other\nkept\n");
         let new = splice(&old, &format!("{START}\nnew\n{END}\n"));
-        assert_eq!(new, format!("# B\n\nintro\n\n{START}\nnew\n{END}\n\n## Other\nkept\n"));
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{START}\nnew\n{END}\n\n## Other\nkept\n")
+        );
         let appended = splice("# B\n", &format!("{START}\nx\n{END}\n"));
         assert!(appended.starts_with("# B\n\n<!--"));
     }

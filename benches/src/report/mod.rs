@@ -126,7 +126,11 @@ fn vector_payload(elements: usize, label: String) -> Payload {
         shape: vec![1, elements as i64],
         data: random_fp32(elements, elements as u64),
     };
-    Payload { label, model: ModelInfo::identity_fp32(), inputs: vec![Arc::new(vec![tensor])] }
+    Payload {
+        label,
+        model: ModelInfo::identity_fp32(),
+        inputs: vec![Arc::new(vec![tensor])],
+    }
 }
 
 /// The transports of the matrix, gRPC first.
@@ -146,7 +150,13 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(&self, endpoint: &Endpoint, payload: &Payload, concurrency: usize, stats: bool) -> anyhow::Result<Summary> {
+    async fn run(
+        &self,
+        endpoint: &Endpoint,
+        payload: &Payload,
+        concurrency: usize,
+        stats: bool,
+    ) -> anyhow::Result<Summary> {
         let client = Client::connect(endpoint, Arc::default()).await?;
         let target = Arc::new(Target {
             client,
@@ -157,8 +167,15 @@ impl Runner {
             server_stats: stats,
             request_timeout: load::DEFAULT_REQUEST_TIMEOUT,
         });
-        self.progress.set_scope(&format!("{} {}", endpoint.label(), payload.label));
-        let result = load::measure(target, Level::Concurrency(concurrency), self.plan, &self.progress).await?;
+        self.progress
+            .set_scope(&format!("{} {}", endpoint.label(), payload.label));
+        let result = load::measure(
+            target,
+            Level::Concurrency(concurrency),
+            self.plan,
+            &self.progress,
+        )
+        .await?;
         Ok(result.summary)
     }
 }
@@ -169,7 +186,9 @@ async fn wire_bytes(grpc: &str, http: &str, payload: &Payload) -> anyhow::Result
     let mut out = Vec::new();
     for endpoint in transports(grpc, http) {
         let body_bytes = match endpoint.protocol {
-            crate::args::Protocol::Grpc => prost::Message::encoded_len(&grpc_request(&payload.model, inputs)),
+            crate::args::Protocol::Grpc => {
+                prost::Message::encoded_len(&grpc_request(&payload.model, inputs))
+            }
             crate::args::Protocol::Http => {
                 let binary = endpoint.input_format == TensorFormat::Binary;
                 encode_http_request(inputs, binary, binary)?.body.len()
@@ -177,7 +196,10 @@ async fn wire_bytes(grpc: &str, http: &str, payload: &Payload) -> anyhow::Result
         };
         let counter = Arc::new(WireCounter::default());
         let client = Client::connect(&endpoint, counter.clone()).await?;
-        client.infer(&payload.model, inputs).await.with_context(|| endpoint.label())?;
+        client
+            .infer(&payload.model, inputs)
+            .await
+            .with_context(|| endpoint.label())?;
         counter.reset();
         for _ in 0..N {
             client.infer(&payload.model, inputs).await?;
@@ -212,17 +234,31 @@ async fn versus_bare(
     for _ in 0..2 {
         for (side, endpoint) in [nereid, bare].into_iter().enumerate() {
             let s = runner.run(endpoint, payload, concurrency, false).await?;
-            if best[side].as_ref().is_none_or(|b| s.requests_per_sec > b.requests_per_sec) {
+            if best[side]
+                .as_ref()
+                .is_none_or(|b| s.requests_per_sec > b.requests_per_sec)
+            {
                 best[side] = Some(s);
             }
         }
     }
-    let [Some(nereid_best), Some(bare_best)] = best else { unreachable!("both sides ran") };
-    Ok(BareComparison { transport: nereid.label(), concurrency, nereid: nereid_best, bare: bare_best })
+    let [Some(nereid_best), Some(bare_best)] = best else {
+        unreachable!("both sides ran")
+    };
+    Ok(BareComparison {
+        transport: nereid.label(),
+        concurrency,
+        nereid: nereid_best,
+        bare: bare_best,
+    })
 }
 
-async fn start<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("server start panicked")?
+async fn start<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("server start panicked")?
 }
 
 /// Runs the whole comparison and returns what it measured (no files written).
@@ -266,7 +302,10 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
 
     let simple = simple_payload();
     let vector = vector_payload(768, "768-d FP32".into());
-    let large = vector_payload(args.large_elements, format!("{}-element FP32", args.large_elements));
+    let large = vector_payload(
+        args.large_elements,
+        format!("{}-element FP32", args.large_elements),
+    );
 
     runner.progress.start("bytes on the wire (768-d FP32)");
     data.wire = wire_bytes(&grpc, &http, &vector).await?;
@@ -281,7 +320,11 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
                         concurrency,
                         summary,
                     }),
-                    Err(e) => data.notes.push(format!("{} {} c={concurrency} failed: {e:#}", endpoint.label(), payload.label)),
+                    Err(e) => data.notes.push(format!(
+                        "{} {} c={concurrency} failed: {e:#}",
+                        endpoint.label(),
+                        payload.label
+                    )),
                 }
             }
         }
@@ -290,9 +333,11 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     let rest = Endpoint::http(&http, HttpVersion::Http1, TensorFormat::Binary);
     match start(move || server::bare_rest(threads)).await {
         Ok(bare) => {
-            let bare_endpoint = Endpoint::http(&bare.http_url()?, HttpVersion::Http1, TensorFormat::Binary);
+            let bare_endpoint =
+                Endpoint::http(&bare.http_url()?, HttpVersion::Http1, TensorFormat::Binary);
             for concurrency in [1, args.high_concurrency] {
-                data.bare.push(versus_bare(&runner, &rest, &bare_endpoint, &simple, concurrency).await?);
+                data.bare
+                    .push(versus_bare(&runner, &rest, &bare_endpoint, &simple, concurrency).await?);
             }
         }
         Err(e) => data.notes.push(format!("bare axum server: {e:#}")),
@@ -301,7 +346,16 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
         Ok(bare) => {
             let bare_endpoint = Endpoint::grpc(&bare.grpc_url()?);
             for concurrency in [1, args.high_concurrency] {
-                data.bare.push(versus_bare(&runner, &Endpoint::grpc(&grpc), &bare_endpoint, &simple, concurrency).await?);
+                data.bare.push(
+                    versus_bare(
+                        &runner,
+                        &Endpoint::grpc(&grpc),
+                        &bare_endpoint,
+                        &simple,
+                        concurrency,
+                    )
+                    .await?,
+                );
             }
         }
         Err(e) => data.notes.push(format!("bare tonic server: {e:#}")),
@@ -321,21 +375,33 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         estimate as u64 * (args.duration_ms + args.warmup_ms) / 1000
     );
     let data = measure(&args).await?;
-    let same_dir = args.markdown.parent().map(|p| p.as_os_str().is_empty() || p == args.svg_dir.as_path());
-    let prefix = if same_dir.unwrap_or(true) { String::new() } else { format!("{}/", args.svg_dir.display()) };
+    let same_dir = args
+        .markdown
+        .parent()
+        .map(|p| p.as_os_str().is_empty() || p == args.svg_dir.as_path());
+    let prefix = if same_dir.unwrap_or(true) {
+        String::new()
+    } else {
+        format!("{}/", args.svg_dir.display())
+    };
     let section = markdown::render(&data, &prefix);
     if args.dry_run {
         println!("{section}");
         return Ok(());
     }
-    std::fs::create_dir_all(&args.svg_dir).with_context(|| format!("cannot create {}", args.svg_dir.display()))?;
+    std::fs::create_dir_all(&args.svg_dir)
+        .with_context(|| format!("cannot create {}", args.svg_dir.display()))?;
     for (name, svg) in svg::plots(&data) {
         let path = args.svg_dir.join(name);
         std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
         println!("Wrote {}", path.display());
     }
     markdown::splice_file(&args.markdown, &section)?;
-    println!("Wrote {} ({:.0} s of measurements)", args.markdown.display(), data.elapsed.as_secs_f64());
+    println!(
+        "Wrote {} ({:.0} s of measurements)",
+        args.markdown.display(),
+        data.elapsed.as_secs_f64()
+    );
     println!("{}", markdown::verdict_lines(&data).join("\n"));
     Ok(())
 }

@@ -7,7 +7,9 @@ use super::markdown::cell;
 use super::ReportData;
 use crate::stats::Summary;
 
-const PALETTE: [&str; 6] = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948"];
+const PALETTE: [&str; 6] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+];
 
 /// A grouped bar chart.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +27,10 @@ pub struct Chart {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A round axis maximum at or above `v`.
@@ -72,7 +77,12 @@ pub fn bar_chart(chart: &Chart) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="28" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#, width / 2.0, escape(&chart.title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="28" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        width / 2.0,
+        escape(&chart.title)
+    );
     for i in 0..=5 {
         let v = y_max * i as f64 / 5.0;
         let _ = writeln!(
@@ -98,7 +108,9 @@ pub fn bar_chart(chart: &Chart) -> String {
     for (g, name) in chart.groups.iter().enumerate() {
         let x0 = left + g as f64 * group_w + group_w * 0.1;
         for (k, (_, values)) in chart.series.iter().enumerate() {
-            let Some(Some(v)) = values.get(g) else { continue };
+            let Some(Some(v)) = values.get(g) else {
+                continue;
+            };
             let x = x0 + k as f64 * bar_w;
             let _ = writeln!(
                 s,
@@ -138,8 +150,18 @@ pub fn bar_chart(chart: &Chart) -> String {
             y = y(*v)
         );
     }
-    let _ = writeln!(s, r##"<line x1="{left}" x2="{left}" y1="{top}" y2="{}" stroke="#333"/>"##, top + plot_h);
-    let _ = writeln!(s, r##"<line x1="{left}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##, left + plot_w, top + plot_h, top + plot_h);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" x2="{left}" y1="{top}" y2="{}" stroke="#333"/>"##,
+        top + plot_h
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##,
+        left + plot_w,
+        top + plot_h,
+        top + plot_h
+    );
     let legend_y = height - 40.0;
     let mut x = left;
     for (k, (name, _)) in chart.series.iter().enumerate() {
@@ -157,13 +179,27 @@ pub fn bar_chart(chart: &Chart) -> String {
     s
 }
 
-const REST: [&str; 4] = ["REST-JSON h1", "REST-binary h1", "REST-JSON h2", "REST-binary h2"];
+const REST: [&str; 4] = [
+    "REST-JSON h1",
+    "REST-binary h1",
+    "REST-JSON h2",
+    "REST-binary h2",
+];
 
 fn matrix_groups(data: &ReportData) -> Vec<(String, String, usize)> {
     let mut groups = Vec::new();
     for m in &data.matrix {
-        let short = m.payload.split_whitespace().next().unwrap_or(&m.payload).to_string();
-        let key = (m.payload.clone(), format!("{short} c={}", m.concurrency), m.concurrency);
+        let short = m
+            .payload
+            .split_whitespace()
+            .next()
+            .unwrap_or(&m.payload)
+            .to_string();
+        let key = (
+            m.payload.clone(),
+            format!("{short} c={}", m.concurrency),
+            m.concurrency,
+        );
         if !groups.contains(&key) {
             groups.push(key);
         }
@@ -171,7 +207,12 @@ fn matrix_groups(data: &ReportData) -> Vec<(String, String, usize)> {
     groups
 }
 
-fn relative_chart(data: &ReportData, title: &str, y_label: &str, f: impl Fn(&Summary, &Summary) -> f64) -> Chart {
+fn relative_chart(
+    data: &ReportData,
+    title: &str,
+    y_label: &str,
+    f: impl Fn(&Summary, &Summary) -> f64,
+) -> Chart {
     let groups = matrix_groups(data);
     let series = REST
         .iter()
@@ -179,7 +220,10 @@ fn relative_chart(data: &ReportData, title: &str, y_label: &str, f: impl Fn(&Sum
             let values = groups
                 .iter()
                 .map(|(payload, _, c)| {
-                    let v = f(cell(data, payload, t, *c)?, cell(data, payload, "gRPC", *c)?);
+                    let v = f(
+                        cell(data, payload, t, *c)?,
+                        cell(data, payload, "gRPC", *c)?,
+                    );
                     v.is_finite().then_some(v)
                 })
                 .collect();
@@ -201,35 +245,68 @@ pub fn plots(data: &ReportData) -> Vec<(String, String)> {
     let wire = Chart {
         title: "Bytes on the wire: one 768-d FP32 vector, request and response".into(),
         y_label: "bytes per request (TCP payload)".into(),
-        groups: data.wire.iter().filter(|w| w.request_wire.is_some()).map(|w| w.encoding.clone()).collect(),
+        groups: data
+            .wire
+            .iter()
+            .filter(|w| w.request_wire.is_some())
+            .map(|w| w.encoding.clone())
+            .collect(),
         series: vec![
-            ("request".into(), data.wire.iter().filter_map(|w| w.request_wire.map(Some)).collect()),
-            ("response".into(), data.wire.iter().filter_map(|w| w.response_wire.map(Some)).collect()),
+            (
+                "request".into(),
+                data.wire
+                    .iter()
+                    .filter_map(|w| w.request_wire.map(Some))
+                    .collect(),
+            ),
+            (
+                "response".into(),
+                data.wire
+                    .iter()
+                    .filter_map(|w| w.response_wire.map(Some))
+                    .collect(),
+            ),
         ],
         lines: Vec::new(),
     };
     out.push(("bench-wire-bytes.svg".into(), bar_chart(&wire)));
-    let mut latency = relative_chart(data, "p50 latency relative to gRPC (gRPC = 1)", "REST p50 / gRPC p50", |rest, grpc| {
-        rest.p50_us / grpc.p50_us
-    });
-    latency.lines = vec![(1.0, "gRPC".into()), (5.0, "seed claim: 5x".into()), (10.0, "10x".into())];
+    let mut latency = relative_chart(
+        data,
+        "p50 latency relative to gRPC (gRPC = 1)",
+        "REST p50 / gRPC p50",
+        |rest, grpc| rest.p50_us / grpc.p50_us,
+    );
+    latency.lines = vec![
+        (1.0, "gRPC".into()),
+        (5.0, "seed claim: 5x".into()),
+        (10.0, "10x".into()),
+    ];
     out.push(("bench-latency.svg".into(), bar_chart(&latency)));
-    let mut throughput =
-        relative_chart(data, "throughput relative to gRPC (gRPC = 1)", "REST req/s / gRPC req/s", |rest, grpc| {
-            rest.requests_per_sec / grpc.requests_per_sec
-        });
+    let mut throughput = relative_chart(
+        data,
+        "throughput relative to gRPC (gRPC = 1)",
+        "REST req/s / gRPC req/s",
+        |rest, grpc| rest.requests_per_sec / grpc.requests_per_sec,
+    );
     throughput.lines = vec![(1.0, "gRPC".into()), (0.2, "seed claim: 5x slower".into())];
     out.push(("bench-throughput.svg".into(), bar_chart(&throughput)));
     if !data.bare.is_empty() {
         let bare = Chart {
             title: "Nereid throughput relative to a bare server on `simple`".into(),
             y_label: "Nereid req/s / bare req/s".into(),
-            groups: data.bare.iter().map(|b| format!("{} c={}", b.transport, b.concurrency)).collect(),
+            groups: data
+                .bare
+                .iter()
+                .map(|b| format!("{} c={}", b.transport, b.concurrency))
+                .collect(),
             series: vec![(
                 "Nereid / bare".into(),
                 data.bare
                     .iter()
-                    .map(|b| (b.bare.requests_per_sec > 0.0).then(|| b.nereid.requests_per_sec / b.bare.requests_per_sec))
+                    .map(|b| {
+                        (b.bare.requests_per_sec > 0.0)
+                            .then(|| b.nereid.requests_per_sec / b.bare.requests_per_sec)
+                    })
                     .collect(),
             )],
             lines: vec![(0.85, "target 0.85".into()), (1.0, "bare".into())],
@@ -249,12 +326,19 @@ mod tests {
             title: "t <x>".into(),
             y_label: "y".into(),
             groups: vec!["a".into(), "b".into()],
-            series: vec![("s1".into(), vec![Some(1.0), None]), ("s2".into(), vec![Some(3.0), Some(2.0)])],
+            series: vec![
+                ("s1".into(), vec![Some(1.0), None]),
+                ("s2".into(), vec![Some(3.0), Some(2.0)]),
+            ],
             lines: vec![(2.5, "line".into())],
         };
         let svg = bar_chart(&chart);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert_eq!(svg.matches("<rect x=").count(), 3 + 2, "three bars and two legend boxes");
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "three bars and two legend boxes"
+        );
         assert!(svg.contains("t &lt;x&gt;"));
         assert_eq!(nice_max(7.3), 8.0);
         assert_eq!(nice_max(0.0), 1.0);

@@ -13,6 +13,8 @@
 //! [`status`] is the one place engine errors become gRPC codes, `service` and `stream`
 //! hold the RPCs, `health`, `tls`, `deadline` and `server` the rest.
 
+#![warn(missing_docs)]
+
 mod args;
 pub mod bare;
 pub mod client;

@@ -67,7 +67,7 @@ pub async fn serve(
         .context("the gRPC server failed")
 }
 
-/// The inference service as tonic serves it: gzip in (and out when configured) and
+/// The inference service as tonic serves it: gzip or deflate in, gzip out when configured, and
 /// message limits.
 fn inference_server(
     engine: Engine,
@@ -76,6 +76,7 @@ fn inference_server(
 ) -> GrpcInferenceServiceServer<InferenceService> {
     let mut server = GrpcInferenceServiceServer::new(InferenceService::with_stop(engine, stop))
         .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
         .max_decoding_message_size(args.grpc_max_message_size)
         .max_encoding_message_size(args.grpc_max_message_size);
     if args.grpc_infer_response_compression_level != CompressionLevel::None {

@@ -244,3 +244,34 @@ async fn typed_client_streams() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_call_deadline_bounds_the_whole_stream() {
+    let server = TestServer::start().await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut call = tonic::Request::new(ReceiverStream::new(rx));
+    call.set_timeout(Duration::from_millis(300));
+    let mut inbound = server
+        .raw()
+        .await
+        .model_stream_infer(call)
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request_to_wire(repeat_request(
+        "slow",
+        vec![1, 2],
+        Some(vec![0, 5_000_000]),
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next(&mut inbound).await.infer_response.unwrap().id, "slow");
+    let ended = tokio::time::timeout(Duration::from_secs(3), inbound.message())
+        .await
+        .expect("the stream ends in time");
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+    assert!(
+        server.wait_idle(Duration::from_secs(2)).await,
+        "the slow request is cancelled"
+    );
+}

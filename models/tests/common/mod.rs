@@ -6,35 +6,58 @@
 use std::path::Path;
 use std::time::Duration;
 
-use nereid_engine::{BackendRegistry, DataType, Engine, EngineOptions, InferRequest, ParamValue, ResponseStream, Tensor};
+use nereid_engine::{
+    BackendRegistry, DataType, Engine, EngineOptions, InferRequest, ParamValue, ResponseStream,
+    Tensor,
+};
 
 /// Starts an engine over `root` with the built-in and candle backends.
 pub fn engine(root: &Path) -> Engine {
     let mut registry = BackendRegistry::with_builtins();
     nereid_models::register(&mut registry);
-    let options = EngineOptions { repository: Some(root.to_path_buf()), ..Default::default() };
+    let options = EngineOptions {
+        repository: Some(root.to_path_buf()),
+        ..Default::default()
+    };
     Engine::start(options, registry).expect("engine starts")
 }
 
 /// Panics with the repository index when a model did not load.
 pub fn assert_ready(engine: &Engine, model: &str) {
     if !engine.model_ready(model, None) {
-        panic!("model '{model}' is not ready: {:?}", engine.repository_index(false));
+        panic!(
+            "model '{model}' is not ready: {:?}",
+            engine.repository_index(false)
+        );
     }
 }
 
 /// An embedding request for one text.
 pub fn embed_request(model: &str, texts: &[&str]) -> InferRequest {
-    InferRequest::new(model, vec![Tensor::from_strings("TEXT", vec![texts.len() as i64, 1], texts)])
+    InferRequest::new(
+        model,
+        vec![Tensor::from_strings(
+            "TEXT",
+            vec![texts.len() as i64, 1],
+            texts,
+        )],
+    )
 }
 
 /// Embeds texts one request each, concurrently (so the dynamic batcher may batch them), or
 /// all in one request.
 pub async fn embed(engine: &Engine, model: &str, texts: &[&str]) -> Vec<Vec<f32>> {
-    let response = engine.infer(embed_request(model, texts)).await.expect("embedding succeeds");
+    let response = engine
+        .infer(embed_request(model, texts))
+        .await
+        .expect("embedding succeeds");
     let out = response.output("EMBEDDING").expect("EMBEDDING output");
     let width = out.shape[1] as usize;
-    out.to_vec::<f32>().unwrap().chunks(width).map(|c| c.to_vec()).collect()
+    out.to_vec::<f32>()
+        .unwrap()
+        .chunks(width)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 /// Cosine distance between two vectors.
@@ -72,15 +95,25 @@ pub struct Generated {
 pub async fn collect(mut stream: ResponseStream) -> Generated {
     let mut g = Generated::default();
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(120), stream.recv()).await.expect("a response in time");
-        let response = next.expect("stream ends with a final response").expect("no error");
+        let next = tokio::time::timeout(Duration::from_secs(120), stream.recv())
+            .await
+            .expect("a response in time");
+        let response = next
+            .expect("stream ends with a final response")
+            .expect("no error");
         if let Some(t) = response.output("text_output") {
             let piece = t.string_elements().unwrap();
-            g.text.push_str(std::str::from_utf8(&piece[0]).expect("pieces are UTF-8"));
+            g.text
+                .push_str(std::str::from_utf8(&piece[0]).expect("pieces are UTF-8"));
             g.pieces += 1;
         }
         if response.is_final {
-            let int = |name: &str| response.output(name).map(|t| t.to_vec::<i32>().unwrap()[0]).unwrap_or(-1);
+            let int = |name: &str| {
+                response
+                    .output(name)
+                    .map(|t| t.to_vec::<i32>().unwrap()[0])
+                    .unwrap_or(-1)
+            };
             g.prompt_tokens = int("prompt_tokens");
             g.completion_tokens = int("completion_tokens");
             g.finish_reason = response
