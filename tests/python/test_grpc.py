@@ -266,12 +266,22 @@ def test_errors_then_a_good_request(client, case, status, needle):
     infer_simple(client)
 
 
-def test_client_deadline(client):
-    # A deadline too short for anything: the stock client reports DEADLINE_EXCEEDED.
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("simple", simple_inputs()[0], client_timeout=0.000001)
-    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-    infer_simple(client, client_timeout=10)
+def test_stream_deadline(server):
+    # The stream's deadline passes while a request is still answering: the call ends with
+    # DEADLINE_EXCEEDED and the request is dropped.
+    c = grpcclient.InferenceServerClient(server.grpc)
+    results = queue.Queue()
+    c.start_stream(callback=lambda result, error: results.put((result, error)), stream_timeout=0.5)
+    try:
+        c.async_stream_infer("repeat_int32", repeat_inputs([1, 2], [0, 5_000_000]), request_id="slow")
+        first, error = results.get(timeout=10)
+        assert error is None and first.get_response().id == "slow"
+        _, error = results.get(timeout=10)
+        assert error is not None and "DEADLINE_EXCEEDED" in str(error.status()), error
+    finally:
+        c.stop_stream()
+    infer_simple(c, client_timeout=10)
+    c.close()
 
 
 def test_unimplemented_rpcs_say_so(client):
