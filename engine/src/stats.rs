@@ -2,7 +2,7 @@
 //! metrics with Triton's names.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -127,7 +127,7 @@ pub struct ModelStats {
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
-    pending: AtomicU64,
+    pending: AtomicI64,
     batches: Mutex<BTreeMap<u64, BatchStat>>,
     metrics: Metrics,
 }
@@ -171,7 +171,7 @@ impl ModelStats {
             inference_count: AtomicU64::default(),
             execution_count: AtomicU64::default(),
             last_inference_ms: AtomicU64::default(),
-            pending: AtomicU64::default(),
+            pending: AtomicI64::default(),
             batches: Mutex::new(BTreeMap::new()),
             metrics,
         }
@@ -251,17 +251,13 @@ impl ModelStats {
 
     /// Adjusts the number of requests waiting in the queue.
     pub fn add_pending(&self, delta: i64) {
-        let now = if delta >= 0 {
-            self.pending.fetch_add(delta as u64, Relaxed) + delta as u64
-        } else {
-            self.pending.fetch_sub((-delta) as u64, Relaxed) - (-delta) as u64
-        };
-        self.metrics.pending.set(now as f64);
+        let now = self.pending.fetch_add(delta, Relaxed) + delta;
+        self.metrics.pending.set(now.max(0) as f64);
     }
 
     /// Requests waiting in the queue now.
     pub fn pending(&self) -> u64 {
-        self.pending.load(Relaxed)
+        self.pending.load(Relaxed).max(0) as u64
     }
 
     /// A consistent-enough read-out for the statistics APIs.

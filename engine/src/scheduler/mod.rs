@@ -182,12 +182,12 @@ impl ModelRunner {
                 level + 1
             )))
         } else {
+            // Counted before the push: the scheduler may dequeue it at once.
+            shared.stats.add_pending(1);
             match shared.queue.push(q) {
-                Ok(()) => {
-                    shared.stats.add_pending(1);
-                    Ok(())
-                }
+                Ok(()) => Ok(()),
                 Err(_) => {
+                    shared.stats.add_pending(-1);
                     shared.level_counts[level].fetch_sub(1, AcqRel);
                     Err(EngineError::unavailable(format!(
                         "queue of model '{}' is full",
