@@ -11,6 +11,8 @@
 //! Errors of the OpenAI routes are decided in [`error`]; token metrics in [`metrics`]. The
 //! WebSocket frame format is documented in `frontends/stream/README.md` and [`ws`].
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod metrics;
 pub mod openai;

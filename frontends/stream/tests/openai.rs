@@ -327,3 +327,32 @@ async fn a_stalled_sse_reader_does_not_stall_other_streams() {
     );
     drop(stalled);
 }
+
+/// The same for a whole (non-streamed) completion: the handler is dropped with the
+/// connection, and its engine stream with it.
+#[tokio::test]
+async fn an_abandoned_whole_completion_is_cancelled() {
+    let server = start().await;
+    let long = json!({"model": "slow_llm", "prompt": "w ".repeat(50), "max_tokens": 50});
+    let url = server.url("/v1/completions");
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(500), json("POST", &url, Some(&long))).await;
+    assert!(
+        abandoned.is_err(),
+        "the long completion cannot finish in 500 ms"
+    );
+
+    let started = Instant::now();
+    let short = json!({"model": "slow_llm", "prompt": "a b", "max_tokens": 2});
+    let (status, body) = json("POST", &server.url("/v1/completions"), Some(&short)).await;
+    assert_eq!(
+        (status, body["choices"][0]["text"].as_str()),
+        (200, Some("a b ")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        started.elapsed()
+    );
+}

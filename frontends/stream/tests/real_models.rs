@@ -13,7 +13,11 @@ const EXAMPLE: [f32; 3] = [0.0676569, 0.0634959, 0.0487131];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_routes_over_the_demo_models() {
-    let server = start_with(nereid_models::demo::DEMO_MODELS.to_vec(), nereid_models::register).await;
+    let server = start_with(
+        nereid_models::demo::DEMO_MODELS.to_vec(),
+        nereid_models::register,
+    )
+    .await;
     minilm_embeddings_give_the_model_cards_answer(&server).await;
     smollm2_chat_streams_and_counts_tokens(&server).await;
     smollm2_completion_honours_stop_and_max_tokens(&server).await;
@@ -30,8 +34,13 @@ async fn minilm_embeddings_give_the_model_cards_answer(server: &common::Server) 
     }
     let request = json!({"model": "minilm", "input": "This is an example sentence", "encoding_format": "base64"});
     let (_, body) = json("POST", &server.url("/v1/embeddings"), Some(&request)).await;
-    let raw = base64::engine::general_purpose::STANDARD.decode(body["data"][0]["embedding"].as_str().unwrap()).unwrap();
-    let decoded: Vec<f32> = raw.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = raw
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(decoded, first, "base64 carries the same floats");
 }
 
@@ -40,33 +49,53 @@ async fn smollm2_chat_streams_and_counts_tokens(server: &common::Server) {
     // quirk of the model, see nereid-models' tests.)
     let messages = json!([{"role": "system", "content": "You are a helpful assistant."},
                           {"role": "user", "content": "What is the capital of France?"}]);
-    let request = json!({"model": "smollm2", "messages": messages, "max_tokens": 24, "temperature": 0});
+    let request =
+        json!({"model": "smollm2", "messages": messages, "max_tokens": 24, "temperature": 0});
     let (status, whole) = json("POST", &server.url("/v1/chat/completions"), Some(&request)).await;
     assert_eq!(status, 200, "{whole}");
-    let answer = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let answer = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(answer.contains("Paris"), "{answer}");
     let usage = &whole["usage"];
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 5, "{usage}");
-    assert!((1..=24).contains(&usage["completion_tokens"].as_u64().unwrap()), "{usage}");
+    assert!(
+        (1..=24).contains(&usage["completion_tokens"].as_u64().unwrap()),
+        "{usage}"
+    );
 
     let mut streamed = request.clone();
     streamed["stream"] = json!(true);
     streamed["stream_options"] = json!({"include_usage": true});
-    let events = Events::new(send("POST", &server.url("/v1/chat/completions"), Some(&streamed)).await).all().await;
+    let events =
+        Events::new(send("POST", &server.url("/v1/chat/completions"), Some(&streamed)).await)
+            .all()
+            .await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, answer, "greedy decoding streams the same answer");
     assert_eq!(chunks.last().unwrap()["usage"], whole["usage"]);
 }
 
 async fn smollm2_completion_honours_stop_and_max_tokens(server: &common::Server) {
-    let request = json!({"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 3, "temperature": 0});
+    let request =
+        json!({"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 3, "temperature": 0});
     let (status, body) = json("POST", &server.url("/v1/completions"), Some(&request)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
     let request = json!({"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 32, "temperature": 0, "stop": ","});
     let (_, body) = json("POST", &server.url("/v1/completions"), Some(&request)).await;
-    assert!(!body["choices"][0]["text"].as_str().unwrap().contains(','), "{body}");
+    assert!(
+        !body["choices"][0]["text"].as_str().unwrap().contains(','),
+        "{body}"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 }

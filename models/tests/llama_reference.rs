@@ -1,0 +1,208 @@
+//! The batched quantized llama against candle-transformers' reference `quantized_llama`, on a
+//! tiny random GGUF: the same logits through prefill and decode, sequences batched together
+//! equal to each alone, and a KV cache that grows.
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{Device, Tensor};
+use nereid_models::llama::{Chunk, KvCache, Llama};
+
+use candle_transformers::models::quantized_llama::ModelWeights;
+
+fn tiny() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    nereid_models::testing::write_tiny_gguf(&path).unwrap();
+    (dir, path)
+}
+
+fn load(path: &std::path::Path) -> (Llama, ModelWeights) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = Content::read(&mut f).unwrap();
+    let ours = Llama::load(&content, &mut f, &Device::Cpu, 4096).unwrap();
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = Content::read(&mut f).unwrap();
+    let reference = ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
+    (ours, reference)
+}
+
+fn close(a: &Tensor, b: &Tensor) {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "logits differ by {worst}");
+}
+
+#[test]
+fn matches_candle_quantized_llama_through_prefill_and_decode() {
+    let (_dir, path) = tiny();
+    let (ours, mut reference) = load(&path);
+    let prompt = [5u32, 77, 120, 9, 200, 31, 64];
+    let mut cache = KvCache::new(&ours);
+    let got = ours
+        .forward(&mut [Chunk {
+            cache: &mut cache,
+            tokens: &prompt,
+        }])
+        .unwrap();
+    let want = reference
+        .forward(
+            &Tensor::new(&prompt[..], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            0,
+        )
+        .unwrap();
+    close(&got, &want);
+    let mut pos = prompt.len();
+    for token in [3u32, 250, 17] {
+        let got = ours
+            .forward(&mut [Chunk {
+                cache: &mut cache,
+                tokens: &[token],
+            }])
+            .unwrap();
+        let input = Tensor::new(&[token], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        close(&got, &reference.forward(&input, pos).unwrap());
+        pos += 1;
+    }
+    assert_eq!(cache.len(), pos);
+}
+
+#[test]
+fn sequences_batched_together_match_each_alone() {
+    let (_dir, path) = tiny();
+    let (model, _) = load(&path);
+    let (a, b) = (
+        [10u32, 11, 12],
+        [40u32, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50],
+    );
+    let alone = |tokens: &[u32], next: u32| {
+        let mut c = KvCache::new(&model);
+        model
+            .forward(&mut [Chunk {
+                cache: &mut c,
+                tokens,
+            }])
+            .unwrap();
+        model
+            .forward(&mut [Chunk {
+                cache: &mut c,
+                tokens: &[next],
+            }])
+            .unwrap()
+    };
+    let (want_a, want_b) = (alone(&a, 7), alone(&b, 8));
+    // Prefill of b in the same pass as a's decode, then a joint decode step.
+    let (mut ca, mut cb) = (KvCache::new(&model), KvCache::new(&model));
+    model
+        .forward(&mut [Chunk {
+            cache: &mut ca,
+            tokens: &a,
+        }])
+        .unwrap();
+    model
+        .forward(&mut [
+            Chunk {
+                cache: &mut ca,
+                tokens: &[7],
+            },
+            Chunk {
+                cache: &mut cb,
+                tokens: &b,
+            },
+        ])
+        .unwrap();
+    let mut cb2 = KvCache::new(&model);
+    model
+        .forward(&mut [Chunk {
+            cache: &mut cb2,
+            tokens: &b,
+        }])
+        .unwrap();
+    let both = model
+        .forward(&mut [
+            Chunk {
+                cache: &mut cb2,
+                tokens: &[8],
+            },
+            Chunk {
+                cache: &mut cb,
+                tokens: &[8],
+            },
+        ])
+        .unwrap();
+    close(&both.get(0).unwrap(), &want_b);
+    close(&both.get(1).unwrap(), &want_b);
+    let (mut c1, mut c2) = (KvCache::new(&model), KvCache::new(&model));
+    model
+        .forward(&mut [
+            Chunk {
+                cache: &mut c1,
+                tokens: &a,
+            },
+            Chunk {
+                cache: &mut c2,
+                tokens: &b,
+            },
+        ])
+        .unwrap();
+    let joint = model
+        .forward(&mut [
+            Chunk {
+                cache: &mut c1,
+                tokens: &[7],
+            },
+            Chunk {
+                cache: &mut c2,
+                tokens: &[8],
+            },
+        ])
+        .unwrap();
+    close(&joint.get(0).unwrap(), &want_a);
+    close(&joint.get(1).unwrap(), &want_b);
+}
+
+#[test]
+fn cache_grows_past_its_first_capacity() {
+    let (_dir, path) = tiny();
+    let (model, mut reference) = load(&path);
+    let prompt: Vec<u32> = (0..70).map(|i| (i * 7 % 250) as u32).collect();
+    let mut cache = KvCache::new(&model);
+    model
+        .forward(&mut [Chunk {
+            cache: &mut cache,
+            tokens: &prompt[..60],
+        }])
+        .unwrap();
+    let got = model
+        .forward(&mut [Chunk {
+            cache: &mut cache,
+            tokens: &prompt[60..],
+        }])
+        .unwrap();
+    let want = reference
+        .forward(
+            &Tensor::new(&prompt[..], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            0,
+        )
+        .unwrap();
+    close(&got, &want);
+    let err = model
+        .forward(&mut [Chunk {
+            cache: &mut cache,
+            tokens: &vec![1; 200],
+        }])
+        .unwrap_err();
+    assert!(err.to_string().contains("context"), "{err}");
+}
