@@ -50,6 +50,11 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}, {}", std::env::consts::OS)
 }
 
+/// The 1-minute load average (Linux), a hint of how busy the machine was.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Finds a matrix cell by payload prefix, transport label and concurrency.
 pub fn cell<'a>(
     data: &'a ReportData,
@@ -246,6 +251,13 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
         data.server_note,
         data.warmup_ms,
         data.duration_ms
+    );
+    let load = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
+    let _ = writeln!(
+        s,
+        "1-minute load average: {} before the run, {} after it.\n",
+        load(data.load.0),
+        load(data.load.1)
     );
     let _ = writeln!(
         s,

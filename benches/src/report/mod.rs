@@ -77,6 +77,8 @@ pub struct ReportData {
     pub machine: String,
     /// Where the servers ran.
     pub server_note: String,
+    /// 1-minute load average before and after the run.
+    pub load: (Option<f64>, Option<f64>),
     /// Measured and warm-up time per scenario.
     pub duration_ms: u64,
     /// Warm-up per scenario.
@@ -268,6 +270,7 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     let mut data = ReportData {
         date: markdown::utc_date(),
         machine: markdown::machine(),
+        load: (markdown::load_average(), None),
         duration_ms: args.duration_ms,
         warmup_ms: args.warmup_ms,
         large_elements: args.large_elements,
@@ -362,6 +365,7 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     }
     runner.progress.clear();
     data.elapsed = started.elapsed();
+    data.load.1 = markdown::load_average();
     Ok(data)
 }
 
