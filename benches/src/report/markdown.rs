@@ -52,7 +52,12 @@ pub fn machine() -> String {
 
 /// The 1-minute load average (Linux), a hint of how busy the machine was.
 pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Finds a matrix cell by payload prefix, transport label and concurrency.
