@@ -13,6 +13,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             logging::init(args.log_format, args.log_verbose);
+            // candle sizes its CPU pools from the environment, which is only safe to set
+            // while this is the process's only thread (before the runtime and any model).
+            nereid_models::threads::init_process(nereid_models::threads::default_threads());
             serve::run(*args)
         }
         cli::Command::Bench(args) => runtime()?.block_on(nereid_bench::run(*args)),

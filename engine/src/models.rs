@@ -27,8 +27,12 @@ struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// The newest version still serving (one whose scheduler failed is skipped).
     fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
-        self.versions.values().next_back()
+        self.versions
+            .values()
+            .rev()
+            .find(|m| m.runner.fault().is_none())
     }
 }
 
@@ -76,7 +80,8 @@ impl ModelTable {
             .ok_or_else(|| EngineError::NotFound(format!("unknown model '{name}'")))?;
         match version {
             Some(v) => match entry.versions.get(&v) {
-                Some(m) => Ok(m.clone()),
+                Some(m) if m.runner.fault().is_none() => Ok(m.clone()),
+                Some(_) => Err(not_ready(name, entry)),
                 None if entry.versions.is_empty() => Err(not_ready(name, entry)),
                 None => Err(EngineError::NotFound(format!(
                     "model '{name}' has no version {v}"
@@ -311,7 +316,12 @@ impl ModelTable {
 const UNLOADED: &str = "unloaded";
 
 fn not_ready(name: &str, entry: &ModelEntry) -> EngineError {
-    let reason = entry.reason.as_deref().unwrap_or("no version is loaded");
+    let fault = entry.versions.values().find_map(|m| m.runner.fault());
+    let reason = entry
+        .reason
+        .as_deref()
+        .or(fault)
+        .unwrap_or("no version is loaded");
     EngineError::unavailable(format!("model '{name}' is not ready: {reason}"))
 }
 

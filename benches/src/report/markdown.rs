@@ -266,9 +266,11 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "**Caveat:** the load generator and the server share the same cores, so the client's JSON encoding and \
-         decoding compete with the server for CPU. Absolute numbers are pessimistic; the ratios, measured minutes \
-         apart in one run, are the result. Re-run with `nereid bench report` (about 2 minutes).\n"
+        "**Caveat:** the load generator and the server share the same cores, so the client's response decoding \
+         competes with the server for CPU. Request bodies are encoded once per input set, as perf_analyzer \
+         prepares its inputs (\"client send\" is then near zero); \"client recv\" includes decoding every \
+         response. Absolute numbers are pessimistic; the ratios, measured minutes apart in one run, are the \
+         result. Re-run with `nereid bench report` (about 2 minutes).\n"
     );
     let _ = writeln!(
         s,

@@ -1,6 +1,9 @@
 //! The dynamic batcher: requests enter a lock-free queue, one scheduler thread per model
-//! version forms batches, and one OS thread per instance computes them.
+//! version forms batches, and instances compute them: a lone batched instance on the
+//! scheduler thread itself (one thread hop less per request), several instances or a
+//! decoupled model on one OS thread each.
 
+mod batcher;
 mod ordering;
 mod pending;
 mod worker;
@@ -9,18 +12,18 @@ use std::sync::atomic::{
     AtomicBool, AtomicUsize,
     Ordering::{AcqRel, Acquire, Release},
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::sync::{Parker, Unparker};
 
 use crate::sink::{RequestContext, Sink};
 use crate::{EngineError, InferRequest, Instance, ModelSpec, ModelStats, Result, TimeoutPolicy};
+use batcher::{Batcher, Dispatch, SchedulerLoop};
 use ordering::Sequencer;
-use pending::{Dropped, Pending};
+use pending::Pending;
 
 /// How often an idle scheduler looks at timeouts and shutdown when nothing wakes it.
 const POLL: Duration = Duration::from_millis(5);
@@ -68,9 +71,25 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     stopping: AtomicBool,
     submitting: AtomicUsize,
+    /// Set when the scheduler thread failed; every request since is answered with it.
+    fault: OnceLock<String>,
 }
 
 impl Shared {
+    /// Why a model that stopped accepting refuses a request.
+    fn refusal(&self) -> EngineError {
+        match self.fault.get() {
+            Some(fault) => EngineError::unavailable(format!(
+                "model '{}' stopped after an internal error ({fault}); load it again",
+                self.spec.name()
+            )),
+            None => EngineError::unavailable(format!(
+                "model '{}' is unloading and takes no new requests",
+                self.spec.name()
+            )),
+        }
+    }
+
     /// Bookkeeping for a request that left the queue.
     fn dequeued(&self, q: &Queued) {
         self.level_counts[q.level].fetch_sub(1, AcqRel);
@@ -100,9 +119,54 @@ impl ModelRunner {
             accepting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
+            fault: OnceLock::new(),
             spec: spec.clone(),
             stats,
         });
+        let mut threads = Vec::new();
+        // Queue timeouts must be enforced while the instance computes, which only a
+        // scheduler that is not itself computing can do.
+        let times_out = spec
+            .levels
+            .iter()
+            .any(|l| l.default_timeout.is_some() || l.allow_timeout_override);
+        let dispatch = match <[Instance; 1]>::try_from(instances) {
+            Ok([Instance::Batched(instance)]) if !spec.decoupled && !times_out => {
+                Dispatch::Inline(instance)
+            }
+            Ok(one) => Self::start_workers(&spec, &shared, Vec::from(one), &mut threads)?,
+            Err(many) => Self::start_workers(&spec, &shared, many, &mut threads)?,
+        };
+        let scheduler = SchedulerLoop {
+            batcher: Batcher {
+                pending: Pending::new(spec.levels.len()),
+                shared: shared.clone(),
+                parker,
+            },
+            dispatch,
+            next_seq: 0,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-sched", spec.name()))
+            .spawn(move || scheduler.run());
+        threads.push(
+            spawned.map_err(|e| {
+                EngineError::internal(format!("cannot start scheduler thread: {e}"))
+            })?,
+        );
+        Ok(Self {
+            shared,
+            threads: parking_lot::Mutex::new(threads),
+        })
+    }
+
+    /// One thread per instance, fed batches by the scheduler as instances report idle.
+    fn start_workers(
+        spec: &Arc<ModelSpec>,
+        shared: &Arc<Shared>,
+        instances: Vec<Instance>,
+        threads: &mut Vec<JoinHandle<()>>,
+    ) -> Result<Dispatch> {
         let slots = if spec.decoupled {
             spec.max_batch_size.max(1)
         } else {
@@ -114,7 +178,6 @@ impl ModelRunner {
             .as_ref()
             .filter(|b| b.preserve_ordering)
             .map(|_| Arc::new(Sequencer::new()));
-        let mut threads = Vec::new();
         let mut work_txs = Vec::new();
         for (index, instance) in instances.into_iter().enumerate() {
             let (work_tx, work_rx) = crossbeam_channel::bounded::<Batch>(slots);
@@ -139,37 +202,14 @@ impl ModelRunner {
                 })?,
             );
         }
-        drop(idle_tx);
-        let scheduler = SchedulerLoop {
-            pending: Pending::new(spec.levels.len()),
-            shared: shared.clone(),
-            parker,
-            idle_rx,
-            work_txs,
-            next_seq: 0,
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-sched", spec.name()))
-            .spawn(move || scheduler.run());
-        threads.push(
-            spawned.map_err(|e| {
-                EngineError::internal(format!("cannot start scheduler thread: {e}"))
-            })?,
-        );
-        Ok(Self {
-            shared,
-            threads: parking_lot::Mutex::new(threads),
-        })
+        Ok(Dispatch::Workers { idle_rx, work_txs })
     }
 
     /// Puts a validated request on the queue; a full queue is an immediate UNAVAILABLE.
     pub(crate) fn submit(&self, q: Queued) -> Result<()> {
         let shared = &self.shared;
         if !shared.accepting.load(Acquire) {
-            return Err(EngineError::unavailable(format!(
-                "model '{}' is unloading and takes no new requests",
-                shared.spec.name()
-            )));
+            return Err(shared.refusal());
         }
         shared.submitting.fetch_add(1, AcqRel);
         let level = q.level;
@@ -201,6 +241,11 @@ impl ModelRunner {
         result
     }
 
+    /// The internal error that stopped this model's scheduler, if one did.
+    pub(crate) fn fault(&self) -> Option<&str> {
+        self.shared.fault.get().map(String::as_str)
+    }
+
     /// Stops taking requests, lets everything queued finish, and joins the threads.
     /// Blocking: call it off the async runtime.
     pub(crate) fn stop(&self) {
@@ -210,126 +255,6 @@ impl ModelRunner {
         let threads = std::mem::take(&mut *self.threads.lock());
         for t in threads {
             let _ = t.join();
-        }
-    }
-}
-
-struct SchedulerLoop {
-    shared: Arc<Shared>,
-    pending: Pending,
-    parker: Parker,
-    idle_rx: Receiver<usize>,
-    work_txs: Vec<Sender<Batch>>,
-    next_seq: u64,
-}
-
-impl SchedulerLoop {
-    fn run(mut self) {
-        loop {
-            let worker = match self.idle_rx.recv_timeout(POLL) {
-                Ok(w) => w,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.collect();
-                    if self.finished() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Every instance thread is gone: answer what waits instead of hanging.
-                    self.shared.accepting.store(false, Release);
-                    self.fail_all(EngineError::unavailable(format!(
-                        "model '{}' has no running instance",
-                        self.shared.spec.name()
-                    )));
-                    return;
-                }
-            };
-            let Some(requests) = self.next_batch() else {
-                return;
-            };
-            let batch = Batch {
-                seq: self.next_seq,
-                requests,
-            };
-            self.next_seq += 1;
-            if let Err(e) = self.work_txs[worker].send(batch) {
-                for q in e.into_inner().requests {
-                    let error = EngineError::internal("model instance stopped");
-                    q.sink.finish(&q.ctx, Err(error));
-                }
-            }
-        }
-    }
-
-    fn finished(&self) -> bool {
-        let s = &self.shared;
-        s.stopping.load(Acquire)
-            && s.submitting.load(Acquire) == 0
-            && s.queue.is_empty()
-            && self.pending.is_empty()
-    }
-
-    /// Moves newly submitted requests into the pending set and drops the dead ones.
-    fn collect(&mut self) {
-        while let Some(q) = self.shared.queue.pop() {
-            self.pending.push(q);
-        }
-        let shared = &self.shared;
-        self.pending.reap(Instant::now(), |q, why| {
-            shared.dequeued(&q);
-            match why {
-                Dropped::Cancelled => {
-                    let error = EngineError::Cancelled("the client went away".into());
-                    q.sink.finish(&q.ctx, Err(error));
-                }
-                Dropped::Failed(error) => q.sink.finish(&q.ctx, Err(error)),
-            }
-        });
-    }
-
-    fn fail_all(&mut self, error: EngineError) {
-        self.collect();
-        while let Some(q) = self.pending.take_one() {
-            self.shared.dequeued(&q);
-            q.sink.finish(&q.ctx, Err(error.clone()));
-        }
-    }
-
-    /// Waits for and forms the next batch; `None` once stopping with nothing left.
-    fn next_batch(&mut self) -> Option<Vec<Queued>> {
-        loop {
-            self.collect();
-            if self.pending.is_empty() {
-                if self.finished() {
-                    return None;
-                }
-                self.parker.park_timeout(POLL);
-                continue;
-            }
-            let spec = self.shared.spec.clone();
-            let batch = match (&spec.batching, spec.decoupled) {
-                (Some(policy), false) => {
-                    let max = spec.max_batch_size;
-                    let ready = self.pending.next_batch_size(max);
-                    let largest_preferred = policy.preferred_batch_sizes.last().copied();
-                    let due = self.pending.oldest().expect("not empty") + policy.max_queue_delay;
-                    let now = Instant::now();
-                    if ready >= max || self.shared.stopping.load(Acquire) || now >= due {
-                        self.pending.take_batch(max)
-                    } else if let Some(p) = largest_preferred.filter(|&p| ready >= p) {
-                        self.pending.take_batch(p)
-                    } else {
-                        self.parker.park_timeout(due - now);
-                        continue;
-                    }
-                }
-                _ => self.pending.take_one().into_iter().collect(),
-            };
-            for q in &batch {
-                self.shared.dequeued(q);
-            }
-            return Some(batch);
         }
     }
 }

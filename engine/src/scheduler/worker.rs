@@ -16,7 +16,7 @@ use crate::{
     Sequence, Tensor,
 };
 
-type Delivery = Vec<(Queued, Result<InferResponse>)>;
+pub(super) type Delivery = Vec<(Queued, Result<InferResponse>)>;
 
 pub(crate) struct Worker {
     pub index: usize,
@@ -35,56 +35,11 @@ impl Worker {
             let Ok(batch) = self.work_rx.recv() else {
                 return;
             };
-            let delivery = self.execute(instance.as_mut(), batch.requests);
+            let delivery = execute(&self.shared, instance.as_mut(), batch.requests);
             match &self.sequencer {
                 Some(seq) => seq.complete(batch.seq, delivery, deliver),
                 None => deliver(delivery),
             }
-        }
-    }
-
-    fn execute(&self, instance: &mut dyn BatchedInstance, mut requests: Vec<Queued>) -> Delivery {
-        let spec = &self.shared.spec;
-        let stats = &self.shared.stats;
-        let start = Instant::now();
-        for q in &requests {
-            stats.record_queue(start - q.enqueued);
-        }
-        let batch = assemble(spec, &mut requests);
-        let assembled = Instant::now();
-        let outputs =
-            catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(model = spec.name(), "model panicked: {what}");
-                Err(EngineError::internal(format!(
-                    "model '{}' panicked: {what}",
-                    spec.name()
-                )))
-            });
-        let computed = Instant::now();
-        let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
-        let split_done = Instant::now();
-        stats.record_execution(
-            requests.len() as u64,
-            batch.batch_size as u64,
-            assembled - start,
-            computed - assembled,
-            split_done - computed,
-        );
-        match per_request {
-            Ok(outs) => requests
-                .into_iter()
-                .zip(outs)
-                .map(|(q, outs)| {
-                    let response = q.ctx.response(outs, true);
-                    (q, Ok(response))
-                })
-                .collect(),
-            Err(e) => requests.into_iter().map(|q| (q, Err(e.clone()))).collect(),
         }
     }
 
@@ -170,7 +125,64 @@ impl Worker {
     }
 }
 
-fn deliver(delivery: Delivery) {
+/// Runs one batch on `instance` and pairs each request with its outcome. A panicking model
+/// fails the batch, not the thread.
+pub(super) fn execute(
+    shared: &Shared,
+    instance: &mut dyn BatchedInstance,
+    mut requests: Vec<Queued>,
+) -> Delivery {
+    let spec = &shared.spec;
+    let stats = &shared.stats;
+    let start = Instant::now();
+    for q in &requests {
+        stats.record_queue(start - q.enqueued);
+    }
+    let batch = assemble(spec, &mut requests);
+    let assembled = Instant::now();
+    let outputs =
+        catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(model = spec.name(), "model panicked: {what}");
+            Err(EngineError::internal(format!(
+                "model '{}' panicked: {what}",
+                spec.name()
+            )))
+        });
+    let computed = Instant::now();
+    let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
+    let split_done = Instant::now();
+    stats.record_execution(
+        requests.len() as u64,
+        batch.batch_size as u64,
+        assembled - start,
+        computed - assembled,
+        split_done - computed,
+    );
+    match per_request {
+        Ok(outs) => requests
+            .into_iter()
+            .zip(outs)
+            .map(|(q, outs)| {
+                let response = q.ctx.response(outs, true);
+                (q, Ok(response))
+            })
+            .collect(),
+        Err(e) => requests.into_iter().map(|q| (q, Err(e.clone()))).collect(),
+    }
+}
+
+/// The text of a caught panic.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Answers every request of a finished batch.
+pub(super) fn deliver(delivery: Delivery) {
     for (q, outcome) in delivery {
         q.sink.finish(&q.ctx, outcome);
     }

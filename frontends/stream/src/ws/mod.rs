@@ -25,13 +25,15 @@ use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use nereid_engine::{Engine, EngineError, ResponseStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
 use frame::{Defaults, Encoding, Incoming, Submission};
 
 /// Frames waiting for the socket, across every request of one connection.
 const OUT_BUFFER: usize = 64;
+/// How long a closing connection may take to send its close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Requests in flight on one connection; past it the reader waits for one to finish.
 pub const MAX_INFLIGHT: usize = 1024;
 /// Largest message a client may send (a frame of video or a second of audio fits easily).
@@ -96,12 +98,24 @@ fn accept(upgrade: WebSocketUpgrade, engine: Engine, defaults: Defaults) -> Resp
 async fn serve(socket: WebSocket, engine: Engine, defaults: Defaults) {
     let (mut sink, source) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_BUFFER);
+    // Dropped by the reader when it ends: the writer then answers the close handshake.
+    let (reading_tx, mut reading_rx) = oneshot::channel::<()>();
     let writer = async move {
-        while let Some(message) = out_rx.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut reading_rx => break,
+                message = out_rx.recv() => match message {
+                    Some(message) => {
+                        if sink.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
             }
         }
+        let _ = sink.send(Message::Close(None)).await;
     };
     let reader = Reader {
         engine,
@@ -110,13 +124,20 @@ async fn serve(socket: WebSocket, engine: Engine, defaults: Defaults) {
         tasks: JoinSet::new(),
         inflight: HashMap::new(),
         next: 0,
+        _reading: reading_tx,
     };
-    // Whichever side ends first ends the connection; dropping the reader aborts every
-    // forwarding task (JoinSet), which drops the engine streams and cancels the requests.
+    tokio::pin!(writer);
+    // A failed write ends the connection at once. When the read side ends, the reader and
+    // its JoinSet are dropped, which aborts every forwarding task, drops the engine streams
+    // and cancels the requests; the writer then only says goodbye.
     tokio::select! {
-        () = writer => tracing::debug!("websocket write side closed"),
+        () = &mut writer => {
+            tracing::debug!("websocket write side closed");
+            return;
+        }
         () = reader.run(source) => tracing::debug!("websocket read side closed"),
     }
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
 }
 
 /// The read side of a connection and the requests it has in flight.
@@ -130,6 +151,8 @@ struct Reader {
     /// newer request that reused its id.
     inflight: HashMap<String, (u64, AbortHandle)>,
     next: u64,
+    /// Held while reading; its drop tells the writer the read side is over.
+    _reading: oneshot::Sender<()>,
 }
 
 impl Reader {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Measures the real models in one run, for docs/BENCHMARKS.md:
+#  1. minilm and smollm2 in-process (models/examples/bench.rs: the forward pass as an instance
+#     runs it, no server);
+#  2. minilm served: `nereid bench` over gRPC against `nereid serve`, the same 16-token text;
+#  3. smollm2 served: aggregate tokens/s and time to first token at 1, 4 and 8 concurrent
+#     OpenAI streaming chats (frontends/stream/examples/stream_load.rs).
+# Release builds of the three programs first (about 15 minutes from scratch on 2 cores).
+# Writes everything it prints to target/bench-models.txt as well.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  cargo build --release --locked -p nereid --bin nereid
+  cargo build --release --locked -p nereid-models --example bench
+  cargo build --release --locked -p nereid-stream --example stream_load
+fi
+out=target/bench-models.txt
+exec > >(tee "$out") 2>&1
+
+echo "== $(date -u +%FT%TZ) on $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== in-process forward passes"
+./target/release/examples/bench all
+
+# "hello" x 14 is 14 WordPiece tokens, 16 with [CLS] and [SEP]: as in the in-process bench.
+inputs=$(mktemp --suffix .json)
+words=$(printf 'hello %.0s' {1..14})
+printf '{"data":[{"TEXT":["%s"]}]}' "${words% }" > "$inputs"
+
+log=$(mktemp)
+./target/release/nereid serve --http-port 0 --grpc-port 0 --metrics-port 0 > "$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; rm -f "$inputs" "$log"' EXIT
+for _ in $(seq 600); do
+  grep -q NEREID_READY "$log" && break
+  sleep 0.5
+done
+ready=$(grep NEREID_READY "$log")
+http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
+grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
+echo "== served: $ready"
+
+echo "== minilm over gRPC, 16 tokens per request, concurrency 32 (one batch of 32)"
+./target/release/nereid bench -m minilm -i grpc -u "$grpc" --input-data "$inputs" \
+  --concurrency-range 32 -p 5000 -r 3 --no-progress
+
+echo "== smollm2 streamed over /v1/chat/completions"
+./target/release/examples/stream_load "http://$http" smollm2 --levels 1,4,8 --requests 2 --max-tokens 64
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
