@@ -28,21 +28,39 @@ words=$(printf 'hello %.0s' {1..14})
 printf '{"data":[{"TEXT":["%s"]}]}' "${words% }" > "$inputs"
 
 log=$(mktemp)
-./target/release/nereid serve --http-port 0 --grpc-port 0 --metrics-port 0 > "$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; rm -f "$inputs" "$log"' EXIT
-for _ in $(seq 600); do
-  grep -q NEREID_READY "$log" && break
-  sleep 0.5
-done
-ready=$(grep NEREID_READY "$log")
-http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
-grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
-echo "== served: $ready"
+repo=$(mktemp -d)
+server=
+trap 'kill $server 2>/dev/null; rm -rf "$inputs" "$log" "$repo"' EXIT
+# Starts `nereid serve` with the given flags; sets $http and $grpc.
+serve() {
+  [[ -n "$server" ]] && kill "$server" && wait "$server" 2>/dev/null || true
+  ./target/release/nereid serve --http-port 0 --grpc-port 0 --metrics-port 0 "$@" > "$log" 2>&1 &
+  server=$!
+  for _ in $(seq 600); do
+    grep -q NEREID_READY "$log" && break
+    sleep 0.5
+  done
+  ready=$(grep NEREID_READY "$log")
+  http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
+  grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
+  echo "== served: $ready"
+}
+minilm() {
+  echo "== minilm over gRPC ($1), 16 tokens per request, concurrency 32"
+  ./target/release/nereid bench -m minilm -i grpc -u "$grpc" --input-data "$inputs" \
+    --concurrency-range 32 -p 5000 -r 3 --no-progress
+}
 
-echo "== minilm over gRPC, 16 tokens per request, concurrency 32 (one batch of 32)"
-./target/release/nereid bench -m minilm -i grpc -u "$grpc" --input-data "$inputs" \
-  --concurrency-range 32 -p 5000 -r 3 --no-progress
+# The demo minilm runs one single-threaded instance; a second config runs two.
+mkdir -p "$repo/minilm/1"
+cache=${NEREID_CACHE:-$HOME/.cache/nereid}
+serve --demo-models all
+minilm "demo config: 1 instance, 1 thread"
+sed 's/count: 1 kind: KIND_CPU/count: 2 kind: KIND_CPU/' "$cache/demo-repository/minilm/config.pbtxt" \
+  > "$repo/minilm/config.pbtxt"
+serve --model-repository "$repo"
+minilm "2 instances, 1 thread each"
+serve --demo-models all
 
 echo "== smollm2 streamed over /v1/chat/completions"
 ./target/release/examples/stream_load "http://$http" smollm2 --levels 1,4,8 --requests 2 --max-tokens 64

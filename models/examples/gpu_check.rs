@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use nereid_engine::ModelSpec;
 use nereid_models::embedder::Embedder;
-use nereid_models::llama::{argmax, Chunk, KvCache, Llama};
+use nereid_models::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
 
 const SENTENCES: &[&str] = &[
     "This is an example sentence",
@@ -156,7 +156,7 @@ fn llama_tiny(gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
     let load = |device: &Device| -> Result<Llama> {
         let mut f = std::fs::File::open(&path)?;
         let content = candle_core::quantized::gguf_file::Content::read(&mut f)?;
-        Llama::load(&content, &mut f, device, 4096)
+        Llama::load(&content, &mut f, device, 4096, MatmulWeights::Quantized)
     };
     let (cpu, on_gpu) = (load(&Device::Cpu)?, load(gpu)?);
     let prompt = [5u32, 77, 120, 9, 200, 31, 64];
@@ -194,7 +194,7 @@ fn llama_tiny(gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
 fn smollm2(path: &Path, gpu: &Device) -> Result<()> {
     let mut f = std::fs::File::open(path)?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut f)?;
-    let model = Llama::load(&content, &mut f, gpu, 4096)?;
+    let model = Llama::load(&content, &mut f, gpu, 4096, MatmulWeights::Quantized)?;
     let prompt: Vec<u32> = (1..40).collect();
     for sequences in [1usize, 8] {
         let mut caches: Vec<KvCache> = (0..sequences).map(|_| KvCache::new(&model)).collect();

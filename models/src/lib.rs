@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod bert;
 pub mod chat;
 pub mod demo;

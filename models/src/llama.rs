@@ -10,7 +10,7 @@
 use std::io::{Read, Seek};
 
 use anyhow::{bail, Result};
-use candle_core::quantized::{gguf_file::Content, QMatMul};
+use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
 /// The hyper-parameters read from `llama.*` metadata.
@@ -156,14 +156,52 @@ pub struct Llama {
     device: Device,
 }
 
+/// How the projection and MLP weights are held for the matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulWeights {
+    /// The GGUF blocks as stored (smallest; candle's quantized kernels, whose cost grows
+    /// with every row, so batched decoding gains nothing).
+    Quantized,
+    /// Dequantized to FP32 once at load (about 8x the memory of Q4): every step is a real
+    /// GEMM, so rows of concurrent sequences and prompt tokens share each weight read.
+    F32,
+    /// Dequantized to FP16: half of FP32's memory; fastest for one sequence on CPU, slow
+    /// for batches there.
+    F16,
+}
+
+impl std::str::FromStr for MatmulWeights {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "quantized" | "gguf" => Ok(Self::Quantized),
+            "f32" | "fp32" => Ok(Self::F32),
+            "f16" | "fp16" => Ok(Self::F16),
+            other => Err(format!("'{other}' is not one of quantized, fp32, fp16")),
+        }
+    }
+}
+
+impl MatmulWeights {
+    fn matmul(self, weight: QTensor, device: &Device) -> Result<QMatMul> {
+        Ok(match self {
+            Self::Quantized => QMatMul::from_qtensor(weight)?,
+            Self::F32 => QMatMul::Tensor(weight.dequantize(device)?),
+            Self::F16 => QMatMul::TensorF16(weight.dequantize_f16(device)?),
+        })
+    }
+}
+
 impl Llama {
-    /// Loads the weights from a GGUF file onto `device`; the context is capped at
-    /// `max_context` positions.
+    /// Loads the weights from a GGUF file onto `device`, the matmul weights held as
+    /// `weights` says; the context is capped at `max_context` positions.
     pub fn load<R: Read + Seek>(
         content: &Content,
         reader: &mut R,
         device: &Device,
         max_context: usize,
+        weights: MatmulWeights,
     ) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(content, max_context)?;
         let mut get = |name: &str| content.tensor(reader, name, device);
@@ -171,13 +209,13 @@ impl Llama {
         let embed = embed_q.dequantize(device)?;
         let norm = get("output_norm.weight")?.dequantize(device)?;
         let output = match get("output.weight") {
-            Ok(t) => QMatMul::from_qtensor(t)?,
-            Err(_) => QMatMul::from_qtensor(embed_q)?,
+            Ok(t) => weights.matmul(t, device)?,
+            Err(_) => weights.matmul(embed_q, device)?,
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let mut mm = |n: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?)?)
+                weights.matmul(get(&format!("blk.{i}.{n}.weight"))?, device)
             };
             let (wq, wk, wv, wo) = (
                 mm("attn_q")?,

@@ -8,11 +8,15 @@
 //!   serialised).
 //!
 //! So each instance gets a dedicated rayon pool of `intra_op_threads` threads and runs its
-//! forward passes inside it ([`IntraOp::run`]), which bounds gemm per instance; and the first
-//! model loaded sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` to its `intra_op_threads`
-//! unless the environment already sets them ([`init_process`]). With one thread per instance
-//! (the default: fastest on 2 cores), every kernel runs inline on the instance's own thread
-//! and instances never wait on each other; use `instance_group { count: N }` to use N cores.
+//! forward passes inside it ([`IntraOp::run`]), which bounds gemm per instance to its own
+//! pool; [`init_process`] sets `RAYON_NUM_THREADS` (how many tasks a gemm splits into) to the
+//! machine's cores, so an instance given two threads uses both, while a one-thread instance
+//! runs the tasks one after another at no measurable cost. `CANDLE_NUM_THREADS` (the
+//! quantized kernels' shared pool) is set to the first model's `intra_op_threads`. Either
+//! variable already set in the environment wins. With one thread per instance every kernel
+//! runs on the instance's own thread and instances never wait on each other; use
+//! `instance_group { count: N }` to spread requests over N cores, or `intra_op_threads` to
+//! speed up one instance (the demo generator uses two: batched decoding is a GEMM).
 
 use std::sync::OnceLock;
 
@@ -45,17 +49,23 @@ impl IntraOp {
     }
 }
 
-/// Fixes candle's process-wide thread counts from the first model that asks, unless the
-/// environment already sets them. Returns the count in force for candle's barrier pool.
-/// Later calls (other models) change nothing.
+/// Fixes candle's process-wide thread counts once, unless the environment already sets
+/// them: gemm tasks to the machine's cores, the quantized kernels' pool to `threads`. The
+/// server calls it at startup, before any other thread exists; a model load calls it too
+/// (for library users), and then changes nothing. Returns the count in force for candle's
+/// barrier pool.
 pub fn init_process(threads: usize) -> usize {
     static DONE: OnceLock<usize> = OnceLock::new();
     *DONE.get_or_init(|| {
-        let threads = threads.max(1).to_string();
-        for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let counts = [
+            ("RAYON_NUM_THREADS", cores.max(threads)),
+            ("CANDLE_NUM_THREADS", threads.max(1)),
+        ];
+        for (var, count) in counts {
             if std::env::var_os(var).is_none() {
                 // Set once, before candle first reads it; std serialises its own env access.
-                std::env::set_var(var, &threads);
+                std::env::set_var(var, count.to_string());
             }
         }
         let n = std::env::var("CANDLE_NUM_THREADS")

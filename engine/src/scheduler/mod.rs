@@ -1,7 +1,8 @@
 //! The dynamic batcher: requests enter a lock-free queue, one scheduler thread per model
 //! version forms batches, and instances compute them: a lone batched instance on the
-//! scheduler thread itself (one thread hop less per request), several instances or a
-//! decoupled model on one OS thread each.
+//! scheduler thread itself (one thread hop less per request), several instances, a
+//! decoupled model, or a model whose queue policy times requests out (someone must watch
+//! the queue while the instance computes) on one OS thread each.
 
 mod batcher;
 mod ordering;

@@ -1,4 +1,4 @@
-//! `cargo run --release -p nereid-bench --example bench -- [--in-process] [bench flags]`:
+//! `cargo run --release -p nereid-bench --example load -- [--in-process] [bench flags]`:
 //! `nereid bench` without the server binary. With `--in-process` (and no `-u`) it first
 //! starts Nereid with the built-in demo models in this process, on a runtime of its own.
 //! (The bare comparison servers answer only ModelInfer, so `nereid bench report` drives
@@ -10,7 +10,7 @@ use nereid_bench::server;
 
 /// `nereid bench` flags, plus a server to start.
 #[derive(Parser)]
-#[command(name = "bench")]
+#[command(name = "load")]
 struct Cli {
     /// Start Nereid in-process and point the load at it.
     #[arg(long)]
