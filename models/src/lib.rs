@@ -25,6 +25,7 @@ mod options;
 pub mod pooling;
 pub mod request;
 pub mod sampling;
+pub mod skinny;
 pub mod testing;
 pub mod text_stream;
 pub mod threads;

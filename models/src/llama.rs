@@ -13,6 +13,8 @@ use anyhow::{bail, Result};
 use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use crate::skinny;
+
 /// The hyper-parameters read from `llama.*` metadata.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
@@ -199,10 +201,15 @@ struct Projection(QMatMul);
 impl Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.0 {
-            // `W x^T` keeps the long weight dimension as the GEMM's rows, which gemm's
-            // kernels tile far better than a handful of sequence rows: 1.4-1.7x faster for
-            // 8 rows on CPU, the same for one (models/examples/gemm_shape.rs).
+            // One sequence's decode row streams the weights (`skinny`); for more rows,
+            // `W x^T` keeps the long weight dimension as the GEMM's rows, which gemm tiles far
+            // better than a few sequence rows (models/examples/gemm_shape.rs).
             QMatMul::Tensor(w) if xs.rank() == 2 && xs.device().is_cpu() => {
+                if xs.dim(0)? <= skinny::MAX_ROWS && xs.dtype() == DType::F32 {
+                    return Ok(xs
+                        .contiguous()?
+                        .apply_op2_no_bwd(w, &skinny::RowsTimesWeightT)?);
+                }
                 Ok(w.matmul(&xs.t()?)?.t()?.contiguous()?)
             }
             other => Ok(other.forward(xs)?),
