@@ -358,7 +358,7 @@ impl Engine {
             requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
             stats: model.stats.clone(),
             received,
-            _inflight: InflightGuard::new(&self.inner.inflight),
+            inflight: InflightGuard::new(&self.inner.inflight),
         };
         let queued = Queued {
             request,

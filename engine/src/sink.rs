@@ -1,7 +1,7 @@
 //! Where responses go: a one-shot for unary calls, a bounded channel for streams, and the
 //! [`Responder`] through which decoupled models answer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,18 +27,32 @@ impl InflightCounter {
 }
 
 /// Held by a request until it is answered or dropped.
-pub(crate) struct InflightGuard(Arc<InflightCounter>);
+pub(crate) struct InflightGuard {
+    counter: Arc<InflightCounter>,
+    released: AtomicBool,
+}
 
 impl InflightGuard {
     pub(crate) fn new(counter: &Arc<InflightCounter>) -> Self {
         counter.0.fetch_add(1, Ordering::AcqRel);
-        Self(counter.clone())
+        Self {
+            counter: counter.clone(),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops counting the request; called before its final answer leaves, so a client that
+    /// has its answer never sees it still counted.
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.counter.0.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -51,7 +65,7 @@ pub(crate) struct RequestContext {
     pub requested: Vec<String>,
     pub stats: Arc<ModelStats>,
     pub received: Instant,
-    pub _inflight: InflightGuard,
+    pub inflight: InflightGuard,
 }
 
 impl RequestContext {
@@ -74,7 +88,9 @@ impl RequestContext {
         }
     }
 
+    /// Counts the final outcome; the request stops counting as in flight.
     pub(crate) fn record(&self, outcome: &Result<InferResponse>) {
+        self.inflight.release();
         let elapsed = self.received.elapsed();
         match outcome {
             Ok(_) => self.stats.record_success(elapsed),
