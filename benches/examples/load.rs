@@ -1,7 +1,7 @@
 //! `cargo run --release -p nereid-bench --example load -- [--in-process] [bench flags]`:
 //! `nereid bench` without the server binary. With `--in-process` (and no `-u`) it first
 //! starts Nereid with the built-in demo models in this process, on a runtime of its own.
-//! (The bare comparison servers answer only ModelInfer, so `nereid bench report` drives
+//! (The bare comparison servers answer only ModelInfer, so `nereid bench-report` drives
 //! them, not this tool.)
 
 use clap::Parser;

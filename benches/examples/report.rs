@@ -1,9 +1,9 @@
 //! `cargo run --release -p nereid-bench --example report -- [flags]`: the same report as
-//! `nereid bench report`, without building the whole server binary (no candle).
+//! `nereid bench-report`, without building the whole server binary (no candle).
 
 use clap::Parser;
 
-/// `nereid bench report` flags.
+/// `nereid bench-report` flags.
 #[derive(Parser)]
 #[command(name = "report")]
 struct Cli {

@@ -1,4 +1,4 @@
-//! Command-line flags of `nereid bench` and `nereid bench report`, with perf_analyzer's
+//! Command-line flags of `nereid bench` and `nereid bench-report`, with perf_analyzer's
 //! names where perf_analyzer has the flag.
 
 use std::fmt;
@@ -295,7 +295,7 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
-/// `nereid bench report` flags: the protocol comparison on the live server.
+/// `nereid bench-report` flags: the protocol comparison on the live server.
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
     /// Markdown file whose generated section is replaced (created if missing).

@@ -1,5 +1,5 @@
 //! `nereid-bench`: the load generator behind `nereid bench` and the protocol comparison
-//! behind `nereid bench report`.
+//! behind `nereid bench-report`.
 //!
 //! * [`run`] with [`BenchArgs`] is a perf_analyzer-style load generator: closed loop
 //!   (`--concurrency-range`) or open loop (`--request-rate-range`) over gRPC or REST (JSON or

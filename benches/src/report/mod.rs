@@ -1,4 +1,4 @@
-//! `nereid bench report`: the seed article's comparison on the live server, in one run.
+//! `nereid bench-report`: the seed article's comparison on the live server, in one run.
 //!
 //! 1. Bytes on the wire for a 768-d FP32 vector: JSON, binary extension, protobuf, counted
 //!    on the client's sockets.
@@ -369,12 +369,12 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     Ok(data)
 }
 
-/// `nereid bench report`: measures, then writes the generated section of the markdown file
+/// `nereid bench-report`: measures, then writes the generated section of the markdown file
 /// and the SVG plots (or prints the section with `--dry-run`).
 pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let estimate = 6 * 5 + 8;
     eprintln!(
-        "nereid bench report: about {estimate} scenarios of {} ms each (~{} s)",
+        "nereid bench-report: about {estimate} scenarios of {} ms each (~{} s)",
         args.duration_ms + args.warmup_ms,
         estimate as u64 * (args.duration_ms + args.warmup_ms) / 1000
     );
