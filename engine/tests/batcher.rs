@@ -343,19 +343,20 @@ async fn cancelled_requests_are_not_computed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preserve_ordering_holds_back_faster_batches() {
     for preserve in [true, false] {
-        let (engine, _rec, _dir) = engine(
+        let (engine, rec, _dir) = engine(
             &format!("dynamic_batching {{ preserve_ordering: {preserve} }}"),
             1,
             2,
         );
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for x in [-1, 7] {
+        for (i, x) in [-1, 7].into_iter().enumerate() {
             let (e, tx) = (engine.clone(), tx.clone());
             tokio::spawn(async move {
                 let r = e.infer(request(x)).await.unwrap();
                 tx.send(value(&r)).unwrap();
             });
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The slow request must be dispatched first, however late its task runs.
+            wait_batches(&rec, i + 1).await;
         }
         let order = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
         let expected = if preserve { vec![-1, 7] } else { vec![7, -1] };

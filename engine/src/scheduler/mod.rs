@@ -180,6 +180,8 @@ impl ModelRunner {
             .filter(|b| b.preserve_ordering)
             .map(|_| Arc::new(Sequencer::new()));
         let mut work_txs = Vec::new();
+        let announced = instances.len() * slots;
+        let first_thread = threads.len();
         for (index, instance) in instances.into_iter().enumerate() {
             let (work_tx, work_rx) = crossbeam_channel::bounded::<Batch>(slots);
             work_txs.push(work_tx);
@@ -202,6 +204,12 @@ impl ModelRunner {
                     EngineError::internal(format!("cannot start worker thread: {e}"))
                 })?,
             );
+        }
+        // Ready means running: wait until every instance thread has announced its slots,
+        // so the first requests find every instance (not only those the OS started first).
+        while idle_rx.len() < announced && !threads[first_thread..].iter().any(|t| t.is_finished())
+        {
+            std::thread::sleep(Duration::from_micros(200));
         }
         Ok(Dispatch::Workers { idle_rx, work_txs })
     }
