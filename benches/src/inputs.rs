@@ -21,6 +21,23 @@ pub struct TensorInfo {
     pub dims: Vec<i64>,
 }
 
+impl TensorInfo {
+    /// From model metadata, whose `shape` leads with the batch dimension (-1) when the
+    /// model batches.
+    pub fn from_metadata(name: &str, datatype: &str, shape: &[i64], batching: bool) -> Self {
+        let dims = if batching {
+            shape.get(1..).unwrap_or_default()
+        } else {
+            shape
+        };
+        Self {
+            name: name.into(),
+            datatype: datatype.into(),
+            dims: dims.to_vec(),
+        }
+    }
+}
+
 /// What the load generator needs to know about a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {

@@ -4,6 +4,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
+use crate::cpu_op::contiguous_f32;
+
 /// A BERT-family `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -52,13 +54,8 @@ impl CustomOp1 for CpuGeluErf {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu-erf-f32 takes FP32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf-f32 takes contiguous tensors only");
-        };
-        let out: Vec<f32> = data[start..end].iter().map(|&x| gelu_erf(x)).collect();
+        let data = contiguous_f32(self.name(), storage, layout)?;
+        let out: Vec<f32> = data.iter().map(|&x| gelu_erf(x)).collect();
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }

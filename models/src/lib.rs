@@ -15,6 +15,7 @@
 pub mod activation;
 pub mod bert;
 pub mod chat;
+mod cpu_op;
 pub mod demo;
 pub mod embedder;
 pub mod fetch;

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
+use crate::cpu_op::contiguous_f32;
+
 /// Most rows for which [`matmul_rows`] beats a general GEMM on this kind of machine.
 pub const MAX_ROWS: usize = 1;
 
@@ -49,21 +51,14 @@ impl CustomOp2 for RowsTimesWeightT {
         weight: &CpuStorage,
         weight_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(xs), CpuStorage::F32(weight)) = (xs, weight) else {
-            candle_core::bail!("rows-times-weight-t takes FP32 only");
-        };
-        let (Some((xa, xb)), Some((wa, wb))) = (
-            xs_layout.contiguous_offsets(),
-            weight_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("rows-times-weight-t takes contiguous tensors only");
-        };
+        let xs = contiguous_f32(self.name(), xs, xs_layout)?;
+        let weight = contiguous_f32(self.name(), weight, weight_layout)?;
         let (rows, k) = xs_layout.shape().dims2()?;
         let (out, wk) = weight_layout.shape().dims2()?;
         if k != wk {
             candle_core::bail!("rows-times-weight-t: rows of {k} against weights of {wk}");
         }
-        let y = matmul_rows(&xs[xa..xb], rows, &weight[wa..wb], out, k);
+        let y = matmul_rows(xs, rows, weight, out, k);
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 }

@@ -31,6 +31,20 @@ fn reference(path: &std::path::Path) -> ModelWeights {
     ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap()
 }
 
+/// Our logits after one chunk of one sequence.
+fn logits(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Tensor {
+    model.forward(&mut [Chunk { cache, tokens }]).unwrap()
+}
+
+/// The reference's logits for `tokens` placed from position `pos`.
+fn reference_logits(reference: &mut ModelWeights, tokens: &[u32], pos: usize) -> Tensor {
+    let input = Tensor::new(tokens, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    reference.forward(&input, pos).unwrap()
+}
+
 fn close(a: &Tensor, b: &Tensor) {
     close_within(a, b, 1e-3);
 }
@@ -53,20 +67,11 @@ fn dequantized_weights_match_the_quantized_reference() {
     let (_dir, path) = tiny();
     let mut reference = reference(&path);
     let prompt = [5u32, 77, 120, 9, 200, 31, 64];
-    let input = Tensor::new(&prompt[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let want = reference.forward(&input, 0).unwrap();
+    let want = reference_logits(&mut reference, &prompt, 0);
     for weights in [MatmulWeights::F32, MatmulWeights::F16] {
         let model = ours(&path, weights);
         let mut cache = KvCache::new(&model);
-        let got = model
-            .forward(&mut [Chunk {
-                cache: &mut cache,
-                tokens: &prompt,
-            }])
-            .unwrap();
+        let got = logits(&model, &mut cache, &prompt);
         let (g, w): (Vec<f32>, Vec<f32>) = (
             got.flatten_all().unwrap().to_vec1().unwrap(),
             want.flatten_all().unwrap().to_vec1().unwrap(),
@@ -95,35 +100,13 @@ fn matches_candle_quantized_llama_through_prefill_and_decode() {
     let (ours, mut reference) = load(&path);
     let prompt = [5u32, 77, 120, 9, 200, 31, 64];
     let mut cache = KvCache::new(&ours);
-    let got = ours
-        .forward(&mut [Chunk {
-            cache: &mut cache,
-            tokens: &prompt,
-        }])
-        .unwrap();
-    let want = reference
-        .forward(
-            &Tensor::new(&prompt[..], &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap(),
-            0,
-        )
-        .unwrap();
+    let got = logits(&ours, &mut cache, &prompt);
+    let want = reference_logits(&mut reference, &prompt, 0);
     close(&got, &want);
     let mut pos = prompt.len();
     for token in [3u32, 250, 17] {
-        let got = ours
-            .forward(&mut [Chunk {
-                cache: &mut cache,
-                tokens: &[token],
-            }])
-            .unwrap();
-        let input = Tensor::new(&[token], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        close(&got, &reference.forward(&input, pos).unwrap());
+        let got = logits(&ours, &mut cache, &[token]);
+        close(&got, &reference_logits(&mut reference, &[token], pos));
         pos += 1;
     }
     assert_eq!(cache.len(), pos);
@@ -144,28 +127,13 @@ fn batched_matches_alone(model: &Llama) {
     );
     let alone = |tokens: &[u32], next: u32| {
         let mut c = KvCache::new(model);
-        model
-            .forward(&mut [Chunk {
-                cache: &mut c,
-                tokens,
-            }])
-            .unwrap();
-        model
-            .forward(&mut [Chunk {
-                cache: &mut c,
-                tokens: &[next],
-            }])
-            .unwrap()
+        logits(model, &mut c, tokens);
+        logits(model, &mut c, &[next])
     };
     let (want_a, want_b) = (alone(&a, 7), alone(&b, 8));
     // Prefill of b in the same pass as a's decode, then a joint decode step.
     let (mut ca, mut cb) = (KvCache::new(model), KvCache::new(model));
-    model
-        .forward(&mut [Chunk {
-            cache: &mut ca,
-            tokens: &a,
-        }])
-        .unwrap();
+    logits(model, &mut ca, &a);
     model
         .forward(&mut [
             Chunk {
@@ -179,12 +147,7 @@ fn batched_matches_alone(model: &Llama) {
         ])
         .unwrap();
     let mut cb2 = KvCache::new(model);
-    model
-        .forward(&mut [Chunk {
-            cache: &mut cb2,
-            tokens: &b,
-        }])
-        .unwrap();
+    logits(model, &mut cb2, &b);
     let both = model
         .forward(&mut [
             Chunk {
@@ -234,27 +197,9 @@ fn cache_grows_past_its_first_capacity() {
     let (model, mut reference) = load(&path);
     let prompt: Vec<u32> = (0..70).map(|i| (i * 7 % 250) as u32).collect();
     let mut cache = KvCache::new(&model);
-    model
-        .forward(&mut [Chunk {
-            cache: &mut cache,
-            tokens: &prompt[..60],
-        }])
-        .unwrap();
-    let got = model
-        .forward(&mut [Chunk {
-            cache: &mut cache,
-            tokens: &prompt[60..],
-        }])
-        .unwrap();
-    let want = reference
-        .forward(
-            &Tensor::new(&prompt[..], &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap(),
-            0,
-        )
-        .unwrap();
+    logits(&model, &mut cache, &prompt[..60]);
+    let got = logits(&model, &mut cache, &prompt[60..]);
+    let want = reference_logits(&mut reference, &prompt, 0);
     close(&got, &want);
     let err = model
         .forward(&mut [Chunk {

@@ -182,16 +182,9 @@ impl GrpcClient {
             .config
             .unwrap_or_default();
         let max_batch_size = config.max_batch_size as i64;
-        let strip =
-            |t: &nereid_proto::inference::model_metadata_response::TensorMetadata| TensorInfo {
-                name: t.name.clone(),
-                datatype: t.datatype.clone(),
-                dims: if max_batch_size > 0 {
-                    t.shape.iter().skip(1).copied().collect()
-                } else {
-                    t.shape.clone()
-                },
-            };
+        let strip = |t: &nereid_proto::inference::model_metadata_response::TensorMetadata| {
+            TensorInfo::from_metadata(&t.name, &t.datatype, &t.shape, max_batch_size > 0)
+        };
         Ok(ModelInfo {
             name: name.into(),
             version: version.into(),

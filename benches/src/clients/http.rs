@@ -176,14 +176,8 @@ impl HttpClient {
             .pointer("/model_transaction_policy/decoupled")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let strip = |t: &Tensor| TensorInfo {
-            name: t.name.clone(),
-            datatype: t.datatype.clone(),
-            dims: if max_batch_size > 0 {
-                t.shape.iter().skip(1).copied().collect()
-            } else {
-                t.shape.clone()
-            },
+        let strip = |t: &Tensor| {
+            TensorInfo::from_metadata(&t.name, &t.datatype, &t.shape, max_batch_size > 0)
         };
         Ok(ModelInfo {
             name: name.into(),
@@ -208,16 +202,12 @@ impl HttpClient {
 
     /// The encoded request body of `inputs`, from the cache after the first time.
     fn body(&self, inputs: &InputSet) -> anyhow::Result<HttpBody> {
-        let cached = |seen: &[(InputSet, HttpBody)]| {
-            seen.iter()
-                .find(|(set, _)| Arc::ptr_eq(set, inputs))
-                .map(|(_, body)| body.clone())
-        };
-        if let Some(body) = cached(&self.encoded.lock()) {
-            return Ok(body);
+        let mut seen = self.encoded.lock();
+        if let Some((_, body)) = seen.iter().find(|(set, _)| Arc::ptr_eq(set, inputs)) {
+            return Ok(body.clone());
         }
         let body = encode_http_request(inputs, self.binary_inputs, self.binary_outputs)?;
-        self.encoded.lock().push((inputs.clone(), body.clone()));
+        seen.push((inputs.clone(), body.clone()));
         Ok(body)
     }
 

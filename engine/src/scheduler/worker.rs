@@ -87,8 +87,10 @@ impl Worker {
                     parameters: q.request.parameters,
                     responder,
                 };
-                if catch_unwind(AssertUnwindSafe(|| instance.admit(sequence))).is_err() {
-                    tracing::error!(model = spec.name(), "model panicked admitting a sequence");
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| instance.admit(sequence))) {
+                    // Unless the model kept the sequence, the unwind dropped its responder,
+                    // which fails the request.
+                    model_panicked(&spec, panic.as_ref());
                 }
             }
             let live = instance.live();
@@ -98,10 +100,7 @@ impl Worker {
                 let failure = match stepped {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e),
-                    Err(_) => Some(EngineError::internal(format!(
-                        "model '{}' panicked",
-                        spec.name()
-                    ))),
+                    Err(panic) => Some(model_panicked(&spec, panic.as_ref())),
                 };
                 if let Some(error) = failure {
                     tracing::error!(model = spec.name(), "decode step failed: {error}");
@@ -140,15 +139,8 @@ pub(super) fn execute(
     }
     let batch = assemble(spec, &mut requests);
     let assembled = Instant::now();
-    let outputs =
-        catch_unwind(AssertUnwindSafe(|| instance.execute(&batch))).unwrap_or_else(|panic| {
-            let what = panic_message(panic.as_ref());
-            tracing::error!(model = spec.name(), "model panicked: {what}");
-            Err(EngineError::internal(format!(
-                "model '{}' panicked: {what}",
-                spec.name()
-            )))
-        });
+    let outputs = catch_unwind(AssertUnwindSafe(|| instance.execute(&batch)))
+        .unwrap_or_else(|panic| Err(model_panicked(spec, panic.as_ref())));
     let computed = Instant::now();
     let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
     let split_done = Instant::now();
@@ -170,6 +162,13 @@ pub(super) fn execute(
             .collect(),
         Err(e) => requests.into_iter().map(|q| (q, Err(e.clone()))).collect(),
     }
+}
+
+/// Logs a panic caught around a model call and turns it into the error its requests get.
+fn model_panicked(spec: &ModelSpec, panic: &(dyn std::any::Any + Send)) -> EngineError {
+    let what = panic_message(panic);
+    tracing::error!(model = spec.name(), "model panicked: {what}");
+    EngineError::internal(format!("model '{}' panicked: {what}", spec.name()))
 }
 
 /// The text of a caught panic.
