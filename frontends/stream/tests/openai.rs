@@ -5,7 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::{json, send, start, Events};
 use serde_json::{json, Value};
 
@@ -178,13 +177,7 @@ async fn embeddings_float_and_base64_in_chunks() {
 
     let request = json!({"model": "fake_embedder", "input": "a b c", "encoding_format": "base64"});
     let (_, body) = json("POST", &server.url("/v1/embeddings"), Some(&request)).await;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(body["data"][0]["embedding"].as_str().unwrap())
-        .unwrap();
-    let values: Vec<f32> = raw
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let values = common::base64_embedding(&body["data"][0]["embedding"]);
     assert_eq!(values, [5.0, 3.0, 1.0, 0.5]);
 }
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::{json, send, start_with, Events};
 use serde_json::{json, Value};
 
@@ -34,13 +33,7 @@ async fn minilm_embeddings_give_the_model_cards_answer(server: &common::Server) 
     }
     let request = json!({"model": "minilm", "input": "This is an example sentence", "encoding_format": "base64"});
     let (_, body) = json("POST", &server.url("/v1/embeddings"), Some(&request)).await;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(body["data"][0]["embedding"].as_str().unwrap())
-        .unwrap();
-    let decoded: Vec<f32> = raw
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let decoded = common::base64_embedding(&body["data"][0]["embedding"]);
     assert_eq!(decoded, first, "base64 carries the same floats");
 }
 

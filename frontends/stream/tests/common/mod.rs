@@ -110,6 +110,17 @@ pub async fn json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value)
     (status, value)
 }
 
+/// The floats of an embedding sent with `encoding_format: "base64"` (little-endian FP32).
+pub fn base64_embedding(embedding: &Value) -> Vec<f32> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(embedding.as_str().expect("a base64 string"))
+        .unwrap();
+    raw.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 /// Reads server-sent events off a response body one `data:` payload at a time.
 pub struct Events {
     body: Incoming,
