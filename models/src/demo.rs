@@ -38,6 +38,7 @@ output [
   { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
   { name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
   { name: "completion_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "cached_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
   { name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }
 ]
 instance_group [ { count: 1 kind: KIND_CPU } ]

@@ -6,17 +6,22 @@
 //! prompt tokens per step in all, so a long prompt delays the others by one bounded step).
 //! A sequence whose client went away is dropped at the start of the next step, freeing its
 //! cache and slot; one whose reader is slow (`!has_capacity()`) waits without advancing.
+//! A prompt that starts like one the instance has read before starts from a copy of that
+//! prompt's KV cache ([`PrefixCache`]): the shared system prompt of chats is read once.
 //!
 //! Responses: one per step with the new `text_output` piece (whole UTF-8 characters), the
-//! last one final and carrying, when the config declares them, `prompt_tokens` and
-//! `completion_tokens` (INT32) and `finish_reason` (BYTES: `stop` or `length`).
+//! last one final and carrying, when the config declares them, `prompt_tokens`,
+//! `completion_tokens` and `cached_tokens` (INT32: prompt tokens whose KV cache was reused)
+//! and `finish_reason` (BYTES: `stop` or `length`).
 //!
 //! Config parameters: `max_tokens` (default for requests naming none, 256), `max_context`
 //! (cap on prompt + completion, default 4096), `prefill_chunk` (512), `chat_template`
 //! (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
 //! `fp16` or `quantized`: how projection weights are held, see [`MatmulWeights`]; default
 //! `fp32` on CPU, where it decodes concurrent sequences several times faster than the
-//! quantized kernels, and `quantized` on GPU), and the weight sources of [`crate::weights`].
+//! quantized kernels, and `quantized` on GPU), `prefix_cache_mb` (memory per instance for
+//! reusable prompt caches, default 64; 0 turns reuse off), and the weight sources of
+//! [`crate::weights`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,8 +37,9 @@ use nereid_engine::{
 
 use crate::chat::{messages_for, ChatTemplate};
 use crate::gguf_tokenizer::GgufTokenizer;
-use crate::llama::{Chunk, KvCache, Llama, MatmulWeights};
+use crate::llama::{Chunk, KvCache, KvLayers, Llama, MatmulWeights};
 use crate::options::{candle_device, internal, intra_op_threads, load_error, param};
+use crate::prefix_cache::PrefixCache;
 use crate::request::GenerateRequest;
 use crate::sampling::Sampler;
 use crate::text_stream::TextStream;
@@ -41,6 +47,17 @@ use crate::threads::{init_process, IntraOp};
 use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "llama_gguf";
+
+/// The INT32 count outputs a config may declare, in the order of [`Finish`]'s counts.
+const COUNTS: [&str; 3] = ["prompt_tokens", "completion_tokens", "cached_tokens"];
+
+/// What the final response of a sequence reports.
+struct Finish {
+    reason: &'static str,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    cached_tokens: usize,
+}
 
 /// The `llama_gguf` backend.
 pub struct LlamaGguf;
@@ -54,6 +71,8 @@ pub struct Generator {
     max_tokens: usize,
     max_context: usize,
     prefill_chunk: usize,
+    /// Bytes of prompt caches each instance keeps for reuse.
+    prefix_cache_bytes: usize,
     threads: usize,
     /// How matmul weights are held; `None` picks by device.
     matmul_weights: Option<MatmulWeights>,
@@ -112,7 +131,7 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(), String> {
     for t in &spec.outputs {
         let ok = match t.name.as_str() {
             "text_output" | "finish_reason" => t.dtype == DataType::Bytes,
-            "prompt_tokens" | "completion_tokens" => t.dtype == DataType::Int32,
+            "prompt_tokens" | "completion_tokens" | "cached_tokens" => t.dtype == DataType::Int32,
             other => return Err(format!("unexpected output '{other}'")),
         };
         if !ok {
@@ -158,10 +177,10 @@ impl Generator {
             max_tokens: p("max_tokens", 256)?,
             max_context: p("max_context", 4096)?.max(16),
             prefill_chunk: p("prefill_chunk", 512)?.max(1),
+            prefix_cache_bytes: p("prefix_cache_mb", 64)?.saturating_mul(1 << 20),
             threads: intra_op_threads(spec).map_err(|e| bad(&e))?,
             matmul_weights: param::<MatmulWeights>(spec, "matmul_weights").map_err(|e| bad(&e))?,
-            counts: spec.output("prompt_tokens").is_some()
-                || spec.output("completion_tokens").is_some(),
+            counts: COUNTS.iter().any(|name| spec.output(name).is_some()),
             finish_reason: spec.output("finish_reason").is_some(),
             batch_dim: spec.max_batch_size > 0,
             spec: spec.clone(),
@@ -205,11 +224,16 @@ impl Generator {
         }
     }
 
-    fn outputs(&self, text: String, finish: Option<(&str, usize, usize)>) -> Vec<Tensor> {
+    fn outputs(&self, text: String, finish: Option<Finish>) -> Vec<Tensor> {
         let mut out = vec![Tensor::from_strings("text_output", self.shape(), [text])];
-        if let Some((reason, prompt, completion)) = finish {
+        if let Some(finish) = finish {
             if self.counts {
-                for (name, n) in [("prompt_tokens", prompt), ("completion_tokens", completion)] {
+                let counts = [
+                    finish.prompt_tokens,
+                    finish.completion_tokens,
+                    finish.cached_tokens,
+                ];
+                for (name, n) in COUNTS.into_iter().zip(counts) {
                     if self.spec.output(name).is_some() {
                         out.push(Tensor::from_vec(
                             name,
@@ -224,7 +248,7 @@ impl Generator {
                 out.push(Tensor::from_strings(
                     "finish_reason",
                     self.shape(),
-                    [reason],
+                    [finish.reason],
                 ));
             }
         }
@@ -262,6 +286,7 @@ impl LoadedModel for GeneratorModel {
             model,
             pool,
             live: Vec::new(),
+            prefixes: PrefixCache::new(g.prefix_cache_bytes),
             seeds: index as u64 * 1_000_003,
         })))
     }
@@ -273,7 +298,11 @@ struct Live {
     cache: KvCache,
     /// Tokens to feed next: the rest of the prompt, then the last sampled token.
     pending: Vec<u32>,
+    /// The whole prompt while it is being read, for the prefix cache; empty after.
+    prompt: Vec<u32>,
     prompt_tokens: usize,
+    /// Leading prompt tokens whose KV cache came from the prefix cache.
+    cached_tokens: usize,
     generated: usize,
     max_tokens: usize,
     sampler: Sampler,
@@ -285,6 +314,7 @@ struct GeneratorInstance {
     model: Arc<Llama>,
     pool: IntraOp,
     live: Vec<Live>,
+    prefixes: PrefixCache<KvLayers>,
     seeds: u64,
 }
 
@@ -309,6 +339,36 @@ impl GeneratorInstance {
         }
         Ok((prompt, req))
     }
+
+    /// A cache for `prompt`, holding as much of it as the prefix cache has: the cache and
+    /// how many leading tokens it covers.
+    fn cache_for(&mut self, prompt: &[u32]) -> (KvCache, usize) {
+        if let Some(hit) = self.prefixes.lookup(prompt) {
+            match self.model.cache_from_prefix(hit.value, hit.len) {
+                Ok(cache) => return (cache, hit.len),
+                Err(e) => tracing::warn!("prompt prefix not reused: {e:#}"),
+            }
+        }
+        (KvCache::new(&self.model), 0)
+    }
+
+    /// Keeps the cache of a prompt just read, for prompts that start the same way.
+    fn remember_prompt(prefixes: &mut PrefixCache<KvLayers>, live: &mut Live) {
+        let prompt = std::mem::take(&mut live.prompt);
+        if !prefixes.is_enabled() || prompt.is_empty() {
+            return;
+        }
+        match live.cache.prefix(prompt.len()) {
+            Ok(layers) => {
+                let bytes = layers
+                    .iter()
+                    .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+                    .sum();
+                prefixes.insert(prompt, layers, bytes);
+            }
+            Err(e) => tracing::warn!("prompt cache not kept: {e:#}"),
+        }
+    }
 }
 
 impl DecoupledInstance for GeneratorInstance {
@@ -317,21 +377,28 @@ impl DecoupledInstance for GeneratorInstance {
             Ok(v) => v,
             Err(e) => return seq.responder.fail(e),
         };
-        let g = &self.generator;
+        let g = self.generator.clone();
         let room = self.model.cfg.context - prompt.len();
         let max_tokens = req.max_tokens.unwrap_or(g.max_tokens).min(room);
         if max_tokens == 0 {
-            seq.responder.send(
-                g.outputs(String::new(), Some(("length", prompt.len(), 0))),
-                true,
-            );
+            let finish = Finish {
+                reason: "length",
+                prompt_tokens: prompt.len(),
+                completion_tokens: 0,
+                cached_tokens: 0,
+            };
+            seq.responder
+                .send(g.outputs(String::new(), Some(finish)), true);
             return;
         }
+        let (cache, cached_tokens) = self.cache_for(&prompt);
         self.live.push(Live {
             responder: seq.responder,
-            cache: KvCache::new(&self.model),
+            cache,
             prompt_tokens: prompt.len(),
-            pending: prompt,
+            cached_tokens,
+            pending: prompt[cached_tokens..].to_vec(),
+            prompt,
             generated: 0,
             max_tokens,
             sampler: Sampler::new(req.temperature, req.top_p, req.seed),
@@ -389,6 +456,9 @@ impl DecoupledInstance for GeneratorInstance {
             if !l.pending.is_empty() {
                 continue; // still reading the prompt
             }
+            if l.generated == 0 {
+                Self::remember_prompt(&mut self.prefixes, l);
+            }
             let token = l.sampler.sample(&row);
             l.generated += 1;
             // EOS is not part of the text; a stop string ends it before the stop.
@@ -404,8 +474,13 @@ impl DecoupledInstance for GeneratorInstance {
             match finish {
                 Some(reason) => {
                     let text = l.text.finish();
-                    let counts = (reason, l.prompt_tokens, l.generated);
-                    l.responder.send(g.outputs(text, Some(counts)), true);
+                    let finish = Finish {
+                        reason,
+                        prompt_tokens: l.prompt_tokens,
+                        completion_tokens: l.generated,
+                        cached_tokens: l.cached_tokens,
+                    };
+                    l.responder.send(g.outputs(text, Some(finish)), true);
                 }
                 None => {
                     let piece = l.text.take_ready();

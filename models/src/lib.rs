@@ -24,6 +24,7 @@ pub mod gguf_tokenizer;
 pub mod llama;
 mod options;
 pub mod pooling;
+pub mod prefix_cache;
 pub mod request;
 pub mod sampling;
 pub mod skinny;

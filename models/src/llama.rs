@@ -135,7 +135,28 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// A copy of the first `len` cached positions, for [`Llama::cache_from_prefix`].
+    pub fn prefix(&self, len: usize) -> Result<KvLayers> {
+        if len == 0 || len > self.len {
+            bail!("a prefix of {len} positions from a cache of {}", self.len);
+        }
+        self.layers
+            .iter()
+            .map(|slot| {
+                let (k, v) = slot.as_ref().expect("a filled cache has every layer");
+                Ok((
+                    k.narrow(1, 0, len)?.force_contiguous()?,
+                    v.narrow(1, 0, len)?.force_contiguous()?,
+                ))
+            })
+            .collect()
+    }
 }
+
+/// A copy of a cache's first positions: per layer, keys and values `(n_kv_head, len,
+/// head_dim)` ([`KvCache::prefix`]).
+pub type KvLayers = Vec<(Tensor, Tensor)>;
 
 /// Some new tokens of one sequence, fed in one forward pass.
 pub struct Chunk<'a> {
@@ -201,9 +222,10 @@ struct Projection(QMatMul);
 impl Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.0 {
-            // One sequence's decode row streams the weights (`skinny`); for more rows,
-            // `W x^T` keeps the long weight dimension as the GEMM's rows, which gemm tiles far
-            // better than a few sequence rows (models/examples/gemm_shape.rs).
+            // The rows of a decode step (one per sequence) stream the weights once
+            // (`skinny`); prefill's many rows go to gemm as `W x^T`, the long weight
+            // dimension as the GEMM's rows, which it tiles far better than a few sequence
+            // rows (models/examples/gemm_shape.rs).
             QMatMul::Tensor(w) if xs.rank() == 2 && xs.device().is_cpu() => {
                 if xs.dim(0)? <= skinny::MAX_ROWS && xs.dtype() == DType::F32 {
                     return Ok(xs
@@ -416,6 +438,41 @@ impl Llama {
             .reshape((t, cfg.n_head * hd))?)
     }
 
+    /// A cache holding the first `len` positions of `prefix` (from [`KvCache::prefix`] of a
+    /// cache of this model), ready to take the tokens after them.
+    pub fn cache_from_prefix(&self, prefix: &[(Tensor, Tensor)], len: usize) -> Result<KvCache> {
+        if prefix.len() != self.cfg.n_layer {
+            bail!(
+                "a prefix of {} layers for a model of {}",
+                prefix.len(),
+                self.cfg.n_layer
+            );
+        }
+        let capacity = self.capacity_for(len);
+        let mut layers = Vec::with_capacity(prefix.len());
+        for (k, v) in prefix {
+            if k.dim(1)? < len || v.dim(1)? < len {
+                bail!("a prefix of {} positions asked for {len}", k.dim(1)?);
+            }
+            let (kb, vb) = (self.empty(capacity)?, self.empty(capacity)?);
+            kb.slice_set(&k.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            vb.slice_set(&v.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            layers.push(Some((kb, vb)));
+        }
+        Ok(KvCache {
+            layers,
+            len,
+            capacity,
+        })
+    }
+
+    /// Positions to allocate for a cache that must hold `need`: doubling, from 64 up to the
+    /// context.
+    fn capacity_for(&self, need: usize) -> usize {
+        need.next_power_of_two()
+            .clamp(64, self.cfg.context.next_power_of_two())
+    }
+
     /// Appends `(n_kv, t, hd)` keys and values to a layer's cache, growing it if needed, and
     /// returns views of everything cached `(n_kv, len + t, hd)`.
     fn append(
@@ -428,9 +485,7 @@ impl Llama {
         let t = k.dim(1)?;
         let need = cache.len + t;
         if need > cache.capacity {
-            let capacity = need
-                .next_power_of_two()
-                .clamp(64, self.cfg.context.next_power_of_two());
+            let capacity = self.capacity_for(need);
             for slot in cache.layers.iter_mut() {
                 let grown = match slot.take() {
                     Some((ok, ov)) => (

@@ -1,6 +1,6 @@
 //! The batched quantized llama against candle-transformers' reference `quantized_llama`, on a
 //! tiny random GGUF: the same logits through prefill and decode, sequences batched together
-//! equal to each alone, and a KV cache that grows.
+//! equal to each alone, a KV cache that grows, and one started from another's prefix.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
@@ -208,4 +208,38 @@ fn cache_grows_past_its_first_capacity() {
         }])
         .unwrap_err();
     assert!(err.to_string().contains("context"), "{err}");
+}
+
+#[test]
+fn a_cache_started_from_another_prompts_prefix_continues_like_a_fresh_one() {
+    let (_dir, path) = tiny();
+    let (model, mut reference) = load(&path);
+    let first: Vec<u32> = (0..50).map(|i| (i * 7 % 250) as u32).collect();
+    let mut cache = KvCache::new(&model);
+    logits(&model, &mut cache, &first);
+    let prefix = cache.prefix(30).unwrap();
+    assert_eq!(prefix[0].0.dim(1).unwrap(), 30);
+
+    // A second prompt sharing the first 20 tokens, then going its own way; only 20 of the
+    // 30 copied positions are taken.
+    let mut second = first[..20].to_vec();
+    second.extend((0..45).map(|i| (i * 11 % 240) as u32));
+    let mut reused = model.cache_from_prefix(&prefix, 20).unwrap();
+    assert_eq!(reused.len(), 20);
+    let got = logits(&model, &mut reused, &second[20..]);
+    close(&got, &reference_logits(&mut reference, &second, 0));
+    // Decoding on from it still matches.
+    let next = logits(&model, &mut reused, &[5]);
+    close(&next, &reference_logits(&mut reference, &[5], second.len()));
+
+    assert!(cache.prefix(51).is_err(), "more than cached");
+    assert!(cache.prefix(0).is_err(), "an empty prefix");
+    assert!(
+        model.cache_from_prefix(&prefix, 31).is_err(),
+        "more than copied"
+    );
+    assert!(
+        model.cache_from_prefix(&prefix[1..], 10).is_err(),
+        "a layer short"
+    );
 }

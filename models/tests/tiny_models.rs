@@ -99,7 +99,9 @@ async fn generation_streams_counts_and_limits() {
         g.finish_reason == "length" || g.finish_reason == "stop",
         "{g:?}"
     );
-    // Greedy is deterministic.
+    assert_eq!(g.cached_tokens, 0, "nothing read before: {g:?}");
+    // Greedy is deterministic, also when the prompt's cache is reused: all of it but the
+    // last token, which must go through the model for the next logits.
     let again = collect(
         engine
             .infer_stream(generate_request("tiny_llm", "Hello there", 12, true))
@@ -107,6 +109,18 @@ async fn generation_streams_counts_and_limits() {
     )
     .await;
     assert_eq!(again.text, g.text);
+    assert_eq!(again.cached_tokens, g.prompt_tokens - 1, "{again:?}");
+    // Another chat shares the chat template's opening with it, not the question.
+    let other = collect(
+        engine
+            .infer_stream(generate_request("tiny_llm", "Goodbye now", 4, true))
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        other.cached_tokens > 0 && other.cached_tokens < g.prompt_tokens - 1,
+        "{other:?}"
+    );
     // Raw completion prompt: no template.
     let raw = collect(
         engine

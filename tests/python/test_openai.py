@@ -88,6 +88,8 @@ def test_chat_streaming_matches_plain_when_greedy(client):
     assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+    # The same prompt a second time starts from the first one's KV cache.
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == plain.usage.prompt_tokens - 1
 
 
 def test_completions_plain_streaming_stop_and_length(client):

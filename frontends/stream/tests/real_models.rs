@@ -74,8 +74,19 @@ async fn smollm2_chat_streams_and_counts_tokens(server: &common::Server) {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(text, answer, "greedy decoding streams the same answer");
-    assert_eq!(chunks.last().unwrap()["usage"], whole["usage"]);
+    assert_eq!(
+        text, answer,
+        "greedy decoding streams the same answer, from the prompt's cache this time"
+    );
+    let usage = &chunks.last().unwrap()["usage"];
+    for count in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(usage[count], whole["usage"][count], "{count}");
+    }
+    assert_eq!(
+        usage["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(whole["usage"]["prompt_tokens"].as_u64().unwrap() - 1),
+        "all of the same prompt but its last token: {usage}"
+    );
 }
 
 async fn smollm2_completion_honours_stop_and_max_tokens(server: &common::Server) {

@@ -88,6 +88,7 @@ pub struct Generated {
     pub pieces: usize,
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
+    pub cached_tokens: i32,
     pub finish_reason: String,
 }
 
@@ -116,6 +117,7 @@ pub async fn collect(mut stream: ResponseStream) -> Generated {
             };
             g.prompt_tokens = int("prompt_tokens");
             g.completion_tokens = int("completion_tokens");
+            g.cached_tokens = int("cached_tokens");
             g.finish_reason = response
                 .output("finish_reason")
                 .map(|t| String::from_utf8(t.string_elements().unwrap()[0].to_vec()).unwrap())

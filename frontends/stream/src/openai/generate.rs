@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::Stream;
 use nereid_engine::{DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor};
 
-use super::{ModelInfo, Usage};
+use super::{ModelInfo, PromptTokensDetails, Usage};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::TokenMeter;
 
@@ -39,6 +39,9 @@ pub const PARAM_CHAT: &str = "chat";
 const COMPLETION_TOKENS: &[&str] = &["completion_tokens", "generated_tokens"];
 /// Integer output (or response parameter) with the prompt's token count.
 const PROMPT_TOKENS: &[&str] = &["prompt_tokens", "input_tokens"];
+/// Integer output (or response parameter) with how many prompt tokens the model's prefix
+/// cache covered.
+const CACHED_TOKENS: &[&str] = &["cached_tokens"];
 /// BYTES output (or string response parameter) with the model's finish reason.
 const FINISH_REASON: &str = "finish_reason";
 
@@ -163,6 +166,7 @@ pub(crate) struct Generation {
     pending: Vec<u8>,
     prompt_tokens: Option<u64>,
     completion_tokens: u64,
+    cached_tokens: Option<u64>,
     finish: Option<String>,
     max_tokens: Option<u64>,
     done: bool,
@@ -184,6 +188,7 @@ impl Generation {
             pending: Vec::new(),
             prompt_tokens: None,
             completion_tokens: 0,
+            cached_tokens: None,
             finish: None,
             max_tokens,
             done: false,
@@ -226,6 +231,9 @@ impl Generation {
             prompt_tokens: prompt,
             completion_tokens: self.completion_tokens,
             total_tokens: prompt + self.completion_tokens,
+            prompt_tokens_details: self
+                .cached_tokens
+                .map(|cached_tokens| PromptTokensDetails { cached_tokens }),
         }
     }
 
@@ -282,6 +290,9 @@ impl Generation {
                 self.meter.prompt_tokens(prompt);
             }
             self.prompt_tokens = Some(prompt);
+        }
+        if let Some(cached) = find_count(response, CACHED_TOKENS) {
+            self.cached_tokens = Some(cached);
         }
         if let Some(reason) = find_text(response, FINISH_REASON) {
             self.finish = Some(reason);

@@ -93,6 +93,16 @@ pub(crate) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Present when the model reports how much of the prompt it reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// OpenAI's breakdown of the prompt tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct PromptTokensDetails {
+    /// Prompt tokens served from the model's prefix cache rather than computed.
+    pub cached_tokens: u64,
 }
 
 impl std::ops::AddAssign for Usage {
@@ -100,6 +110,14 @@ impl std::ops::AddAssign for Usage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
+        self.prompt_tokens_details = match (self.prompt_tokens_details, other.prompt_tokens_details)
+        {
+            (None, None) => None,
+            (a, b) => Some(PromptTokensDetails {
+                cached_tokens: a.unwrap_or_default().cached_tokens
+                    + b.unwrap_or_default().cached_tokens,
+            }),
+        };
     }
 }
 
