@@ -20,7 +20,7 @@ fn main() -> candle_core::Result<()> {
     for (out, inp) in [(576usize, 576usize), (1536, 576), (576, 1536), (49152, 576)] {
         let w = Tensor::randn(0f32, 1., (out, inp), &d)?;
         let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
-        for rows in [1usize, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32] {
+        for rows in [1usize, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32] {
             let x = Tensor::randn(0f32, 1., (rows, inp), &d)?;
             let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
             let n = if out > 10_000 { 20 } else { 200 };

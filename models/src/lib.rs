@@ -16,6 +16,7 @@ pub mod activation;
 pub mod bert;
 pub mod chat;
 mod cpu_op;
+pub mod decode_attention;
 pub mod demo;
 pub mod embedder;
 pub mod fetch;

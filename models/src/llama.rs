@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use crate::decode_attention::{self, DecodeQuery, Heads};
 use crate::skinny;
 
 /// The hyper-parameters read from `llama.*` metadata.
@@ -355,20 +356,7 @@ impl Llama {
                 .wv
                 .forward(&h)?
                 .reshape((n, cfg.n_kv_head, cfg.head_dim))?;
-            let mut outs = Vec::with_capacity(chunks.len());
-            let mut row = 0;
-            for c in chunks.iter_mut() {
-                let t = c.tokens.len();
-                outs.push(self.attend(
-                    li,
-                    c.cache,
-                    &q.narrow(0, row, t)?,
-                    &k.narrow(0, row, t)?,
-                    &v.narrow(0, row, t)?,
-                )?);
-                row += t;
-            }
-            let attn = Tensor::cat(&outs, 0)?;
+            let attn = self.attention(li, chunks, &q, &k, &v)?;
             x = (x + layer.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
             let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
@@ -380,6 +368,104 @@ impl Llama {
         let last = x.index_select(&Tensor::from_vec(last_rows, chunks.len(), dev)?, 0)?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, cfg.rms_eps as f32)?;
         Ok(self.output.forward(&last)?.to_dtype(DType::F32)?)
+    }
+
+    /// Attention of every chunk of a step: `q` `(n, n_head, hd)` and new `k`/`v`
+    /// `(n, n_kv, hd)` for all their rows; returns `(n, n_head * hd)`. On CPU the
+    /// one-token (decode) chunks are attended together by [`decode_attention`].
+    fn attention(
+        &self,
+        layer: usize,
+        chunks: &mut [Chunk],
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let together = self.device.is_cpu();
+        let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
+        let mut decoding = Vec::new(); // (chunk, row)
+        let mut row = 0;
+        for (i, c) in chunks.iter_mut().enumerate() {
+            let t = c.tokens.len();
+            let (k, v) = (k.narrow(0, row, t)?, v.narrow(0, row, t)?);
+            if together && t == 1 {
+                let shape = (cfg.n_kv_head, 1, cfg.head_dim);
+                self.append(layer, c.cache, &k.reshape(shape)?, &v.reshape(shape)?)?;
+                decoding.push((i, row));
+                outs.push(None);
+            } else {
+                let q = q.narrow(0, row, t)?;
+                outs.push(Some(self.attend(layer, c.cache, &q, &k, &v)?));
+            }
+            row += t;
+        }
+        if decoding.is_empty() {
+            return Ok(Tensor::cat(
+                &outs.into_iter().flatten().collect::<Vec<_>>(),
+                0,
+            )?);
+        }
+        let decoded = self.decode_attention(layer, chunks, &decoding, q)?;
+        if decoding.len() == chunks.len() {
+            return Ok(decoded);
+        }
+        for (j, &(i, _)) in decoding.iter().enumerate() {
+            outs[i] = Some(decoded.narrow(0, j, 1)?);
+        }
+        Ok(Tensor::cat(
+            &outs.into_iter().flatten().collect::<Vec<_>>(),
+            0,
+        )?)
+    }
+
+    /// The attention of the `decoding` chunks (index, row in `q`), whose new keys and values
+    /// are already in their caches: `(decoding.len(), n_head * hd)`.
+    fn decode_attention(
+        &self,
+        layer: usize,
+        chunks: &[Chunk],
+        decoding: &[(usize, usize)],
+        q: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let width = cfg.n_head * cfg.head_dim;
+        let q = q.contiguous()?;
+        let (q_storage, q_layout) = q.storage_and_layout();
+        let q_rows = decode_attention::cpu_f32(&q_storage, q_layout)?;
+        let caches: Vec<_> = decoding
+            .iter()
+            .map(|&(i, _)| {
+                let (k, v) = chunks[i].cache.layers[layer]
+                    .as_ref()
+                    .expect("appended before");
+                (k.storage_and_layout(), v.storage_and_layout())
+            })
+            .collect();
+        let queries = decoding
+            .iter()
+            .zip(&caches)
+            .map(|(&(i, row), ((ks, kl), (vs, vl)))| {
+                Ok(DecodeQuery {
+                    q: &q_rows[row * width..(row + 1) * width],
+                    keys: decode_attention::cpu_f32(ks, kl)?,
+                    values: decode_attention::cpu_f32(vs, vl)?,
+                    capacity: chunks[i].cache.capacity,
+                    len: chunks[i].cache.len + 1,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let heads = Heads {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+        };
+        let out = decode_attention::attend(&queries, heads)?;
+        Ok(Tensor::from_vec(
+            out,
+            (decoding.len(), width),
+            &self.device,
+        )?)
     }
 
     /// Attention of one chunk: `q` `(t, n_head, hd)`, new `k`/`v` `(t, n_kv, hd)`; returns

@@ -1,9 +1,10 @@
 //! The matrix products of a decode step on CPU: a few sequence rows times a large FP32
-//! weight matrix. With one to eight rows the product is a stream over the weights, and a
-//! general GEMM's packing and tiling only add to it: streaming each weight row once and
+//! weight matrix. For a few rows the product is a stream over the weights, and a general
+//! GEMM's packing and tiling only add to it: streaming each weight row once and
 //! multiplying it into every sequence row while it sits in L1 is 1.3x to 3x faster than
-//! gemm for SmolLM2's shapes (`models/examples/gemm_shape.rs`). Prefill chunks, with many
-//! rows, go to gemm.
+//! gemm for SmolLM2's shapes up to 8 rows, and no slower up to about 24
+//! (`models/examples/gemm_shape.rs`), which covers a decode step that also reads a short
+//! prompt. Longer prefill chunks go to gemm.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 use crate::cpu_op::contiguous_f32;
 
 /// Most rows for which [`matmul_rows`] beats a general GEMM on this kind of machine.
-pub const MAX_ROWS: usize = 8;
+pub const MAX_ROWS: usize = 24;
 
 /// Weight rows per parallel task: enough work to amortise a task, small enough that two
 /// threads share even a 192-row projection.

@@ -10,6 +10,10 @@
 //! Each level runs `level` clients at once, each sending `--requests` requests one after
 //! another; tokens are the `usage.completion_tokens` the server reports (chunks with text
 //! when it reports none). Tokens/s is all tokens over the level's wall time.
+//!
+//! Every request's message starts with its own seed ("Story 1001: ..."), so a server's
+//! prefix cache can reuse only what different users' chats share, the chat template's
+//! system prompt and role header, never a whole earlier prompt.
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +80,7 @@ struct Sample {
 async fn one_request(client: &HttpClient, o: &Options, seed: u64) -> anyhow::Result<Sample> {
     let body = json!({
         "model": o.model,
-        "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea."}],
+        "messages": [{"role": "user", "content": format!("Story {seed}: tell me a long story about a lighthouse keeper and the sea.")}],
         "max_tokens": o.max_tokens,
         "temperature": 0.7,
         "seed": seed,
