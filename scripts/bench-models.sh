@@ -4,7 +4,8 @@
 #     runs it, no server);
 #  2. minilm served: `nereid bench` over gRPC against `nereid serve`, the same 16-token text;
 #  3. smollm2 served: aggregate tokens/s and time to first token at 1, 4 and 8 concurrent
-#     OpenAI streaming chats (frontends/stream/examples/stream_load.rs).
+#     OpenAI streaming chats (frontends/stream/examples/stream_load.rs), with the demo
+#     config and again with prompt-prefix reuse off.
 # Release builds of the three programs first (about 15 minutes from scratch on 2 cores).
 # Writes everything it prints to target/bench-models.txt as well.
 set -euo pipefail
@@ -62,6 +63,17 @@ serve --model-repository "$repo"
 minilm "2 instances, 1 thread each"
 serve --demo-models all
 
-echo "== smollm2 streamed over /v1/chat/completions"
-./target/release/examples/stream_load "http://$http" smollm2 --levels 1,4,8 --requests 2 --max-tokens 64
+stream() {
+  echo "== smollm2 streamed over /v1/chat/completions ($1)"
+  ./target/release/examples/stream_load "http://$http" smollm2 --levels 1,4,8 --requests 2 --max-tokens 64
+}
+stream "demo config: prefix cache on"
+# The same model with prompt-prefix reuse turned off, for comparison.
+rm -rf "$repo/minilm"
+mkdir -p "$repo/smollm2/1"
+sed 's/{ key: "intra_op_threads"/{ key: "prefix_cache_mb" value: { string_value: "0" } },\n  { key: "intra_op_threads"/' \
+  "$cache/demo-repository/smollm2/config.pbtxt" > "$repo/smollm2/config.pbtxt"
+grep -q prefix_cache_mb "$repo/smollm2/config.pbtxt"
+serve --model-repository "$repo"
+stream "prefix_cache_mb 0"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
