@@ -352,18 +352,18 @@ impl GeneratorInstance {
         (KvCache::new(&self.model), 0)
     }
 
-    /// Keeps the cache of a prompt just read, for prompts that start the same way.
-    fn remember_prompt(prefixes: &mut PrefixCache<KvLayers>, live: &mut Live) {
-        let prompt = std::mem::take(&mut live.prompt);
-        if !prefixes.is_enabled() || prompt.is_empty() {
+    /// Keeps the cache of a prompt just read (as much of its start as the budget holds),
+    /// for prompts that start the same way.
+    fn remember_prompt(model: &Llama, prefixes: &mut PrefixCache<KvLayers>, live: &mut Live) {
+        let mut prompt = std::mem::take(&mut live.prompt);
+        let per_position = model.kv_bytes_per_position();
+        prompt.truncate(prefixes.positions(per_position));
+        if prompt.is_empty() {
             return;
         }
         match live.cache.prefix(prompt.len()) {
             Ok(layers) => {
-                let bytes = layers
-                    .iter()
-                    .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-                    .sum();
+                let bytes = prompt.len() * per_position;
                 prefixes.insert(prompt, layers, bytes);
             }
             Err(e) => tracing::warn!("prompt cache not kept: {e:#}"),
@@ -457,7 +457,7 @@ impl DecoupledInstance for GeneratorInstance {
                 continue; // still reading the prompt
             }
             if l.generated == 0 {
-                Self::remember_prompt(&mut self.prefixes, l);
+                Self::remember_prompt(&self.model, &mut self.prefixes, l);
             }
             let token = l.sampler.sample(&row);
             l.generated += 1;

@@ -524,6 +524,12 @@ impl Llama {
             .reshape((t, cfg.n_head * hd))?)
     }
 
+    /// Bytes a [`KvCache`] holds per position: keys and values of every layer.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let cfg = &self.cfg;
+        cfg.n_layer * 2 * cfg.n_kv_head * cfg.head_dim * DType::F32.size_in_bytes()
+    }
+
     /// A cache holding the first `len` positions of `prefix` (from [`KvCache::prefix`] of a
     /// cache of this model), ready to take the tokens after them.
     pub fn cache_from_prefix(&self, prefix: &[(Tensor, Tensor)], len: usize) -> Result<KvCache> {

@@ -41,9 +41,10 @@ impl<T> PrefixCache<T> {
         }
     }
 
-    /// Whether anything can be kept at all.
-    pub fn is_enabled(&self) -> bool {
-        self.budget > 0
+    /// How many positions of `bytes_per_position` each the budget holds: a longer prompt
+    /// keeps only its start.
+    pub fn positions(&self, bytes_per_position: usize) -> usize {
+        self.budget / bytes_per_position.max(1)
     }
 
     /// Bytes held.
@@ -154,10 +155,11 @@ mod tests {
     #[test]
     fn a_zero_budget_or_an_oversized_value_keeps_nothing() {
         let mut off = PrefixCache::new(0);
-        assert!(!off.is_enabled());
+        assert_eq!(off.positions(4), 0);
         off.insert(vec![1, 2], "a", 1);
         assert_eq!(hit(&mut off, &[1, 2, 3]), None);
         let mut small = PrefixCache::new(5);
+        assert_eq!(small.positions(2), 2);
         small.insert(vec![1, 2], "a", 6);
         assert_eq!(small.bytes(), 0);
         assert_eq!(hit(&mut small, &[1, 2, 3]), None);

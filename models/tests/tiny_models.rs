@@ -23,13 +23,26 @@ fn tiny_repository() -> tempfile::TempDir {
     let llm = strip(nereid_models::demo::SMOLLM2)
         .replace("\"smollm2\"", "\"tiny_llm\"")
         .replace("max_batch_size: 8", "max_batch_size: 2");
+    let no_reuse = llm
+        .replace("\"tiny_llm\"", "\"tiny_llm_no_reuse\"")
+        .replace(
+            "parameters [",
+            "parameters [\n  { key: \"prefix_cache_mb\" value: { string_value: \"0\" } },",
+        );
     write_repository(
         dir.path(),
-        [("tiny_st", st.as_str()), ("tiny_llm", llm.as_str())],
+        [
+            ("tiny_st", st.as_str()),
+            ("tiny_llm", llm.as_str()),
+            ("tiny_llm_no_reuse", no_reuse.as_str()),
+        ],
     )
     .unwrap();
     nereid_models::testing::write_tiny_sentence_transformer(&dir.path().join("tiny_st/1")).unwrap();
-    nereid_models::testing::write_tiny_gguf(&dir.path().join("tiny_llm/1/tiny.gguf")).unwrap();
+    for llm in ["tiny_llm", "tiny_llm_no_reuse"] {
+        let file = dir.path().join(llm).join("1/tiny.gguf");
+        nereid_models::testing::write_tiny_gguf(&file).unwrap();
+    }
     dir
 }
 
@@ -121,6 +134,17 @@ async fn generation_streams_counts_and_limits() {
         other.cached_tokens > 0 && other.cached_tokens < g.prompt_tokens - 1,
         "{other:?}"
     );
+    // With prefix reuse off, the same prompt twice is read twice, to the same answer.
+    assert_ready(&engine, "tiny_llm_no_reuse");
+    for _ in 0..2 {
+        let request = generate_request("tiny_llm_no_reuse", "Hello there", 12, true);
+        let plain = collect(engine.infer_stream(request).unwrap()).await;
+        assert_eq!(
+            (plain.cached_tokens, &plain.text),
+            (0, &g.text),
+            "{plain:?}"
+        );
+    }
     // Raw completion prompt: no template.
     let raw = collect(
         engine
