@@ -1,4 +1,5 @@
-//! What our own candle CPU ops ([`crate::activation`], [`crate::skinny`]) share.
+//! What our own CPU kernels ([`crate::activation`], [`crate::skinny`],
+//! [`crate::decode_attention`]) share.
 
 use candle_core::{CpuStorage, Layout};
 
@@ -16,4 +17,34 @@ pub(crate) fn contiguous_f32<'a>(
         candle_core::bail!("{op} takes contiguous tensors only");
     };
     Ok(&data[start..end])
+}
+
+/// `a · b` over `LANES` independent partial sums: a shape LLVM vectorises for whatever the
+/// target has (one running sum must be added in order, and is not vectorised).
+#[inline(always)]
+pub(crate) fn dot<const LANES: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let whole = a.len().min(b.len()) / LANES * LANES;
+    let mut acc = [0f32; LANES];
+    for (x, y) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dot_adds_every_product_including_the_tail() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i % 3) as f32 - 1.0).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(super::dot::<8>(&a, &b), want);
+        assert_eq!(super::dot::<32>(&a, &b), want);
+    }
 }

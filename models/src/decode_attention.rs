@@ -8,8 +8,10 @@
 //! shared out over the instance's pool by (sequence, KV head).
 
 use anyhow::{bail, Result};
-use candle_core::{CpuStorage, Layout, Storage};
+use candle_core::{Layout, Storage};
 use rayon::prelude::*;
+
+use crate::cpu_op::{contiguous_f32, dot};
 
 /// The head layout of a model.
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +38,14 @@ pub struct DecodeQuery<'a> {
     pub len: usize,
 }
 
-/// The FP32 elements a CPU tensor's layout addresses, when it is contiguous.
+/// Lanes of independent partial sums in a dot product of two head vectors.
+const LANES: usize = 8;
+
+/// The FP32 elements a contiguous CPU tensor's layout addresses.
 pub fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Ok(&data[start..end]),
-        (Storage::Cpu(CpuStorage::F32(_)), None) => bail!("decode attention: a strided tensor"),
-        _ => bail!("decode attention needs FP32 CPU tensors"),
+    match storage {
+        Storage::Cpu(cpu) => Ok(contiguous_f32("decode attention", cpu, layout)?),
+        _ => bail!("decode attention needs CPU tensors"),
     }
 }
 
@@ -112,7 +116,7 @@ fn group_attention_body(query: &DecodeQuery, group: usize, rep: usize, hd: usize
         let q = &query.q[head * hd..(head + 1) * hd];
         let mut max = f32::NEG_INFINITY;
         for (score, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
-            *score = dot(q, key) * scale;
+            *score = dot::<LANES>(q, key) * scale;
             max = max.max(*score);
         }
         let mut sum = 0f32;
@@ -128,25 +132,6 @@ fn group_attention_body(query: &DecodeQuery, group: usize, rep: usize, hd: usize
             }
         }
     }
-}
-
-/// Lanes of independent partial sums, so the dot product vectorises.
-const LANES: usize = 8;
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let whole = a.len() / LANES * LANES;
-    let mut acc = [0f32; LANES];
-    for (x, y) in a[..whole]
-        .chunks_exact(LANES)
-        .zip(b[..whole].chunks_exact(LANES))
-    {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -382,7 +382,7 @@ impl Llama {
         v: &Tensor,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
-        let together = self.device.is_cpu();
+        let together = self.device.is_cpu() && q.dtype() == DType::F32;
         let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
         let mut decoding = Vec::new(); // (chunk, row)
         let mut row = 0;

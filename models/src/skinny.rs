@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
-use crate::cpu_op::contiguous_f32;
+use crate::cpu_op::{contiguous_f32, dot};
 
 /// Most rows for which [`matmul_rows`] beats a general GEMM on this kind of machine.
 pub const MAX_ROWS: usize = 24;
@@ -90,26 +90,11 @@ fn block(w: &[f32], x: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
 /// Lanes per accumulator set in the portable kernel: four AVX-sized vectors in flight.
 const LANES: usize = 32;
 
-/// The kernel for CPUs without AVX2/FMA: one dot product at a time, in a shape LLVM
-/// vectorises for whatever the target has.
+/// The kernel for CPUs without AVX2/FMA: one dot product at a time.
 fn portable_block(w: &[f32], x: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
-    let whole = k / LANES * LANES;
     for (weights, out) in w.chunks_exact(k).zip(dst.chunks_exact_mut(rows)) {
         for (xr, out) in x.chunks_exact(k).zip(out.iter_mut()) {
-            let mut acc = [0f32; LANES];
-            for (wv, xv) in weights[..whole]
-                .chunks_exact(LANES)
-                .zip(xr[..whole].chunks_exact(LANES))
-            {
-                for j in 0..LANES {
-                    acc[j] += wv[j] * xv[j];
-                }
-            }
-            let mut sum: f32 = acc.iter().sum();
-            for (a, b) in weights[whole..].iter().zip(&xr[whole..]) {
-                sum += a * b;
-            }
-            *out = sum;
+            *out = dot::<LANES>(weights, xr);
         }
     }
 }
