@@ -361,12 +361,9 @@ impl GeneratorInstance {
         if prompt.is_empty() {
             return;
         }
-        match live.cache.prefix(prompt.len()) {
-            Ok(layers) => {
-                let bytes = prompt.len() * per_position;
-                prefixes.insert(prompt, layers, bytes);
-            }
-            Err(e) => tracing::warn!("prompt cache not kept: {e:#}"),
+        let (len, bytes) = (prompt.len(), prompt.len() * per_position);
+        if let Err(e) = prefixes.insert_with(prompt, bytes, || live.cache.prefix(len)) {
+            tracing::warn!("prompt cache not kept: {e:#}");
         }
     }
 }

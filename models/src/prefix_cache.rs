@@ -71,12 +71,18 @@ impl<T> PrefixCache<T> {
         Some(Hit { len, value })
     }
 
-    /// Keeps `value`, the cache of `tokens` taking `bytes`, unless it exceeds the whole
-    /// budget or a cached prompt already starts with `tokens`. Cached prompts that `tokens`
-    /// extend are dropped: the new entry covers them.
-    pub fn insert(&mut self, tokens: Vec<u32>, value: T, bytes: usize) {
+    /// Keeps the cache of `tokens`, taking `bytes`, as `value` makes it, unless it exceeds
+    /// the whole budget or a cached prompt already starts with `tokens` (then `value` is
+    /// not called). Cached prompts that `tokens` extend are dropped: the new entry covers
+    /// them.
+    pub fn insert_with<E>(
+        &mut self,
+        tokens: Vec<u32>,
+        bytes: usize,
+        value: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(), E> {
         if bytes > self.budget || tokens.is_empty() {
-            return;
+            return Ok(());
         }
         if let Some(i) = self
             .entries
@@ -85,8 +91,9 @@ impl<T> PrefixCache<T> {
         {
             let entry = self.entries.remove(i);
             self.entries.push(entry);
-            return;
+            return Ok(());
         }
+        let value = value()?;
         self.entries.retain(|e| !tokens.starts_with(&e.tokens));
         self.bytes = self.entries.iter().map(|e| e.bytes).sum();
         while self.bytes + bytes > self.budget {
@@ -99,6 +106,7 @@ impl<T> PrefixCache<T> {
             value,
             bytes,
         });
+        Ok(())
     }
 }
 
@@ -112,6 +120,13 @@ mod tests {
 
     fn hit(cache: &mut PrefixCache<&'static str>, prompt: &[u32]) -> Option<(usize, &'static str)> {
         cache.lookup(prompt).map(|h| (h.len, *h.value))
+    }
+
+    impl PrefixCache<&'static str> {
+        fn insert(&mut self, tokens: Vec<u32>, value: &'static str, bytes: usize) {
+            self.insert_with(tokens, bytes, || Ok::<_, ()>(value))
+                .unwrap();
+        }
     }
 
     #[test]
@@ -147,7 +162,8 @@ mod tests {
         cache.insert(vec![1, 2], "short", 10);
         cache.insert(vec![1, 2, 3], "long", 15);
         assert_eq!(cache.bytes(), 15);
-        cache.insert(vec![1, 2], "again", 10);
+        let made = cache.insert_with(vec![1, 2], 10, || Err("made a value already covered"));
+        assert_eq!(made, Ok(()));
         assert_eq!(cache.bytes(), 15);
         assert_eq!(hit(&mut cache, &[1, 2, 3, 4]), Some((3, "long")));
     }
