@@ -76,7 +76,11 @@ impl Sequence {
     }
 }
 
-/// An instance that steps many live sequences together (continuous batching).
+/// An instance that steps many live sequences together (continuous batching). The engine
+/// admits a new sequence between steps whenever fewer than [`ModelSpec::max_sequences`] are
+/// live.
+///
+/// [`ModelSpec::max_sequences`]: crate::ModelSpec::max_sequences
 pub trait DecoupledInstance: Send {
     /// Takes a new sequence. Bad input is answered through `sequence.responder.fail`.
     fn admit(&mut self, sequence: Sequence);

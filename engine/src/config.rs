@@ -82,6 +82,10 @@ pub struct ModelSpec {
     pub max_batch_size: usize,
     /// Decoupled models send any number of responses per request.
     pub decoupled: bool,
+    /// Requests an instance of a decoupled model keeps live at once: the `max_sequences`
+    /// parameter, else `max_batch_size` (at least 1). 1 for other models, whose instances
+    /// run one batch at a time.
+    pub max_sequences: usize,
     /// Present when `dynamic_batching` is configured.
     pub batching: Option<BatchingPolicy>,
     /// Queue policy per priority level (index 0 is level 1, the highest).
@@ -152,6 +156,29 @@ impl ModelSpec {
             .model_transaction_policy
             .as_ref()
             .is_some_and(|p| p.decoupled);
+
+        let max_sequences = match config
+            .parameters
+            .get("max_sequences")
+            .map(|p| p.string_value.trim())
+            .filter(|v| !v.is_empty())
+        {
+            None if decoupled => max_batch_size.max(1),
+            None => 1,
+            Some(_) if !decoupled => {
+                return Err(bad(
+                    "parameter 'max_sequences' applies to decoupled models only".into(),
+                ))
+            }
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(bad(format!(
+                        "parameter 'max_sequences' = '{v}' is not a positive integer"
+                    )))
+                }
+            },
+        };
 
         let dynamic = match &config.scheduling_choice {
             Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
@@ -233,6 +260,7 @@ impl ModelSpec {
             outputs,
             max_batch_size,
             decoupled,
+            max_sequences,
             batching,
             levels,
             default_priority,
@@ -371,6 +399,28 @@ mod tests {
     "#;
 
     #[test]
+    fn live_sequences_default_to_the_batch_size_for_decoupled_models() {
+        let decoupled = |extra: &str| {
+            spec(&format!(
+                r#"name: "d" max_batch_size: 8 model_transaction_policy {{ decoupled: true }}
+                output {{ name: "Y" data_type: TYPE_FP32 dims: [1] }} {extra}"#
+            ))
+            .unwrap()
+            .max_sequences
+        };
+        assert_eq!(decoupled(""), 8);
+        let sixteen = r#"parameters { key: "max_sequences" value: { string_value: " 16 " } }"#;
+        assert_eq!(decoupled(sixteen), 16);
+        assert_eq!(spec(SIMPLE).unwrap().max_sequences, 1);
+        let unbatched = spec(
+            r#"name: "r" model_transaction_policy { decoupled: true }
+            output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#,
+        )
+        .unwrap();
+        assert_eq!(unbatched.max_sequences, 1);
+    }
+
+    #[test]
     fn triton_simple_example_validates() {
         let s = spec(SIMPLE).unwrap();
         assert_eq!(s.max_batch_size, 8);
@@ -443,6 +493,17 @@ mod tests {
                 r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
                 dynamic_batching { priority_levels: 2 default_priority_level: 3 }"#,
                 "default_priority_level 3",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                parameters { key: "max_sequences" value: { string_value: "4" } }"#,
+                "'max_sequences' applies to decoupled models only",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                model_transaction_policy { decoupled: true }
+                parameters { key: "max_sequences" value: { string_value: "0" } }"#,
+                "'max_sequences' = '0' is not a positive integer",
             ),
         ];
         for (text, needle) in cases {

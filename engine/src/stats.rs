@@ -30,7 +30,7 @@ impl DurationStat {
     }
 }
 
-/// A read-out of a [`DurationStat`].
+/// A read-out of a count and cumulative duration (Triton's `StatisticDuration`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DurationSnapshot {
     /// How many times.

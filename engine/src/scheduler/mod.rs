@@ -168,11 +168,7 @@ impl ModelRunner {
         instances: Vec<Instance>,
         threads: &mut Vec<JoinHandle<()>>,
     ) -> Result<Dispatch> {
-        let slots = if spec.decoupled {
-            spec.max_batch_size.max(1)
-        } else {
-            1
-        };
+        let slots = spec.max_sequences;
         let (idle_tx, idle_rx) = crossbeam_channel::bounded(instances.len() * slots);
         let sequencer = spec
             .batching
