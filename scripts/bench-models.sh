@@ -5,7 +5,7 @@
 #  2. minilm served: `nereid bench` over gRPC against `nereid serve`, the same 16-token text;
 #  3. smollm2 served: aggregate tokens/s and time to first token at 1, 4 and 8 concurrent
 #     OpenAI streaming chats (frontends/stream/examples/stream_load.rs), with the demo
-#     config and again with prompt-prefix reuse off.
+#     config, with prompt-prefix reuse off, and with FP16 matmul weights.
 # Release builds of the three programs first (about 15 minutes from scratch on 2 cores).
 # Writes everything it prints to target/bench-models.txt as well.
 set -euo pipefail
@@ -76,4 +76,10 @@ sed 's/{ key: "intra_op_threads"/{ key: "prefix_cache_mb" value: { string_value:
 grep -q prefix_cache_mb "$repo/smollm2/config.pbtxt"
 serve --model-repository "$repo"
 stream "prefix_cache_mb 0"
+# And with FP16 matmul weights (reuse on, as in the demo).
+sed 's/{ key: "intra_op_threads"/{ key: "matmul_weights" value: { string_value: "fp16" } },\n  { key: "intra_op_threads"/' \
+  "$cache/demo-repository/smollm2/config.pbtxt" > "$repo/smollm2/config.pbtxt"
+grep -q '"fp16"' "$repo/smollm2/config.pbtxt"
+serve --model-repository "$repo"
+stream "matmul_weights fp16"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"

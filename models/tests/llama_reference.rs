@@ -115,7 +115,11 @@ fn matches_candle_quantized_llama_through_prefill_and_decode() {
 #[test]
 fn sequences_batched_together_match_each_alone() {
     let (_dir, path) = tiny();
-    for weights in [MatmulWeights::Quantized, MatmulWeights::F32] {
+    for weights in [
+        MatmulWeights::Quantized,
+        MatmulWeights::F32,
+        MatmulWeights::F16,
+    ] {
         batched_matches_alone(&ours(&path, weights));
     }
 }
