@@ -252,6 +252,19 @@ async fn errors_have_openai_shape_and_status() {
             Some("dimensions"),
         ),
         ("/v1/completions", json!({"prompt": "x"}), 400, None),
+        // Wrongly typed fields are named, nested ones by their path.
+        (
+            "/v1/completions",
+            json!({"model": "fake_llm", "prompt": "x", "max_tokens": -1}),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake_llm", "messages": [{"role": "user", "content": 5}]}),
+            400,
+            Some("messages[0].content"),
+        ),
     ];
     for (path, request, status, param) in cases {
         let (got, body) = json("POST", &server.url(path), Some(&request)).await;

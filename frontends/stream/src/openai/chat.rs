@@ -13,15 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::generate::{self, Event, Prompt};
 use super::params::Common;
-use super::{messages, new_id, parse_body, unix_now, ModelInfo, Usage};
+use super::{messages, new_id, parse_generation, unix_now, ModelInfo, Usage};
 use crate::error::{ApiError, ApiResult};
 use crate::sse;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChatRequest {
-    #[serde(flatten)]
-    common: Common,
     messages: Vec<messages::Message>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
@@ -77,7 +75,7 @@ struct Completion<'a, C> {
 /// The handler.
 pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResult<Response> {
     let started = Instant::now();
-    let request: ChatRequest = parse_body(&body)?;
+    let (common, request): (Common, ChatRequest) = parse_generation(&body)?;
     if request.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
@@ -108,7 +106,7 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
             ));
         }
     }
-    let common = &request.common;
+    let common = &common;
     let n = common.choices()?;
     let sampling = common.sampling(request.max_completion_tokens)?;
     let model = ModelInfo::resolve(&engine, &common.model)?;

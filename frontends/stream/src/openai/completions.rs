@@ -13,15 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::generate::{self, Event, Prompt};
 use super::params::Common;
-use super::{new_id, parse_body, unix_now, ModelInfo, OneOrMany, Usage};
+use super::{new_id, parse_generation, unix_now, ModelInfo, OneOrMany, Usage};
 use crate::error::{ApiError, ApiResult};
 use crate::sse;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CompletionRequest {
-    #[serde(flatten)]
-    common: Common,
     prompt: Option<OneOrMany>,
     #[serde(default)]
     echo: Option<bool>,
@@ -56,7 +54,7 @@ struct Completion<'a> {
 /// The handler.
 pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResult<Response> {
     let started = Instant::now();
-    let request: CompletionRequest = parse_body(&body)?;
+    let (common, request): (Common, CompletionRequest) = parse_generation(&body)?;
     let prompts = match request.prompt {
         Some(p) => p.into_vec(),
         None => return Err(ApiError::invalid_param("prompt", "'prompt' is required")),
@@ -79,7 +77,7 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
             "'suffix' is not supported by this server",
         ));
     }
-    let common = &request.common;
+    let common = &common;
     let n = common.choices()?;
     if request.best_of.is_some_and(|b| b != n) {
         return Err(ApiError::unsupported(

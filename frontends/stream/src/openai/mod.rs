@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use params::Common;
 
 pub use generate::{
     INPUT_MAX_TOKENS, INPUT_SEED, INPUT_STOP, INPUT_TEMPERATURE, INPUT_TEXT, INPUT_TOP_P,
@@ -42,10 +43,34 @@ pub fn router(engine: Engine) -> Router {
 }
 
 /// Parses a JSON request body whatever its content type (curl users forget the header),
-/// answering malformed bodies in OpenAI's error shape rather than axum's plain text.
+/// answering malformed bodies in OpenAI's error shape rather than axum's plain text, with
+/// the path of a wrongly typed field (`max_tokens`, `messages[0].content`) as `param`.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut json).map_err(field_error)?;
+    json.end()
+        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
+    Ok(parsed)
+}
+
+/// Parses a generation request body into the fields completions and chat share and the
+/// route's own. (Two passes over one parsed document rather than `#[serde(flatten)]`, which
+/// hides the path of a field that fails.)
+pub(crate) fn parse_generation<T: DeserializeOwned>(body: &Bytes) -> ApiResult<(Common, T)> {
+    let document: serde_json::Value = parse_body(body)?;
+    let common = serde_path_to_error::deserialize(&document).map_err(field_error)?;
+    let own = serde_path_to_error::deserialize(&document).map_err(field_error)?;
+    Ok((common, own))
+}
+
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let error = e.into_inner();
+    match path.as_str() {
+        // Not JSON at all, or a missing field (the message names it).
+        "" | "." => ApiError::invalid(format!("invalid request body: {error}")),
+        _ => ApiError::invalid_param(&path, format!("invalid '{path}': {error}")),
+    }
 }
 
 /// Seconds since the Unix epoch, for the `created` fields.
