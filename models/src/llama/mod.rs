@@ -10,11 +10,17 @@
 use std::io::{Read, Seek};
 
 use anyhow::{bail, Result};
-use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::decode_attention::{self, DecodeQuery, Heads};
-use crate::skinny;
+
+mod kv_cache;
+mod projection;
+
+pub use kv_cache::{KvCache, KvLayers};
+pub use projection::MatmulWeights;
+use projection::Projection;
 
 /// The hyper-parameters read from `llama.*` metadata.
 #[derive(Debug, Clone)]
@@ -109,56 +115,6 @@ struct Layer {
     down: Projection,
 }
 
-/// The KV cache of one sequence: per layer, keys and values `(n_kv_head, capacity, head_dim)`
-/// of which the first `len` positions are filled; capacity doubles as the sequence grows.
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-    capacity: usize,
-}
-
-impl KvCache {
-    /// An empty cache for a model.
-    pub fn new(model: &Llama) -> Self {
-        Self {
-            layers: vec![None; model.cfg.n_layer],
-            len: 0,
-            capacity: 0,
-        }
-    }
-
-    /// Positions cached so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// A copy of the first `len` cached positions, for [`Llama::cache_from_prefix`].
-    pub fn prefix(&self, len: usize) -> Result<KvLayers> {
-        if len == 0 || len > self.len {
-            bail!("a prefix of {len} positions from a cache of {}", self.len);
-        }
-        self.layers
-            .iter()
-            .map(|slot| {
-                let (k, v) = slot.as_ref().expect("a filled cache has every layer");
-                Ok((
-                    k.narrow(1, 0, len)?.force_contiguous()?,
-                    v.narrow(1, 0, len)?.force_contiguous()?,
-                ))
-            })
-            .collect()
-    }
-}
-
-/// A copy of a cache's first positions: per layer, keys and values `(n_kv_head, len,
-/// head_dim)` ([`KvCache::prefix`]).
-pub type KvLayers = Vec<(Tensor, Tensor)>;
-
 /// Some new tokens of one sequence, fed in one forward pass.
 pub struct Chunk<'a> {
     /// The sequence's cache; the tokens are appended to it.
@@ -178,73 +134,6 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-}
-
-/// How the projection and MLP weights are held for the matmuls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatmulWeights {
-    /// The GGUF blocks as stored (smallest; candle's quantized kernels, whose cost grows
-    /// with every row, so batched decoding gains nothing).
-    Quantized,
-    /// Dequantized to FP32 once at load (about 8x the memory of Q4): every step is a real
-    /// GEMM, so rows of concurrent sequences and prompt tokens share each weight read.
-    F32,
-    /// Dequantized to FP16: half of FP32's memory; fastest for one sequence on CPU, slow
-    /// for batches there.
-    F16,
-}
-
-impl std::str::FromStr for MatmulWeights {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "quantized" | "gguf" => Ok(Self::Quantized),
-            "f32" | "fp32" => Ok(Self::F32),
-            "f16" | "fp16" => Ok(Self::F16),
-            other => Err(format!("'{other}' is not one of quantized, fp32, fp16")),
-        }
-    }
-}
-
-impl MatmulWeights {
-    fn matmul(self, weight: QTensor, device: &Device) -> Result<Projection> {
-        Ok(Projection(match self {
-            Self::Quantized => QMatMul::from_qtensor(weight)?,
-            Self::F32 => QMatMul::Tensor(weight.dequantize(device)?),
-            Self::F16 => QMatMul::TensorF16(weight.dequantize_f16(device)?),
-        }))
-    }
-}
-
-/// A weight matrix `(out, in)` applied to rows `(n, in)`.
-struct Projection(QMatMul);
-
-impl Projection {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match &self.0 {
-            // The rows of a decode step (one per sequence) stream the weights once
-            // (`skinny`); prefill's many rows go to gemm as `W x^T`, the long weight
-            // dimension as the GEMM's rows, which it tiles far better than a few sequence
-            // rows (models/examples/gemm_shape.rs).
-            // FP16 weights always stream: candle's FP16 GEMM on CPU is 3-7x slower than the
-            // stream even for 32 rows.
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w)
-                if xs.rank() == 2
-                    && xs.device().is_cpu()
-                    && xs.dtype() == DType::F32
-                    && (xs.dim(0)? <= skinny::MAX_ROWS || w.dtype() == DType::F16) =>
-            {
-                Ok(xs
-                    .contiguous()?
-                    .apply_op2_no_bwd(w, &skinny::RowsTimesWeightT)?)
-            }
-            QMatMul::Tensor(w) if xs.rank() == 2 && xs.device().is_cpu() => {
-                Ok(w.matmul(&xs.t()?)?.t()?.contiguous()?)
-            }
-            other => Ok(other.forward(xs)?),
-        }
-    }
 }
 
 impl Llama {
@@ -529,94 +418,6 @@ impl Llama {
             .reshape((n_kv, rep, t, hd))?
             .permute((2, 0, 1, 3))?
             .reshape((t, cfg.n_head * hd))?)
-    }
-
-    /// Bytes a [`KvCache`] holds per position: keys and values of every layer.
-    pub fn kv_bytes_per_position(&self) -> usize {
-        let cfg = &self.cfg;
-        cfg.n_layer * 2 * cfg.n_kv_head * cfg.head_dim * DType::F32.size_in_bytes()
-    }
-
-    /// A cache holding the first `len` positions of `prefix` (from [`KvCache::prefix`] of a
-    /// cache of this model), ready to take the tokens after them.
-    pub fn cache_from_prefix(&self, prefix: &[(Tensor, Tensor)], len: usize) -> Result<KvCache> {
-        if prefix.len() != self.cfg.n_layer {
-            bail!(
-                "a prefix of {} layers for a model of {}",
-                prefix.len(),
-                self.cfg.n_layer
-            );
-        }
-        let capacity = self.capacity_for(len);
-        let mut layers = Vec::with_capacity(prefix.len());
-        for (k, v) in prefix {
-            if k.dim(1)? < len || v.dim(1)? < len {
-                bail!("a prefix of {} positions asked for {len}", k.dim(1)?);
-            }
-            let (kb, vb) = (self.empty(capacity)?, self.empty(capacity)?);
-            kb.slice_set(&k.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-            vb.slice_set(&v.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-            layers.push(Some((kb, vb)));
-        }
-        Ok(KvCache {
-            layers,
-            len,
-            capacity,
-        })
-    }
-
-    /// Positions to allocate for a cache that must hold `need`: doubling, from 64 up to the
-    /// context.
-    fn capacity_for(&self, need: usize) -> usize {
-        need.next_power_of_two()
-            .clamp(64, self.cfg.context.next_power_of_two())
-    }
-
-    /// Appends `(n_kv, t, hd)` keys and values to a layer's cache, growing it if needed, and
-    /// returns views of everything cached `(n_kv, len + t, hd)`.
-    fn append(
-        &self,
-        layer: usize,
-        cache: &mut KvCache,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(1)?;
-        let need = cache.len + t;
-        if need > cache.capacity {
-            let capacity = self.capacity_for(need);
-            for slot in cache.layers.iter_mut() {
-                let grown = match slot.take() {
-                    Some((ok, ov)) => (
-                        self.grow(&ok, cache.len, capacity)?,
-                        self.grow(&ov, cache.len, capacity)?,
-                    ),
-                    None => (self.empty(capacity)?, self.empty(capacity)?),
-                };
-                *slot = Some(grown);
-            }
-            cache.capacity = capacity;
-        }
-        let (kb, vb) = cache.layers[layer].as_ref().expect("allocated above");
-        kb.slice_set(k, 1, cache.len)?;
-        vb.slice_set(v, 1, cache.len)?;
-        Ok((kb.narrow(1, 0, need)?, vb.narrow(1, 0, need)?))
-    }
-
-    fn empty(&self, capacity: usize) -> Result<Tensor> {
-        Ok(Tensor::zeros(
-            (self.cfg.n_kv_head, capacity, self.cfg.head_dim),
-            DType::F32,
-            &self.device,
-        )?)
-    }
-
-    fn grow(&self, old: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
-        let new = self.empty(capacity)?;
-        if len > 0 {
-            new.slice_set(&old.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-        }
-        Ok(new)
     }
 }
 
