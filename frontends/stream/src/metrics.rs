@@ -19,6 +19,9 @@ pub const INTER_TOKEN_LATENCY: &str = "nv_llm_inter_token_latency_seconds";
 pub const GENERATED_TOKENS: &str = "nv_llm_generated_tokens_total";
 /// Counter: prompt tokens of generation requests (when the model reports them).
 pub const PROMPT_TOKENS: &str = "nv_llm_prompt_tokens_total";
+/// Counter: prompt tokens the model did not compute, their KV cache reused from an earlier
+/// prompt (when the model reports them).
+pub const CACHED_PROMPT_TOKENS: &str = "nv_llm_cached_prompt_tokens_total";
 /// Counter: generation requests whose client went away before the last token.
 pub const CANCELLED_REQUESTS: &str = "nv_llm_cancelled_requests_total";
 
@@ -53,6 +56,11 @@ pub fn describe() {
             "Prompt tokens of generation requests"
         );
         describe_counter!(
+            CACHED_PROMPT_TOKENS,
+            Unit::Count,
+            "Prompt tokens whose KV cache the model reused instead of computing"
+        );
+        describe_counter!(
             CANCELLED_REQUESTS,
             Unit::Count,
             "Generation requests whose client went away mid-stream"
@@ -71,6 +79,7 @@ pub struct TokenMeter {
     generated: Counter,
     cancelled: Counter,
     prompt: Counter,
+    cached: Counter,
     finished: bool,
 }
 
@@ -87,7 +96,8 @@ impl TokenMeter {
             itl: histogram!(INTER_TOKEN_LATENCY, "model" => label.clone()),
             generated: counter!(GENERATED_TOKENS, "model" => label.clone()),
             cancelled: counter!(CANCELLED_REQUESTS, "model" => label.clone()),
-            prompt: counter!(PROMPT_TOKENS, "model" => label),
+            prompt: counter!(PROMPT_TOKENS, "model" => label.clone()),
+            cached: counter!(CACHED_PROMPT_TOKENS, "model" => label),
             finished: false,
         }
     }
@@ -123,6 +133,11 @@ impl TokenMeter {
     /// Counts the prompt's tokens.
     pub fn prompt_tokens(&mut self, tokens: u64) {
         self.prompt.increment(tokens);
+    }
+
+    /// Counts the prompt's tokens that came from the model's prefix cache.
+    pub fn cached_prompt_tokens(&mut self, tokens: u64) {
+        self.cached.increment(tokens);
     }
 
     /// Marks the request complete: a meter dropped before this counts as cancelled.

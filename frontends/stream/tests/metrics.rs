@@ -6,7 +6,8 @@ mod common;
 use common::{json, send, start, Events};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nereid_stream::metrics::{
-    CANCELLED_REQUESTS, GENERATED_TOKENS, INTER_TOKEN_LATENCY, LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN,
+    CACHED_PROMPT_TOKENS, CANCELLED_REQUESTS, GENERATED_TOKENS, INTER_TOKEN_LATENCY,
+    LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN,
 };
 use serde_json::json;
 
@@ -24,7 +25,8 @@ async fn streams_record_first_token_inter_token_and_counts() {
         .all()
         .await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let request = json!({"model": "fake_llm", "prompt": "x y", "max_tokens": 2});
+    // Shares "a b c" with the previous prompt: the fake reports 3 cached tokens.
+    let request = json!({"model": "fake_llm", "prompt": "a b c z", "max_tokens": 2});
     assert_eq!(
         json("POST", &server.url("/v1/completions"), Some(&request))
             .await
@@ -62,4 +64,5 @@ async fn streams_record_first_token_inter_token_and_counts() {
     );
     assert!(count(GENERATED_TOKENS).unwrap() >= 8.0, "{text}");
     assert_eq!(count(CANCELLED_REQUESTS), Some(1.0), "{text}");
+    assert_eq!(count(CACHED_PROMPT_TOKENS), Some(3.0), "{text}");
 }

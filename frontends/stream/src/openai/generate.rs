@@ -292,6 +292,9 @@ impl Generation {
             self.prompt_tokens = Some(prompt);
         }
         if let Some(cached) = find_count(response, CACHED_TOKENS) {
+            if self.cached_tokens.is_none() {
+                self.meter.cached_prompt_tokens(cached);
+            }
             self.cached_tokens = Some(cached);
         }
         if let Some(reason) = find_text(response, FINISH_REASON) {

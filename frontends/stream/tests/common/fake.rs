@@ -1,7 +1,9 @@
 //! Weightless stand-ins for the real models, so the OpenAI routes are tested without
 //! downloading anything: `fake_llm` streams the words of its prompt back (with the request
 //! parameter `chat` true, the words of the JSON messages' contents), one per step,
-//! `delay_ms` apart, reporting counts and finish reason like smollm2, up to 8 sequences stepped together; `slow_llm` runs ONE live sequence:
+//! `delay_ms` apart, reporting counts and finish reason like smollm2 (`cached_tokens`: the
+//! leading words its prompt shares with the previous prompt, all but its last at most, as a
+//! prefix cache would), up to 8 sequences stepped together; `slow_llm` runs ONE live sequence:
 //! max_batch_size 0), `fake_embedder` maps a text to a
 //! 4-vector `[bytes, words, 1, 0.5]` and counts its words as tokens.
 
@@ -31,6 +33,7 @@ output [
   { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
   { name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
   { name: "completion_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "cached_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
   { name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }
 ]
 parameters { key: "delay_ms" value: { string_value: "5" } }
@@ -114,6 +117,7 @@ impl LoadedModel for FakeModel {
                 delay: self.delay,
                 report: self.report,
                 live: Vec::new(),
+                previous: Vec::new(),
             })),
             Kind::Embedder => Instance::Batched(Box::new(Embedder)),
         })
@@ -122,6 +126,7 @@ impl LoadedModel for FakeModel {
 
 struct Live {
     words: Vec<String>,
+    cached: usize,
     next: usize,
     max: usize,
     stop: Vec<String>,
@@ -134,6 +139,8 @@ struct Llm {
     delay: Duration,
     report: bool,
     live: Vec<Live>,
+    /// The words of the last prompt admitted.
+    previous: Vec<String>,
 }
 
 impl Llm {
@@ -151,6 +158,12 @@ impl Llm {
                 DataType::Int32,
                 vec![1],
                 vec![l.next as i32],
+            ));
+            out.push(Tensor::from_vec(
+                "cached_tokens",
+                DataType::Int32,
+                vec![1],
+                vec![l.cached as i32],
             ));
             out.push(Tensor::from_strings("finish_reason", vec![1], [reason]));
         }
@@ -198,8 +211,12 @@ impl DecoupledInstance for Llm {
             return;
         }
         let due = Instant::now() + self.delay;
+        let shared = words.iter().zip(&self.previous).take_while(|(a, b)| a == b);
+        let cached = shared.count().min(words.len() - 1);
+        self.previous = words.clone();
         self.live.push(Live {
             words,
+            cached,
             next: 0,
             max,
             stop,
