@@ -15,7 +15,9 @@
 //! and `finish_reason` (BYTES: `stop` or `length`).
 //!
 //! Config parameters: `max_tokens` (default for requests naming none, 256), `max_context`
-//! (cap on prompt + completion, default 4096), `prefill_chunk` (512), `chat_template`
+//! (cap on prompt + completion, default 4096), `prefill_chunk` (64 on CPU, where a long
+//! prompt read in bigger chunks both stalls the running sequences longer and reaches its
+//! first token later; 512 on GPU), `chat_template`
 //! (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
 //! `fp16` or `quantized`: how projection weights are held, see [`MatmulWeights`]; default
 //! `fp32` on CPU, where it decodes concurrent sequences several times faster than the
@@ -49,6 +51,14 @@ use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "llama_gguf";
 
+/// Default prompt tokens per step on CPU. On 2 cores, a 2,326-token prompt beside three
+/// running streams reached its first token in 9.0 s with chunks of 64, 9.8 s with 128 and
+/// 12.8 s with 512, while the longest pause of the running streams grew from 0.49 to 0.81
+/// and 4.4 s (docs/BENCHMARKS.md): big chunks' attention matrices outgrow the caches.
+const CPU_PREFILL_CHUNK: usize = 64;
+/// Default prompt tokens per step on GPU, where a bigger chunk still fills the device.
+const GPU_PREFILL_CHUNK: usize = 512;
+
 /// The INT32 count outputs a config may declare, in the order of [`Finish`]'s counts.
 const COUNTS: [&str; 3] = ["prompt_tokens", "completion_tokens", "cached_tokens"];
 
@@ -71,7 +81,8 @@ pub struct Generator {
     template: ChatTemplate,
     max_tokens: usize,
     max_context: usize,
-    prefill_chunk: usize,
+    /// Most prompt tokens per step; `None` picks by device.
+    prefill_chunk: Option<usize>,
     /// Bytes of prompt caches each instance keeps for reuse.
     prefix_cache_bytes: usize,
     threads: usize,
@@ -177,7 +188,9 @@ impl Generator {
         Ok(Self {
             max_tokens: p("max_tokens", 256)?,
             max_context: p("max_context", 4096)?.max(16),
-            prefill_chunk: p("prefill_chunk", 512)?.max(1),
+            prefill_chunk: param::<usize>(spec, "prefill_chunk")
+                .map_err(|e| bad(&e))?
+                .map(|n| n.max(1)),
             prefix_cache_bytes: p("prefix_cache_mb", 64)?.saturating_mul(1 << 20),
             threads: intra_op_threads(spec).map_err(|e| bad(&e))?,
             matmul_weights: param::<MatmulWeights>(spec, "matmul_weights").map_err(|e| bad(&e))?,
@@ -288,6 +301,11 @@ impl LoadedModel for GeneratorModel {
             pool,
             live: Vec::new(),
             prefixes: PrefixCache::new(g.prefix_cache_bytes),
+            prefill_chunk: g.prefill_chunk.unwrap_or(if device == Device::Cpu {
+                CPU_PREFILL_CHUNK
+            } else {
+                GPU_PREFILL_CHUNK
+            }),
             seeds: index as u64 * 1_000_003,
         })))
     }
@@ -316,6 +334,7 @@ struct GeneratorInstance {
     pool: IntraOp,
     live: Vec<Live>,
     prefixes: PrefixCache<KvLayers>,
+    prefill_chunk: usize,
     seeds: u64,
 }
 
@@ -407,7 +426,7 @@ impl DecoupledInstance for GeneratorInstance {
     fn step(&mut self) -> Result<()> {
         // A client that left frees its sequence at once.
         self.live.retain(|l| !l.responder.is_cancelled());
-        let mut budget = self.generator.prefill_chunk;
+        let mut budget = self.prefill_chunk;
         let mut runnable = Vec::new();
         for (i, l) in self.live.iter().enumerate() {
             if !l.responder.has_capacity() {
