@@ -188,6 +188,30 @@ fn llama_tiny(gpu: &Device, failures: &mut Vec<String>) -> Result<()> {
     if worst >= 0.1 {
         failures.push(format!("tiny llama logits differ by {worst}"));
     }
+
+    // A GPU cache started from another prompt's prefix (the generator's prefix reuse)
+    // continues like a fresh one.
+    let second = [5u32, 77, 120, 9, 11, 12, 13];
+    let mut fresh = KvCache::new(&on_gpu);
+    let want = on_gpu.forward(&mut [Chunk {
+        cache: &mut fresh,
+        tokens: &second,
+    }])?;
+    let mut reused = on_gpu.cache_from_prefix(&c2.prefix(4)?, 4)?;
+    let got = on_gpu.forward(&mut [Chunk {
+        cache: &mut reused,
+        tokens: &second[4..],
+    }])?;
+    let diff = (want - got)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
+    let verdict = if diff < 1e-3 { "ok" } else { "FAIL" };
+    println!("tiny llama GPU prefix reuse vs fresh: max logit difference {diff:.6} {verdict}");
+    if diff >= 1e-3 {
+        failures.push(format!("GPU prefix reuse changes logits by {diff}"));
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 #   - all-MiniLM-L6-v2 on the GPU in FP32, FP16 and BF16 against the CPU in FP32: the lowest
 #     cosine over 32 ragged sentences must reach 0.9999 (FP32) and 0.999 (FP16); BF16 is
 #     reported only; each is timed at batch 32x16 tokens (tok/s);
-#   - the quantized llama path (a tiny random GGUF written on the spot) on GPU vs CPU logits;
+#   - the quantized llama path (a tiny random GGUF written on the spot) on GPU vs CPU logits,
+#     and a GPU KV cache started from another prompt's prefix against a fresh one;
 #   - with SMOLLM2_GGUF=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf, smollm2 decode tok/s on the
 #     GPU for 1 and 8 sequences.
 # Prints "GPU CHECK PASSED" and exits 0, or exits non-zero naming what failed.
