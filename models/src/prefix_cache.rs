@@ -4,8 +4,8 @@
 //! The key and value of a position depend only on the tokens up to it, so any common
 //! prefix of two prompts has the same KV cache. Chat requests share a long one: SmolLM2's
 //! default system prompt and the user turn's header are 27 of the 43 tokens of a one-line
-//! question, and on a CPU a prompt token costs what a decode step of eight sequences does
-//! per row. An instance keeps the caches of the prompts it finished reading, up to a byte
+//! question, and on a CPU already decoding eight sequences a prompt token costs as much as
+//! a generated one. An instance keeps the caches of the prompts it finished reading, up to a byte
 //! budget (least recently used out first), and a new prompt starts from the longest
 //! common prefix with any of them.
 
