@@ -17,8 +17,7 @@
 //! Config parameters: `max_tokens` (default for requests naming none, 256), `max_context`
 //! (cap on prompt + completion, default 4096), `prefill_chunk` (64 on CPU, where a long
 //! prompt read in bigger chunks both stalls the running sequences longer and reaches its
-//! first token later; 512 on GPU), `chat_template`
-//! (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
+//! first token later; 512 on GPU), `chat_template` (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
 //! `fp16` or `quantized`: how projection weights are held, see [`MatmulWeights`]; default
 //! `fp32` on CPU, where it decodes concurrent sequences several times faster than the
 //! quantized kernels, and `quantized` on GPU; `fp16` on CPU halves the weights' memory and
@@ -394,9 +393,11 @@ impl DecoupledInstance for GeneratorInstance {
             Ok(v) => v,
             Err(e) => return seq.responder.fail(e),
         };
-        let g = self.generator.clone();
         let room = self.model.cfg.context - prompt.len();
-        let max_tokens = req.max_tokens.unwrap_or(g.max_tokens).min(room);
+        let max_tokens = req
+            .max_tokens
+            .unwrap_or(self.generator.max_tokens)
+            .min(room);
         if max_tokens == 0 {
             let finish = Finish {
                 reason: "length",
@@ -404,8 +405,8 @@ impl DecoupledInstance for GeneratorInstance {
                 completion_tokens: 0,
                 cached_tokens: 0,
             };
-            seq.responder
-                .send(g.outputs(String::new(), Some(finish)), true);
+            let outputs = self.generator.outputs(String::new(), Some(finish));
+            seq.responder.send(outputs, true);
             return;
         }
         let (cache, cached_tokens) = self.cache_for(&prompt);

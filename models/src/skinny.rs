@@ -1,4 +1,4 @@
-//! The matrix products of a decode step on CPU: a few sequence rows times a large FP32
+//! The matrix products of a decode step on CPU: a few FP32 sequence rows times a large
 //! weight matrix. For a few rows the product is a stream over the weights, and a general
 //! GEMM's packing and tiling only add to it: streaming each weight row once and
 //! multiplying it into every sequence row while it sits in L1 is 1.3x to 3x faster than

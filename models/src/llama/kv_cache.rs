@@ -79,10 +79,10 @@ impl Llama {
             if k.dim(1)? < len || v.dim(1)? < len {
                 bail!("a prefix of {} positions asked for {len}", k.dim(1)?);
             }
-            let (kb, vb) = (self.empty(capacity)?, self.empty(capacity)?);
-            kb.slice_set(&k.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-            vb.slice_set(&v.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-            layers.push(Some((kb, vb)));
+            layers.push(Some((
+                self.grow(k, len, capacity)?,
+                self.grow(v, len, capacity)?,
+            )));
         }
         Ok(KvCache {
             layers,
@@ -137,6 +137,7 @@ impl Llama {
         )?)
     }
 
+    /// A buffer of `capacity` positions holding the first `len` positions of `old`.
     fn grow(&self, old: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
         let new = self.empty(capacity)?;
         if len > 0 {

@@ -296,23 +296,17 @@ impl Llama {
             }
             row += t;
         }
-        if decoding.is_empty() {
-            return Ok(Tensor::cat(
-                &outs.into_iter().flatten().collect::<Vec<_>>(),
-                0,
-            )?);
+        if !decoding.is_empty() {
+            let decoded = self.decode_attention(layer, chunks, &decoding, q)?;
+            if decoding.len() == chunks.len() {
+                return Ok(decoded);
+            }
+            for (j, &(i, _)) in decoding.iter().enumerate() {
+                outs[i] = Some(decoded.narrow(0, j, 1)?);
+            }
         }
-        let decoded = self.decode_attention(layer, chunks, &decoding, q)?;
-        if decoding.len() == chunks.len() {
-            return Ok(decoded);
-        }
-        for (j, &(i, _)) in decoding.iter().enumerate() {
-            outs[i] = Some(decoded.narrow(0, j, 1)?);
-        }
-        Ok(Tensor::cat(
-            &outs.into_iter().flatten().collect::<Vec<_>>(),
-            0,
-        )?)
+        let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
+        Ok(Tensor::cat(&outs, 0)?)
     }
 
     /// The attention of the `decoding` chunks (index, row in `q`), whose new keys and values

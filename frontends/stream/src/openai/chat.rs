@@ -106,7 +106,6 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
             ));
         }
     }
-    let common = &common;
     let n = common.choices()?;
     let sampling = common.sampling(request.max_completion_tokens)?;
     let model = ModelInfo::resolve(&engine, &common.model)?;

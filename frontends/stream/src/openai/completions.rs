@@ -77,7 +77,6 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
             "'suffix' is not supported by this server",
         ));
     }
-    let common = &common;
     let n = common.choices()?;
     if request.best_of.is_some_and(|b| b != n) {
         return Err(ApiError::unsupported(
