@@ -68,18 +68,17 @@ stream() {
   ./target/release/examples/stream_load "http://$http" smollm2 --levels 1,4,8 --requests 2 --max-tokens 64
 }
 stream "demo config: prefix cache on"
-# The same model with prompt-prefix reuse turned off, for comparison.
+# Serves the demo smollm2 with one more config parameter KEY = VALUE, and streams.
+smollm2_with() {
+  sed "s/{ key: \"intra_op_threads\"/{ key: \"$1\" value: { string_value: \"$2\" } },\n  { key: \"intra_op_threads\"/" \
+    "$cache/demo-repository/smollm2/config.pbtxt" > "$repo/smollm2/config.pbtxt"
+  grep -q "\"$1\"" "$repo/smollm2/config.pbtxt"
+  serve --model-repository "$repo"
+  stream "$1 $2"
+}
 rm -rf "$repo/minilm"
 mkdir -p "$repo/smollm2/1"
-sed 's/{ key: "intra_op_threads"/{ key: "prefix_cache_mb" value: { string_value: "0" } },\n  { key: "intra_op_threads"/' \
-  "$cache/demo-repository/smollm2/config.pbtxt" > "$repo/smollm2/config.pbtxt"
-grep -q prefix_cache_mb "$repo/smollm2/config.pbtxt"
-serve --model-repository "$repo"
-stream "prefix_cache_mb 0"
-# And with FP16 matmul weights (reuse on, as in the demo).
-sed 's/{ key: "intra_op_threads"/{ key: "matmul_weights" value: { string_value: "fp16" } },\n  { key: "intra_op_threads"/' \
-  "$cache/demo-repository/smollm2/config.pbtxt" > "$repo/smollm2/config.pbtxt"
-grep -q '"fp16"' "$repo/smollm2/config.pbtxt"
-serve --model-repository "$repo"
-stream "matmul_weights fp16"
+# Prompt-prefix reuse turned off, then FP16 matmul weights (reuse on, as in the demo).
+smollm2_with prefix_cache_mb 0
+smollm2_with matmul_weights fp16
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -115,21 +115,11 @@ async fn generation_streams_counts_and_limits() {
     assert_eq!(g.cached_tokens, 0, "nothing read before: {g:?}");
     // Greedy is deterministic, also when the prompt's cache is reused: all of it but the
     // last token, which must go through the model for the next logits.
-    let again = collect(
-        engine
-            .infer_stream(generate_request("tiny_llm", "Hello there", 12, true))
-            .unwrap(),
-    )
-    .await;
+    let again = generate(&engine, "tiny_llm", "Hello there", 12, true).await;
     assert_eq!(again.text, g.text);
     assert_eq!(again.cached_tokens, g.prompt_tokens - 1, "{again:?}");
     // Another chat shares the chat template's opening with it, not the question.
-    let other = collect(
-        engine
-            .infer_stream(generate_request("tiny_llm", "Goodbye now", 4, true))
-            .unwrap(),
-    )
-    .await;
+    let other = generate(&engine, "tiny_llm", "Goodbye now", 4, true).await;
     assert!(
         other.cached_tokens > 0 && other.cached_tokens < g.prompt_tokens - 1,
         "{other:?}"
@@ -137,8 +127,7 @@ async fn generation_streams_counts_and_limits() {
     // With prefix reuse off, the same prompt twice is read twice, to the same answer.
     assert_ready(&engine, "tiny_llm_no_reuse");
     for _ in 0..2 {
-        let request = generate_request("tiny_llm_no_reuse", "Hello there", 12, true);
-        let plain = collect(engine.infer_stream(request).unwrap()).await;
+        let plain = generate(&engine, "tiny_llm_no_reuse", "Hello there", 12, true).await;
         assert_eq!(
             (plain.cached_tokens, &plain.text),
             (0, &g.text),
@@ -146,23 +135,13 @@ async fn generation_streams_counts_and_limits() {
         );
     }
     // Raw completion prompt: no template.
-    let raw = collect(
-        engine
-            .infer_stream(generate_request("tiny_llm", "Hello there", 3, false))
-            .unwrap(),
-    )
-    .await;
+    let raw = generate(&engine, "tiny_llm", "Hello there", 3, false).await;
     assert_eq!(
         raw.prompt_tokens, 8,
         "bytes and the tiny merges (Ġthe): {raw:?}"
     );
     // max_tokens 0 answers at once.
-    let none = collect(
-        engine
-            .infer_stream(generate_request("tiny_llm", "Hi", 0, false))
-            .unwrap(),
-    )
-    .await;
+    let none = generate(&engine, "tiny_llm", "Hi", 0, false).await;
     assert_eq!(
         (
             none.completion_tokens,
@@ -193,12 +172,7 @@ async fn concurrent_generations_complete_and_a_dropped_stream_frees_its_slot() {
     let (a, b) = tokio::join!(collect(a), collect(b));
     assert!(a.completion_tokens >= 1 && b.completion_tokens >= 1);
     // Each alone gives the same text as together (greedy, separate caches).
-    let a_alone = collect(
-        engine
-            .infer_stream(generate_request("tiny_llm", "first prompt", 20, false))
-            .unwrap(),
-    )
-    .await;
+    let a_alone = generate(&engine, "tiny_llm", "first prompt", 20, false).await;
     assert_eq!(a_alone.text, a.text);
 
     // Fill both slots with long generations, drop one stream, and a third request runs.

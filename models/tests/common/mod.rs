@@ -92,6 +92,18 @@ pub struct Generated {
     pub finish_reason: String,
 }
 
+/// Sends `generate_request(model, prompt, max_tokens, chat)` and reads its whole stream.
+pub async fn generate(
+    engine: &Engine,
+    model: &str,
+    prompt: &str,
+    max_tokens: i32,
+    chat: bool,
+) -> Generated {
+    let request = generate_request(model, prompt, max_tokens, chat);
+    collect(engine.infer_stream(request).unwrap()).await
+}
+
 /// Reads a stream to its final response.
 pub async fn collect(mut stream: ResponseStream) -> Generated {
     let mut g = Generated::default();
