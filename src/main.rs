@@ -8,8 +8,18 @@ mod serve;
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(cli::Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the cause chain joined, for whoever reads the exit of a server.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             logging::init(args.log_format, args.log_verbose);

@@ -6,11 +6,18 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::{routing::get, Router};
 use metrics::gauge;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Installs the global recorder; call before models load so their counters register.
+/// The token latencies get buckets, so Prometheus receives histograms it can aggregate
+/// across a fleet (without buckets the exporter would render client-side summaries).
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Prefix(nereid_stream::metrics::LLM_PREFIX.into()),
+            nereid_stream::metrics::LATENCY_BUCKETS,
+        )
+        .context("cannot set the token latency buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     std::thread::Builder::new()

@@ -1,6 +1,7 @@
 //! `nereid serve`: start the engine, bind every port, serve until SIGINT/SIGTERM, then
 //! drain in-flight work within the exit timeout.
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use anyhow::Context;
 use nereid_engine::{BackendRegistry, Engine, EngineOptions, ModelControlMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::cli::{ControlMode, ServeArgs};
 use crate::{demo, metrics_server};
@@ -76,25 +78,31 @@ async fn serve(
         }
     };
 
-    let rest_router = nereid_rest::router(engine.clone(), &args.rest)
-        .merge(nereid_stream::router(engine.clone()));
-    let rest_task = tokio::spawn({
-        let (rest_args, stop) = (args.rest.clone(), stopped());
-        async move { nereid_rest::serve(rest_router, http, &rest_args, stop).await }
-    });
-    let grpc_task = tokio::spawn(nereid_grpc::serve(
-        engine.clone(),
-        grpc,
-        args.grpc.clone(),
-        stopped(),
-    ));
-    let metrics_task = tokio::spawn({
-        let stop = stopped();
-        async move {
-            axum::serve(metrics_listener, metrics_server::router(metrics))
-                .with_graceful_shutdown(stop)
-                .await
-        }
+    // Every door is built (TLS files read, routes assembled) before the server announces
+    // itself: a configuration that cannot serve fails here, with nothing announced.
+    let http_app = nereid_rest::app(
+        nereid_rest::routes(engine.clone(), &args.rest)
+            .merge(nereid_stream::router(engine.clone())),
+        &args.rest,
+        &[nereid_rest::Door {
+            prefix: "/v1/",
+            shape: nereid_stream::error::shape,
+        }],
+    );
+    let http_server = nereid_rest::server(http_app, http, &args.rest, stopped())
+        .context("cannot start the HTTP server")?;
+    let grpc_server = nereid_grpc::server(engine.clone(), grpc, args.grpc.clone(), stopped())
+        .context("cannot start the gRPC server")?;
+    let metrics_server = axum::serve(metrics_listener, metrics_server::router(metrics))
+        .with_graceful_shutdown(stopped())
+        .into_future();
+
+    let mut servers = JoinSet::new();
+    servers.spawn(async move { ("HTTP", http_server.await) });
+    servers.spawn(async move { ("gRPC", grpc_server.await) });
+    servers.spawn(async move {
+        let result = metrics_server.await.context("the metrics server failed");
+        ("metrics", result)
     });
 
     tracing::info!(%http_addr, %grpc_addr, %metrics_addr, "serving");
@@ -102,9 +110,19 @@ async fn serve(
     println!("NEREID_READY http={http_addr} grpc={grpc_addr} metrics={metrics_addr}");
     let _ = std::io::stdout().flush();
 
+    // Every server runs until shutdown; one that ends before it, for whatever reason, takes
+    // the process down rather than leaving the other doors serving alone.
     tokio::select! {
         _ = shutdown_signal() => {}
-        r = &mut Box::pin(watch_task("http", rest_task)) => r?,
+        ended = servers.join_next() => {
+            let _ = stop_tx.send(true);
+            return Err(match ended {
+                Some(Ok((name, Ok(())))) => anyhow::anyhow!("the {name} server stopped on its own"),
+                Some(Ok((name, Err(e)))) => e.context(format!("the {name} server failed")),
+                Some(Err(e)) => anyhow::anyhow!("a server task failed: {e}"),
+                None => anyhow::anyhow!("no server is running"),
+            });
+        }
     }
     tracing::info!(
         exit_timeout_secs = args.exit_timeout_secs,
@@ -121,21 +139,16 @@ async fn serve(
         );
     }
     let grace = Duration::from_secs(2);
-    let _ = tokio::time::timeout(grace, grpc_task).await;
-    let _ = tokio::time::timeout(grace, metrics_task).await;
+    let _ = tokio::time::timeout(grace, async {
+        while let Some(ended) = servers.join_next().await {
+            if let Ok((name, Err(e))) = ended {
+                tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error during shutdown");
+            }
+        }
+    })
+    .await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn watch_task(
-    name: &str,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    match task.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.context(format!("{name} server failed"))),
-        Err(e) => Err(anyhow::anyhow!("{name} server task failed: {e}")),
-    }
 }
 
 /// The address to advertise: a wildcard bind is reachable on loopback.

@@ -30,6 +30,6 @@ mod tls;
 
 pub use args::{CompressionLevel, GrpcArgs, DEFAULT_MAX_MESSAGE_SIZE};
 pub use health::HealthService;
-pub use server::serve;
+pub use server::{serve, server};
 pub use service::InferenceService;
 pub use stream::OutStream;

@@ -24,17 +24,31 @@ use crate::GrpcArgs;
 const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
 /// Serves gRPC on `listener` until `shutdown` completes, then stops accepting, lets open
-/// calls finish (streams stop taking new requests) and returns.
-///
-/// One port carries `inference.GRPCInferenceService`, `grpc.health.v1.Health`, server
-/// reflection v1 and v1alpha, and gRPC-Web (HTTP/1.1 and HTTP/2, with CORS) for browsers.
-/// The listener may be bound to port 0: the caller knows the port it got.
+/// calls finish (streams stop taking new requests) and returns. [`server`] and then its
+/// future, in one call.
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
     args: GrpcArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    server(engine, listener, args, shutdown)?.await
+}
+
+/// Builds the gRPC server on `listener` and returns the future that runs it until
+/// `shutdown` completes. Everything that can be wrong with the configuration (TLS files,
+/// certificates) fails here, before the server is announced; the future fails only if
+/// serving itself does.
+///
+/// One port carries `inference.GRPCInferenceService`, `grpc.health.v1.Health`, server
+/// reflection v1 and v1alpha, and gRPC-Web (HTTP/1.1 and HTTP/2, with CORS) for browsers.
+/// The listener may be bound to port 0: the caller knows the port it got.
+pub fn server(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    args: GrpcArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send> {
     let (stop, signal) = stop::split(shutdown);
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -61,10 +75,12 @@ pub async fn serve(
     router = router.add_service(v1).add_service(v1alpha);
     // Nagle's algorithm would hold small responses back for a delayed ACK (tens of ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
-        .context("the gRPC server failed")
+    Ok(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await
+            .context("the gRPC server failed")
+    })
 }
 
 /// The inference service as tonic serves it: gzip or deflate in, gzip out when configured, and

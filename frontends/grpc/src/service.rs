@@ -32,7 +32,7 @@ impl InferenceService {
 }
 
 fn version(v: &str) -> Result<Option<i64>, Status> {
-    convert::version_from_wire(v).map_err(to_status)
+    nereid_kserve::parse_version(v).map_err(to_status)
 }
 
 /// Why the shared-memory RPCs answer UNIMPLEMENTED.

@@ -129,7 +129,7 @@ async fn read_requests(
 
 /// Submits one request; returns false when the client is gone.
 async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx: &Sender) -> bool {
-    let version = convert::version_from_wire(&msg.model_version)
+    let version = nereid_kserve::parse_version(&msg.model_version)
         .ok()
         .flatten();
     let mut info = RequestInfo {

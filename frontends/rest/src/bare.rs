@@ -10,13 +10,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use nereid_engine::{DataType, InferResponse, ParamValue, Tensor};
+use nereid_engine::{DataType, InferResponse, Tensor};
 use tokio::net::TcpListener;
 
 use crate::binary;
 use crate::body::read_body;
 use crate::error::{ApiError, ApiResult};
-use crate::json;
 use crate::RestArgs;
 
 /// Serves `POST /v2/models/simple/infer` (add_sub over INT32 `[batch, 16]`) on `listener`
@@ -33,8 +32,11 @@ pub async fn serve_bare(
 pub fn bare_router() -> Router {
     Router::new()
         .route("/v2/models/{model}/infer", post(bare_infer))
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            crate::args::DEFAULT_MAX_INPUT_SIZE,
+        ))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 async fn bare_infer(
@@ -48,16 +50,12 @@ async fn bare_infer(
             format!("unknown model '{model}'"),
         ));
     }
-    let body = read_body(&headers, body, crate::args::DEFAULT_MAX_INPUT_SIZE).await?;
-    let (head, rest) = binary::split_body(&headers, body)?;
-    let header = json::decode_infer_header(&head).map_err(ApiError::bad_request)?;
-    let binary_data_output = header
-        .parameters
-        .get("binary_data_output")
-        .and_then(ParamValue::as_bool)
-        .unwrap_or(false);
-    let requested = header.outputs.clone();
-    let request = binary::assemble(&model, None, header, rest)?;
+    let body = read_body(body, crate::args::DEFAULT_MAX_INPUT_SIZE).await?;
+    let body = nereid_kserve::Body::split(body, binary::header_length(&headers)?)?;
+    let decoded = nereid_kserve::decode_infer_request(body)?;
+    let requested = decoded.header.outputs.clone();
+    let parameters = decoded.header.parameters.clone();
+    let request = decoded.into_request(model.clone(), None);
     let input = |name: &str| -> ApiResult<(Vec<i32>, Vec<i64>)> {
         let t = request
             .input(name)
@@ -90,7 +88,8 @@ async fn bare_infer(
         parameters: Default::default(),
         is_final: true,
     };
-    let flags = binary::binary_outputs(&response, &requested, binary_data_output);
-    let json = json::write_infer_response(&response, &flags).map_err(ApiError::bad_request)?;
+    let flags = nereid_kserve::binary_outputs(&response, &requested, &parameters, false);
+    let json =
+        nereid_kserve::write_infer_response(&response, &flags, nereid_kserve::ResponseForm::Unary)?;
     Ok(binary::respond(json, &response, &flags))
 }

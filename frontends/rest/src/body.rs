@@ -5,36 +5,37 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::error::{ApiError, ApiResult};
 
-/// Reads a whole (already decompressed) request body, refusing more than `limit` bytes
-/// with 413. A declared `Content-Length` over the limit is refused before reading.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
-    let too_large = |size: String| {
-        ApiError::too_large(format!(
-            "the request body is {size} the limit of {limit} bytes (--http-max-input-size)"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > limit as u64) {
-        return Err(too_large(format!("{n} bytes, over")));
-    }
-    match Limited::new(body, limit).collect().await {
+/// Reads a whole (already decompressed) request body. The layer stack bounds it by
+/// `--http-max-input-size` (`limit`, named in the 413's message) while it is read.
+pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+    match body.collect().await {
         // One chunk stays as received; several are copied once into one buffer.
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large("over".into())),
+        Err(e) if is_length_limit(&e) => Err(ApiError::too_large(format!(
+            "the request body is over the limit of {limit} bytes (--http-max-input-size)"
+        ))),
         Err(e) => Err(ApiError::bad_request(format!(
             "cannot read the request body: {e}"
         ))),
     }
+}
+
+/// Whether a body error is, somewhere in its chain, the limit layer's refusal.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A response body of byte chunks sent as they are (shared with the tensors that own

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,9 +22,8 @@ use serde_json::Value;
 
 use crate::body::read_body;
 use crate::error::{error_json, ApiError, ApiResult};
-use crate::json::{describe, param_from_value, write_generate_response, DataSink};
 use crate::openapi::schema;
-use crate::routes::{parse_version, AppState};
+use crate::state::{path_version, AppState};
 
 /// Builds the engine request of a generate body for `model`.
 pub(crate) fn build_request(
@@ -34,8 +32,7 @@ pub(crate) fn build_request(
     version: Option<i64>,
     body: &[u8],
 ) -> ApiResult<InferRequest> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(describe(e)))?;
+    let value: Value = serde_json::from_slice(body).map_err(nereid_kserve::describe_json_error)?;
     let Value::Object(object) = value else {
         return Err(ApiError::bad_request(
             "the generate request must be a JSON object",
@@ -75,7 +72,7 @@ pub(crate) fn build_request(
                             .inputs
                             .push(tensor_from_json(spec, batching, v, body.len())?);
                     } else {
-                        let p = param_from_value(v).ok_or_else(|| {
+                        let p = nereid_kserve::param_from_json(v).ok_or_else(|| {
                             ApiError::bad_request(format!(
                                 "parameter '{name}' must be a bool, a number or a string"
                             ))
@@ -108,29 +105,9 @@ fn tensor_from_json(
     text_len: usize,
 ) -> ApiResult<Tensor> {
     let dtype: DataType = spec.datatype.parse()?;
-    let mut shape = Vec::with_capacity(4);
-    if batching {
-        shape.push(1);
-    }
-    match value {
-        Value::Array(_) => {
-            let mut v = value;
-            while let Value::Array(items) = v {
-                shape.push(items.len() as i64);
-                match items.first() {
-                    Some(first) => v = first,
-                    None => break,
-                }
-            }
-        }
-        _ => shape.push(1),
-    }
-    let mut sink =
-        DataSink::new(&spec.name, dtype, &shape, text_len).map_err(ApiError::bad_request)?;
-    sink.read(value)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let data = sink.finish().map_err(ApiError::bad_request)?;
-    Ok(Tensor::new(spec.name.clone(), dtype, shape, data))
+    Ok(nereid_kserve::tensor_from_json(
+        &spec.name, dtype, batching, value, text_len,
+    )?)
 }
 
 /// Folds one more response's outputs into `merged`: single-element BYTES outputs (text)
@@ -158,10 +135,9 @@ async fn generate(
     state: AppState,
     model: &str,
     version: Option<i64>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let body = read_body(&headers, body, state.max_input_size).await?;
+    let body = read_body(body, state.max_input_size).await?;
     let request = build_request(&state.engine, model, version, &body)?;
     let mut stream = state.engine.infer_stream(request)?;
     let mut merged = Vec::new();
@@ -176,7 +152,7 @@ async fn generate(
         }
     }
     let last = last.ok_or_else(|| EngineError::internal("the model sent no response"))?;
-    let json = write_generate_response(&last, &merged).map_err(EngineError::internal)?;
+    let json = nereid_kserve::write_generate_response(&last, &merged)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
@@ -186,9 +162,9 @@ async fn generate(
 
 /// The SSE event of one response.
 fn event(response: &InferResponse) -> Event {
-    match write_generate_response(response, &response.outputs) {
+    match nereid_kserve::write_generate_response(response, &response.outputs) {
         Ok(json) => Event::default().data(String::from_utf8(json).unwrap_or_default()),
-        Err(e) => Event::default().data(error_json(&e)),
+        Err(e) => Event::default().data(error_json(&e.to_string())),
     }
 }
 
@@ -238,10 +214,9 @@ async fn generate_stream(
     state: AppState,
     model: &str,
     version: Option<i64>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let body: Bytes = read_body(&headers, body, state.max_input_size).await?;
+    let body: Bytes = read_body(body, state.max_input_size).await?;
     let request = build_request(&state.engine, model, version, &body)?;
     let mut rx = state.engine.infer_stream(request)?;
     // Wait for the first response so an error before any event is a plain HTTP error.
@@ -271,10 +246,9 @@ async fn generate_stream(
 pub(crate) async fn model_generate(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    generate(state, &model, None, headers, body).await
+    generate(state, &model, None, body).await
 }
 
 /// Generate on one model version.
@@ -286,11 +260,10 @@ pub(crate) async fn model_generate(
 pub(crate) async fn model_version_generate(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let version = parse_version(&version)?;
-    generate(state, &model, Some(version), headers, body).await
+    let version = path_version(&version)?;
+    generate(state, &model, version, body).await
 }
 
 /// Streamed generate: Server-Sent Events `data: {...}`, one per response; an error after
@@ -305,10 +278,9 @@ pub(crate) async fn model_version_generate(
 pub(crate) async fn model_generate_stream(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    generate_stream(state, &model, None, headers, body).await
+    generate_stream(state, &model, None, body).await
 }
 
 /// Streamed generate on one model version.
@@ -321,9 +293,8 @@ pub(crate) async fn model_generate_stream(
 pub(crate) async fn model_version_generate_stream(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let version = parse_version(&version)?;
-    generate_stream(state, &model, Some(version), headers, body).await
+    let version = path_version(&version)?;
+    generate_stream(state, &model, version, body).await
 }

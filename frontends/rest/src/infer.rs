@@ -4,14 +4,14 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use nereid_engine::{Engine, ParamValue};
+use nereid_engine::Engine;
+use nereid_kserve::{binary_outputs, decode_infer_request, write_infer_response, ResponseForm};
 
 use crate::binary;
 use crate::body::read_body;
-use crate::error::{ApiError, ApiResult};
-use crate::json;
+use crate::error::ApiResult;
 use crate::openapi::schema;
-use crate::routes::{parse_version, AppState};
+use crate::state::{path_version, AppState};
 
 /// Runs one inference from a received body on `engine`.
 pub(crate) async fn run(
@@ -21,23 +21,18 @@ pub(crate) async fn run(
     headers: &HeaderMap,
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
-    let (head, rest) = binary::split_body(headers, body)?;
-    let header = json::decode_infer_header(&head).map_err(ApiError::bad_request)?;
-    binary::check_output_parameters(&header.outputs)?;
-    let binary_data_output = header
-        .parameters
-        .get("binary_data_output")
-        .and_then(ParamValue::as_bool)
-        .unwrap_or(false);
-    let requested = header.outputs.clone();
-    let request = binary::assemble(model, version, header, rest)?;
-    let response = engine.infer(request).await?;
-    let flags = binary::binary_outputs(&response, &requested, binary_data_output);
-    let json = json::write_infer_response(&response, &flags)
-        .map_err(|e| ApiError::from(nereid_engine::EngineError::internal(e)))?;
+    let body = nereid_kserve::Body::split(body, binary::header_length(headers)?)?;
+    let decoded = decode_infer_request(body)?;
+    binary::check_output_parameters(&decoded.header.outputs)?;
+    let requested = decoded.header.outputs.clone();
+    let parameters = decoded.header.parameters.clone();
+    let response = engine
+        .infer(decoded.into_request(model.to_string(), version))
+        .await?;
+    let flags = binary_outputs(&response, &requested, &parameters, false);
+    let json = write_infer_response(&response, &flags, ResponseForm::Unary)?;
     Ok(binary::respond(json, &response, &flags))
 }
-
 async fn infer(
     state: AppState,
     model: &str,
@@ -45,7 +40,7 @@ async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let body = read_body(&headers, body, state.max_input_size).await?;
+    let body = read_body(body, state.max_input_size).await?;
     run(&state.engine, model, version, &headers, body).await
 }
 
@@ -84,6 +79,6 @@ pub(crate) async fn model_version_infer(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let version = parse_version(&version)?;
-    infer(state, &model, Some(version), headers, body).await
+    let version = path_version(&version)?;
+    infer(state, &model, version, headers, body).await
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::schema;
-use crate::routes::{parse_version, AppState};
+use crate::state::{path_version, AppState};
 
 /// Protocol extensions this server speaks (the `extensions` of server metadata).
 pub const EXTENSIONS: &[&str] = &[
@@ -79,7 +79,7 @@ pub(crate) async fn model_version_metadata(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    metadata(&state, &model, Some(parse_version(&version)?))
+    metadata(&state, &model, path_version(&version)?)
 }
 
 fn ready(state: &AppState, model: &str, version: Option<i64>) -> ApiResult<StatusCode> {
@@ -111,7 +111,7 @@ pub(crate) async fn model_version_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    ready(&state, &model, Some(parse_version(&version)?))
+    ready(&state, &model, path_version(&version)?)
 }
 
 fn config(state: &AppState, model: &str, version: Option<i64>) -> ApiResult<Response> {
@@ -140,7 +140,7 @@ pub(crate) async fn model_version_config(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    config(&state, &model, Some(parse_version(&version)?))
+    config(&state, &model, path_version(&version)?)
 }
 
 fn stats(state: &AppState, model: Option<&str>, version: Option<i64>) -> ApiResult<Response> {
@@ -176,5 +176,5 @@ pub(crate) async fn model_version_stats(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    stats(&state, Some(&model), Some(parse_version(&version)?))
+    stats(&state, Some(&model), path_version(&version)?)
 }

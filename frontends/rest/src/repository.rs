@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use nereid_engine::RepositoryEntry;
 use serde::Deserialize;
@@ -11,23 +11,22 @@ use serde_json::Value;
 
 use crate::body::read_body;
 use crate::error::{ApiError, ApiResult};
-use crate::json::describe;
 use crate::openapi::schema;
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// Reads an optional JSON body: empty means `T::default()`.
 async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
     state: &AppState,
-    headers: &HeaderMap,
     body: Body,
     what: &str,
 ) -> ApiResult<T> {
-    let body = read_body(headers, body, state.max_input_size).await?;
+    let body = read_body(body, state.max_input_size).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("{what}: {}", describe(e))))
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("{what}: {}", nereid_kserve::describe_json_error(e)))
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -48,11 +47,9 @@ struct ControlRequest {
     responses((status = 200, description = "Models and their state", body = Vec<schema::RepositoryEntry>)))]
 pub(crate) async fn repository_index(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Vec<RepositoryEntry>>> {
-    let request: IndexRequest =
-        optional_json(&state, &headers, body, "repository index request").await?;
+    let request: IndexRequest = optional_json(&state, body, "repository index request").await?;
     Ok(Json(state.engine.repository_index(request.ready)))
 }
 
@@ -69,10 +66,9 @@ pub(crate) async fn repository_index(
 pub(crate) async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let request: ControlRequest = optional_json(&state, &headers, body, "load request").await?;
+    let request: ControlRequest = optional_json(&state, body, "load request").await?;
     if let Some(key) = request.parameters.keys().find(|k| k.starts_with("file:")) {
         return Err(ApiError::unimplemented(format!(
             "parameter '{key}': loading model files sent with the request is not supported"
@@ -82,7 +78,10 @@ pub(crate) async fn repository_load(
         None => None,
         Some(Value::String(text)) => {
             let value: Value = serde_json::from_str(text).map_err(|e| {
-                ApiError::bad_request(format!("parameter 'config': {}", describe(e)))
+                ApiError::bad_request(format!(
+                    "parameter 'config': {}",
+                    nereid_kserve::describe_json_error(e)
+                ))
             })?;
             Some(
                 nereid_proto::model_config_from_json(&value)
@@ -109,11 +108,10 @@ pub(crate) async fn repository_load(
 pub(crate) async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
     // `unload_dependents` has no meaning without ensembles; the body is read for its errors.
-    let _: ControlRequest = optional_json(&state, &headers, body, "unload request").await?;
+    let _: ControlRequest = optional_json(&state, body, "unload request").await?;
     state.engine.unload_model(&model).await?;
     Ok(StatusCode::OK)
 }

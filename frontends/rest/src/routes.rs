@@ -1,31 +1,20 @@
-//! The router: every KServe v2 route, the OpenAPI document and docs page, and the layers
-//! that (de)compress bodies.
+//! The router: every KServe v2 route, the OpenAPI document and docs page.
 
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::Router;
 use nereid_engine::Engine;
-use tower_http::compression::CompressionLayer;
-use tower_http::decompression::RequestDecompressionLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::openapi::{docs_page, ApiDoc};
-use crate::{generate, infer, metadata, repository, RestArgs};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    /// The engine.
-    pub engine: Engine,
-    /// `--http-max-input-size`.
-    pub max_input_size: usize,
-}
+use crate::state::AppState;
+use crate::{generate, infer, layers, metadata, repository, RestArgs};
 
 /// The KServe v2 routes with their OpenAPI annotations.
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -60,11 +49,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
-/// The HTTP/REST frontend's router over `engine`: every KServe v2 route of
-/// `shared/design/protocol.md`, `/openapi.json` and `/docs`, with gzip/deflate request
-/// bodies decompressed and responses compressed when the client accepts it. It has a JSON
-/// 404 fallback, so a router merged into it must not bring its own fallback.
-pub fn router(engine: Engine, args: &RestArgs) -> Router {
+/// The KServe v2 routes over `engine`, `/openapi.json` and `/docs`, with a JSON 404
+/// fallback (so a router merged into it must not bring its own fallback) and no layers:
+/// [`crate::app`] puts the one layer stack over these and whatever is merged with them.
+pub fn routes(engine: Engine, args: &RestArgs) -> Router {
     let state = AppState {
         engine,
         max_input_size: args.http_max_input_size,
@@ -103,42 +91,12 @@ pub fn router(engine: Engine, args: &RestArgs) -> Router {
         .route("/v2/logging", any(unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Every handler reads a decompressed body, so --http-max-input-size bounds what
-        // decompression yields (a small gzip bomb is still refused with 413).
-        .layer(CompressionLayer::new())
-        .layer(RequestDecompressionLayer::new())
-        .layer(axum::middleware::map_response(unsupported_encoding))
 }
 
-/// The decompression layer answers an unknown `Content-Encoding` with a bare 415; give it
-/// the JSON error body every other error has.
-async fn unsupported_encoding(response: Response) -> Response {
-    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        return response;
-    }
-    let accepted = response.headers().get(header::ACCEPT_ENCODING).cloned();
-    let mut error = ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported Content-Encoding; send gzip, deflate or an uncompressed body",
-    )
-    .into_response();
-    if let Some(accepted) = accepted {
-        error
-            .headers_mut()
-            .insert(header::ACCEPT_ENCODING, accepted);
-    }
-    error
-}
-
-/// Parses a `{version}` path segment.
-pub(crate) fn parse_version(text: &str) -> ApiResult<i64> {
-    text.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "model version '{text}' is not a non-negative integer"
-        ))
-    })
+/// The KServe v2 routes of [`routes`] under the one layer stack of [`crate::app`]: the
+/// whole HTTP frontend of a server without the other doors.
+pub fn router(engine: Engine, args: &RestArgs) -> Router {
+    layers::app(routes(engine, args), args, &[])
 }
 
 /// Triton extensions Nereid does not have (shared memory, trace, logging): a clear 501

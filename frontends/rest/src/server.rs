@@ -35,6 +35,17 @@ pub async fn serve(
     args: &RestArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    server(router, listener, args, shutdown)?.await
+}
+
+/// Builds the HTTP server and returns the future that runs it ([`serve`] in two steps).
+/// A wrong TLS configuration fails here, before the server is announced.
+pub fn server(
+    router: Router,
+    listener: TcpListener,
+    args: &RestArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send> {
     let tls = if args.http_use_ssl {
         let (Some(cert), Some(key)) = (&args.http_server_cert, &args.http_server_key) else {
             anyhow::bail!("--http-use-ssl needs --http-server-cert and --http-server-key");
@@ -43,6 +54,15 @@ pub async fn serve(
     } else {
         None
     };
+    Ok(accept_loop(router, listener, tls, shutdown))
+}
+
+async fn accept_loop(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A timer lets HTTP/1 time out clients that never finish their headers.
     builder.http1().timer(TokioTimer::new());

@@ -114,6 +114,25 @@ impl ApiError {
     }
 }
 
+/// An error the HTTP layer stack produced for an OpenAI route (body over the limit, an
+/// unknown Content-Encoding, a malformed upgrade), in OpenAI's shape: the `openai` SDKs
+/// read the message only from there.
+pub fn shape(status: StatusCode, message: String) -> Response {
+    let (kind, code) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", Some("request_too_large")),
+        s if s.is_server_error() => ("server_error", None),
+        _ => ("invalid_request_error", None),
+    };
+    ApiError {
+        status,
+        message,
+        kind,
+        param: None,
+        code,
+    }
+    .into_response()
+}
+
 /// The status, error type and code of each engine error kind (protocol.md's status table).
 pub fn classify(error: &EngineError) -> (StatusCode, &'static str, Option<&'static str>) {
     let status = |code: u16| StatusCode::from_u16(code).expect("valid status code");

@@ -5,9 +5,10 @@
 //! - bidirectional WebSocket inference (`/v2/ws`, `/v2/models/{model}/infer/ws`): many
 //!   KServe v2 requests in flight per socket, answered frame by frame as they complete.
 //!
-//! It depends only on the engine: every request becomes an [`nereid_engine::InferRequest`]
-//! and every engine stream is owned by the response body (SSE) or the socket task (WebSocket),
-//! so a client that goes away drops the stream and the engine cancels its sequence at once.
+//! It depends on the engine and its KServe codec only: every request becomes an
+//! [`nereid_engine::InferRequest`], and every engine stream is owned by the response body
+//! (SSE) or the socket task (WebSocket), so a client that goes away drops the stream and
+//! the engine cancels its sequence at once.
 //! Errors of the OpenAI routes are decided in [`error`]; token metrics in [`metrics`]. The
 //! WebSocket frame format is documented in `frontends/stream/README.md` and [`ws`].
 
@@ -23,7 +24,8 @@ use axum::Router;
 use nereid_engine::Engine;
 
 /// Every route of this frontend, ready to be merged into the REST router. Adds no fallback
-/// and no layers, so merging never clashes with the KServe routes.
+/// and no layers: the server puts one layer stack over all its doors (`nereid_rest::app`),
+/// with [`error::shape`] wording the stack's own errors on `/v1/` paths.
 pub fn router(engine: Engine) -> Router {
     metrics::describe();
     openai::router(engine.clone()).merge(ws::router(engine))

@@ -1,16 +1,15 @@
 //! Token metrics of the generation routes, measured here around the engine stream (what a
 //! client sees, queueing included), through the `metrics` facade; the binary installs the
-//! Prometheus recorder.
-//!
-//! The Prometheus exporter renders histograms as summaries unless it is given buckets:
-//! the binary should call
-//! `PrometheusBuilder::set_buckets_for_metric(Matcher::Prefix("nv_llm_".into()), LATENCY_BUCKETS)`.
+//! Prometheus recorder, with [`LATENCY_BUCKETS`] for every metric named [`LLM_PREFIX`]...
+//! (the exporter renders histograms without buckets as summaries).
 
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 
+/// The prefix every token metric's name starts with.
+pub const LLM_PREFIX: &str = "nv_llm_";
 /// Histogram: seconds from the request reaching this frontend to its first generated token.
 pub const TIME_TO_FIRST_TOKEN: &str = "nv_llm_time_to_first_token_seconds";
 /// Histogram: seconds between consecutive generated tokens of one request.

@@ -21,16 +21,6 @@ const SHARED_MEMORY_PARAMS: [&str; 3] = [
     "shared_memory_offset",
 ];
 
-/// A wire model version: empty (or Triton's -1) means "the newest ready version".
-pub fn version_from_wire(version: &str) -> Result<Option<i64>, EngineError> {
-    match version.trim() {
-        "" | "-1" => Ok(None),
-        v => v.parse::<i64>().map(Some).map_err(|_| {
-            EngineError::invalid(format!("model version '{version}' is not an integer"))
-        }),
-    }
-}
-
 fn uses_shared_memory(params: &HashMap<String, InferParameter>) -> bool {
     SHARED_MEMORY_PARAMS.iter().any(|p| params.contains_key(*p))
 }
@@ -45,7 +35,7 @@ pub fn request_from_wire(
     msg: ModelInferRequest,
     deadline: Option<Instant>,
 ) -> Result<InferRequest, EngineError> {
-    let model_version = version_from_wire(&msg.model_version)?;
+    let model_version = nereid_kserve::parse_version(&msg.model_version)?;
     let raw = msg.raw_input_contents;
     if !raw.is_empty() && raw.len() != msg.inputs.len() {
         return Err(EngineError::invalid(format!(
@@ -188,7 +178,7 @@ pub fn request_to_wire(req: InferRequest) -> ModelInferRequest {
 /// direction). `is_final` comes from `triton_final_response`, true when absent.
 pub fn response_from_wire(msg: ModelInferResponse) -> Result<InferResponse, EngineError> {
     let is_final = wire_bool(&msg.parameters, FINAL_RESPONSE).unwrap_or(true);
-    let model_version = version_from_wire(&msg.model_version)?.unwrap_or_default();
+    let model_version = nereid_kserve::parse_version(&msg.model_version)?.unwrap_or_default();
     let use_raw = !msg.raw_output_contents.is_empty();
     if use_raw && msg.raw_output_contents.len() != msg.outputs.len() {
         return Err(EngineError::internal(format!(

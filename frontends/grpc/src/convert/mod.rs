@@ -8,9 +8,7 @@ pub mod infer;
 pub mod meta;
 pub mod params;
 
-pub use infer::{
-    request_from_wire, request_to_wire, response_from_wire, response_to_wire, version_from_wire,
-};
+pub use infer::{request_from_wire, request_to_wire, response_from_wire, response_to_wire};
 pub use meta::{
     index_to_wire, load_config_from_wire, metadata_from_wire, metadata_to_wire,
     server_metadata_to_wire, stats_to_wire, EXTENSIONS,

@@ -12,22 +12,11 @@
 //! `binary_data_size`) when any output is sent binary; an error is the text frame
 //! `{"id", "error", "code", "final": true}`.
 
-use std::collections::HashMap;
-
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::{BufMut, Bytes, BytesMut};
-use nereid_engine::{DataType, EngineError, InferRequest, InferResponse, RequestedOutput, Tensor};
+use nereid_engine::{EngineError, InferRequest, InferResponse, Parameters, RequestedOutput};
+use nereid_kserve::{binary_outputs, decode_infer_request, parse_version, Body, ResponseForm};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
-use super::json::{decode_data, encode_data, params_from_json, params_to_json, Data};
-
-/// Request parameter: send every output binary (`true`) or as JSON (`false`).
-const BINARY_OUTPUT: &str = "binary_data_output";
-/// Input or output parameter: the tensor's bytes follow the header (input: how many).
-const BINARY_SIZE: &str = "binary_data_size";
-/// Output parameter: send this output binary.
-const BINARY_DATA: &str = "binary_data";
 
 /// What a client frame asks for.
 pub(crate) enum Incoming {
@@ -47,19 +36,24 @@ pub(crate) struct Submission {
     pub encoding: Encoding,
 }
 
-/// Whether each output goes back binary.
+/// What decides whether each output goes back binary: the requested outputs' and the
+/// request's parameters, and the frame kind the request came in (binary frames are
+/// answered binary unless the request says otherwise).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Encoding {
-    default_binary: bool,
-    per_output: HashMap<String, bool>,
+    requested: Vec<RequestedOutput>,
+    parameters: Parameters,
+    binary_frame: bool,
 }
 
 impl Encoding {
-    fn binary(&self, output: &str) -> bool {
-        self.per_output
-            .get(output)
-            .copied()
-            .unwrap_or(self.default_binary)
+    fn flags(&self, response: &InferResponse) -> Vec<bool> {
+        binary_outputs(
+            response,
+            &self.requested,
+            &self.parameters,
+            self.binary_frame,
+        )
     }
 }
 
@@ -70,40 +64,18 @@ pub(crate) struct Rejected {
     pub error: EngineError,
 }
 
+/// The only control message: `{"cancel": "<id>"}`.
 #[derive(Deserialize)]
-struct WireRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model_name: Option<String>,
-    #[serde(default)]
-    model_version: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    inputs: Option<Vec<WireInput>>,
-    #[serde(default)]
-    outputs: Vec<WireOutput>,
-    #[serde(default)]
-    cancel: Option<String>,
+#[serde(deny_unknown_fields)]
+struct CancelFrame {
+    cancel: String,
 }
 
+/// The id of a frame the codec refused, read again on its own so the error can name it.
 #[derive(Deserialize)]
-struct WireInput {
-    name: String,
-    datatype: String,
-    shape: Vec<i64>,
+struct IdOnly {
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    id: Option<serde_json::Value>,
 }
 
 /// The model a frame goes to when it names none, and the version the route names.
@@ -113,175 +85,71 @@ pub(crate) struct Defaults {
     pub version: Option<String>,
 }
 
-/// Parses a text frame.
-pub(crate) fn parse_text(text: &str, defaults: &Defaults) -> Result<Incoming, Rejected> {
-    parse(text.as_bytes(), Bytes::new(), false, defaults)
+/// Parses a text frame (its bytes are decoded where they are, not copied first).
+pub(crate) fn parse_text(text: Utf8Bytes, defaults: &Defaults) -> Result<Incoming, Rejected> {
+    if let Ok(CancelFrame { cancel }) = serde_json::from_str(text.as_str()) {
+        return Ok(Incoming::Cancel(cancel));
+    }
+    parse(Body::json(Bytes::from(text)), false, defaults)
 }
 
 /// Parses a binary frame: length-prefixed JSON header, then the binary inputs.
 pub(crate) fn parse_binary(frame: Bytes, defaults: &Defaults) -> Result<Incoming, Rejected> {
-    let reject = |msg: String| Rejected {
-        id: None,
-        error: EngineError::invalid(msg),
-    };
-    if frame.len() < 4 {
-        return Err(reject(
-            "binary frame is shorter than its 4-byte header length".into(),
-        ));
-    }
-    let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-    let end = 4usize.checked_add(len).filter(|&e| e <= frame.len()).ok_or_else(|| {
-        reject(format!("binary frame declares a {len}-byte JSON header but holds {} bytes after the length", frame.len() - 4))
-    })?;
-    parse(&frame[4..end], frame.slice(end..), true, defaults)
+    let body = Body::from_prefixed(frame).map_err(|error| Rejected { id: None, error })?;
+    parse(body, true, defaults)
 }
 
-fn parse(
-    header: &[u8],
-    mut payload: Bytes,
-    binary_frame: bool,
-    defaults: &Defaults,
-) -> Result<Incoming, Rejected> {
-    let wire: WireRequest = serde_json::from_slice(header).map_err(|e| Rejected {
-        id: None,
-        error: EngineError::invalid(format!("invalid request JSON: {e}")),
-    })?;
-    let id = wire.id.clone();
-    let reject = |msg: String| Rejected {
-        id: id.clone(),
-        error: EngineError::invalid(msg),
+fn parse(body: Body, binary_frame: bool, defaults: &Defaults) -> Result<Incoming, Rejected> {
+    let decoded = match decode_infer_request(body.clone()) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            return Err(Rejected {
+                id: id_of(&body.header),
+                error,
+            })
+        }
     };
-    if let Some(target) = wire.cancel {
-        return Ok(Incoming::Cancel(target));
-    }
-    let model_name = wire
+    let id = decoded.header.id.clone();
+    let reject = |error: EngineError| Rejected {
+        id: Some(id.clone()).filter(|id| !id.is_empty()),
+        error,
+    };
+    let model_name = decoded
+        .header
         .model_name
+        .clone()
         .or_else(|| defaults.model.clone())
         .ok_or_else(|| {
-            reject(
-                "the request names no model: set 'model_name' or use /v2/models/{model}/infer/ws"
-                    .into(),
-            )
+            reject(EngineError::invalid(
+                "the request names no model: set 'model_name' or use /v2/models/{model}/infer/ws",
+            ))
         })?;
-    let model_version = match wire
+    let version = decoded
+        .header
         .model_version
-        .or_else(|| defaults.version.clone())
-        .filter(|v| !v.is_empty())
-    {
-        None => None,
-        Some(v) => Some(
-            v.parse::<i64>()
-                .map_err(|_| reject(format!("model_version '{v}' is not an integer")))?,
-        ),
-    };
-    let parameters = params_from_json(&wire.parameters.unwrap_or_default()).map_err(&reject)?;
-    let mut encoding = Encoding {
-        default_binary: parameters
-            .get(BINARY_OUTPUT)
-            .and_then(|p| p.as_bool())
-            .unwrap_or(binary_frame),
-        per_output: HashMap::new(),
-    };
-    let inputs = wire
-        .inputs
-        .ok_or_else(|| reject("the request has no 'inputs'".into()))?;
-    let mut tensors = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let dtype: DataType = input
-            .datatype
-            .parse()
-            .map_err(|e: EngineError| reject(format!("input '{}': {e}", input.name)))?;
-        let size = input
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get(BINARY_SIZE))
-            .and_then(Value::as_u64);
-        let data = match (size, &input.data) {
-            (Some(_), Some(_)) => {
-                return Err(reject(format!(
-                    "input '{}' has both 'data' and '{BINARY_SIZE}'",
-                    input.name
-                )))
-            }
-            (Some(n), None) => {
-                let n = n as usize;
-                if n > payload.len() {
-                    return Err(reject(format!(
-                        "input '{}' declares {n} binary bytes but only {} remain in the frame",
-                        input.name,
-                        payload.len()
-                    )));
-                }
-                payload.split_to(n)
-            }
-            (None, Some(data)) => {
-                decode_data(&input.name, dtype, &input.shape, data).map_err(&reject)?
-            }
-            (None, None) => return Err(reject(format!("input '{}' has no 'data'", input.name))),
-        };
-        tensors.push(Tensor::new(input.name, dtype, input.shape, data));
-    }
-    if !payload.is_empty() {
-        return Err(reject(format!(
-            "{} bytes of the frame belong to no input",
-            payload.len()
-        )));
-    }
-    let outputs = wire
-        .outputs
-        .into_iter()
-        .map(|o| {
-            if let Some(b) = o
-                .parameters
-                .as_ref()
-                .and_then(|p| p.get(BINARY_DATA))
-                .and_then(Value::as_bool)
-            {
-                encoding.per_output.insert(o.name.clone(), b);
-            }
-            RequestedOutput {
-                name: o.name,
-                parameters: Default::default(),
-            }
-        })
-        .collect();
-    let request = InferRequest {
-        model_name,
-        model_version,
-        id: id.clone().unwrap_or_default(),
-        inputs: tensors,
-        outputs,
-        parameters,
-        deadline: None,
+        .as_deref()
+        .or(defaults.version.as_deref())
+        .unwrap_or("");
+    let model_version = parse_version(version).map_err(reject)?;
+    let encoding = Encoding {
+        requested: decoded.header.outputs.clone(),
+        parameters: decoded.header.parameters.clone(),
+        binary_frame,
     };
     Ok(Incoming::Infer(Box::new(Submission {
-        id: id.unwrap_or_default(),
-        request,
+        id,
+        request: decoded.into_request(model_name, model_version),
         encoding,
     })))
 }
 
-#[derive(Serialize)]
-struct WireResponse<'a> {
-    id: &'a str,
-    model_name: &'a str,
-    model_version: String,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    parameters: Map<String, Value>,
-    outputs: Vec<WireTensor<'a>>,
-    #[serde(rename = "final")]
-    is_final: bool,
-}
-
-#[derive(Serialize)]
-struct WireTensor<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Map<String, Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Data>,
+/// The id of a frame, when it is JSON with a string or numeric `id`.
+fn id_of(header: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<IdOnly>(header).ok()?.id? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[derive(Serialize)]
@@ -293,49 +161,25 @@ struct WireError<'a> {
     is_final: bool,
 }
 
-/// The frame of one response of request `id`.
+/// The frame of one response: KServe's response JSON with `"final"`, as a text frame, or
+/// length-prefixed and followed by the binary outputs when any output goes binary.
 pub(crate) fn response(id: &str, response: &InferResponse, encoding: &Encoding) -> Message {
-    let mut binary: Vec<&Bytes> = Vec::new();
-    let mut outputs = Vec::with_capacity(response.outputs.len());
-    for t in &response.outputs {
-        let (parameters, data) = if encoding.binary(&t.name) {
-            binary.push(&t.data);
-            let mut p = Map::new();
-            p.insert(BINARY_SIZE.into(), Value::from(t.data.len()));
-            (Some(p), None)
-        } else {
-            match encode_data(t) {
-                Ok(data) => (None, Some(data)),
-                Err(e) => {
-                    return error(
-                        Some(id),
-                        &EngineError::internal(format!("output '{}': {e}", t.name)),
-                    )
-                }
-            }
-        };
-        outputs.push(WireTensor {
-            name: &t.name,
-            datatype: t.dtype.as_str(),
-            shape: &t.shape,
-            parameters,
-            data,
-        });
-    }
-    let header = WireResponse {
-        id,
-        model_name: &response.model_name,
-        model_version: response.model_version.to_string(),
-        parameters: params_to_json(&response.parameters),
-        outputs,
-        is_final: response.is_final,
+    let flags = encoding.flags(response);
+    let json = match nereid_kserve::write_infer_response(response, &flags, ResponseForm::Streamed) {
+        Ok(json) => json,
+        Err(e) => return error(Some(id), &e),
     };
-    let json = serde_json::to_vec(&header).expect("responses serialise");
-    if binary.is_empty() {
+    if !flags.iter().any(|&b| b) {
         return Message::Text(String::from_utf8(json).expect("JSON is UTF-8").into());
     }
-    let mut frame =
-        BytesMut::with_capacity(4 + json.len() + binary.iter().map(|b| b.len()).sum::<usize>());
+    let binary = response
+        .outputs
+        .iter()
+        .zip(&flags)
+        .filter(|(_, &b)| b)
+        .map(|(t, _)| &t.data);
+    let size: usize = binary.clone().map(|b| b.len()).sum();
+    let mut frame = BytesMut::with_capacity(4 + json.len() + size);
     frame.put_u32_le(json.len() as u32);
     frame.put_slice(&json);
     for b in binary {
@@ -363,6 +207,22 @@ pub(crate) fn error(id: Option<&str>, error: &EngineError) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nereid_engine::{DataType, Tensor};
+    use serde_json::Value;
+
+    fn parse_str(text: &str, defaults: &Defaults) -> Result<Incoming, Rejected> {
+        parse_text(text.into(), defaults)
+    }
+
+    fn answer(names: &[&str]) -> InferResponse {
+        InferResponse {
+            outputs: names
+                .iter()
+                .map(|n| Tensor::from_vec(*n, DataType::Int32, vec![1], vec![0i32]))
+                .collect(),
+            ..Default::default()
+        }
+    }
 
     fn infer(incoming: Result<Incoming, Rejected>) -> Submission {
         match incoming {
@@ -384,8 +244,9 @@ mod tests {
         let s = infer(parse_binary(frame.freeze(), &Defaults::default()));
         assert_eq!(s.request.inputs[0].to_vec::<i32>().unwrap(), vec![1, 2]);
         assert_eq!(s.request.inputs[1].to_vec::<i32>().unwrap(), vec![7]);
-        assert!(
-            s.encoding.binary("OUT"),
+        assert_eq!(
+            s.encoding.flags(&answer(&["OUT"])),
+            vec![true],
             "binary frames are answered binary by default"
         );
     }
@@ -396,24 +257,36 @@ mod tests {
             model: Some("m".into()),
             version: None,
         };
-        let s = infer(parse_text(
+        let s = infer(parse_str(
             r#"{"id":"1","inputs":[],"outputs":[{"name":"O","parameters":{"binary_data":true}}]}"#,
             &defaults,
         ));
         assert_eq!(s.request.model_name, "m");
-        assert!(s.encoding.binary("O") && !s.encoding.binary("P"));
+        assert_eq!(s.encoding.flags(&answer(&["O", "P"])), vec![true, false]);
         assert!(
-            matches!(parse_text(r#"{"cancel":"7"}"#, &defaults), Ok(Incoming::Cancel(id)) if id == "7")
+            matches!(parse_str(r#"{"cancel":"7"}"#, &defaults), Ok(Incoming::Cancel(id)) if id == "7")
         );
-        let r = parse_text(
+        let r = parse_str(
             r#"{"id":"9","inputs":[{"name":"X","datatype":"INT32","shape":[1]}]}"#,
             &defaults,
         )
         .err()
         .unwrap();
         assert_eq!(r.id.as_deref(), Some("9"));
-        assert!(parse_text("{", &defaults).is_err());
-        assert!(parse_text(r#"{"id":"1","inputs":[]}"#, &Defaults::default()).is_err());
+        assert!(parse_str("{", &defaults).is_err());
+        assert!(parse_str(r#"{"id":"1","inputs":[]}"#, &Defaults::default()).is_err());
+        // Triton's rule on every door: "-1" is refused, no version means the newest.
+        let r = parse_str(r#"{"id":"v","model_version":"-1","inputs":[]}"#, &defaults)
+            .err()
+            .unwrap();
+        assert_eq!(r.id.as_deref(), Some("v"));
+        assert!(
+            matches!(r.error, EngineError::InvalidArgument(_)),
+            "{}",
+            r.error
+        );
+        let s = infer(parse_str(r#"{"id":"n","inputs":[]}"#, &defaults));
+        assert_eq!(s.request.model_version, None);
     }
 
     #[test]
@@ -433,8 +306,8 @@ mod tests {
         assert_eq!(v["outputs"][0]["data"], serde_json::json!([5]));
         assert_eq!(v["final"], true);
         let binary = Encoding {
-            default_binary: true,
-            per_output: HashMap::new(),
+            binary_frame: true,
+            ..Encoding::default()
         };
         let Message::Binary(frame) = response("a", &resp, &binary) else {
             panic!("expected binary")

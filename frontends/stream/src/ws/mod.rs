@@ -13,7 +13,6 @@
 //! only slows its own requests.
 
 mod frame;
-mod json;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -169,7 +168,7 @@ impl Reader {
                 }
                 message = source.next() => {
                     let incoming = match message {
-                        Some(Ok(Message::Text(text))) => frame::parse_text(&text, &self.defaults),
+                        Some(Ok(Message::Text(text))) => frame::parse_text(text, &self.defaults),
                         Some(Ok(Message::Binary(data))) => frame::parse_binary(data, &self.defaults),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,

@@ -1,36 +1,51 @@
 //! Writing infer and generate responses as JSON, elements straight from tensor bytes.
 
-use nereid_engine::{InferResponse, Tensor};
+use nereid_engine::{EngineError, InferResponse, Tensor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::data::DataJson;
-use super::params::ParamsJson;
+use crate::data::DataJson;
+use crate::params::ParamsJson;
+use crate::BINARY_DATA_SIZE;
+
+/// Where a response goes, which decides whether it says `"final"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseForm {
+    /// The one answer of an HTTP request: KServe's response object as it is.
+    Unary,
+    /// One of many answers on a stream (a WebSocket): the object gains `"final": bool`.
+    Streamed,
+}
 
 /// The JSON header of an infer response. Outputs flagged in `binary` carry
-/// `binary_data_size` instead of `data`; their bytes follow the header. Fails only on a
-/// model's malformed BYTES output.
-pub(crate) fn write_infer_response(
+/// `binary_data_size` instead of `data`; their bytes follow the header, in output order.
+/// Fails only on a model's malformed BYTES output.
+pub fn write_infer_response(
     response: &InferResponse,
     binary: &[bool],
-) -> Result<Vec<u8>, String> {
+    form: ResponseForm,
+) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::with_capacity(estimate(&response.outputs, binary));
-    let json = InferResponseJson { response, binary };
+    let json = InferResponseJson {
+        response,
+        binary,
+        form,
+    };
     serde_json::to_writer(&mut out, &json)
-        .map_err(|e| format!("cannot write the response: {e}"))?;
+        .map_err(|e| EngineError::internal(format!("cannot write the response: {e}")))?;
     Ok(out)
 }
 
 /// One response of the generate extension: `id`, `model_name`, `model_version`, then one
 /// key per output (a bare value when it has one element).
-pub(crate) fn write_generate_response(
+pub fn write_generate_response(
     response: &InferResponse,
     outputs: &[Tensor],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::with_capacity(estimate(outputs, &[]));
     let json = GenerateJson { response, outputs };
     serde_json::to_writer(&mut out, &json)
-        .map_err(|e| format!("cannot write the response: {e}"))?;
+        .map_err(|e| EngineError::internal(format!("cannot write the response: {e}")))?;
     Ok(out)
 }
 
@@ -51,6 +66,7 @@ fn estimate(outputs: &[Tensor], binary: &[bool]) -> usize {
 struct InferResponseJson<'a> {
     response: &'a InferResponse,
     binary: &'a [bool],
+    form: ResponseForm,
 }
 
 impl Serialize for InferResponseJson<'_> {
@@ -72,6 +88,9 @@ impl Serialize for InferResponseJson<'_> {
                 binary: self.binary,
             },
         )?;
+        if self.form == ResponseForm::Streamed {
+            map.serialize_entry("final", &r.is_final)?;
+        }
         map.end()
     }
 }
@@ -136,7 +155,7 @@ struct BinarySize(usize);
 impl Serialize for BinarySize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("binary_data_size", &self.0)?;
+        map.serialize_entry(BINARY_DATA_SIZE, &self.0)?;
         map.end()
     }
 }
@@ -190,15 +209,22 @@ mod tests {
     #[test]
     fn infer_response_json_and_binary_forms() {
         let r = response();
-        let text = String::from_utf8(write_infer_response(&r, &[false, false]).unwrap()).unwrap();
+        let text = String::from_utf8(
+            write_infer_response(&r, &[false, false], ResponseForm::Unary).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             text,
             r#"{"id":"r1","model_name":"m","model_version":"3","parameters":{"triton_final_response":true},"outputs":[{"name":"A","datatype":"INT32","shape":[1,2],"data":[5,-6]},{"name":"T","datatype":"BYTES","shape":[1],"data":["hi"]}]}"#
         );
-        let text = String::from_utf8(write_infer_response(&r, &[true, false]).unwrap()).unwrap();
+        let text = String::from_utf8(
+            write_infer_response(&r, &[true, false], ResponseForm::Streamed).unwrap(),
+        )
+        .unwrap();
         assert!(text.contains(
             r#"{"name":"A","datatype":"INT32","shape":[1,2],"parameters":{"binary_data_size":8}}"#
         ));
+        assert!(text.ends_with(r#"],"final":true}"#), "{text}");
     }
 
     #[test]

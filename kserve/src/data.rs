@@ -9,7 +9,7 @@ use std::fmt;
 use bytes::Bytes;
 use half::{bf16, f16};
 use nereid_engine::tensor::element_count;
-use nereid_engine::{DataType, Tensor};
+use nereid_engine::{DataType, EngineError, Tensor};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{self, SerializeSeq};
 use serde::{Deserializer, Serialize, Serializer};
@@ -244,6 +244,41 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         self.sink.push_str(v).map_err(E::custom)
     }
+}
+
+/// A tensor from a JSON value as the generate extension writes inputs: a scalar is shape
+/// `[1]`, an array has the shape of its nesting (read along first elements); `batched`
+/// puts a batch dimension of 1 in front. `text_len` is the length of the JSON text the
+/// value came from, which bounds the element count a shape may claim.
+pub fn tensor_from_json(
+    name: &str,
+    dtype: DataType,
+    batched: bool,
+    value: &serde_json::Value,
+    text_len: usize,
+) -> Result<Tensor, EngineError> {
+    let mut shape = Vec::with_capacity(4);
+    if batched {
+        shape.push(1);
+    }
+    match value {
+        serde_json::Value::Array(_) => {
+            let mut v = value;
+            while let serde_json::Value::Array(items) = v {
+                shape.push(items.len() as i64);
+                match items.first() {
+                    Some(first) => v = first,
+                    None => break,
+                }
+            }
+        }
+        _ => shape.push(1),
+    }
+    let mut sink = DataSink::new(name, dtype, &shape, text_len).map_err(EngineError::invalid)?;
+    sink.read(value)
+        .map_err(|e| EngineError::invalid(e.to_string()))?;
+    let data = sink.finish().map_err(EngineError::invalid)?;
+    Ok(Tensor::new(name, dtype, shape, data))
 }
 
 /// Writes a tensor's elements as JSON straight from its bytes: a flat array, or the bare

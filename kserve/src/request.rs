@@ -1,81 +1,152 @@
-//! Decoding the JSON header of an infer request in one pass: inputs' `data` go straight
-//! into tensor bytes as they are read (see [`super::data`]); an input whose `data` comes
+//! Decoding the JSON header of a KServe message in one pass: tensors' `data` go straight
+//! into tensor bytes as they are read (see [`crate::data`]); a tensor whose `data` comes
 //! before its name, datatype or shape is kept as raw JSON text and decoded right after.
+//! Requests (inputs plus requested outputs) and responses (outputs) share the tensor
+//! decoder, so a server and its clients read tensors the same way.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use nereid_engine::{DataType, Parameters, RequestedOutput};
+use nereid_engine::{DataType, EngineError, InferRequest, Parameters, RequestedOutput, Tensor};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::data::DataSink;
-use super::params::JsonParams;
+use crate::binary::{take_tensors, Body};
+use crate::data::DataSink;
+use crate::params::JsonParams;
+use crate::BINARY_DATA_SIZE;
 
-/// The JSON header of an infer request.
-#[derive(Debug, Default)]
-pub(crate) struct InferHeader {
-    /// Request id (`id`).
+/// What an infer request says besides its inputs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RequestHeader {
+    /// Request id (`id`; a number is kept as its text).
     pub id: String,
+    /// `model_name`, for doors whose URL does not name the model (WebSocket).
+    pub model_name: Option<String>,
+    /// `model_version` as written; see [`crate::parse_version`].
+    pub model_version: Option<String>,
     /// Request parameters.
     pub parameters: Parameters,
-    /// Inputs, in request order.
-    pub inputs: Vec<InputHeader>,
     /// Requested outputs with their parameters.
     pub outputs: Vec<RequestedOutput>,
 }
 
-/// One input of the header.
-#[derive(Debug)]
-pub(crate) struct InputHeader {
-    /// Input name.
-    pub name: String,
-    /// Datatype.
-    pub dtype: DataType,
-    /// Shape.
-    pub shape: Vec<i64>,
-    /// Its elements, or where they are.
-    pub data: InputData,
+/// A decoded infer request: its header and its input tensors, whose bytes are slices of the
+/// received body (binary inputs) or decoded from JSON (one copy).
+#[derive(Debug, Clone)]
+pub struct DecodedRequest {
+    /// Everything but the inputs.
+    pub header: RequestHeader,
+    /// The inputs, in request order.
+    pub inputs: Vec<Tensor>,
 }
 
-/// Where an input's elements are.
+impl DecodedRequest {
+    /// The engine request for `model_name` (and version) that the door resolved.
+    pub fn into_request(self, model_name: String, model_version: Option<i64>) -> InferRequest {
+        InferRequest {
+            model_name,
+            model_version,
+            id: self.header.id,
+            inputs: self.inputs,
+            outputs: self.header.outputs,
+            parameters: self.header.parameters,
+            deadline: None,
+        }
+    }
+}
+
+/// Decodes an infer request. Errors are InvalidArgument naming the field or input.
+pub fn decode_infer_request(body: Body) -> Result<DecodedRequest, EngineError> {
+    let message = decode_message(&body.header, Direction::Request)?;
+    if !message.has_tensors {
+        return Err(EngineError::invalid(
+            "invalid request: the request has no 'inputs'",
+        ));
+    }
+    let inputs = take_tensors(message.tensors, body.binary, "input")?;
+    Ok(DecodedRequest {
+        header: RequestHeader {
+            id: message.id,
+            model_name: message.model_name,
+            model_version: message.model_version,
+            parameters: message.parameters,
+            outputs: message.requested,
+        },
+        inputs,
+    })
+}
+
+/// Which KServe message a header is: it decides what `outputs` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// `inputs` are tensors; `outputs` name requested outputs.
+    Request,
+    /// `outputs` are tensors; `error` may replace them.
+    Response,
+}
+
+/// Everything a request or response header can hold.
+#[derive(Debug, Default)]
+pub(crate) struct Message {
+    pub id: String,
+    pub model_name: Option<String>,
+    pub model_version: Option<String>,
+    pub parameters: Parameters,
+    pub tensors: Vec<TensorHeader>,
+    pub has_tensors: bool,
+    pub requested: Vec<RequestedOutput>,
+    pub error: Option<String>,
+}
+
+/// One tensor of a header.
 #[derive(Debug)]
-pub(crate) enum InputData {
+pub(crate) struct TensorHeader {
+    pub name: String,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// Where a tensor's elements are.
+#[derive(Debug)]
+pub(crate) enum TensorData {
     /// Decoded from JSON `data` into raw bytes.
     Json(Bytes),
     /// The next this-many bytes of the binary section (`binary_data_size`).
     Binary(usize),
 }
 
-/// Decodes an infer request header. Errors are messages for a 400 that name the field.
-pub(crate) fn decode_infer_header(text: &[u8]) -> Result<InferHeader, String> {
+/// Decodes a header of either direction.
+pub(crate) fn decode_message(text: &[u8], direction: Direction) -> Result<Message, EngineError> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let header = HeaderSeed {
+    let message = HeaderSeed {
         text_len: text.len(),
+        direction,
     }
     .deserialize(&mut de)
-    .map_err(describe)?;
-    de.end().map_err(describe)?;
-    Ok(header)
+    .map_err(describe_json_error)?;
+    de.end().map_err(describe_json_error)?;
+    Ok(message)
 }
 
 /// Words a JSON error for a person: syntax errors say "invalid JSON", errors of content
 /// (wrong types, the decoder's own checks) "invalid request".
-pub(crate) fn describe(e: serde_json::Error) -> String {
+pub fn describe_json_error(e: serde_json::Error) -> EngineError {
     let text = e.to_string();
     if text.starts_with("recursion limit exceeded") {
-        return format!(
+        return EngineError::invalid(format!(
             "invalid JSON: nested more than 128 levels deep (line {} column {})",
             e.line(),
             e.column()
-        );
+        ));
     }
-    match e.classify() {
+    EngineError::invalid(match e.classify() {
         serde_json::error::Category::Data => format!("invalid request: {text}"),
         _ => format!("invalid JSON: {text}"),
-    }
+    })
 }
 
 /// An object key, borrowed from the body unless it has escapes.
@@ -102,37 +173,55 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 struct HeaderSeed {
     text_len: usize,
+    direction: Direction,
 }
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed {
-    type Value = InferHeader;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<InferHeader, D::Error> {
+    type Value = Message;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for HeaderSeed {
-    type Value = InferHeader;
+    type Value = Message;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an inference request object {\"inputs\": [...], ...}")
+        match self.direction {
+            Direction::Request => {
+                f.write_str("an inference request object {\"inputs\": [...], ...}")
+            }
+            Direction::Response => {
+                f.write_str("an inference response object {\"outputs\": [...], ...}")
+            }
+        }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InferHeader, A::Error> {
-        let mut header = InferHeader::default();
-        let mut has_inputs = false;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut message = Message::default();
+        let tensors_key = match self.direction {
+            Direction::Request => "inputs",
+            Direction::Response => "outputs",
+        };
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
-                "id" => header.id = map.next_value::<Id>()?.0,
-                "parameters" => header.parameters = map.next_value::<JsonParams>()?.0,
-                "inputs" => {
-                    header.inputs = map.next_value_seed(InputsSeed {
+                "id" => message.id = map.next_value::<Id>()?.0,
+                "model_name" => message.model_name = Some(map.next_value::<String>()?),
+                "model_version" => message.model_version = Some(map.next_value::<Id>()?.0),
+                "parameters" => message.parameters = map.next_value::<JsonParams>()?.0,
+                k if k == tensors_key => {
+                    message.tensors = map.next_value_seed(TensorsSeed {
                         text_len: self.text_len,
+                        kind: if self.direction == Direction::Request {
+                            "input"
+                        } else {
+                            "output"
+                        },
                     })?;
-                    has_inputs = true;
+                    message.has_tensors = true;
                 }
                 "outputs" => {
-                    header.outputs = map
+                    message.requested = map
                         .next_value::<Vec<OutputJson>>()?
                         .into_iter()
                         .map(|o| RequestedOutput {
@@ -141,15 +230,15 @@ impl<'de> Visitor<'de> for HeaderSeed {
                         })
                         .collect();
                 }
+                "error" if self.direction == Direction::Response => {
+                    message.error = Some(map.next_value::<String>()?);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        if !has_inputs {
-            return Err(de::Error::custom("the request has no 'inputs'"));
-        }
-        Ok(header)
+        Ok(message)
     }
 }
 
@@ -186,44 +275,48 @@ struct OutputJson {
     parameters: JsonParams,
 }
 
-struct InputsSeed {
+struct TensorsSeed {
     text_len: usize,
+    /// "input" or "output", for messages.
+    kind: &'static str,
 }
 
-impl<'de> DeserializeSeed<'de> for InputsSeed {
-    type Value = Vec<InputHeader>;
+impl<'de> DeserializeSeed<'de> for TensorsSeed {
+    type Value = Vec<TensorHeader>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputsSeed {
-    type Value = Vec<InputHeader>;
+impl<'de> Visitor<'de> for TensorsSeed {
+    type Value = Vec<TensorHeader>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("'inputs' as an array of input objects")
+        write!(f, "'{}s' as an array of {} objects", self.kind, self.kind)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut inputs = Vec::with_capacity(seq.size_hint().unwrap_or(2).min(64));
-        while let Some(input) = seq.next_element_seed(InputSeed {
+        let mut tensors = Vec::with_capacity(seq.size_hint().unwrap_or(2).min(64));
+        while let Some(tensor) = seq.next_element_seed(TensorSeed {
             text_len: self.text_len,
-            index: inputs.len(),
+            index: tensors.len(),
+            kind: self.kind,
         })? {
-            inputs.push(input);
+            tensors.push(tensor);
         }
-        Ok(inputs)
+        Ok(tensors)
     }
 }
 
-struct InputSeed {
+struct TensorSeed {
     text_len: usize,
     index: usize,
+    kind: &'static str,
 }
 
-impl<'de> DeserializeSeed<'de> for InputSeed {
-    type Value = InputHeader;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<InputHeader, D::Error> {
+impl<'de> DeserializeSeed<'de> for TensorSeed {
+    type Value = TensorHeader;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TensorHeader, D::Error> {
         d.deserialize_map(self)
     }
 }
@@ -234,26 +327,26 @@ enum Pending<'de> {
     Raw(&'de RawValue),
 }
 
-impl<'de> Visitor<'de> for InputSeed {
-    type Value = InputHeader;
+impl<'de> Visitor<'de> for TensorSeed {
+    type Value = TensorHeader;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "input #{} as an object {{\"name\", \"datatype\", \"shape\", \"data\"}}",
-            self.index
+            "{} #{} as an object {{\"name\", \"datatype\", \"shape\", \"data\"}}",
+            self.kind, self.index
         )
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputHeader, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TensorHeader, A::Error> {
         let mut name: Option<String> = None;
         let mut dtype: Option<DataType> = None;
         let mut shape: Option<Vec<i64>> = None;
         let mut params = Parameters::new();
         let mut data: Option<Pending<'de>> = None;
         let label = |name: &Option<String>| match name {
-            Some(n) => format!("input '{n}'"),
-            None => format!("input #{}", self.index),
+            Some(n) => format!("{} '{n}'", self.kind),
+            None => format!("{} #{}", self.kind, self.index),
         };
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
@@ -283,21 +376,22 @@ impl<'de> Visitor<'de> for InputSeed {
         }
         let Some(name) = name else {
             return Err(de::Error::custom(format!(
-                "input #{} has no 'name'",
-                self.index
+                "{} #{} has no 'name'",
+                self.kind, self.index
             )));
         };
-        let missing = |field: &str| de::Error::custom(format!("input '{name}' has no '{field}'"));
+        let kind = self.kind;
+        let missing = |field: &str| de::Error::custom(format!("{kind} '{name}' has no '{field}'"));
         let dtype = dtype.ok_or_else(|| missing("datatype"))?;
         let shape = shape.ok_or_else(|| missing("shape"))?;
-        let binary = match params.get("binary_data_size") {
+        let binary = match params.get(BINARY_DATA_SIZE) {
             None => None,
             Some(v) => Some(
                 v.as_u64()
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| {
                         de::Error::custom(format!(
-                    "input '{name}': parameter 'binary_data_size' must be a non-negative integer"
+                    "{kind} '{name}': parameter 'binary_data_size' must be a non-negative integer"
                 ))
                     })?,
             ),
@@ -305,21 +399,21 @@ impl<'de> Visitor<'de> for InputSeed {
         let data = match (data, binary) {
             (Some(_), Some(_)) => {
                 return Err(de::Error::custom(format!(
-                    "input '{name}' has both 'data' and parameter 'binary_data_size'; give one"
+                    "{kind} '{name}' has both 'data' and parameter 'binary_data_size'; give one"
                 )))
             }
-            (None, Some(size)) => InputData::Binary(size),
+            (None, Some(size)) => TensorData::Binary(size),
             (None, None) => {
                 return Err(de::Error::custom(format!(
-                    "input '{name}' has no 'data' and no 'binary_data_size' parameter"
+                    "{kind} '{name}' has no 'data' and no 'binary_data_size' parameter"
                 )))
             }
-            (Some(Pending::Decoded(bytes)), None) => InputData::Json(bytes),
+            (Some(Pending::Decoded(bytes)), None) => TensorData::Json(bytes),
             (Some(Pending::Raw(raw)), None) => {
-                InputData::Json(decode_raw(&name, dtype, &shape, raw).map_err(de::Error::custom)?)
+                TensorData::Json(decode_raw(&name, dtype, &shape, raw).map_err(de::Error::custom)?)
             }
         };
-        Ok(InputHeader {
+        Ok(TensorHeader {
             name,
             dtype,
             shape,
@@ -390,22 +484,30 @@ impl<'de> Visitor<'de> for ShapeSeed {
 mod tests {
     use super::*;
 
+    fn header(text: &[u8]) -> Result<Message, String> {
+        decode_message(text, Direction::Request).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn decodes_inputs_outputs_id_and_parameters() {
-        let h = decode_infer_header(
-            br#"{"id":"7","parameters":{"binary_data_output":true,"priority":2,"s":"x"},
+        let h = header(
+            br#"{"id":"7","model_name":"m","model_version":"2","parameters":{"binary_data_output":true,"priority":2,"s":"x"},
                 "inputs":[{"name":"A","shape":[1,2],"datatype":"INT32","data":[[1,2]]},
                           {"name":"B","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}],
                 "outputs":[{"name":"Y","parameters":{"binary_data":true}}]}"#,
         )
         .unwrap();
         assert_eq!(h.id, "7");
-        assert_eq!(h.parameters.len(), 3);
-        assert!(matches!(&h.inputs[0].data, InputData::Json(b) if b.len() == 8));
-        assert!(matches!(h.inputs[1].data, InputData::Binary(4)));
-        assert_eq!(h.outputs[0].name, "Y");
         assert_eq!(
-            h.outputs[0]
+            (h.model_name.as_deref(), h.model_version.as_deref()),
+            (Some("m"), Some("2"))
+        );
+        assert_eq!(h.parameters.len(), 3);
+        assert!(matches!(&h.tensors[0].data, TensorData::Json(b) if b.len() == 8));
+        assert!(matches!(h.tensors[1].data, TensorData::Binary(4)));
+        assert_eq!(h.requested[0].name, "Y");
+        assert_eq!(
+            h.requested[0]
                 .parameters
                 .get("binary_data")
                 .and_then(|v| v.as_bool()),
@@ -415,16 +517,31 @@ mod tests {
 
     #[test]
     fn data_before_its_datatype_is_decoded_afterwards() {
-        let h = decode_infer_header(
-            br#"{"inputs":[{"data":[1,2],"name":"A","datatype":"INT64","shape":[2]}]}"#,
+        let h = header(br#"{"inputs":[{"data":[1,2],"name":"A","datatype":"INT64","shape":[2]}]}"#)
+            .unwrap();
+        assert!(matches!(&h.tensors[0].data, TensorData::Json(b) if b.len() == 16));
+    }
+
+    #[test]
+    fn a_response_header_holds_output_tensors_or_an_error() {
+        let m = decode_message(
+            br#"{"model_name":"m","outputs":[{"name":"O","datatype":"FP32","shape":[2],"data":[1,2]}]}"#,
+            Direction::Response,
         )
         .unwrap();
-        assert!(matches!(&h.inputs[0].data, InputData::Json(b) if b.len() == 16));
+        assert!(m.has_tensors && m.requested.is_empty());
+        assert_eq!(m.tensors[0].name, "O");
+        let m = decode_message(br#"{"error":"boom"}"#, Direction::Response).unwrap();
+        assert_eq!(m.error.as_deref(), Some("boom"));
     }
 
     #[test]
     fn malformed_headers_name_the_problem() {
-        let err = |t: &str| decode_infer_header(t.as_bytes()).unwrap_err();
+        let err = |t: &str| {
+            decode_infer_request(Body::json(Bytes::copy_from_slice(t.as_bytes())))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("{").contains("invalid JSON"));
         assert!(err("{}").contains("invalid request: the request has no 'inputs'"));
         assert!(err(r#"{"inputs":[{"name":"A","shape":[1],"data":[1]}]}"#)
@@ -443,8 +560,8 @@ mod tests {
         // Nesting in a field the decoder skips costs no stack (serde_json skips iteratively);
         // wherever a value is built recursively, the limit answers.
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(decode_infer_header(format!("{{\"x\":{deep},\"inputs\":[]}}").as_bytes()).is_ok());
-        let e = describe(serde_json::from_str::<serde_json::Value>(&deep).unwrap_err());
-        assert!(e.contains("nested more than 128 levels"), "{e}");
+        assert!(header(format!("{{\"x\":{deep},\"inputs\":[]}}").as_bytes()).is_ok());
+        let e = describe_json_error(serde_json::from_str::<serde_json::Value>(&deep).unwrap_err());
+        assert!(e.to_string().contains("nested more than 128 levels"), "{e}");
     }
 }

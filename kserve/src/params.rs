@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use nereid_engine::{ParamValue, Parameters};
+use nereid_engine::{EngineError, ParamValue, Parameters};
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -71,9 +71,26 @@ impl<'de> Deserialize<'de> for JsonParam {
     }
 }
 
-/// A parameter value from a generic JSON value (the generate extension's `parameters`).
-pub(crate) fn param_from_value(v: &serde_json::Value) -> Option<ParamValue> {
+/// A parameter value from a generic JSON value (the generate extension's `parameters`):
+/// `None` for arrays, objects and null.
+pub fn param_from_json(v: &serde_json::Value) -> Option<ParamValue> {
     JsonParam::deserialize(v).ok().map(|p| p.0)
+}
+
+/// A `parameters` object from generic JSON; a value that is not a bool, number or string
+/// is an error naming its key.
+pub fn params_from_json(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Parameters, EngineError> {
+    map.iter()
+        .map(|(k, v)| {
+            param_from_json(v).map(|p| (k.clone(), p)).ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "parameter '{k}' must be a bool, a number or a string"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Writes parameters as a JSON object.
