@@ -50,6 +50,11 @@ pub fn router(handle: PrometheusHandle) -> Router {
 fn sample_system() {
     let mut last = cpu_times();
     loop {
+        // Memory first, so the gauges exist from the first scrape on.
+        if let Some((total, available)) = memory() {
+            gauge!("nv_cpu_memory_total_bytes").set(total as f64);
+            gauge!("nv_cpu_memory_used_bytes").set(total.saturating_sub(available) as f64);
+        }
         std::thread::sleep(Duration::from_secs(1));
         let now = cpu_times();
         if let (Some((busy0, total0)), Some((busy1, total1))) = (last, now) {
@@ -60,10 +65,6 @@ fn sample_system() {
             }
         }
         last = now;
-        if let Some((total, available)) = memory() {
-            gauge!("nv_cpu_memory_total_bytes").set(total as f64);
-            gauge!("nv_cpu_memory_used_bytes").set(total.saturating_sub(available) as f64);
-        }
     }
 }
 
