@@ -4,17 +4,16 @@
 #   gpu_check.xz   the stripped, compressed `gpu_check` example built with --features cuda
 #   minilm-f16/    all-MiniLM-L6-v2 with FP16 weights (45 MB; the FP32 file alone is over the
 #                  64 MiB carry limit), which the check loads on CPU (as FP32) and GPU alike
-# It wraps ../shared/tools/build-cuda.sh (CUDA 13.0 toolkit from NVIDIA's wheels, stub
+# It wraps scripts/cuda/toolkit.sh (CUDA 13.0 toolkit from NVIDIA's wheels, stub
 # libraries, `cargo build --release`): about 10+ minutes on 2 cores, so it runs under `nice`.
 # Then, on the GPU machine: scripts/cuda/check-gpu.sh
 # Extra arguments go to cargo (for example --features nereid-models/hf-hub).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SHARED=${NEREID_SHARED:-$ROOT/../shared}
 BUNDLE=$ROOT/target/gpu-bundle
 cd "$ROOT"
 
-nice -n 10 "$SHARED/tools/build-cuda.sh" --features nereid-models/cuda -p nereid-models --example gpu_check "$@"
+nice -n 10 "$ROOT/scripts/cuda/toolkit.sh" --features nereid-models/cuda -p nereid-models --example gpu_check "$@"
 
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
 cp target/release/examples/gpu_check "$BUNDLE/gpu_check"
