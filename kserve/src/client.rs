@@ -7,9 +7,9 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::binary::{take_tensors, Body};
-use crate::data::DataJson;
 use crate::request::{decode_message, Direction};
-use crate::{parse_version, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE};
+use crate::response::{Binary, Flag, TensorsJson};
+use crate::{parse_version, BINARY_DATA_OUTPUT};
 
 /// An encoded infer request body.
 #[derive(Debug, Clone)]
@@ -85,82 +85,14 @@ impl Serialize for RequestJson<'_> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry(
             "inputs",
-            &Inputs {
-                inputs: self.inputs,
-                binary: self.binary_inputs,
+            &TensorsJson {
+                tensors: self.inputs,
+                binary: Binary::All(self.binary_inputs),
             },
         )?;
         if self.binary_outputs {
-            map.serialize_entry("parameters", &Flag(BINARY_DATA_OUTPUT))?;
+            map.serialize_entry("parameters", &Flag(BINARY_DATA_OUTPUT, true))?;
         }
-        map.end()
-    }
-}
-
-struct Inputs<'a> {
-    inputs: &'a [Tensor],
-    binary: bool,
-}
-
-impl Serialize for Inputs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.inputs.len()))?;
-        for tensor in self.inputs {
-            seq.serialize_element(&Input {
-                tensor,
-                binary: self.binary,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-struct Input<'a> {
-    tensor: &'a Tensor,
-    binary: bool,
-}
-
-impl Serialize for Input<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.tensor;
-        let mut map = s.serialize_map(Some(4))?;
-        map.serialize_entry("name", &t.name)?;
-        map.serialize_entry("shape", &t.shape)?;
-        map.serialize_entry("datatype", t.dtype.as_str())?;
-        if self.binary {
-            map.serialize_entry("parameters", &Size(t.data.len()))?;
-        } else {
-            map.serialize_entry(
-                "data",
-                &DataJson {
-                    tensor: t,
-                    scalar: false,
-                },
-            )?;
-        }
-        map.end()
-    }
-}
-
-/// `{"binary_data_size": n}`.
-struct Size(usize);
-
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(BINARY_DATA_SIZE, &self.0)?;
-        map.end()
-    }
-}
-
-/// `{"<name>": true}`.
-struct Flag(&'static str);
-
-impl Serialize for Flag {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(self.0, &true)?;
         map.end()
     }
 }

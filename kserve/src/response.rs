@@ -73,19 +73,15 @@ impl Serialize for InferResponseJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.response;
         let mut map = s.serialize_map(None)?;
-        if !r.id.is_empty() {
-            map.serialize_entry("id", &r.id)?;
-        }
-        map.serialize_entry("model_name", &r.model_name)?;
-        map.serialize_entry("model_version", &Version(r.model_version))?;
+        head(&mut map, r)?;
         if !r.parameters.is_empty() {
             map.serialize_entry("parameters", &ParamsJson(&r.parameters))?;
         }
         map.serialize_entry(
             "outputs",
-            &Outputs {
-                outputs: &r.outputs,
-                binary: self.binary,
+            &TensorsJson {
+                tensors: &r.outputs,
+                binary: Binary::Each(self.binary),
             },
         )?;
         if self.form == ResponseForm::Streamed {
@@ -93,6 +89,16 @@ impl Serialize for InferResponseJson<'_> {
         }
         map.end()
     }
+}
+
+/// The entries every response starts with: `id` (when the request had one), `model_name`
+/// and `model_version` (a string, as KServe writes it).
+fn head<M: SerializeMap>(map: &mut M, r: &InferResponse) -> Result<(), M::Error> {
+    if !r.id.is_empty() {
+        map.serialize_entry("id", &r.id)?;
+    }
+    map.serialize_entry("model_name", &r.model_name)?;
+    map.serialize_entry("model_version", &Version(r.model_version))
 }
 
 /// A version number written as a string, as KServe does.
@@ -104,30 +110,43 @@ impl Serialize for Version {
     }
 }
 
-struct Outputs<'a> {
-    outputs: &'a [Tensor],
-    binary: &'a [bool],
+/// Which tensors of a list go binary.
+#[derive(Clone, Copy)]
+pub(crate) enum Binary<'a> {
+    /// Every tensor, or none.
+    All(bool),
+    /// One flag per tensor (missing flags: JSON).
+    Each(&'a [bool]),
 }
 
-impl Serialize for Outputs<'_> {
+/// A list of tensors as KServe JSON: `{"name", "datatype", "shape"}` with `data`, or with
+/// `"parameters": {"binary_data_size": n}` when the tensor's bytes follow the header.
+/// Requests' inputs and responses' outputs alike.
+pub(crate) struct TensorsJson<'a> {
+    pub(crate) tensors: &'a [Tensor],
+    pub(crate) binary: Binary<'a>,
+}
+
+impl Serialize for TensorsJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.outputs.len()))?;
-        for (i, tensor) in self.outputs.iter().enumerate() {
-            seq.serialize_element(&Output {
-                tensor,
-                binary: self.binary.get(i).copied().unwrap_or(false),
-            })?;
+        let mut seq = s.serialize_seq(Some(self.tensors.len()))?;
+        for (i, tensor) in self.tensors.iter().enumerate() {
+            let binary = match self.binary {
+                Binary::All(b) => b,
+                Binary::Each(flags) => flags.get(i).copied().unwrap_or(false),
+            };
+            seq.serialize_element(&TensorJson { tensor, binary })?;
         }
         seq.end()
     }
 }
 
-struct Output<'a> {
+struct TensorJson<'a> {
     tensor: &'a Tensor,
     binary: bool,
 }
 
-impl Serialize for Output<'_> {
+impl Serialize for TensorJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = self.tensor;
         let mut map = s.serialize_map(Some(4))?;
@@ -135,7 +154,7 @@ impl Serialize for Output<'_> {
         map.serialize_entry("datatype", t.dtype.as_str())?;
         map.serialize_entry("shape", &t.shape)?;
         if self.binary {
-            map.serialize_entry("parameters", &BinarySize(t.data.len()))?;
+            map.serialize_entry("parameters", &Flag(BINARY_DATA_SIZE, t.data.len()))?;
         } else {
             map.serialize_entry(
                 "data",
@@ -149,13 +168,13 @@ impl Serialize for Output<'_> {
     }
 }
 
-/// `{"binary_data_size": n}`.
-struct BinarySize(usize);
+/// A one-entry object `{"<name>": value}`.
+pub(crate) struct Flag<T>(pub(crate) &'static str, pub(crate) T);
 
-impl Serialize for BinarySize {
+impl<T: Serialize> Serialize for Flag<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(BINARY_DATA_SIZE, &self.0)?;
+        map.serialize_entry(self.0, &self.1)?;
         map.end()
     }
 }
@@ -169,11 +188,7 @@ impl Serialize for GenerateJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.response;
         let mut map = s.serialize_map(None)?;
-        if !r.id.is_empty() {
-            map.serialize_entry("id", &r.id)?;
-        }
-        map.serialize_entry("model_name", &r.model_name)?;
-        map.serialize_entry("model_version", &Version(r.model_version))?;
+        head(&mut map, r)?;
         for t in self.outputs {
             map.serialize_entry(
                 &t.name,
