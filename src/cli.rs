@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Nereid inference server.
 #[derive(Parser, Debug)]
 #[command(name = "nereid", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -16,7 +16,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve a model repository over HTTP/REST, gRPC and streaming.
     Serve(Box<ServeArgs>),
     /// Load-test a running server (perf_analyzer style).
@@ -30,7 +30,7 @@ pub enum Command {
 
 /// `nereid models ...`
 #[derive(Subcommand, Debug)]
-pub enum ModelsCommand {
+pub(crate) enum ModelsCommand {
     /// Download the demo models' weights into the cache (default: all of them).
     Pull {
         /// Model names (minilm, smollm2).
@@ -40,7 +40,7 @@ pub enum ModelsCommand {
 
 /// How models are loaded.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ControlMode {
+pub(crate) enum ControlMode {
     /// Load every model at start.
     None,
     /// Load only `--load-model` models and what the load API asks for.
@@ -51,7 +51,7 @@ pub enum ControlMode {
 
 /// Which built-in demo models to serve when no repository is given.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DemoModels {
+pub(crate) enum DemoModels {
     /// simple, identity_fp32, repeat_int32, minilm and smollm2 (weights fetched on first use).
     All,
     /// Only the weightless built-ins: simple, identity_fp32, repeat_int32.
@@ -60,7 +60,7 @@ pub enum DemoModels {
 
 /// Log line format.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable.
     Text,
     /// One JSON object per line.
@@ -69,7 +69,7 @@ pub enum LogFormat {
 
 /// `nereid serve` flags.
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Model repository folder (Triton layout). Without it, a demo repository is served.
     #[arg(long, env = "NEREID_MODEL_REPOSITORY")]
     pub model_repository: Option<PathBuf>,

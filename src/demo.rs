@@ -10,7 +10,7 @@ use crate::cli::DemoModels;
 
 /// Writes the demo repository (configs only; weights are fetched on first use) and
 /// returns its folder.
-pub fn prepare(which: DemoModels) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare(which: DemoModels) -> anyhow::Result<PathBuf> {
     let folder = match which {
         DemoModels::All => "demo-repository",
         DemoModels::Builtin => "demo-repository-builtin",

@@ -5,7 +5,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 
 /// Installs the global subscriber.
-pub fn init(format: LogFormat, verbose: u8) {
+pub(crate) fn init(format: LogFormat, verbose: u8) {
     let level = match verbose {
         0 => "info",
         1 => "debug",

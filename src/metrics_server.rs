@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Installs the global recorder; call before models load so their counters register.
 /// The token latencies get buckets, so Prometheus receives histograms it can aggregate
 /// across a fleet (without buckets the exporter would render client-side summaries).
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Prefix(nereid_stream::metrics::LLM_PREFIX.into()),
@@ -28,7 +28,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// The metrics port's router.
-pub fn router(handle: PrometheusHandle) -> Router {
+pub(crate) fn router(handle: PrometheusHandle) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {

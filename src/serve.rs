@@ -16,7 +16,7 @@ use crate::cli::{ControlMode, ServeArgs};
 use crate::{demo, metrics_server};
 
 /// Runs the server to completion.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = metrics_server::install()?;
     let repository = match &args.model_repository {
         Some(dir) => dir.clone(),

@@ -11,10 +11,10 @@ use clap::{ArgAction, ValueEnum};
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 
 /// Default HTTP/2 keepalive ping interval in milliseconds (Triton's: 2 hours).
-pub const DEFAULT_KEEPALIVE_TIME_MS: u64 = 7_200_000;
+pub(crate) const DEFAULT_KEEPALIVE_TIME_MS: u64 = 7_200_000;
 
 /// Default wait for a keepalive ping's answer in milliseconds (Triton's: 20 seconds).
-pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+pub(crate) const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
 
 /// Compression of inference responses (Triton's `--grpc-infer-response-compression-level`).
 /// Requests are always accepted gzip-compressed.

@@ -73,7 +73,7 @@ fn reply(status: ServingStatus) -> HealthCheckResponse {
 }
 
 /// The response stream of `Watch`.
-pub type WatchStream =
+pub(crate) type WatchStream =
     Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]

@@ -38,14 +38,14 @@ pub(crate) mod schema {
 
     /// Every error answer.
     #[derive(ToSchema)]
-    pub struct ErrorBody {
+    pub(crate) struct ErrorBody {
         /// What went wrong.
         pub error: String,
     }
 
     /// `GET /v2`.
     #[derive(ToSchema)]
-    pub struct ServerMetadata {
+    pub(crate) struct ServerMetadata {
         /// Server name.
         pub name: String,
         /// Server version.
@@ -56,7 +56,7 @@ pub(crate) mod schema {
 
     /// An input or output as metadata describes it.
     #[derive(ToSchema)]
-    pub struct TensorMetadata {
+    pub(crate) struct TensorMetadata {
         /// Tensor name.
         pub name: String,
         /// Datatype (BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES).
@@ -67,7 +67,7 @@ pub(crate) mod schema {
 
     /// `GET /v2/models/{model}`.
     #[derive(ToSchema)]
-    pub struct ModelMetadata {
+    pub(crate) struct ModelMetadata {
         /// Model name.
         pub name: String,
         /// Ready versions.
@@ -82,7 +82,7 @@ pub(crate) mod schema {
 
     /// One input of an infer request.
     #[derive(ToSchema)]
-    pub struct InferInput {
+    pub(crate) struct InferInput {
         /// Input name.
         pub name: String,
         /// Shape.
@@ -97,7 +97,7 @@ pub(crate) mod schema {
 
     /// An output the client asks for.
     #[derive(ToSchema)]
-    pub struct RequestedOutput {
+    pub(crate) struct RequestedOutput {
         /// Output name.
         pub name: String,
         /// Parameters; `binary_data: true` returns it in the binary section.
@@ -106,7 +106,7 @@ pub(crate) mod schema {
 
     /// An infer request (or its JSON header, with the binary tensor extension).
     #[derive(ToSchema)]
-    pub struct InferRequest {
+    pub(crate) struct InferRequest {
         /// Request id, echoed.
         pub id: Option<String>,
         /// Request parameters: priority, timeout (us), binary_data_output, ...
@@ -119,7 +119,7 @@ pub(crate) mod schema {
 
     /// One output of an infer response.
     #[derive(ToSchema)]
-    pub struct InferOutput {
+    pub(crate) struct InferOutput {
         /// Output name.
         pub name: String,
         /// Shape.
@@ -134,7 +134,7 @@ pub(crate) mod schema {
 
     /// An infer response (or its JSON header).
     #[derive(ToSchema)]
-    pub struct InferResponse {
+    pub(crate) struct InferResponse {
         /// The request's id.
         pub id: Option<String>,
         /// Model name.
@@ -149,7 +149,7 @@ pub(crate) mod schema {
 
     /// A generate request: every other key is an input of that name.
     #[derive(ToSchema)]
-    pub struct GenerateRequest {
+    pub(crate) struct GenerateRequest {
         /// Request id.
         pub id: Option<String>,
         /// The prompt, for models with a BYTES input `text_input`.
@@ -160,7 +160,7 @@ pub(crate) mod schema {
 
     /// A generate response (or one SSE event of generate_stream): outputs as keys.
     #[derive(ToSchema)]
-    pub struct GenerateResponse {
+    pub(crate) struct GenerateResponse {
         /// The request's id.
         pub id: Option<String>,
         /// Model name.
@@ -173,14 +173,14 @@ pub(crate) mod schema {
 
     /// `POST /v2/repository/index` body.
     #[derive(ToSchema)]
-    pub struct RepositoryIndexRequest {
+    pub(crate) struct RepositoryIndexRequest {
         /// List only ready models.
         pub ready: Option<bool>,
     }
 
     /// One model of the repository index.
     #[derive(ToSchema)]
-    pub struct RepositoryEntry {
+    pub(crate) struct RepositoryEntry {
         /// Model name.
         pub name: String,
         /// Version.
@@ -193,28 +193,28 @@ pub(crate) mod schema {
 
     /// Parameters of a load.
     #[derive(ToSchema)]
-    pub struct LoadParameters {
+    pub(crate) struct LoadParameters {
         /// A model configuration as a JSON string (Triton's model_config JSON).
         pub config: Option<String>,
     }
 
     /// `POST /v2/repository/models/{model}/load` body.
     #[derive(ToSchema)]
-    pub struct LoadRequest {
+    pub(crate) struct LoadRequest {
         /// Load parameters.
         pub parameters: Option<LoadParameters>,
     }
 
     /// `POST /v2/repository/models/{model}/unload` body.
     #[derive(ToSchema)]
-    pub struct UnloadRequest {
+    pub(crate) struct UnloadRequest {
         /// Unload parameters (`unload_dependents` is accepted and has no effect).
         pub parameters: Option<BTreeMap<String, Value>>,
     }
 
     /// Statistics in Triton's shape.
     #[derive(ToSchema)]
-    pub struct Statistics {
+    pub(crate) struct Statistics {
         /// One entry per model version: name, version, last_inference, inference_count,
         /// execution_count, inference_stats, batch_stats.
         pub model_stats: Vec<Value>,

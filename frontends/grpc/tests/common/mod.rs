@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 /// Test models on top of the demo ones: identities over BYTES, FP16 and BF16, and `sleep`,
 /// which holds its single instance for MS milliseconds (to fill a queue).
-pub const TEST_MODELS: [(&str, &str); 4] = [
+pub(crate) const TEST_MODELS: [(&str, &str); 4] = [
     (
         "identity_bytes",
         r#"name: "identity_bytes" backend: "identity" max_batch_size: 8
@@ -81,7 +81,7 @@ impl BatchedInstance for SleepInstance {
 }
 
 /// A running server; dropping it shuts the frontend down.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub engine: Engine,
     _dir: tempfile::TempDir,
@@ -91,12 +91,12 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts with default flags.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(GrpcArgs::default()).await
     }
 
     /// Starts with the given flags.
-    pub async fn start_with(args: GrpcArgs) -> Self {
+    pub(crate) async fn start_with(args: GrpcArgs) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let engine = tokio::task::spawn_blocking(move || {
@@ -136,24 +136,24 @@ impl TestServer {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The generated client over a fresh connection.
-    pub async fn raw(&self) -> GrpcInferenceServiceClient<Channel> {
+    pub(crate) async fn raw(&self) -> GrpcInferenceServiceClient<Channel> {
         GrpcInferenceServiceClient::connect(self.url())
             .await
             .unwrap()
     }
 
     /// The typed client.
-    pub async fn client(&self) -> GrpcClient {
+    pub(crate) async fn client(&self) -> GrpcClient {
         GrpcClient::connect(self.url()).await.unwrap()
     }
 
     /// A plain channel, for the health and reflection clients.
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(self.url())
             .unwrap()
             .connect()
@@ -162,13 +162,13 @@ impl TestServer {
     }
 
     /// Stops the frontend and waits for it to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap()
     }
 
     /// Waits up to `within` for the engine to have no request in flight.
-    pub async fn wait_idle(&self, within: Duration) -> bool {
+    pub(crate) async fn wait_idle(&self, within: Duration) -> bool {
         let until = Instant::now() + within;
         while self.engine.inflight() > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -177,7 +177,7 @@ impl TestServer {
     }
 
     /// Executions of a model so far.
-    pub fn executions(&self, model: &str) -> u64 {
+    pub(crate) fn executions(&self, model: &str) -> u64 {
         self.engine.model_statistics(Some(model), None).unwrap()[0].execution_count
     }
 }
@@ -191,7 +191,7 @@ impl Drop for TestServer {
 }
 
 /// INPUT0 = 0..16 and INPUT1 = 1s, the request of Triton's simple example.
-pub fn simple_request(batch: usize) -> InferRequest {
+pub(crate) fn simple_request(batch: usize) -> InferRequest {
     let a: Vec<i32> = (0..16).cycle().take(16 * batch).collect();
     let b = vec![1i32; 16 * batch];
     InferRequest::new(
@@ -204,7 +204,7 @@ pub fn simple_request(batch: usize) -> InferRequest {
 }
 
 /// A `sleep` request holding the instance for `ms` milliseconds.
-pub fn sleep_request(ms: u32) -> InferRequest {
+pub(crate) fn sleep_request(ms: u32) -> InferRequest {
     InferRequest::new(
         "sleep",
         vec![Tensor::from_vec("MS", DataType::Uint32, vec![1], vec![ms])],
@@ -212,7 +212,11 @@ pub fn sleep_request(ms: u32) -> InferRequest {
 }
 
 /// A `repeat_int32` request for `values`, with optional per-response delays in µs.
-pub fn repeat_request(id: &str, values: Vec<i32>, delays_us: Option<Vec<u32>>) -> InferRequest {
+pub(crate) fn repeat_request(
+    id: &str,
+    values: Vec<i32>,
+    delays_us: Option<Vec<u32>>,
+) -> InferRequest {
     let n = values.len() as i64;
     let mut inputs = vec![Tensor::from_vec("IN", DataType::Int32, vec![n], values)];
     if let Some(d) = delays_us {
@@ -225,7 +229,11 @@ pub fn repeat_request(id: &str, values: Vec<i32>, delays_us: Option<Vec<u32>>) -
 }
 
 /// Sends one HTTP/1.1 request and returns (head, body) of the answer, de-chunked.
-pub async fn http1(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (String, Vec<u8>) {
+pub(crate) async fn http1(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> (String, Vec<u8>) {
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(body).await.unwrap();
@@ -264,7 +272,7 @@ pub async fn http1(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (Stri
 /// Calls ModelInfer through gRPC-Web over a raw HTTP/1.1 connection (a client that does
 /// not enforce `grpc-timeout` itself, unlike tonic's channel) and returns the grpc-status
 /// the server answered with, from the headers or the trailer frame.
-pub async fn grpc_web_infer(
+pub(crate) async fn grpc_web_infer(
     addr: SocketAddr,
     request: InferRequest,
     extra_headers: &str,

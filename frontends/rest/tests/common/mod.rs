@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Identity over one input of every datatype (no batching), for datatype round trips.
-pub const IDENTITY_ALL: &str = r#"name: "identity_all"
+pub(crate) const IDENTITY_ALL: &str = r#"name: "identity_all"
 backend: "identity"
 max_batch_size: 0
 input [
@@ -56,7 +56,7 @@ output [
 "#;
 
 /// A text "model" for the generate extension: text_output is text_input.
-pub const ECHO_TEXT: &str = r#"name: "echo_text"
+pub(crate) const ECHO_TEXT: &str = r#"name: "echo_text"
 backend: "identity"
 max_batch_size: 4
 input [ { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] } ]
@@ -64,7 +64,7 @@ output [ { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] } ]
 "#;
 
 /// A running engine + REST server.
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its engine.
@@ -75,7 +75,7 @@ pub struct TestServer {
 }
 
 /// Starts a server over the demo models plus `identity_all` and `echo_text`.
-pub async fn start(mode: ModelControlMode, args: RestArgs) -> TestServer {
+pub(crate) async fn start(mode: ModelControlMode, args: RestArgs) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let extra = [("identity_all", IDENTITY_ALL), ("echo_text", ECHO_TEXT)];
     write_repository(dir.path(), BUILTIN_MODELS.into_iter().chain(extra)).unwrap();
@@ -112,18 +112,18 @@ pub async fn start(mode: ModelControlMode, args: RestArgs) -> TestServer {
 }
 
 /// Starts the default server (control mode none, default limits).
-pub async fn start_default() -> TestServer {
+pub(crate) async fn start_default() -> TestServer {
     start(ModelControlMode::None, RestArgs::default()).await
 }
 
 impl TestServer {
     /// `http://addr` + `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Stops accepting and waits for the serve loop to return.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
     }
@@ -131,7 +131,7 @@ impl TestServer {
 
 /// An HTTP answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Status code.
     pub status: u16,
     /// Headers.
@@ -142,7 +142,7 @@ pub struct Reply {
 
 impl Reply {
     /// The body as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {:?}",
@@ -152,12 +152,12 @@ impl Reply {
     }
 
     /// The body as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The `error` message of an error body.
-    pub fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         self.json()["error"]
             .as_str()
             .unwrap_or_else(|| panic!("no error message in {}", self.text()))
@@ -165,7 +165,7 @@ impl Reply {
     }
 
     /// A header as text.
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| v.to_str().unwrap().to_string())
@@ -173,12 +173,12 @@ impl Reply {
 }
 
 /// A plain HTTP/1.1 client.
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+pub(crate) fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends one request and reads the whole answer.
-pub async fn send(
+pub(crate) async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     method: &str,
     url: &str,
@@ -204,12 +204,12 @@ pub async fn send(
 }
 
 /// GET `path` on `server`.
-pub async fn get(server: &TestServer, path: &str) -> Reply {
+pub(crate) async fn get(server: &TestServer, path: &str) -> Reply {
     send(&client(), "GET", &server.url(path), &[], Bytes::new()).await
 }
 
 /// POST JSON `body` to `path` on `server`.
-pub async fn post_json(server: &TestServer, path: &str, body: &Value) -> Reply {
+pub(crate) async fn post_json(server: &TestServer, path: &str, body: &Value) -> Reply {
     let headers = [("content-type", "application/json")];
     send(
         &client(),
@@ -222,7 +222,7 @@ pub async fn post_json(server: &TestServer, path: &str, body: &Value) -> Reply {
 }
 
 /// POST raw bytes to `path` on `server` with extra headers.
-pub async fn post_raw(
+pub(crate) async fn post_raw(
     server: &TestServer,
     path: &str,
     headers: &[(&str, &str)],
@@ -232,7 +232,7 @@ pub async fn post_raw(
 }
 
 /// A JSON infer request for `simple` with INPUT0 = 0..16 and INPUT1 = 1s.
-pub fn simple_request() -> Value {
+pub(crate) fn simple_request() -> Value {
     serde_json::json!({
         "id": "req-1",
         "inputs": [
@@ -243,7 +243,7 @@ pub fn simple_request() -> Value {
 }
 
 /// Checks a `simple` JSON answer to [`simple_request`].
-pub fn assert_simple_answer(reply: &Reply) {
+pub(crate) fn assert_simple_answer(reply: &Reply) {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let v = reply.json();
     assert_eq!(v["model_name"], "simple");
@@ -261,6 +261,6 @@ pub fn assert_simple_answer(reply: &Reply) {
 }
 
 /// Asserts that a good request still works (the server survived whatever came before).
-pub async fn assert_still_serves(server: &TestServer) {
+pub(crate) async fn assert_still_serves(server: &TestServer) {
     assert_simple_answer(&post_json(server, "/v2/models/simple/infer", &simple_request()).await);
 }
