@@ -109,6 +109,21 @@ pub fn request_from_wire(
     })
 }
 
+/// Tensors as wire tensor headers (built by `header` from name, datatype and shape) and
+/// their bytes for the `raw_*_contents` list, shared rather than copied.
+fn split_raw<T>(
+    tensors: Vec<Tensor>,
+    header: impl Fn(String, String, Vec<i64>) -> T,
+) -> (Vec<T>, Vec<bytes::Bytes>) {
+    tensors
+        .into_iter()
+        .map(|t| {
+            let head = header(t.name, t.dtype.as_str().to_string(), t.shape);
+            (head, t.data)
+        })
+        .unzip()
+}
+
 /// Encodes an engine response with raw outputs (what tritonclient reads). `final_flag`
 /// adds the `triton_final_response` parameter that streamed responses carry.
 pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResponse {
@@ -119,18 +134,13 @@ pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResp
             super::params::param_to_wire(&nereid_engine::ParamValue::Bool(resp.is_final)),
         );
     }
-    let mut outputs = Vec::with_capacity(resp.outputs.len());
-    let mut raw = Vec::with_capacity(resp.outputs.len());
-    for t in resp.outputs {
-        outputs.push(InferOutputTensor {
-            name: t.name,
-            datatype: t.dtype.as_str().to_string(),
-            shape: t.shape,
-            parameters: HashMap::new(),
-            contents: None,
-        });
-        raw.push(t.data);
-    }
+    let (outputs, raw) = split_raw(resp.outputs, |name, datatype, shape| InferOutputTensor {
+        name,
+        datatype,
+        shape,
+        parameters: HashMap::new(),
+        contents: None,
+    });
     ModelInferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version.to_string(),
@@ -144,18 +154,13 @@ pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResp
 /// Encodes an engine request for the wire with raw inputs (the client's direction). The
 /// deadline is not part of the message: the client sends it as `grpc-timeout`.
 pub fn request_to_wire(req: InferRequest) -> ModelInferRequest {
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    let mut raw = Vec::with_capacity(req.inputs.len());
-    for t in req.inputs {
-        inputs.push(InferInputTensor {
-            name: t.name,
-            datatype: t.dtype.as_str().to_string(),
-            shape: t.shape,
-            parameters: HashMap::new(),
-            contents: None,
-        });
-        raw.push(t.data);
-    }
+    let (inputs, raw) = split_raw(req.inputs, |name, datatype, shape| InferInputTensor {
+        name,
+        datatype,
+        shape,
+        parameters: HashMap::new(),
+        contents: None,
+    });
     ModelInferRequest {
         model_name: req.model_name,
         model_version: req.model_version.map(|v| v.to_string()).unwrap_or_default(),
