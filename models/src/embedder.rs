@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Tensor as CTensor};
 use candle_nn::VarBuilder;
 use nereid_engine::{
-    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, Instance, LoadedModel,
-    ModelSpec, Result, Tensor,
+    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, InferRequest, Instance,
+    LoadedModel, ModelSpec, Result, Tensor,
 };
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -273,6 +273,33 @@ impl EmbedderModel {
 }
 
 impl LoadedModel for EmbedderModel {
+    /// One text per batch item, each UTF-8: checked per request, so one bad text fails its
+    /// own request and not the batch it would have joined.
+    fn check_request(&self, request: &InferRequest) -> Result<()> {
+        let e = &self.embedder;
+        let Some(input) = request.input(&e.input) else {
+            return Ok(()); // the engine's validation names a missing input
+        };
+        let texts = input.string_elements()?;
+        let batch = match input.shape.first() {
+            Some(&b) if e.spec.max_batch_size > 0 => b.max(0) as usize,
+            _ => 1,
+        };
+        if texts.len() != batch {
+            return Err(EngineError::invalid(format!(
+                "input '{}' must hold one text per batch item ({} texts for batch {batch})",
+                e.input,
+                texts.len()
+            )));
+        }
+        for (i, text) in texts.iter().enumerate() {
+            std::str::from_utf8(text).map_err(|err| {
+                EngineError::invalid(format!("input '{}': text {i} is not UTF-8: {err}", e.input))
+            })?;
+        }
+        Ok(())
+    }
+
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
         let e = &self.embedder;
         let bad = |err: &dyn std::fmt::Display| load_error(&e.spec, BACKEND, err);
