@@ -22,7 +22,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::bert::{BertConfig, BertModel};
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
 use crate::pooling::{l2_normalize, normalizes, Pooling};
-use crate::threads::{init_process, IntraOp};
+use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "sentence_transformer";
@@ -170,11 +170,6 @@ impl Embedder {
         Ok(BertModel::load(&self.config, vb)?)
     }
 
-    /// The folder the model's files were read from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
         if texts.is_empty() {
@@ -305,9 +300,6 @@ impl LoadedModel for EmbedderModel {
         let bad = |err: &dyn std::fmt::Display| load_error(&e.spec, BACKEND, err);
         let cdev = candle_device(device).map_err(|e| bad(&e))?;
         let dtype = compute_dtype(&e.spec, device).map_err(|e| bad(&e))?;
-        if device == Device::Cpu {
-            init_process(e.threads);
-        }
         let model = self
             .weights(&cdev, dtype)
             .map_err(|e| bad(&format!("model.safetensors: {e}")))?;

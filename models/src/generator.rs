@@ -48,7 +48,7 @@ use crate::prefix_cache::PrefixCache;
 use crate::request::GenerateRequest;
 use crate::sampling::Sampler;
 use crate::text_stream::TextStream;
-use crate::threads::{init_process, IntraOp};
+use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "llama_gguf";
@@ -164,7 +164,8 @@ impl Generator {
         Llama::load(&content, &mut file, device, self.max_context, weights)
     }
 
-    /// The tokenizer rebuilt from the file.
+    /// The tokenizer rebuilt from the file (the benchmarks count tokens with it).
+    #[cfg(feature = "testing")]
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
     }
@@ -227,9 +228,6 @@ impl LoadedModel for GeneratorModel {
         let g = &self.generator;
         let bad = |e: &dyn std::fmt::Display| load_error(&g.spec, BACKEND, e);
         let cdev = candle_device(device).map_err(|e| bad(&e))?;
-        if device == Device::Cpu {
-            init_process(g.threads);
-        }
         let key = format!("{:?}", cdev.location());
         let model = {
             let mut cache = self.weights.lock().unwrap_or_else(|e| e.into_inner());
