@@ -15,7 +15,7 @@ pub(crate) fn prepare(which: DemoModels) -> anyhow::Result<PathBuf> {
         DemoModels::All => "demo-repository",
         DemoModels::Builtin => "demo-repository-builtin",
     };
-    let dir = nereid_models::fetch::cache_dir().join(folder);
+    let dir = nereid_models::cache_dir().join(folder);
     let mut models: Vec<(&str, &str)> = BUILTIN_MODELS.to_vec();
     if which == DemoModels::All {
         models.extend(nereid_models::demo::DEMO_MODELS);

@@ -22,10 +22,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
+            let candle = size_candle_pools();
             logging::init(args.log_format, args.log_verbose);
-            // candle sizes its CPU pools from the environment, which is only safe to set
-            // while this is the process's only thread (before the runtime and any model).
-            nereid_models::threads::init_process(nereid_models::threads::default_threads());
+            tracing::info!(set = ?candle, "candle CPU thread counts (the environment's own win)");
             serve::run(*args)
         }
         cli::Command::Bench(args) => runtime()?.block_on(nereid_bench::run(*args)),
@@ -40,6 +39,22 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// candle sizes its CPU pools from the environment (see `nereid_models::threads`), so the
+/// server writes the variables it wants there, once, at the very start of `main`. Returns
+/// what it set.
+fn size_candle_pools() -> Vec<(&'static str, String)> {
+    let threads = nereid_models::threads::default_threads();
+    let wanted = nereid_models::threads::candle_env(threads);
+    for (var, value) in &wanted {
+        // SAFETY: writing the environment races with any other thread reading it (getenv is
+        // not synchronised with setenv in libc). Nothing has started a thread yet: this
+        // runs first in `main`, before the log subscriber, the engine's model threads and
+        // the Tokio runtime exist, so this thread is the only one that can read it.
+        std::env::set_var(var, value);
+    }
+    wanted
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

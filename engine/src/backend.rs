@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::{Device, EngineError, ModelSpec, Parameters, Responder, Result, Tensor};
+use crate::{Device, EngineError, InferRequest, ModelSpec, Parameters, Responder, Result, Tensor};
 
 /// Loads models of one kind, named by the config's `backend` (or `platform`) field.
 pub trait Backend: Send + Sync {
@@ -20,6 +20,14 @@ pub trait Backend: Send + Sync {
 pub trait LoadedModel: Send + Sync {
     /// Creates the instance numbered `index` on `device`.
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance>;
+
+    /// Checks what the config cannot say about one request (text that must be UTF-8, say)
+    /// before it is queued, so a bad request fails alone with its own error instead of
+    /// failing the batch it would have joined. Runs on the submitting (async) thread after
+    /// the engine's own validation: keep it cheap. The error should name the input.
+    fn check_request(&self, _request: &InferRequest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An instance, of the kind matching the model's transaction policy.
@@ -84,7 +92,9 @@ impl Sequence {
 pub trait DecoupledInstance: Send {
     /// Takes a new sequence. Bad input is answered through `sequence.responder.fail`.
     fn admit(&mut self, sequence: Sequence);
-    /// Advances every live sequence by one step, sending what it produced. Sequences that
+    /// Advances every live sequence by one step, sending what it produced. A sequence
+    /// advances only with a [`ResponsePermit`](crate::ResponsePermit) in hand (from
+    /// `Responder::try_reserve`), so what it computes always has room. Sequences that
     /// finish (or whose client went away) are dropped from the live set.
     fn step(&mut self) -> Result<()>;
     /// Number of live sequences.

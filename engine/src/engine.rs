@@ -10,7 +10,7 @@ use nereid_proto::inference::ModelConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::models::{ModelTable, RepositoryEntry};
+use crate::models::{ModelFacts, ModelTable, RepositoryEntry};
 use crate::scheduler::Queued;
 use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
 use crate::validate::validate;
@@ -185,10 +185,19 @@ impl Engine {
         self.inner.models.resolve(name, version).is_ok()
     }
 
+    /// What a ready model (newest or given version) takes and gives, typed; the metadata
+    /// endpoints' answers are derived from the same spec.
+    pub fn model(&self, name: &str, version: Option<i64>) -> Result<ModelFacts> {
+        let model = self.inner.models.resolve(name, version)?;
+        Ok(ModelFacts {
+            version: model.version,
+            spec: model.spec.clone(),
+        })
+    }
+
     /// Metadata of a ready model.
     pub fn model_metadata(&self, name: &str, version: Option<i64>) -> Result<ModelMetadata> {
-        let model = self.inner.models.resolve(name, version)?;
-        let spec = &model.spec;
+        let spec = self.model(name, version)?.spec;
         let versions = match version {
             Some(v) => vec![v.to_string()],
             None => self
@@ -229,18 +238,7 @@ impl Engine {
 
     /// The config of a ready model, as loaded and completed.
     pub fn model_config(&self, name: &str, version: Option<i64>) -> Result<ModelConfig> {
-        Ok(self
-            .inner
-            .models
-            .resolve(name, version)?
-            .spec
-            .config
-            .clone())
-    }
-
-    /// Whether the model is decoupled (streams its responses).
-    pub fn model_is_decoupled(&self, name: &str, version: Option<i64>) -> Result<bool> {
-        Ok(self.inner.models.resolve(name, version)?.spec.decoupled)
+        Ok(self.model(name, version)?.spec.config.clone())
     }
 
     /// Statistics of every ready version, or of one model (and version).
@@ -310,14 +308,15 @@ impl Engine {
     }
 
     /// Runs a request whose responses stream back: many for decoupled models, exactly one
-    /// (final) otherwise. Dropping the stream cancels the request.
+    /// (final) otherwise; the stream says which. Dropping the stream cancels the request.
     pub fn infer_stream(&self, request: InferRequest) -> Result<ResponseStream> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        self.enqueue(request, Sink::Stream(tx))?;
-        Ok(rx)
+        let decoupled = self.enqueue(request, Sink::Stream(tx))?;
+        Ok(ResponseStream::new(rx, decoupled))
     }
 
-    fn enqueue(&self, request: InferRequest, sink: Sink) -> Result<()> {
+    /// Validates and queues a request; returns whether its model is decoupled.
+    fn enqueue(&self, request: InferRequest, sink: Sink) -> Result<bool> {
         let received = Instant::now();
         if self.inner.draining.load(Ordering::Acquire) {
             return Err(EngineError::unavailable(
@@ -336,7 +335,9 @@ impl Engine {
                 spec.name()
             )));
         }
-        let admission = match validate(spec, &request) {
+        let checked = validate(spec, &request)
+            .and_then(|admission| model.loaded.check_request(&request).map(|()| admission));
+        let admission = match checked {
             Ok(a) => a,
             Err(e) => {
                 model
@@ -374,7 +375,8 @@ impl Engine {
             model
                 .stats
                 .record_failure(received.elapsed(), e.failure_reason());
-        })
+        })?;
+        Ok(spec.decoupled)
     }
 
     /// Requests accepted and not yet answered.

@@ -1,9 +1,10 @@
 //! Nereid's engine: typed tensors, a Triton-style model repository, a dynamic batcher per
 //! model over lock-free queues, instance workers on dedicated threads, and statistics.
 //!
-//! Frontends build an [`InferRequest`], hand it to [`Engine::infer`] or
-//! [`Engine::infer_stream`], and encode what comes back; every failure is an
-//! [`EngineError`] whose variant decides the wire status.
+//! Frontends learn what a model takes from [`Engine::model`], build an [`InferRequest`],
+//! hand it to [`Engine::infer`] or [`Engine::infer_stream`], and encode what comes back;
+//! every failure is an [`EngineError`] whose variant decides the wire status. The contract
+//! of text generation models, shared by their backends and frontends, is [`generation`].
 
 mod backend;
 pub mod builtin;
@@ -11,6 +12,7 @@ mod config;
 mod dtype;
 mod engine;
 mod error;
+pub mod generation;
 mod models;
 mod repository;
 mod request;
@@ -33,11 +35,11 @@ pub use engine::{
     Engine, EngineOptions, ModelControlMode, ModelMetadata, ServerMetadata, TensorMetadata,
 };
 pub use error::{EngineError, Result};
-pub use models::RepositoryEntry;
+pub use models::{ModelFacts, RepositoryEntry};
 pub use nereid_proto::inference::ModelConfig;
 pub use repository::{Repository, CONFIG_FILE};
 pub use request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
-pub use sink::{Responder, ResponseStream, STREAM_BUFFER};
+pub use sink::{Responder, ResponsePermit, ResponseStream, STREAM_BUFFER};
 pub use stats::{
     BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,
 };

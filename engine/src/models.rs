@@ -7,8 +7,11 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::generation::GenerationIo;
 use crate::scheduler::ModelRunner;
-use crate::{BackendRegistry, EngineError, Instance, ModelSpec, ModelStats, Repository, Result};
+use crate::{
+    BackendRegistry, EngineError, Instance, LoadedModel, ModelSpec, ModelStats, Repository, Result,
+};
 
 /// A loaded, running model version.
 pub(crate) struct ModelVersion {
@@ -16,6 +19,36 @@ pub(crate) struct ModelVersion {
     pub version: i64,
     pub stats: Arc<ModelStats>,
     pub runner: ModelRunner,
+    /// Kept for its per-request check.
+    pub loaded: Arc<dyn LoadedModel>,
+}
+
+/// What a frontend needs to know of a ready model version, typed: the version requests go
+/// to and the validated spec the engine serves it by (inputs and outputs with their
+/// datatypes, batching, whether it is decoupled). Cheap: the spec is shared, not copied.
+#[derive(Debug, Clone)]
+pub struct ModelFacts {
+    /// The version.
+    pub version: i64,
+    /// The model's validated config.
+    pub spec: Arc<ModelSpec>,
+}
+
+impl ModelFacts {
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        self.spec.name()
+    }
+
+    /// Whether requests carry a batch dimension (`max_batch_size` > 0).
+    pub fn batches(&self) -> bool {
+        self.spec.max_batch_size > 0
+    }
+
+    /// The model's tensors of the text generation contract, or why it is not a generator.
+    pub fn generation(&self) -> Result<GenerationIo> {
+        GenerationIo::from_spec(&self.spec)
+    }
 }
 
 #[derive(Default)]
@@ -214,6 +247,7 @@ impl ModelTable {
                     version,
                     stats,
                     runner,
+                    loaded: model.clone(),
                 }),
             );
         }

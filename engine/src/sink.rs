@@ -9,8 +9,44 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{EngineError, InferResponse, ModelStats, Parameters, Result, Tensor};
 
-/// Responses of one streamed request, ending with one marked final (or an error).
-pub type ResponseStream = mpsc::Receiver<Result<InferResponse>>;
+/// Responses of one streamed request, ending with one marked final (or an error), and
+/// whether the model is decoupled (so may answer many times, or end without outputs).
+/// Dropping it cancels the request.
+#[derive(Debug)]
+pub struct ResponseStream {
+    rx: mpsc::Receiver<Result<InferResponse>>,
+    decoupled: bool,
+}
+
+impl ResponseStream {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<InferResponse>>, decoupled: bool) -> Self {
+        Self { rx, decoupled }
+    }
+
+    /// Whether the model that answers is decoupled: any number of responses, the final one
+    /// possibly without outputs. Otherwise exactly one response comes, final.
+    pub fn is_decoupled(&self) -> bool {
+        self.decoupled
+    }
+
+    /// The next response; `None` once the engine has nothing more to send.
+    pub async fn recv(&mut self) -> Option<Result<InferResponse>> {
+        self.rx.recv().await
+    }
+
+    /// The next response, blocking the thread (never call it on an async runtime).
+    pub fn blocking_recv(&mut self) -> Option<Result<InferResponse>> {
+        self.rx.blocking_recv()
+    }
+
+    /// Polls for the next response (for hand-written streams).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<InferResponse>>> {
+        self.rx.poll_recv(cx)
+    }
+}
 
 /// Capacity of a stream's response channel: a slow reader holds at most this many responses
 /// before its own sequence stops advancing; other streams are unaffected.
@@ -132,16 +168,27 @@ impl Sink {
 
 /// How a decoupled model answers one sequence: any number of responses, the last final.
 /// Dropping a responder that sent no final response fails the request.
+///
+/// A response is sent through a [`ResponsePermit`], which holds a slot of the reader's
+/// buffer: a model reserves before it computes, so nothing it computes can be lost to a
+/// full buffer. One slot is kept back from the start for the end of the sequence, so an
+/// error (or a final response sent on it) always has room, however far the reader is
+/// behind.
 pub struct Responder {
     tx: mpsc::Sender<Result<InferResponse>>,
+    /// The slot kept back for the end; `None` once used, or when the client had already
+    /// gone at admission.
+    last: Option<mpsc::OwnedPermit<Result<InferResponse>>>,
     ctx: RequestContext,
     done: bool,
 }
 
 impl Responder {
     pub(crate) fn new(tx: mpsc::Sender<Result<InferResponse>>, ctx: RequestContext) -> Self {
+        let last = tx.clone().try_reserve_owned().ok();
         Self {
             tx,
+            last,
             ctx,
             done: false,
         }
@@ -157,39 +204,52 @@ impl Responder {
         self.tx.is_closed()
     }
 
-    /// Whether a response can be sent now without waiting for the reader.
-    pub fn has_capacity(&self) -> bool {
-        self.tx.capacity() > 0
-    }
-
     /// Whether the final response (or an error) was sent.
     pub fn is_done(&self) -> bool {
         self.done
     }
 
-    /// Sends a response. Returns false when it could not be delivered (client gone, or
-    /// buffer full: check [`Responder::has_capacity`] before producing a response).
-    pub fn send(&mut self, outputs: Vec<Tensor>, is_final: bool) -> bool {
+    /// Reserves room for one response. `None` when the reader's buffer is full (the
+    /// sequence should wait without advancing), the client went away, or the sequence is
+    /// done. Dropping the permit unused gives the slot back.
+    pub fn try_reserve(&mut self) -> Option<ResponsePermit<'_>> {
         if self.done {
-            return false;
+            return None;
         }
-        let response = Ok(self.ctx.response(outputs, is_final));
-        if is_final {
-            self.done = true;
-            self.ctx.record(&response);
+        let Self { tx, ctx, done, .. } = self;
+        let slot = tx.try_reserve().ok()?;
+        Some(ResponsePermit { slot, ctx, done })
+    }
+
+    /// Ends the sequence with a final response at once, on the slot kept back for the end:
+    /// for a sequence that finishes without computing (one asking for no tokens, say).
+    pub fn finish(&mut self, outputs: Vec<Tensor>) {
+        if !self.done {
+            let response = Ok(self.ctx.response(outputs, true));
+            self.end(response);
         }
-        self.tx.try_send(response).is_ok()
     }
 
     /// Ends the sequence with an error response.
     pub fn fail(&mut self, error: EngineError) {
-        if self.done {
-            return;
+        if !self.done {
+            self.end(Err(error));
         }
+    }
+
+    /// Counts the outcome, then sends it on the slot kept back for it.
+    fn end(&mut self, outcome: Result<InferResponse>) {
         self.done = true;
-        let outcome = Err(error);
         self.ctx.record(&outcome);
-        let _ = self.tx.try_send(outcome);
+        match self.last.take() {
+            Some(slot) => {
+                slot.send(outcome);
+            }
+            // Only when the client had gone before admission: nobody is left to tell.
+            None => {
+                let _ = self.tx.try_send(outcome);
+            }
+        }
     }
 }
 
@@ -203,5 +263,108 @@ impl Drop for Responder {
             };
             self.fail(error);
         }
+    }
+}
+
+/// Room for one response in the reader's buffer, reserved by [`Responder::try_reserve`].
+/// Sending on it cannot fail.
+#[must_use = "a reserved slot does nothing until a response is sent on it"]
+pub struct ResponsePermit<'a> {
+    slot: mpsc::Permit<'a, Result<InferResponse>>,
+    ctx: &'a RequestContext,
+    done: &'a mut bool,
+}
+
+impl ResponsePermit<'_> {
+    /// Sends a response; a final one ends the sequence (and stops it counting as in
+    /// flight before the client can see the answer).
+    pub fn send(self, outputs: Vec<Tensor>, is_final: bool) {
+        let response = Ok(self.ctx.response(outputs, is_final));
+        if is_final {
+            *self.done = true;
+            self.ctx.record(&response);
+        }
+        self.slot.send(response);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Reader = mpsc::Receiver<Result<InferResponse>>;
+
+    fn responder() -> (Responder, Reader, Arc<InflightCounter>, Arc<ModelStats>) {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let counter = Arc::new(InflightCounter::default());
+        let stats = Arc::new(ModelStats::new("m", 1));
+        let ctx = RequestContext {
+            model_name: Arc::from("m"),
+            model_version: 1,
+            id: "r".into(),
+            requested: Vec::new(),
+            stats: stats.clone(),
+            received: Instant::now(),
+            inflight: InflightGuard::new(&counter),
+        };
+        (Responder::new(tx, ctx), rx, counter, stats)
+    }
+
+    #[test]
+    fn a_full_buffer_refuses_a_permit_but_keeps_room_for_the_error() {
+        let (mut r, mut rx, counter, stats) = responder();
+        let mut sent = 0;
+        while let Some(permit) = r.try_reserve() {
+            permit.send(Vec::new(), false);
+            sent += 1;
+        }
+        assert_eq!(sent, STREAM_BUFFER - 1, "one slot is kept for the end");
+        r.fail(EngineError::internal("step failed"));
+        assert_eq!(counter.get(), 0);
+        for _ in 0..sent {
+            assert!(!rx.blocking_recv().unwrap().unwrap().is_final);
+        }
+        let end = rx.blocking_recv().unwrap().unwrap_err();
+        assert_eq!(end, EngineError::internal("step failed"));
+        assert_eq!(stats.snapshot().inference_stats.fail.count, 1);
+        drop(r);
+        assert!(
+            rx.blocking_recv().is_none(),
+            "the stream ends after the error"
+        );
+    }
+
+    #[test]
+    fn a_final_response_is_counted_before_the_reader_sees_it() {
+        let (mut r, mut rx, counter, stats) = responder();
+        r.try_reserve().unwrap().send(Vec::new(), false);
+        r.try_reserve().unwrap().send(Vec::new(), true);
+        assert!(r.is_done() && r.try_reserve().is_none());
+        assert_eq!(counter.get(), 0);
+        assert_eq!(stats.snapshot().inference_stats.success.count, 1);
+        assert!(!rx.blocking_recv().unwrap().unwrap().is_final);
+        assert!(rx.blocking_recv().unwrap().unwrap().is_final);
+        drop(r);
+        assert!(rx.blocking_recv().is_none());
+    }
+
+    #[test]
+    fn finish_answers_at_once_and_a_dropped_responder_fails_the_request() {
+        let (mut r, mut rx, _, _) = responder();
+        r.finish(Vec::new());
+        assert!(rx.blocking_recv().unwrap().unwrap().is_final);
+
+        let (r, mut rx, counter, _) = responder();
+        drop(r);
+        let err = rx.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(err, EngineError::Internal(_)), "{err:?}");
+        assert_eq!(counter.get(), 0);
+
+        let (mut r, rx, _, stats) = responder();
+        drop(rx);
+        assert!(r.is_cancelled() && r.try_reserve().is_none());
+        drop(r);
+        let fail = stats.snapshot().inference_stats.fail.count;
+        assert_eq!(fail, 1, "a client that left is counted as a failure");
     }
 }

@@ -34,8 +34,8 @@ impl Tensor {
         }
     }
 
-    /// A tensor of fixed-size elements from a vector (one move into shared bytes, no copy
-    /// of the elements).
+    /// A tensor of fixed-size elements from a vector, without copying the elements: the
+    /// vector itself becomes the owner of the shared bytes.
     pub fn from_vec<T: bytemuck::Pod>(
         name: impl Into<String>,
         dtype: DataType,
@@ -43,9 +43,11 @@ impl Tensor {
         values: Vec<T>,
     ) -> Self {
         debug_assert_eq!(dtype.element_size(), Some(std::mem::size_of::<T>()));
+        // A byte vector is handed over as is; wider elements cannot be (a `Vec<u8>` must be
+        // freed with the alignment of u8), so the typed vector stays the allocation's owner.
         let data = match bytemuck::try_cast_vec::<T, u8>(values) {
             Ok(bytes) => Bytes::from(bytes),
-            Err((_, values)) => Bytes::copy_from_slice(bytemuck::cast_slice(&values)),
+            Err((_, values)) => Bytes::from_owner(PodVec(values)),
         };
         Self::new(name, dtype, shape, data)
     }
@@ -114,6 +116,21 @@ impl Tensor {
             }
         }
         Ok(())
+    }
+}
+
+/// A typed vector seen as its bytes, so it can own a [`Bytes`] without a copy.
+struct PodVec<T>(Vec<T>);
+
+// SAFETY: a `PodVec` is only ever read as plain bytes (`as_ref`) and finally dropped, which
+// frees the allocation without running any element destructor (`Pod` types are `Copy`, so
+// have none). Neither depends on which thread does it, even for a `Pod` type that is not
+// `Send` itself (a raw pointer is only an address among the bytes here, never followed).
+unsafe impl<T: bytemuck::Pod> Send for PodVec<T> {}
+
+impl<T: bytemuck::Pod> AsRef<[u8]> for PodVec<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
     }
 }
 
@@ -209,6 +226,30 @@ mod tests {
         let short = Tensor::new("x", DataType::Fp32, vec![2, 3], t.data.clone());
         let err = short.check_byte_size().unwrap_err().to_string();
         assert!(err.contains("'x'") && err.contains("24"), "{err}");
+    }
+
+    #[test]
+    fn from_vec_shares_the_vector_without_copying() {
+        let values: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        let before = values.as_ptr() as *const u8;
+        let t = Tensor::from_vec("x", DataType::Fp32, vec![1000], values);
+        assert_eq!(t.data.as_ptr(), before, "FP32 elements were copied");
+        assert_eq!(t.data.len(), 4000);
+        assert_eq!(t.to_vec::<f32>().unwrap()[999], 999.0);
+
+        let wide = vec![7i64, -8];
+        let before = wide.as_ptr() as *const u8;
+        let t = Tensor::from_vec("y", DataType::Int64, vec![2], wide);
+        assert_eq!(t.data.as_ptr(), before, "INT64 elements were copied");
+        let shared = t.clone();
+        assert_eq!(shared.data.as_ptr(), before, "a clone shares the bytes");
+        drop(t);
+        assert_eq!(shared.to_vec::<i64>().unwrap(), vec![7, -8]);
+
+        let narrow = vec![1u8, 2, 3];
+        let before = narrow.as_ptr();
+        let t = Tensor::from_vec("z", DataType::Uint8, vec![3], narrow);
+        assert_eq!(t.data.as_ptr(), before, "UINT8 elements were copied");
     }
 
     #[test]

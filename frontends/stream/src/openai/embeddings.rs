@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
-use nereid_engine::{DataType, Engine, InferRequest, RequestedOutput, Tensor, TensorMetadata};
+use nereid_engine::{DataType, Engine, InferRequest, RequestedOutput, Tensor, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_body, ModelInfo};
@@ -69,10 +69,10 @@ struct EmbeddingUsage {
 
 /// Which tensors of the model carry what.
 struct Roles<'a> {
-    text: &'a TensorMetadata,
-    embedding: &'a TensorMetadata,
+    text: &'a TensorSpec,
+    embedding: &'a TensorSpec,
     /// An integer output counting each text's tokens, for `usage`, when the model has one.
-    tokens: Option<&'a TensorMetadata>,
+    tokens: Option<&'a TensorSpec>,
 }
 
 impl<'a> Roles<'a> {
@@ -83,22 +83,25 @@ impl<'a> Roles<'a> {
                 format!("model '{}' does not produce embeddings (it needs a BYTES input and an FP32 output)", model.name),
             )
         };
-        if model.decoupled {
+        let spec = &model.facts.spec;
+        if spec.decoupled {
             return Err(not_embedder());
         }
-        let text = model
+        let text = spec
             .inputs
             .iter()
-            .find(|t| t.datatype == "BYTES")
+            .find(|t| t.dtype == DataType::Bytes)
             .ok_or_else(not_embedder)?;
-        let embedding = model
+        let embedding = spec
             .outputs
             .iter()
-            .find(|t| t.datatype == "FP32")
+            .find(|t| t.dtype == DataType::Fp32)
             .ok_or_else(not_embedder)?;
-        let tokens = model.outputs.iter().find(|t| {
-            matches!(t.datatype.as_str(), "INT32" | "INT64" | "UINT32" | "UINT64")
-                && t.name.to_ascii_lowercase().contains("token")
+        let tokens = spec.outputs.iter().find(|t| {
+            matches!(
+                t.dtype,
+                DataType::Int32 | DataType::Int64 | DataType::Uint32 | DataType::Uint64
+            ) && t.name.to_ascii_lowercase().contains("token")
         });
         Ok(Self {
             text,
@@ -146,7 +149,7 @@ pub(crate) async fn create(
     };
     let model = ModelInfo::resolve(&engine, &request.model)?;
     let roles = Roles::of(&model)?;
-    let native = roles.embedding.shape.last().copied().filter(|d| *d > 0);
+    let native = roles.embedding.dims.last().copied().filter(|d| *d > 0);
     if let (Some(asked), Some(native)) = (request.dimensions, native) {
         if asked != native as u64 {
             return Err(ApiError::unsupported(
@@ -161,7 +164,7 @@ pub(crate) async fn create(
 
     // One engine request per chunk, all in flight together: the batcher does the packing.
     // Dropping this future (the client went away) drops every pending request with it.
-    let chunk = model.max_batch_size.max(1);
+    let chunk = model.facts.spec.max_batch_size.max(1);
     let calls = texts
         .chunks(chunk)
         .map(|part| engine.infer(embed_request(&model, &roles, part)));
@@ -213,9 +216,9 @@ pub(crate) async fn create(
 /// An engine request embedding `texts` (at most `max_batch_size` of them).
 fn embed_request(model: &ModelInfo, roles: &Roles<'_>, texts: &[String]) -> InferRequest {
     let mut shape = model.shape(roles.text, texts.len(), 1);
-    if model.max_batch_size == 0 {
+    if !model.facts.batches() {
         // A non-batching model gets one text per request (chunks are then of one).
-        shape = if roles.text.shape.is_empty() {
+        shape = if roles.text.dims.is_empty() {
             Vec::new()
         } else {
             vec![1]

@@ -2,48 +2,22 @@
 //! inputs, and reading its stream of text pieces back with token counts, finish reasons
 //! and metrics.
 //!
-//! A generator is a decoupled model with a BYTES `text_input` and a streamed BYTES
-//! `text_output`; the optional inputs `max_tokens`, `temperature`, `top_p`, `seed` and
-//! `stop` are filled when the client sets them (and refused when the model lacks them).
+//! A generator keeps the engine's generation contract ([`nereid_engine::generation`]): the
+//! optional inputs `max_tokens`, `temperature`, `top_p`, `seed` and `stop` are filled when
+//! the client sets them (and refused when the model lacks them).
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
-use nereid_engine::{DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor};
+use nereid_engine::generation::{self, GenerationIo};
+use nereid_engine::{
+    DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor, TensorSpec,
+};
 
 use super::{ModelInfo, PromptTokensDetails, Usage};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::TokenMeter;
-
-/// The prompt input of a generator model.
-pub const INPUT_TEXT: &str = "text_input";
-/// Optional input: most tokens to generate.
-pub const INPUT_MAX_TOKENS: &str = "max_tokens";
-/// Optional input: sampling temperature.
-pub const INPUT_TEMPERATURE: &str = "temperature";
-/// Optional input: nucleus sampling mass.
-pub const INPUT_TOP_P: &str = "top_p";
-/// Optional input: sampling seed.
-pub const INPUT_SEED: &str = "seed";
-/// Optional input: stop strings.
-pub const INPUT_STOP: &str = "stop";
-/// The streamed output of a generator model.
-pub const OUTPUT_TEXT: &str = "text_output";
-
-/// Request parameter telling the model whether `text_input` is a chat (a JSON list of
-/// `{"role", "content"}` messages it renders with its own chat template) or a raw prompt.
-pub const PARAM_CHAT: &str = "chat";
-/// Integer output (or response parameter) with the running total of generated tokens;
-/// smollm2 sends it with its final response.
-const COMPLETION_TOKENS: &[&str] = &["completion_tokens", "generated_tokens"];
-/// Integer output (or response parameter) with the prompt's token count.
-const PROMPT_TOKENS: &[&str] = &["prompt_tokens", "input_tokens"];
-/// Integer output (or response parameter) with how many prompt tokens the model's prefix
-/// cache covered.
-const CACHED_TOKENS: &[&str] = &["cached_tokens"];
-/// BYTES output (or string response parameter) with the model's finish reason.
-const FINISH_REASON: &str = "finish_reason";
 
 /// Sampling options common to completions and chat.
 #[derive(Debug, Clone, Default)]
@@ -62,81 +36,63 @@ pub(crate) enum Prompt {
     Chat(String),
 }
 
-/// Checks the model is a generator and builds its request for one choice.
+/// Builds a generator's request for one choice.
 pub(crate) fn request(
     model: &ModelInfo,
+    io: &GenerationIo,
     id: &str,
     prompt: &Prompt,
     sampling: &Sampling,
 ) -> ApiResult<InferRequest> {
-    let text = model.input(INPUT_TEXT).filter(|t| t.datatype == "BYTES");
-    if !model.decoupled || text.is_none() || model.output(OUTPUT_TEXT).is_none() {
-        return Err(ApiError::invalid_param(
-            "model",
-            format!(
-                "model '{}' does not generate text (it needs to stream '{OUTPUT_TEXT}' from a BYTES '{INPUT_TEXT}')",
-                model.name
-            ),
-        ));
-    }
-    let text = text.expect("checked above");
     let (prompt, chat) = match prompt {
         Prompt::Text(t) => (t, false),
         Prompt::Chat(messages) => (messages, true),
     };
+    let text = &io.text_input;
     let mut inputs = vec![Tensor::from_strings(
         text.name.clone(),
         model.shape(text, 1, 1),
         [prompt],
     )];
-    let optional = |name: &str, param: &str| {
-        model.input(name).ok_or_else(|| {
-            ApiError::unsupported(
-                param,
-                format!("model '{}' does not take '{param}'", model.name),
-            )
-        })
-    };
     if let Some(v) = sampling.max_tokens {
         inputs.push(model.number(
-            optional(INPUT_MAX_TOKENS, "max_tokens")?,
+            optional(model, &io.max_tokens, "max_tokens")?,
             "max_tokens",
             v as f64,
         )?);
     }
     if let Some(v) = sampling.temperature {
         inputs.push(model.number(
-            optional(INPUT_TEMPERATURE, "temperature")?,
+            optional(model, &io.temperature, "temperature")?,
             "temperature",
             v,
         )?);
     }
     if let Some(v) = sampling.top_p {
-        inputs.push(model.number(optional(INPUT_TOP_P, "top_p")?, "top_p", v)?);
+        inputs.push(model.number(optional(model, &io.top_p, "top_p")?, "top_p", v)?);
     }
     if let Some(seed) = sampling.seed {
-        let meta = optional(INPUT_SEED, "seed")?;
-        let shape = model.shape(meta, 1, 1);
-        inputs.push(match meta.datatype.as_str() {
-            "UINT64" => Tensor::from_vec(meta.name.clone(), DataType::Uint64, shape, vec![seed]),
-            "INT64" => {
-                Tensor::from_vec(meta.name.clone(), DataType::Int64, shape, vec![seed as i64])
-            }
-            _ => model.number(meta, "seed", seed as f64)?,
+        let spec = optional(model, &io.seed, "seed")?;
+        let shape = model.shape(spec, 1, 1);
+        let name = spec.name.clone();
+        inputs.push(match spec.dtype {
+            DataType::Uint64 => Tensor::from_vec(name, spec.dtype, shape, vec![seed]),
+            DataType::Int64 => Tensor::from_vec(name, spec.dtype, shape, vec![seed as i64]),
+            _ => model.number(spec, "seed", seed as f64)?,
         });
     }
     if !sampling.stop.is_empty() {
-        let meta = optional(INPUT_STOP, "stop")?;
-        let fixed_one = meta.shape.last() == Some(&1);
+        let spec = optional(model, &io.stop, "stop")?;
+        let fixed_one = spec.dims.last() == Some(&1);
         if fixed_one && sampling.stop.len() > 1 {
             return Err(ApiError::unsupported(
                 "stop",
                 format!("model '{}' takes one stop string", model.name),
             ));
         }
-        let shape = model.shape(meta, 1, sampling.stop.len());
+        let shape = model.shape(spec, 1, sampling.stop.len());
         inputs.push(Tensor::from_strings(
-            meta.name.clone(),
+            spec.name.clone(),
             shape,
             &sampling.stop,
         ));
@@ -146,8 +102,22 @@ pub(crate) fn request(
     // Said both ways: a raw prompt that happens to look like JSON stays a raw prompt.
     request
         .parameters
-        .insert(PARAM_CHAT.into(), ParamValue::Bool(chat));
+        .insert(generation::PARAM_CHAT.into(), ParamValue::Bool(chat));
     Ok(request)
+}
+
+/// An optional input of the contract the client set, or the error saying the model lacks it.
+fn optional<'a>(
+    model: &ModelInfo,
+    spec: &'a Option<TensorSpec>,
+    param: &str,
+) -> ApiResult<&'a TensorSpec> {
+    spec.as_ref().ok_or_else(|| {
+        ApiError::unsupported(
+            param,
+            format!("model '{}' does not take '{param}'", model.name),
+        )
+    })
 }
 
 /// One piece of generated text; the last also says why generation stopped.
@@ -272,32 +242,32 @@ impl Generation {
     /// Takes a response's text, counts and reason in; returns the whole characters ready.
     fn absorb(&mut self, response: &InferResponse) -> String {
         let mut bytes = std::mem::take(&mut self.pending);
-        if let Some(out) = response.output(OUTPUT_TEXT) {
+        if let Some(out) = response.output(generation::TEXT_OUTPUT) {
             for piece in out.string_elements().unwrap_or_default() {
                 bytes.extend_from_slice(&piece);
             }
         }
         // A model that reports its running total is believed; otherwise each response
         // with text counts as one token (one decode step each).
-        let tokens = match find_count(response, COMPLETION_TOKENS) {
+        let tokens = match count(response, generation::COMPLETION_TOKENS) {
             Some(total) => total.saturating_sub(self.completion_tokens),
             None => u64::from(!bytes.is_empty()),
         };
         self.meter.tokens(tokens);
         self.completion_tokens += tokens;
-        if let Some(prompt) = find_count(response, PROMPT_TOKENS) {
+        if let Some(prompt) = count(response, generation::PROMPT_TOKENS) {
             if self.prompt_tokens.is_none() {
                 self.meter.prompt_tokens(prompt);
             }
             self.prompt_tokens = Some(prompt);
         }
-        if let Some(cached) = find_count(response, CACHED_TOKENS) {
+        if let Some(cached) = count(response, generation::CACHED_TOKENS) {
             if self.cached_tokens.is_none() {
                 self.meter.cached_prompt_tokens(cached);
             }
             self.cached_tokens = Some(cached);
         }
-        if let Some(reason) = find_text(response, FINISH_REASON) {
+        if let Some(reason) = text(response, generation::FINISH_REASON) {
             self.finish = Some(reason);
         }
         let whole = if response.is_final {
@@ -333,12 +303,14 @@ pub(crate) fn start_all(
     sampling: &Sampling,
     started: Instant,
 ) -> ApiResult<Vec<Generation>> {
+    let io = model.generator()?;
     let mut generations = Vec::with_capacity(prompts.len() * n as usize);
     for prompt in prompts {
         for j in 0..n {
             let choice = super::params::for_choice(sampling, j);
             let request = request(
                 model,
+                &io,
                 &format!("{id}-{}", generations.len()),
                 prompt,
                 &choice,
@@ -385,33 +357,20 @@ fn complete_utf8_prefix(bytes: &[u8]) -> usize {
     }
 }
 
-/// An integer count from an output or a response parameter named any of `names`.
-fn find_count(response: &InferResponse, names: &[&str]) -> Option<u64> {
-    names.iter().find_map(|name| {
-        if let Some(t) = response.output(name) {
-            let value = match t.dtype {
-                DataType::Int32 => t.to_vec::<i32>().ok()?.first().map(|&v| v.max(0) as u64),
-                DataType::Int64 => t.to_vec::<i64>().ok()?.first().map(|&v| v.max(0) as u64),
-                DataType::Uint32 => t.to_vec::<u32>().ok()?.first().map(|&v| v as u64),
-                DataType::Uint64 => t.to_vec::<u64>().ok()?.first().copied(),
-                _ => None,
-            };
-            return value;
-        }
-        response.parameters.get(*name).and_then(ParamValue::as_u64)
-    })
+/// A count output of the contract, when the response carries it.
+fn count(response: &InferResponse, name: &str) -> Option<u64> {
+    response.output(name).and_then(generation::read_count)
 }
 
-/// A string from a BYTES output or a string response parameter.
-fn find_text(response: &InferResponse, name: &str) -> Option<String> {
-    if let Some(t) = response.output(name) {
-        let first: Bytes = t.string_elements().ok()?.into_iter().next()?;
-        return Some(String::from_utf8_lossy(&first).into_owned()).filter(|s| !s.is_empty());
-    }
-    match response.parameters.get(name) {
-        Some(ParamValue::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
+/// The first string of a BYTES output, when the response carries a non-empty one.
+fn text(response: &InferResponse, name: &str) -> Option<String> {
+    let first: Bytes = response
+        .output(name)?
+        .string_elements()
+        .ok()?
+        .into_iter()
+        .next()?;
+    Some(String::from_utf8_lossy(&first).into_owned()).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! OpenAI-compatible routes over the engine. The `model` field of a request names the
-//! engine model; what a model can do is read from its metadata (a BYTES input and an FP32
-//! output make an embedder; a decoupled model with `text_input`/`text_output` a generator).
+//! engine model; what a model can do is read from its typed spec (a BYTES input and an FP32
+//! output make an embedder; a model keeping the engine's generation contract, see
+//! [`nereid_engine::generation`], a generator).
 //! Chat sends the conversation to the generator as JSON messages with the request
 //! parameter `chat: true`, so the model applies its own chat template.
 
@@ -18,17 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use nereid_engine::{DataType, Engine, EngineError, Tensor, TensorMetadata};
+use nereid_engine::generation::GenerationIo;
+use nereid_engine::{DataType, Engine, EngineError, ModelFacts, Tensor, TensorSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use params::Common;
-
-pub use generate::{
-    INPUT_MAX_TOKENS, INPUT_SEED, INPUT_STOP, INPUT_TEMPERATURE, INPUT_TEXT, INPUT_TOP_P,
-    OUTPUT_TEXT, PARAM_CHAT,
-};
 
 /// The OpenAI routes: `GET /v1/models`, `GET /v1/models/{model}`, `POST /v1/embeddings`,
 /// `POST /v1/completions`, `POST /v1/chat/completions`.
@@ -146,71 +143,44 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
-/// What the OpenAI routes need to know about an engine model.
+/// What the OpenAI routes need to know about an engine model: its typed facts.
 pub(crate) struct ModelInfo {
     /// Model name.
     pub name: String,
-    /// `max_batch_size` from the config: 0 means requests carry no batch dimension.
-    pub max_batch_size: usize,
-    /// Whether the model streams its responses.
-    pub decoupled: bool,
-    /// Inputs, with the batch dimension left out.
-    pub inputs: Vec<TensorMetadata>,
-    /// Outputs, with the batch dimension left out.
-    pub outputs: Vec<TensorMetadata>,
+    /// The resolved version's spec: tensors with their datatypes, batching, decoupled.
+    pub facts: ModelFacts,
 }
 
 impl ModelInfo {
     /// Looks a ready model up; an unknown one is OpenAI's 404 `model_not_found`.
     pub(crate) fn resolve(engine: &Engine, name: &str) -> ApiResult<Self> {
-        let lookup = || -> nereid_engine::Result<Self> {
-            let config = engine.model_config(name, None)?;
-            let metadata = engine.model_metadata(name, None)?;
-            let max_batch_size = config.max_batch_size.max(0) as usize;
-            let strip = |tensors: Vec<TensorMetadata>| {
-                tensors
-                    .into_iter()
-                    .map(|mut t| {
-                        if max_batch_size > 0 && !t.shape.is_empty() {
-                            t.shape.remove(0);
-                        }
-                        t
-                    })
-                    .collect()
-            };
-            Ok(Self {
-                name: name.to_string(),
-                max_batch_size,
-                decoupled: engine.model_is_decoupled(name, None)?,
-                inputs: strip(metadata.inputs),
-                outputs: strip(metadata.outputs),
-            })
-        };
-        lookup().map_err(|e| match e {
+        let facts = engine.model(name, None).map_err(|e| match e {
             EngineError::NotFound(_) => ApiError::model_not_found(name),
             other => other.into(),
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            facts,
         })
     }
 
-    /// An input by name.
-    pub(crate) fn input(&self, name: &str) -> Option<&TensorMetadata> {
-        self.inputs.iter().find(|t| t.name == name)
+    /// The model's tensors of the generation contract; a model that is no generator is the
+    /// client's mistake, reported against `model`.
+    pub(crate) fn generator(&self) -> ApiResult<GenerationIo> {
+        self.facts
+            .generation()
+            .map_err(|e| ApiError::invalid_param("model", e.to_string()))
     }
 
-    /// An output by name.
-    pub(crate) fn output(&self, name: &str) -> Option<&TensorMetadata> {
-        self.outputs.iter().find(|t| t.name == name)
-    }
-
-    /// The full shape of a request tensor holding `count` elements of `meta`, one batch
+    /// The full shape of a request tensor holding `count` elements of `spec`, one batch
     /// item (or `batch` items of one element each for a batching model's `[1]` input).
-    pub(crate) fn shape(&self, meta: &TensorMetadata, batch: usize, count: usize) -> Vec<i64> {
-        let item: Vec<i64> = if meta.shape.is_empty() {
+    pub(crate) fn shape(&self, spec: &TensorSpec, batch: usize, count: usize) -> Vec<i64> {
+        let item: Vec<i64> = if spec.dims.is_empty() {
             Vec::new()
         } else {
             vec![count as i64]
         };
-        if self.max_batch_size > 0 {
+        if self.facts.batches() {
             std::iter::once(batch as i64).chain(item).collect()
         } else {
             item
@@ -219,20 +189,10 @@ impl ModelInfo {
 
     /// A one-element tensor holding `value` in the input's declared datatype, so a model may
     /// declare `max_tokens` as INT32 or INT64, `temperature` as FP32 or FP64, and so on.
-    pub(crate) fn number(
-        &self,
-        meta: &TensorMetadata,
-        param: &str,
-        value: f64,
-    ) -> ApiResult<Tensor> {
-        let dtype: DataType = meta.datatype.parse().map_err(|_| {
-            ApiError::internal(format!(
-                "model '{}' declares input '{}' with an unknown datatype",
-                self.name, meta.name
-            ))
-        })?;
-        let shape = self.shape(meta, 1, 1);
-        let name = meta.name.clone();
+    pub(crate) fn number(&self, spec: &TensorSpec, param: &str, value: f64) -> ApiResult<Tensor> {
+        let dtype = spec.dtype;
+        let shape = self.shape(spec, 1, 1);
+        let name = spec.name.clone();
         let out_of_range = || {
             ApiError::invalid_param(
                 param,
@@ -254,7 +214,7 @@ impl ModelInfo {
             other => {
                 return Err(ApiError::internal(format!(
                     "model '{}' declares input '{}' as {other}, which cannot carry '{param}'",
-                    self.name, meta.name
+                    self.name, spec.name
                 )))
             }
         })

@@ -144,26 +144,27 @@ struct Llm {
 }
 
 impl Llm {
-    fn outputs(&self, piece: String, last: Option<(&Live, &str)>) -> Vec<Tensor> {
+    /// `last`: the final response's prompt, completion and cached token counts and reason.
+    fn outputs(&self, piece: String, last: Option<([usize; 3], &str)>) -> Vec<Tensor> {
         let mut out = vec![Tensor::from_strings("text_output", vec![1], [piece])];
-        if let (true, Some((l, reason))) = (self.report, last) {
+        if let (true, Some(([prompt, completion, cached], reason))) = (self.report, last) {
             out.push(Tensor::from_vec(
                 "prompt_tokens",
                 DataType::Int32,
                 vec![1],
-                vec![l.words.len() as i32],
+                vec![prompt as i32],
             ));
             out.push(Tensor::from_vec(
                 "completion_tokens",
                 DataType::Int32,
                 vec![1],
-                vec![l.next as i32],
+                vec![completion as i32],
             ));
             out.push(Tensor::from_vec(
                 "cached_tokens",
                 DataType::Int32,
                 vec![1],
-                vec![l.cached as i32],
+                vec![cached as i32],
             ));
             out.push(Tensor::from_strings("finish_reason", vec![1], [reason]));
         }
@@ -207,8 +208,7 @@ impl DecoupledInstance for Llm {
         };
         let stop = strings(seq.input("stop"));
         if max == 0 {
-            seq.responder.send(Vec::new(), true);
-            return;
+            return seq.responder.finish(Vec::new());
         }
         let due = Instant::now() + self.delay;
         let shared = words.iter().zip(&self.previous).take_while(|(a, b)| a == b);
@@ -236,9 +236,12 @@ impl DecoupledInstance for Llm {
         let now = Instant::now();
         let mut live = std::mem::take(&mut self.live);
         for l in &mut live {
-            if l.responder.is_cancelled() || l.due > now || !l.responder.has_capacity() {
+            if l.due > now {
                 continue;
             }
+            let Some(permit) = l.responder.try_reserve() else {
+                continue;
+            };
             let mut piece = l.words[l.next % l.words.len()].clone();
             l.next += 1;
             l.text.push_str(&piece);
@@ -250,8 +253,9 @@ impl DecoupledInstance for Llm {
                 piece.truncate(piece.len().saturating_sub(cut));
                 reason = Some("stop");
             }
-            let outputs = self.outputs(piece, reason.map(|r| (&*l, r)));
-            l.responder.send(outputs, reason.is_some());
+            let counts = [l.words.len(), l.next, l.cached];
+            let outputs = self.outputs(piece, reason.map(|r| (counts, r)));
+            permit.send(outputs, reason.is_some());
             l.due = now + self.delay;
         }
         live.retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
