@@ -11,7 +11,7 @@ use serde::Serialize;
 
 /// A count and a cumulative duration in nanoseconds (Triton's `StatisticDuration`).
 #[derive(Debug, Default)]
-pub struct DurationStat {
+pub(crate) struct DurationStat {
     count: AtomicU64,
     ns: AtomicU64,
 }

@@ -8,7 +8,7 @@ use crate::cpu_op::contiguous_f32;
 
 /// A BERT-family `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
+pub(crate) enum Activation {
     /// GELU with the exact error function (`gelu`).
     GeluErf,
     /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
@@ -19,7 +19,7 @@ pub enum Activation {
 
 impl Activation {
     /// The activation a Hugging Face config names.
-    pub fn parse(name: &str) -> candle_core::Result<Self> {
+    pub(crate) fn parse(name: &str) -> candle_core::Result<Self> {
         Ok(match name {
             "gelu" => Self::GeluErf,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
@@ -29,7 +29,7 @@ impl Activation {
     }
 
     /// Applies it.
-    pub fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::GeluErf if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
                 xs.contiguous()?.apply_op1_no_bwd(&CpuGeluErf)
@@ -62,7 +62,7 @@ impl CustomOp1 for CpuGeluErf {
 
 /// `0.5 x (1 + erf(x / sqrt 2))`.
 #[inline]
-pub fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
@@ -70,7 +70,7 @@ pub fn gelu_erf(x: f32) -> f32 {
 /// erf is 1 to FP32 precision): only multiplies, adds and one division, so loops over it
 /// vectorise. Coefficients as in Eigen's and XLA's FP32 `erf`.
 #[inline]
-pub fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     const ALPHA: [f32; 7] = [
         -2.726_142_3e-10,
         2.770_681_4e-8,

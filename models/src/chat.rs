@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
     /// The text.
@@ -47,7 +47,7 @@ fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
 }
 
 /// Parses `text` as a JSON messages list, if it is one.
-pub fn parse_messages(text: &str) -> Option<Vec<Message>> {
+pub(crate) fn parse_messages(text: &str) -> Option<Vec<Message>> {
     if !text.trim_start().starts_with('[') {
         return None;
     }
@@ -57,7 +57,7 @@ pub fn parse_messages(text: &str) -> Option<Vec<Message>> {
 }
 
 /// The messages a request's text stands for: `Some` when the request is chat-style.
-pub fn messages_for(text: &str, chat: Option<bool>) -> Option<Vec<Message>> {
+pub(crate) fn messages_for(text: &str, chat: Option<bool>) -> Option<Vec<Message>> {
     match chat {
         Some(false) => None,
         Some(true) => Some(parse_messages(text).unwrap_or_else(|| {
@@ -71,10 +71,10 @@ pub fn messages_for(text: &str, chat: Option<bool>) -> Option<Vec<Message>> {
 }
 
 /// ChatML, for models whose file carries no template.
-pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+pub(crate) const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// A compiled chat template.
-pub struct ChatTemplate {
+pub(crate) struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
@@ -83,7 +83,7 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// Compiles `source` (ChatML when `None`); `bos`/`eos` are the texts templates see as
     /// `bos_token`/`eos_token`.
-    pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<Self> {
+    pub(crate) fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<Self> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
@@ -99,7 +99,7 @@ impl ChatTemplate {
     }
 
     /// The prompt for `messages`, ready for the assistant's answer.
-    pub fn render(&self, messages: &[Message]) -> Result<String> {
+    pub(crate) fn render(&self, messages: &[Message]) -> Result<String> {
         let template = self.env.get_template("chat").expect("added in new");
         template
             .render(context! {

@@ -15,7 +15,7 @@ use crate::cpu_op::{contiguous_f32, dot};
 
 /// The head layout of a model.
 #[derive(Debug, Clone, Copy)]
-pub struct Heads {
+pub(crate) struct Heads {
     /// Query heads.
     pub n_head: usize,
     /// Key/value heads; each serves `n_head / n_kv_head` query heads.
@@ -25,7 +25,7 @@ pub struct Heads {
 }
 
 /// One sequence's new query and its cache for one layer.
-pub struct DecodeQuery<'a> {
+pub(crate) struct DecodeQuery<'a> {
     /// The roped query, `(n_head, head_dim)`.
     pub q: &'a [f32],
     /// The layer's cached keys, `(n_kv_head, capacity, head_dim)`, new key included.
@@ -42,7 +42,7 @@ pub struct DecodeQuery<'a> {
 const LANES: usize = 8;
 
 /// The FP32 elements a contiguous CPU tensor's layout addresses.
-pub fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
     match storage {
         Storage::Cpu(cpu) => Ok(contiguous_f32("decode attention", cpu, layout)?),
         _ => bail!("decode attention needs CPU tensors"),
@@ -51,7 +51,7 @@ pub fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
 
 /// Attention outputs `(queries.len(), n_head * head_dim)`, row-major, for the current rayon
 /// pool to compute.
-pub fn attend(queries: &[DecodeQuery], heads: Heads) -> Result<Vec<f32>> {
+pub(crate) fn attend(queries: &[DecodeQuery], heads: Heads) -> Result<Vec<f32>> {
     let Heads {
         n_head,
         n_kv_head,

@@ -34,7 +34,7 @@ const OPTIONAL: &[&str] = &[
 ];
 
 /// The `sentence_transformer` backend.
-pub struct SentenceTransformer;
+pub(crate) struct SentenceTransformer;
 
 /// Everything an instance needs that does not depend on its device.
 pub struct Embedder {

@@ -70,7 +70,7 @@ struct Finish {
 }
 
 /// The `llama_gguf` backend.
-pub struct LlamaGguf;
+pub(crate) struct LlamaGguf;
 
 /// What every instance of a loaded generator shares.
 pub struct Generator {

@@ -259,7 +259,7 @@ fn byte_of(decode: &HashMap<char, u8>, c: char) -> Vec<u8> {
 
 /// Metadata values of a tokenizer, for tests that write GGUF files.
 #[cfg(any(test, feature = "testing"))]
-pub fn metadata(
+pub(crate) fn metadata(
     tokens: &[&str],
     merges: &[&str],
     types: &[i32],

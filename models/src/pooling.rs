@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
+pub(crate) enum Pooling {
     /// The first token's state (`[CLS]`).
     Cls,
     /// Mean over real tokens.
@@ -40,7 +40,7 @@ struct ModuleEntry {
 
 impl Pooling {
     /// Parses a name as used by the `pooling` config parameter.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
             "cls" => Self::Cls,
             "mean" => Self::Mean,
@@ -52,7 +52,7 @@ impl Pooling {
 
     /// Reads `1_Pooling/config.json` under `dir`; without it, mean pooling (the
     /// sentence-transformers default).
-    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn from_dir(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("1_Pooling").join("config.json");
         let file: PoolingFile = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
@@ -82,7 +82,7 @@ impl Pooling {
 
     /// Pools `(batch, seq, hidden)` states under a `(batch, seq)` mask of 1 (real) and 0
     /// (padding) into `(batch, hidden)` FP32 vectors.
-    pub fn apply(self, states: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(self, states: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let states = states.to_dtype(DType::F32)?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?; // (b, s, 1)
         match self {
@@ -107,7 +107,7 @@ impl Pooling {
 }
 
 /// Whether `modules.json` under `dir` lists a `Normalize` module.
-pub fn normalizes(dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn normalizes(dir: &Path) -> anyhow::Result<bool> {
     let path = dir.join("modules.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(false);
@@ -120,7 +120,7 @@ pub fn normalizes(dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// Scales each row of `(batch, hidden)` to unit L2 length.
-pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
     x.broadcast_div(&norm)
 }

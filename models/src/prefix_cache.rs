@@ -10,7 +10,7 @@
 //! common prefix with any of them.
 
 /// Caches of prompt prefixes `T` (a KV-cache copy), looked up by longest common prefix.
-pub struct PrefixCache<T> {
+pub(crate) struct PrefixCache<T> {
     /// Least recently used first.
     entries: Vec<Entry<T>>,
     bytes: usize,
@@ -24,7 +24,7 @@ struct Entry<T> {
 }
 
 /// The part of a cached prompt a new prompt can reuse.
-pub struct Hit<'a, T> {
+pub(crate) struct Hit<'a, T> {
     /// Leading tokens of the new prompt that the cached value covers.
     pub len: usize,
     /// The cached value, which covers at least `len` positions.
@@ -33,7 +33,7 @@ pub struct Hit<'a, T> {
 
 impl<T> PrefixCache<T> {
     /// An empty cache holding at most `budget` bytes; 0 turns it off.
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Self {
             entries: Vec::new(),
             bytes: 0,
@@ -43,19 +43,19 @@ impl<T> PrefixCache<T> {
 
     /// How many positions of `bytes_per_position` each the budget holds: a longer prompt
     /// keeps only its start.
-    pub fn positions(&self, bytes_per_position: usize) -> usize {
+    pub(crate) fn positions(&self, bytes_per_position: usize) -> usize {
         self.budget / bytes_per_position.max(1)
     }
 
     /// Bytes held.
     #[cfg(test)]
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// The longest prefix of `prompt` that some cached prompt shares, short of the whole
     /// prompt: its last token must still go through the model to give the next logits.
-    pub fn lookup(&mut self, prompt: &[u32]) -> Option<Hit<'_, T>> {
+    pub(crate) fn lookup(&mut self, prompt: &[u32]) -> Option<Hit<'_, T>> {
         let usable = prompt.len().saturating_sub(1);
         let (best, len) = self
             .entries
@@ -76,7 +76,7 @@ impl<T> PrefixCache<T> {
     /// the whole budget or a cached prompt already starts with `tokens` (then `value` is
     /// not called). Cached prompts that `tokens` extend are dropped: the new entry covers
     /// them.
-    pub fn insert_with<E>(
+    pub(crate) fn insert_with<E>(
         &mut self,
         tokens: Vec<u32>,
         bytes: usize,

@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// A sequence's sampling settings and random state.
-pub struct Sampler {
+pub(crate) struct Sampler {
     temperature: f32,
     top_p: f32,
     rng: StdRng,
@@ -14,7 +14,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// Temperatures at or below 1e-5 mean greedy; `top_p` outside (0, 1) means no nucleus cut.
-    pub fn new(temperature: f32, top_p: f32, seed: u64) -> Self {
+    pub(crate) fn new(temperature: f32, top_p: f32, seed: u64) -> Self {
         Self {
             temperature,
             top_p,
@@ -23,12 +23,12 @@ impl Sampler {
     }
 
     /// Whether this sampler always takes the most likely token.
-    pub fn is_greedy(&self) -> bool {
+    pub(crate) fn is_greedy(&self) -> bool {
         self.temperature.is_nan() || self.temperature <= 1e-5
     }
 
     /// The next token for one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    pub(crate) fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.is_greedy() {
             return argmax(logits);
         }
@@ -74,7 +74,7 @@ impl Sampler {
 }
 
 /// Index of the largest value (the first on ties).
-pub fn argmax(values: &[f32]) -> u32 {
+pub(crate) fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {
         if *v > values[best] {

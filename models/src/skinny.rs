@@ -34,7 +34,7 @@ impl Weight for f16 {
 }
 
 /// Most rows for which [`matmul_rows`] beats a general GEMM on this kind of machine.
-pub const MAX_ROWS: usize = 24;
+pub(crate) const MAX_ROWS: usize = 24;
 
 /// Weight rows per parallel task: enough work to amortise a task, small enough that two
 /// threads share even a 192-row projection.
@@ -79,7 +79,7 @@ pub fn matmul_rows<W: WeightLoad>(
 
 /// [`matmul_rows`] as a candle op: `xs.apply_op2_no_bwd(&weight, &RowsTimesWeightT)` for
 /// contiguous CPU tensors `xs (rows, k)` (FP32) and `weight (out, k)` (FP32 or FP16).
-pub struct RowsTimesWeightT;
+pub(crate) struct RowsTimesWeightT;
 
 impl CustomOp2 for RowsTimesWeightT {
     fn name(&self) -> &'static str {
@@ -182,14 +182,16 @@ mod avx2 {
     impl Load for f32 {
         #[inline(always)]
         unsafe fn load8(p: *const Self) -> __m256 {
-            _mm256_loadu_ps(p)
+            // SAFETY: the caller guarantees eight readable elements at `p` and AVX2.
+            unsafe { _mm256_loadu_ps(p) }
         }
     }
 
     impl Load for f16 {
         #[inline(always)]
         unsafe fn load8(p: *const Self) -> __m256 {
-            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+            // SAFETY: the caller guarantees eight readable elements at `p` and F16C.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
         }
     }
 
@@ -201,15 +203,18 @@ mod avx2 {
         k: usize,
         dst: &mut [f32],
     ) {
-        let pairs = w.len() / k / 2;
-        for pair in 0..pairs {
-            let (w2, next) = w[pair * 2 * k..].split_at(2 * k);
-            let out = &mut dst[pair * 2 * rows..(pair * 2 + 2) * rows];
-            weight_rows::<E, 2>(w2, next, x, rows, k, out);
-        }
-        if w.len() / k % 2 == 1 {
-            let last = w.len() / k - 1;
-            weight_rows::<E, 1>(&w[last * k..], &[], x, rows, k, &mut dst[last * rows..]);
+        // SAFETY: this function is only called once AVX2, FMA and F16C were detected; the slices bound every index below.
+        unsafe {
+            let pairs = w.len() / k / 2;
+            for pair in 0..pairs {
+                let (w2, next) = w[pair * 2 * k..].split_at(2 * k);
+                let out = &mut dst[pair * 2 * rows..(pair * 2 + 2) * rows];
+                weight_rows::<E, 2>(w2, next, x, rows, k, out);
+            }
+            if w.len() / k % 2 == 1 {
+                let last = w.len() / k - 1;
+                weight_rows::<E, 1>(&w[last * k..], &[], x, rows, k, &mut dst[last * rows..]);
+            }
         }
     }
 
@@ -223,24 +228,27 @@ mod avx2 {
         k: usize,
         out: &mut [f32],
     ) {
-        let mut first = 0;
-        while first < rows {
-            let n = (rows - first).min(TILE_ROWS);
-            let xs = &x[first * k..(first + n) * k];
-            // The first pass brings these weight rows in; it asks for the next ones too.
-            let ahead = if first == 0 { next } else { &[] };
-            let sums = match n {
-                4 => tile::<E, N, 4>(w, xs, ahead, k),
-                3 => tile::<E, N, 3>(w, xs, ahead, k),
-                2 => tile::<E, N, 2>(w, xs, ahead, k),
-                _ => tile::<E, N, 1>(w, xs, ahead, k),
-            };
-            for o in 0..N {
-                for r in 0..n {
-                    out[o * rows + first + r] = sums[o][r];
+        // SAFETY: inlined into `block`, which runs with AVX2/FMA/F16C enabled; `tile` gets whole rows of `w` and `x`.
+        unsafe {
+            let mut first = 0;
+            while first < rows {
+                let n = (rows - first).min(TILE_ROWS);
+                let xs = &x[first * k..(first + n) * k];
+                // The first pass brings these weight rows in; it asks for the next ones too.
+                let ahead = if first == 0 { next } else { &[] };
+                let sums = match n {
+                    4 => tile::<E, N, 4>(w, xs, ahead, k),
+                    3 => tile::<E, N, 3>(w, xs, ahead, k),
+                    2 => tile::<E, N, 2>(w, xs, ahead, k),
+                    _ => tile::<E, N, 1>(w, xs, ahead, k),
+                };
+                for o in 0..N {
+                    for r in 0..n {
+                        out[o * rows + first + r] = sums[o][r];
+                    }
                 }
+                first += n;
             }
-            first += n;
         }
     }
 
@@ -254,45 +262,48 @@ mod avx2 {
         ahead: &[E],
         k: usize,
     ) -> [[f32; TILE_ROWS]; N] {
-        debug_assert!(w.len() == N * k && x.len() == R * k);
-        let line = LINE_BYTES / std::mem::size_of::<E>();
-        let whole = k / V * V;
-        let wp = w.as_ptr();
-        let xp = x.as_ptr();
-        let prefetch = ahead.len() >= 2 * N * k;
-        let ap = ahead.as_ptr();
-        let mut acc = [[_mm256_setzero_ps(); R]; N];
-        let mut i = 0;
-        // One cache line of every weight row per turn, so one prefetch per line and row.
-        while i + line <= whole {
-            if prefetch {
-                for o in 0..N {
-                    // SAFETY: a prefetch never faults, and the address is inside `ahead`.
-                    _mm_prefetch::<_MM_HINT_T0>(ap.add((N + o) * k + i) as *const i8);
+        // SAFETY: inlined into `block` (AVX2/FMA/F16C); pointer offsets stay below `N * k` in `w`, `R * k` in `x` and `2 * N * k` in `ahead`, checked by `prefetch`.
+        unsafe {
+            debug_assert!(w.len() == N * k && x.len() == R * k);
+            let line = LINE_BYTES / std::mem::size_of::<E>();
+            let whole = k / V * V;
+            let wp = w.as_ptr();
+            let xp = x.as_ptr();
+            let prefetch = ahead.len() >= 2 * N * k;
+            let ap = ahead.as_ptr();
+            let mut acc = [[_mm256_setzero_ps(); R]; N];
+            let mut i = 0;
+            // One cache line of every weight row per turn, so one prefetch per line and row.
+            while i + line <= whole {
+                if prefetch {
+                    for o in 0..N {
+                        // SAFETY: a prefetch never faults, and the address is inside `ahead`.
+                        _mm_prefetch::<_MM_HINT_T0>(ap.add((N + o) * k + i) as *const i8);
+                    }
+                }
+                let mut j = i;
+                while j < i + line {
+                    multiply_add::<E, N, R>(&mut acc, wp, xp, k, j);
+                    j += V;
+                }
+                i += line;
+            }
+            while i < whole {
+                multiply_add::<E, N, R>(&mut acc, wp, xp, k, i);
+                i += V;
+            }
+            let mut sums = [[0f32; TILE_ROWS]; N];
+            for o in 0..N {
+                for r in 0..R {
+                    let mut s = horizontal_sum(acc[o][r]);
+                    for j in whole..k {
+                        s += w[o * k + j].to_f32() * x[r * k + j];
+                    }
+                    sums[o][r] = s;
                 }
             }
-            let mut j = i;
-            while j < i + line {
-                multiply_add::<E, N, R>(&mut acc, wp, xp, k, j);
-                j += V;
-            }
-            i += line;
+            sums
         }
-        while i < whole {
-            multiply_add::<E, N, R>(&mut acc, wp, xp, k, i);
-            i += V;
-        }
-        let mut sums = [[0f32; TILE_ROWS]; N];
-        for o in 0..N {
-            for r in 0..R {
-                let mut s = horizontal_sum(acc[o][r]);
-                for j in whole..k {
-                    s += w[o * k + j].to_f32() * x[r * k + j];
-                }
-                sums[o][r] = s;
-            }
-        }
-        sums
     }
 
     /// `acc[o][r] += w[o][i..i + V] * x[r][i..i + V]` lane by lane.
@@ -306,24 +317,30 @@ mod avx2 {
         k: usize,
         i: usize,
     ) {
-        let mut wv = [_mm256_setzero_ps(); N];
-        for o in 0..N {
-            wv[o] = E::load8(wp.add(o * k + i));
-        }
-        for r in 0..R {
-            let xv = _mm256_loadu_ps(xp.add(r * k + i));
+        // SAFETY: the caller guarantees `i + V <= k` and `N`/`R` rows of `k` behind `wp`/`xp`; AVX2/FMA are enabled in the inlining `block`.
+        unsafe {
+            let mut wv = [_mm256_setzero_ps(); N];
             for o in 0..N {
-                acc[o][r] = _mm256_fmadd_ps(wv[o], xv, acc[o][r]);
+                wv[o] = E::load8(wp.add(o * k + i));
+            }
+            for r in 0..R {
+                let xv = _mm256_loadu_ps(xp.add(r * k + i));
+                for o in 0..N {
+                    acc[o][r] = _mm256_fmadd_ps(wv[o], xv, acc[o][r]);
+                }
             }
         }
     }
 
     #[inline(always)]
     unsafe fn horizontal_sum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
+        // SAFETY: register-only AVX/SSE arithmetic, inlined into `block` where AVX2 is enabled.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
     }
 }
 

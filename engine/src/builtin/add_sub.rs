@@ -8,7 +8,7 @@ use crate::{
 };
 
 /// Element-wise sum and difference of two tensors (INT32, INT64, FP32 or FP64).
-pub struct AddSub {
+pub(super) struct AddSub {
     names: [String; 4],
     dtype: DataType,
 }

@@ -3,7 +3,7 @@
 use crate::{BatchedInstance, EngineError, ExecBatch, Instance, ModelSpec, Result, Tensor};
 
 /// Output i is input i, without copying.
-pub struct Identity {
+pub(super) struct Identity {
     pairs: Vec<(String, String)>,
 }
 

@@ -18,7 +18,7 @@ struct Live {
 }
 
 /// Streams its input back one element per response, stepping every live request together.
-pub struct Repeat {
+pub(super) struct Repeat {
     names: RepeatNames,
     live: Vec<Live>,
 }

@@ -56,7 +56,7 @@ impl KvCache {
 
 /// A copy of a cache's first positions: per layer, keys and values `(n_kv_head, len,
 /// head_dim)` ([`KvCache::prefix`]).
-pub type KvLayers = Vec<(Tensor, Tensor)>;
+pub(crate) type KvLayers = Vec<(Tensor, Tensor)>;
 
 impl Llama {
     /// Bytes a [`KvCache`] holds per position: keys and values of every layer.

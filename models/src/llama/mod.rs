@@ -18,7 +18,8 @@ use crate::decode_attention::{self, DecodeQuery, Heads};
 mod kv_cache;
 mod projection;
 
-pub use kv_cache::{KvCache, KvLayers};
+pub use kv_cache::KvCache;
+pub(crate) use kv_cache::KvLayers;
 pub use projection::MatmulWeights;
 use projection::Projection;
 

@@ -12,7 +12,7 @@ use nereid_engine::{
 };
 
 /// Starts an engine over `root` with the built-in and candle backends.
-pub fn engine(root: &Path) -> Engine {
+pub(crate) fn engine(root: &Path) -> Engine {
     let mut registry = BackendRegistry::with_builtins();
     nereid_models::register(&mut registry);
     let options = EngineOptions {
@@ -23,7 +23,7 @@ pub fn engine(root: &Path) -> Engine {
 }
 
 /// Panics with the repository index when a model did not load.
-pub fn assert_ready(engine: &Engine, model: &str) {
+pub(crate) fn assert_ready(engine: &Engine, model: &str) {
     if !engine.model_ready(model, None) {
         panic!(
             "model '{model}' is not ready: {:?}",
@@ -33,7 +33,7 @@ pub fn assert_ready(engine: &Engine, model: &str) {
 }
 
 /// An embedding request for one text.
-pub fn embed_request(model: &str, texts: &[&str]) -> InferRequest {
+pub(crate) fn embed_request(model: &str, texts: &[&str]) -> InferRequest {
     InferRequest::new(
         model,
         vec![Tensor::from_strings(
@@ -46,7 +46,7 @@ pub fn embed_request(model: &str, texts: &[&str]) -> InferRequest {
 
 /// Embeds texts one request each, concurrently (so the dynamic batcher may batch them), or
 /// all in one request.
-pub async fn embed(engine: &Engine, model: &str, texts: &[&str]) -> Vec<Vec<f32>> {
+pub(crate) async fn embed(engine: &Engine, model: &str, texts: &[&str]) -> Vec<Vec<f32>> {
     let response = engine
         .infer(embed_request(model, texts))
         .await
@@ -61,7 +61,7 @@ pub async fn embed(engine: &Engine, model: &str, texts: &[&str]) -> Vec<Vec<f32>
 }
 
 /// Cosine distance between two vectors.
-pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -69,7 +69,12 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// A generation request.
-pub fn generate_request(model: &str, prompt: &str, max_tokens: i32, chat: bool) -> InferRequest {
+pub(crate) fn generate_request(
+    model: &str,
+    prompt: &str,
+    max_tokens: i32,
+    chat: bool,
+) -> InferRequest {
     let mut req = InferRequest::new(
         model,
         vec![
@@ -83,7 +88,7 @@ pub fn generate_request(model: &str, prompt: &str, max_tokens: i32, chat: bool) 
 
 /// What a finished stream said.
 #[derive(Debug, Default)]
-pub struct Generated {
+pub(crate) struct Generated {
     pub text: String,
     pub pieces: usize,
     pub prompt_tokens: i32,
@@ -93,7 +98,7 @@ pub struct Generated {
 }
 
 /// Sends `generate_request(model, prompt, max_tokens, chat)` and reads its whole stream.
-pub async fn generate(
+pub(crate) async fn generate(
     engine: &Engine,
     model: &str,
     prompt: &str,
@@ -105,7 +110,7 @@ pub async fn generate(
 }
 
 /// Reads a stream to its final response.
-pub async fn collect(mut stream: ResponseStream) -> Generated {
+pub(crate) async fn collect(mut stream: ResponseStream) -> Generated {
     let mut g = Generated::default();
     loop {
         let next = tokio::time::timeout(Duration::from_secs(120), stream.recv())

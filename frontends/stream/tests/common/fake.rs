@@ -17,7 +17,7 @@ use nereid_engine::{
 };
 
 /// A decoupled text generator in the shape of smollm2.
-pub const FAKE_LLM: &str = r#"name: "fake_llm"
+pub(crate) const FAKE_LLM: &str = r#"name: "fake_llm"
 backend: "fake_llm"
 max_batch_size: 8
 model_transaction_policy { decoupled: true }
@@ -41,7 +41,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// The same generator, slow: 200 ms per token.
-pub const SLOW_LLM: &str = r#"name: "slow_llm"
+pub(crate) const SLOW_LLM: &str = r#"name: "slow_llm"
 backend: "fake_llm"
 max_batch_size: 0
 model_transaction_policy { decoupled: true }
@@ -55,7 +55,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// A batching embedder in the shape of minilm.
-pub const FAKE_EMBEDDER: &str = r#"name: "fake_embedder"
+pub(crate) const FAKE_EMBEDDER: &str = r#"name: "fake_embedder"
 backend: "fake_embedder"
 max_batch_size: 4
 input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
@@ -68,14 +68,14 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// Every fake model as (name, config).
-pub const FAKE_MODELS: [(&str, &str); 3] = [
+pub(crate) const FAKE_MODELS: [(&str, &str); 3] = [
     ("fake_llm", FAKE_LLM),
     ("slow_llm", SLOW_LLM),
     ("fake_embedder", FAKE_EMBEDDER),
 ];
 
 /// Registers both fake backends.
-pub fn register(registry: &mut BackendRegistry) {
+pub(crate) fn register(registry: &mut BackendRegistry) {
     registry.register("fake_llm", Arc::new(Fake(Kind::Llm)));
     registry.register("fake_embedder", Arc::new(Fake(Kind::Embedder)));
 }

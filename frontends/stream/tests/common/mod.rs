@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test file uses part of this
 
-pub mod fake;
+pub(crate) mod fake;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use nereid_engine::{BackendRegistry, Engine, EngineOptions};
 use serde_json::Value;
 
 /// A running server.
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     pub engine: Engine,
     _dir: tempfile::TempDir,
@@ -27,19 +27,19 @@ pub struct Server {
 
 impl Server {
     /// `http://addr` + path.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// `ws://addr` + path.
-    pub fn ws_url(&self, path: &str) -> String {
+    pub(crate) fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
 }
 
 /// Starts the engine over the built-in and fake models (plus `extra` configs, with
 /// `register` adding their backends) and serves the stream router on a free port.
-pub async fn start_with(
+pub(crate) async fn start_with(
     extra: Vec<(&'static str, &'static str)>,
     register: fn(&mut BackendRegistry),
 ) -> Server {
@@ -76,7 +76,7 @@ pub async fn start_with(
 }
 
 /// [`start_with`] with no extra models.
-pub async fn start() -> Server {
+pub(crate) async fn start() -> Server {
     start_with(Vec::new(), |_| {}).await
 }
 
@@ -85,7 +85,7 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 /// Sends a request and returns the response with its body unread.
-pub async fn send(method: &str, url: &str, body: Option<&Value>) -> Response<Incoming> {
+pub(crate) async fn send(method: &str, url: &str, body: Option<&Value>) -> Response<Incoming> {
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let request = Request::builder()
         .method(method)
@@ -97,7 +97,7 @@ pub async fn send(method: &str, url: &str, body: Option<&Value>) -> Response<Inc
 }
 
 /// Sends a request and returns the status and JSON body.
-pub async fn json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     let response = send(method, url, body).await;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -111,7 +111,7 @@ pub async fn json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value)
 }
 
 /// The floats of an embedding sent with `encoding_format: "base64"` (little-endian FP32).
-pub fn base64_embedding(embedding: &Value) -> Vec<f32> {
+pub(crate) fn base64_embedding(embedding: &Value) -> Vec<f32> {
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(embedding.as_str().expect("a base64 string"))
@@ -122,14 +122,14 @@ pub fn base64_embedding(embedding: &Value) -> Vec<f32> {
 }
 
 /// Reads server-sent events off a response body one `data:` payload at a time.
-pub struct Events {
+pub(crate) struct Events {
     body: Incoming,
     buffer: String,
 }
 
 impl Events {
     /// Starts reading a response's events.
-    pub fn new(response: Response<Incoming>) -> Self {
+    pub(crate) fn new(response: Response<Incoming>) -> Self {
         Self {
             body: response.into_body(),
             buffer: String::new(),
@@ -137,7 +137,7 @@ impl Events {
     }
 
     /// The next `data:` payload, or `None` at the end of the body.
-    pub async fn next(&mut self) -> Option<String> {
+    pub(crate) async fn next(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
@@ -161,7 +161,7 @@ impl Events {
     }
 
     /// Every remaining payload.
-    pub async fn all(mut self) -> Vec<String> {
+    pub(crate) async fn all(mut self) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(e) = self.next().await {
             out.push(e);
