@@ -15,19 +15,10 @@ use nereid_engine::{
     DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor, TensorSpec,
 };
 
+use super::params::Sampling;
 use super::{ModelInfo, PromptTokensDetails, Usage};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::TokenMeter;
-
-/// Sampling options common to completions and chat.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Sampling {
-    pub max_tokens: Option<u64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-}
 
 /// A prompt: raw text (completions) or a conversation as JSON messages (chat).
 #[derive(Debug, Clone)]
@@ -307,7 +298,7 @@ pub(crate) fn start_all(
     let mut generations = Vec::with_capacity(prompts.len() * n as usize);
     for prompt in prompts {
         for j in 0..n {
-            let choice = super::params::for_choice(sampling, j);
+            let choice = sampling.for_choice(j);
             let request = request(
                 model,
                 &io,

@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 
-use super::generate::Sampling;
 use super::OneOrMany;
 use crate::error::{ApiError, ApiResult};
 
@@ -128,12 +127,24 @@ impl Common {
     }
 }
 
-/// The sampling options of choice `index` of a request: with several choices, each gets
-/// its own seed (derived from the client's) so they differ yet stay reproducible.
-pub(crate) fn for_choice(sampling: &Sampling, index: u64) -> Sampling {
-    let mut s = sampling.clone();
-    s.seed = s.seed.map(|seed| seed.wrapping_add(index));
-    s
+/// Sampling options common to completions and chat.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sampling {
+    pub(crate) max_tokens: Option<u64>,
+    pub(crate) temperature: Option<f64>,
+    pub(crate) top_p: Option<f64>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) stop: Vec<String>,
+}
+
+impl Sampling {
+    /// The sampling options of choice `index` of a request: with several choices, each
+    /// gets its own seed (derived from the client's) so they differ yet stay reproducible.
+    pub(crate) fn for_choice(&self, index: u64) -> Sampling {
+        let mut s = self.clone();
+        s.seed = s.seed.map(|seed| seed.wrapping_add(index));
+        s
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +175,7 @@ mod tests {
             (s.max_tokens, s.seed, c.choices().unwrap()),
             (Some(9), Some(7), 2)
         );
-        assert_eq!(for_choice(&s, 1).seed, Some(8));
+        assert_eq!(s.for_choice(1).seed, Some(8));
         let c = common(r#"{"model":"m","stop":"\n"}"#);
         assert_eq!(c.sampling(None).unwrap().stop, vec!["\n".to_string()]);
         assert!(common(r#"{"model":"m","n":0}"#).choices().is_err());
