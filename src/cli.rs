@@ -67,6 +67,10 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Default of `--max-inflight`: far above what a node computes at once. What requests hold
+/// in memory is at most this times their size, so lower it where bodies are large.
+pub(crate) const DEFAULT_MAX_INFLIGHT: usize = 4096;
+
 /// `nereid serve` flags.
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
@@ -105,6 +109,11 @@ pub(crate) struct ServeArgs {
     /// Ready only when every model is ready (Triton's --strict-readiness).
     #[arg(long, env = "NEREID_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_readiness: bool,
+    /// Requests in flight across every model and door at most; past it a request is refused
+    /// at once (HTTP 503 with Retry-After, gRPC RESOURCE_EXHAUSTED), so memory stays bounded
+    /// whatever the mix of traffic. 0 removes the limit.
+    #[arg(long, env = "NEREID_MAX_INFLIGHT", default_value_t = DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
     /// Seconds to finish in-flight requests after SIGINT/SIGTERM.
     #[arg(long, env = "NEREID_EXIT_TIMEOUT_SECS", default_value_t = 30)]
     pub exit_timeout_secs: u64,

@@ -33,6 +33,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         startup_models: args.load_model.clone(),
         poll_interval: Duration::from_secs(args.repository_poll_secs),
         strict_readiness: args.strict_readiness,
+        max_inflight: (args.max_inflight > 0).then_some(args.max_inflight),
     };
     let mut backends = BackendRegistry::with_builtins();
     nereid_models::register(&mut backends);

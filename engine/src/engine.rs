@@ -44,6 +44,10 @@ pub struct EngineOptions {
     pub poll_interval: Duration,
     /// Server readiness requires every model to be ready (Triton's `--strict-readiness`).
     pub strict_readiness: bool,
+    /// Requests in flight across every model and door at most (`--max-inflight`); past it
+    /// a request is refused with [`EngineError::ResourceExhausted`] before it costs
+    /// anything. `None`: no server-wide limit (each model's queue is still bounded).
+    pub max_inflight: Option<usize>,
 }
 
 /// Server metadata.
@@ -323,6 +327,8 @@ impl Engine {
                 "the server is shutting down and takes no new requests",
             ));
         }
+        // Counted from here, so a request refused later is uncounted by the guard's drop.
+        let inflight = InflightGuard::admit(&self.inner.inflight, self.inner.options.max_inflight)?;
         let model = self
             .inner
             .models
@@ -359,7 +365,7 @@ impl Engine {
             requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
             stats: model.stats.clone(),
             received,
-            inflight: InflightGuard::new(&self.inner.inflight),
+            inflight,
         };
         let queued = Queued {
             request,

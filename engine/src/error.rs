@@ -17,6 +17,10 @@ pub enum EngineError {
     /// The operation is not supported for this model (unary infer on a decoupled model).
     #[error("{0}")]
     Unimplemented(String),
+    /// The server as a whole holds as many requests as it may (`--max-inflight`): a
+    /// client should retry later, ideally elsewhere.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The client went away before the response was ready.
     #[error("{0}")]
     Cancelled(String),
@@ -48,7 +52,7 @@ impl EngineError {
     pub fn failure_reason(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) | Self::NotFound(_) | Self::Unimplemented(_) => "REJECTED",
-            Self::Unavailable(_) => "REJECTED",
+            Self::Unavailable(_) | Self::ResourceExhausted(_) => "REJECTED",
             Self::Cancelled(_) => "CANCELED",
             Self::DeadlineExceeded(_) => "CANCELED",
             Self::Internal(_) => "BACKEND",

@@ -69,11 +69,24 @@ pub(crate) struct InflightGuard {
 }
 
 impl InflightGuard {
+    #[cfg(test)]
     pub(crate) fn new(counter: &Arc<InflightCounter>) -> Self {
-        counter.0.fetch_add(1, Ordering::AcqRel);
-        Self {
+        Self::admit(counter, None).expect("no limit")
+    }
+
+    /// Counts a request in, unless `max` are in flight already.
+    pub(crate) fn admit(counter: &Arc<InflightCounter>, max: Option<usize>) -> Result<Self> {
+        let before = counter.0.fetch_add(1, Ordering::AcqRel);
+        let guard = Self {
             counter: counter.clone(),
             released: AtomicBool::new(false),
+        };
+        match max {
+            // Dropping the guard takes this request's count back.
+            Some(max) if before >= max => Err(EngineError::ResourceExhausted(format!(
+                "the server has {max} requests in flight, its limit (--max-inflight); retry later"
+            ))),
+            _ => Ok(guard),
         }
     }
 

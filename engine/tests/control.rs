@@ -17,6 +17,7 @@ fn start(dir: &std::path::Path, mode: ModelControlMode, load: &[&str]) -> Engine
         startup_models: load.iter().map(|s| s.to_string()).collect(),
         poll_interval: Duration::from_millis(100),
         strict_readiness: true,
+        max_inflight: None,
     };
     Engine::start(options, BackendRegistry::with_builtins()).unwrap()
 }

@@ -8,6 +8,10 @@ use nereid_engine::{
 };
 
 fn start(config: &str) -> (tempfile::TempDir, Engine) {
+    start_limited(config, None)
+}
+
+fn start_limited(config: &str, max_inflight: Option<usize>) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     write_repository(dir.path(), [("repeat_int32", config)]).unwrap();
     let options = EngineOptions {
@@ -16,6 +20,7 @@ fn start(config: &str) -> (tempfile::TempDir, Engine) {
         startup_models: Vec::new(),
         poll_interval: Duration::from_secs(1),
         strict_readiness: true,
+        max_inflight,
     };
     let engine = Engine::start(options, BackendRegistry::with_builtins()).unwrap();
     (dir, engine)
@@ -80,4 +85,29 @@ async fn max_sequences_lets_an_instance_interleave_requests() {
         short_overtakes_long(&engine).await,
         "admitted beside the long one"
     );
+}
+
+#[tokio::test]
+async fn the_server_wide_limit_refuses_what_is_over_it_and_admits_again_once_below() {
+    let (_dir, engine) = start_limited(REPEAT_INT32, Some(2));
+    let mut first = engine.infer_stream(repeat(&[1, 2, 3], 50)).unwrap();
+    let mut second = engine.infer_stream(repeat(&[4], 50)).unwrap();
+    let refused = engine.infer_stream(repeat(&[7], 0)).unwrap_err();
+    assert!(
+        matches!(&refused, nereid_engine::EngineError::ResourceExhausted(m) if m.contains("2 requests")),
+        "{refused}"
+    );
+    assert_eq!(engine.inflight(), 2, "a refused request is not counted");
+    // Unary requests meet the same limit.
+    let unary = InferRequest::new("nope", Vec::new());
+    assert!(matches!(
+        engine.infer(unary).await,
+        Err(nereid_engine::EngineError::ResourceExhausted(_))
+    ));
+    for stream in [&mut second, &mut first] {
+        while !stream.recv().await.unwrap().unwrap().is_final {}
+    }
+    let mut again = engine.infer_stream(repeat(&[7], 0)).unwrap();
+    let out = again.recv().await.unwrap().unwrap();
+    assert_eq!(out.output("OUT").unwrap().to_vec::<i32>().unwrap(), vec![7]);
 }

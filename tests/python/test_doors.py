@@ -137,3 +137,46 @@ def test_a_port_taken_by_another_process_is_one_clear_error(server):
     assert proc.returncode != 0 and "NEREID_READY" not in proc.stdout
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and taken in errors[0], proc.stderr
+
+
+def test_the_server_wide_inflight_limit_answers_each_door_in_its_own_words():
+    srv = start_server(["--max-inflight", "1"])
+    try:
+        with connect("ws://%s/v2/ws" % srv.http) as ws:
+            # One long request holds the only slot: 40 responses 50 ms apart.
+            ws.send(json.dumps({"id": "long", "model_name": "repeat_int32", "inputs": [
+                {"name": "IN", "datatype": "INT32", "shape": [40], "data": list(range(40))},
+                {"name": "DELAY", "datatype": "UINT32", "shape": [40], "data": [50_000] * 40}]}))
+            assert json.loads(ws.recv(timeout=30))["id"] == "long"
+
+            request = urllib.request.Request(
+                "http://%s/v2/models/simple/infer" % srv.http, method="POST",
+                data=json.dumps({"inputs": [
+                    {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [0] * 16},
+                    {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [0] * 16}]}).encode())
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(request, timeout=30)
+            assert err.value.code == 503 and err.value.headers["retry-after"] == "1"
+            assert "--max-inflight" in json.loads(err.value.read())["error"]
+
+            status, _, body = post("http://%s/v1/embeddings" % srv.http,
+                                   json.dumps({"model": "minilm", "input": "hi"}).encode())
+            assert status == 503 and body["error"]["code"] == "server_overloaded", body
+
+            with pytest.raises(InferenceServerException) as err:
+                grpcclient.InferenceServerClient(srv.grpc).infer("simple", simple_inputs(grpcclient))
+            assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED", err.value
+
+            ws.send(json.dumps({"id": "second", "model_name": "repeat_int32", "inputs": [
+                {"name": "IN", "datatype": "INT32", "shape": [1], "data": [1]}]}))
+            while True:
+                frame = json.loads(ws.recv(timeout=30))
+                if frame["id"] == "second":
+                    assert (frame["code"], frame["final"]) == (503, True), frame
+                    break
+            while not json.loads(ws.recv(timeout=30))["final"]:
+                pass
+        # The slot is free again: every door serves.
+        assert grpcclient.InferenceServerClient(srv.grpc).infer("simple", simple_inputs(grpcclient)) is not None
+    finally:
+        srv.stop()

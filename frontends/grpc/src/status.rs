@@ -10,6 +10,7 @@ pub fn code(error: &EngineError) -> Code {
         EngineError::InvalidArgument(_) => Code::InvalidArgument,
         EngineError::NotFound(_) => Code::NotFound,
         EngineError::Unavailable(_) => Code::Unavailable,
+        EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
         EngineError::Unimplemented(_) => Code::Unimplemented,
         EngineError::Cancelled(_) => Code::Cancelled,
         EngineError::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -34,9 +35,8 @@ pub fn from_status(status: &Status) -> EngineError {
             EngineError::InvalidArgument(msg)
         }
         Code::NotFound => EngineError::NotFound(msg),
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => {
-            EngineError::Unavailable(msg)
-        }
+        Code::Unavailable | Code::Aborted => EngineError::Unavailable(msg),
+        Code::ResourceExhausted => EngineError::ResourceExhausted(msg),
         Code::Unimplemented => EngineError::Unimplemented(msg),
         Code::Cancelled => EngineError::Cancelled(msg),
         Code::DeadlineExceeded => EngineError::DeadlineExceeded(msg),
@@ -62,6 +62,10 @@ mod tests {
             ),
             (EngineError::NotFound("b".into()), Code::NotFound),
             (EngineError::Unavailable("c".into()), Code::Unavailable),
+            (
+                EngineError::ResourceExhausted("h".into()),
+                Code::ResourceExhausted,
+            ),
             (EngineError::Unimplemented("d".into()), Code::Unimplemented),
             (EngineError::Cancelled("e".into()), Code::Cancelled),
             (

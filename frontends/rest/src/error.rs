@@ -9,6 +9,10 @@ use nereid_engine::EngineError;
 /// but access logs and metrics do.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// Seconds a client is asked to wait (`Retry-After`) after a 503: the server is
+/// overloaded, draining or has the model not ready, none of which lasts long on one server.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 /// An error answer: a status and a message, sent as `{"error": "<message>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -53,7 +57,9 @@ pub fn status_of(error: &EngineError) -> StatusCode {
     match error {
         EngineError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-        EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::Unavailable(_) | EngineError::ResourceExhausted(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         EngineError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
         EngineError::Cancelled(_) => {
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a valid status code")
@@ -86,6 +92,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         response
     }
 }
@@ -103,6 +114,7 @@ mod tests {
             (EngineError::InvalidArgument("x".into()), 400),
             (EngineError::NotFound("x".into()), 404),
             (EngineError::Unavailable("x".into()), 503),
+            (EngineError::ResourceExhausted("x".into()), 503),
             (EngineError::Unimplemented("x".into()), 501),
             (EngineError::Cancelled("x".into()), 499),
             (EngineError::DeadlineExceeded("x".into()), 504),

@@ -12,6 +12,10 @@ use serde::Serialize;
 /// but access logs do.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// Seconds a client is asked to wait (`Retry-After`) after a 503: the server is
+/// overloaded, draining or has the model not ready, none of which lasts long on one server.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 /// An error of an OpenAI route: an HTTP status and the error object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -152,6 +156,11 @@ pub fn classify(error: &EngineError) -> (StatusCode, &'static str, Option<&'stat
             "server_error",
             Some("service_unavailable"),
         ),
+        EngineError::ResourceExhausted(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("server_overloaded"),
+        ),
         EngineError::Unimplemented(_) => (
             StatusCode::NOT_IMPLEMENTED,
             "invalid_request_error",
@@ -190,7 +199,14 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = self.status.as_u16(), error = %self.message, "OpenAI request rejected");
         }
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -207,6 +223,7 @@ mod tests {
             (EngineError::InvalidArgument("x".into()), 400),
             (EngineError::NotFound("x".into()), 404),
             (EngineError::Unavailable("x".into()), 503),
+            (EngineError::ResourceExhausted("x".into()), 503),
             (EngineError::Unimplemented("x".into()), 501),
             (EngineError::Cancelled("x".into()), 499),
             (EngineError::DeadlineExceeded("x".into()), 504),
