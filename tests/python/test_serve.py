@@ -2,6 +2,7 @@
 graceful exit on SIGTERM."""
 
 import concurrent.futures
+import pathlib
 import re
 import signal
 import tempfile
@@ -9,8 +10,10 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import start_server
 
@@ -118,3 +121,32 @@ def _demo_configs():
     src = open(os.path.join(os.path.dirname(__file__), "..", "..", "engine", "src", "builtin", "demo.rs")).read()
     found = dict(re.findall(r'pub const \w+: &str = r#"name: "(\w+)"(.*?)"#;', src, re.S))
     return {name: 'name: "%s"%s' % (name, body) for name, body in found.items()}
+
+
+def test_a_panicking_model_fails_only_its_own_batch():
+    with tempfile.TemporaryDirectory() as repo:
+        _builtin_repo(repo)
+        config = pathlib.Path(repo, "identity_fp32", "config.pbtxt")
+        config.write_text(config.read_text() + 'parameters { key: "panic_marker" value: { string_value: "-7" } }\n')
+        srv = start_server(["--model-repository", repo])
+        try:
+            http = httpclient.InferenceServerClient(srv.http)
+            grpc = grpcclient.InferenceServerClient(srv.grpc)
+
+            def identity(module, client, values):
+                x = np.array([values], dtype=np.float32)
+                tensor = module.InferInput("INPUT0", list(x.shape), "FP32")
+                tensor.set_data_from_numpy(x)
+                return client.infer("identity_fp32", [tensor]).as_numpy("OUTPUT0")
+
+            for module, client in ((httpclient, http), (grpcclient, grpc)):
+                with pytest.raises(InferenceServerException) as err:
+                    identity(module, client, [-7.0, 1.0])
+                assert "panic" in str(err.value), err.value
+                # The instance lives on: the next request is computed, the model stays ready.
+                np.testing.assert_array_equal(identity(module, client, [1.0, 2.0]), [[1.0, 2.0]])
+                assert client.is_model_ready("identity_fp32")
+            stats = http.get_inference_statistics("identity_fp32")["model_stats"][0]["inference_stats"]
+            assert int(stats["fail"]["count"]) == 2 and int(stats["success"]["count"]) == 2, stats
+        finally:
+            assert srv.stop() == 0
