@@ -7,14 +7,16 @@ use common::{json, send, start, Events};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nereid_stream::metrics::{
     CACHED_PROMPT_TOKENS, CANCELLED_REQUESTS, GENERATED_TOKENS, INTER_TOKEN_LATENCY,
-    LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN,
+    LATENCY_BUCKETS, LLM_PREFIX, TIME_TO_FIRST_TOKEN,
 };
 use serde_json::json;
 
 #[tokio::test]
 async fn streams_record_first_token_inter_token_and_counts() {
+    // The buckets the binary configures (src/metrics_server.rs); that the binary really
+    // serves histograms is checked against it in tests/python/test_openai.py.
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Prefix("nv_llm_".into()), LATENCY_BUCKETS)
+        .set_buckets_for_metric(Matcher::Prefix(LLM_PREFIX.into()), LATENCY_BUCKETS)
         .unwrap()
         .install_recorder()
         .unwrap();
