@@ -17,9 +17,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match body.collect().await {
         // One chunk stays as received; several are copied once into one buffer.
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if is_length_limit(&e) => Err(ApiError::too_large(format!(
-            "the request body is over the limit of {limit} bytes (--http-max-input-size)"
-        ))),
+        Err(e) if is_length_limit(&e) => Err(ApiError::too_large(limit)),
         Err(e) => Err(ApiError::bad_request(format!(
             "cannot read the request body: {e}"
         ))),

@@ -36,9 +36,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    /// 413: the body is over `--http-max-input-size`.
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    /// 413: the body is over `--http-max-input-size`, which is `limit`.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over the limit of {limit} bytes (--http-max-input-size)"),
+        )
     }
 
     /// 501: a feature this server does not have.

@@ -72,10 +72,7 @@ async fn shape_errors(State(shaping): State<Shaping>, request: Request, next: Ne
     }
     let accept_encoding = response.headers().get(header::ACCEPT_ENCODING).cloned();
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!(
-            "the request body is over the limit of {} bytes (--http-max-input-size)",
-            shaping.limit
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(shaping.limit).message,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             "unsupported Content-Encoding; send gzip, deflate or an uncompressed body".into()
         }
