@@ -8,6 +8,10 @@ mod serve;
 
 use clap::Parser;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match run(cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
