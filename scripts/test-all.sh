@@ -31,3 +31,15 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 echo "== end-to-end (pytest)"
 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+
+# ---------------------------------------------------------------------------------------
+echo "== containers"
+# The CPU image from the binary built above, the compose stack (3 engines + Prometheus),
+# hadolint on every Dockerfile and the Kubernetes manifests against their schemas
+# (tests/containers, docs/DEPLOY.md). Needs a Docker Engine and docker-compose or the
+# compose plugin; the base image is made with debootstrap (there is no registry) and kept.
+if ! command -v debootstrap >/dev/null; then
+  SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q debootstrap
+fi
+NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/containers

@@ -41,7 +41,7 @@ fi
 
 # Stubs: one C function per symbol cudarc declares for the library, returning an error code.
 cargo fetch -q
-CUDARC=$(ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* | tail -1)
+CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | tail -1)
 stub() { # cudarc module, symbol prefix, soname, value every function returns
   local source=$CUDA/lib/stubs/$3.c
   grep -oP '^\s+fn \K\w+(?=\()' "$CUDARC/src/$1/sys/mod.rs" | grep "^$2" | sort -u \
