@@ -18,10 +18,15 @@ echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== system packages"
-# The end-to-end tests drive the server with curl too (HTTP/1.1 and h2c).
-if ! command -v curl >/dev/null; then
+# curl: the end-to-end tests drive the server with it too (HTTP/1.1 and h2c).
+# debootstrap: the container tests make their Debian base image with it (no registry).
+missing=()
+for package in curl debootstrap; do
+  command -v "$package" >/dev/null || missing+=("$package")
+done
+if ((${#missing[@]})); then
   SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
-  $SUDO apt-get update -q && $SUDO apt-get install -y -q curl
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
 echo "== python clients"
@@ -32,14 +37,9 @@ fi
 echo "== end-to-end (pytest)"
 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
-# ---------------------------------------------------------------------------------------
 echo "== containers"
 # The CPU image from the binary built above, the compose stack (3 engines + Prometheus),
 # hadolint on every Dockerfile and the Kubernetes manifests against their schemas
 # (tests/containers, docs/DEPLOY.md). Needs a Docker Engine and docker-compose or the
 # compose plugin; the base image is made with debootstrap (there is no registry) and kept.
-if ! command -v debootstrap >/dev/null; then
-  SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
-  $SUDO apt-get update -q && $SUDO apt-get install -y -q debootstrap
-fi
 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/containers

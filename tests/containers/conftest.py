@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -67,6 +68,19 @@ def build(tag, dockerfile, context, **build_args):
     for key, value in build_args.items():
         args += ["--build-arg", "%s=%s" % (key, value)]
     run(args + [str(context)], env={"DOCKER_BUILDKIT": "1"}, timeout=600)
+
+
+def infer_simple(module, client):
+    """One `simple` (add_sub) inference through a tritonclient module (http or grpc), both
+    outputs checked."""
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 3, dtype=np.int32)
+    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    result = client.infer("simple", inputs)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
 
 
 def free_port():

@@ -9,13 +9,12 @@ import shutil
 import urllib.parse
 import urllib.request
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
-from conftest import ROOT, free_port, run, wait_for
+from conftest import ROOT, docker, free_port, infer_simple, run, wait_for
 
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "nereid.json"
@@ -54,8 +53,8 @@ def stack(cpu_image, prometheus_image):
         yield ports
     finally:
         run(compose + ["down", "--volumes", "--remove-orphans", "--timeout", "40"], env=env, timeout=240)
-        left = run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s"
-                    % env["COMPOSE_PROJECT_NAME"]]).stdout.split()
+        left = docker("ps", "-aq", "--filter", "label=com.docker.compose.project=%s"
+                      % env["COMPOSE_PROJECT_NAME"]).stdout.split()
         assert not left, "compose left containers behind: %s" % left
 
 
@@ -65,12 +64,7 @@ def test_prometheus_scrapes_every_engine_and_the_dashboard_queries_run(stack):
     # Traffic on every engine through its published ports, so the counters move.
     for n in (1, 2, 3):
         for module, port in ((httpclient, stack["ENGINE%d_HTTP_PORT" % n]), (grpcclient, stack["ENGINE%d_GRPC_PORT" % n])):
-            client = module.InferenceServerClient("127.0.0.1:%d" % port)
-            a = np.full((1, 16), n, dtype=np.int32)
-            inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
-            inputs[0].set_data_from_numpy(a)
-            inputs[1].set_data_from_numpy(a)
-            np.testing.assert_array_equal(client.infer("simple", inputs).as_numpy("OUTPUT0"), a + a)
+            infer_simple(module, module.InferenceServerClient("127.0.0.1:%d" % port))
 
     def engines_up():
         targets = get_json("http://%s/api/v1/targets" % prometheus)["data"]["activeTargets"]

@@ -3,7 +3,6 @@ own HEALTHCHECK, serving stock tritonclient over REST and gRPC, and draining in-
 when `docker stop` sends SIGTERM. Plus hadolint on every Dockerfile."""
 
 import json
-import threading
 import time
 import urllib.request
 
@@ -12,7 +11,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
-from conftest import BIN, ROOT, docker, run, wait_for
+from conftest import BIN, ROOT, docker, infer_simple, run, wait_for
 
 DOCKERFILES = sorted(p for p in ROOT.glob("deploy/**/Dockerfile*") if p.is_file())
 
@@ -45,17 +44,6 @@ def start(image, name, *args, health_interval="1s", start_period=None):
            "-p", "127.0.0.1::8000", "-p", "127.0.0.1::8001", "-p", "127.0.0.1::8002", image, *args)
 
 
-def simple(module, client):
-    a = np.arange(16, dtype=np.int32).reshape(1, 16)
-    b = np.full((1, 16), 3, dtype=np.int32)
-    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(b)
-    result = client.infer("simple", inputs)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
-
-
 def test_cpu_image_serves_both_protocols_and_drains_on_sigterm(cpu_image, container_name):
     config = json.loads(docker("image", "inspect", cpu_image).stdout)[0]["Config"]
     assert config["User"] == "10001:10001"
@@ -70,8 +58,8 @@ def test_cpu_image_serves_both_protocols_and_drains_on_sigterm(cpu_image, contai
     http = httpclient.InferenceServerClient(published(container_name, 8000))
     grpc = grpcclient.InferenceServerClient(published(container_name, 8001))
     assert http.is_server_ready() and grpc.is_server_ready()
-    simple(httpclient, http)
-    simple(grpcclient, grpc)
+    infer_simple(httpclient, http)
+    infer_simple(grpcclient, grpc)
 
     # The HPA in deploy/kubernetes scales on this gauge: the image must export it.
     hpa = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "hpa.yaml").read_text())
