@@ -19,6 +19,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Serve a model repository over HTTP/REST, gRPC and streaming.
     Serve(Box<ServeArgs>),
+    /// Serve the same doors as `serve`, forwarding every request over KServe v2 gRPC to a
+    /// fleet of engines (model-aware routing, health checks, retries).
+    Gateway(Box<GatewayArgs>),
     /// Load-test a running server (perf_analyzer style).
     Bench(Box<nereid_bench::BenchArgs>),
     /// Measure gRPC against REST on a live server and write the report into docs/.
@@ -80,18 +83,6 @@ pub(crate) struct ServeArgs {
     /// Demo models to serve when no --model-repository is given.
     #[arg(long, env = "NEREID_DEMO_MODELS", value_enum, default_value = "all")]
     pub demo_models: DemoModels,
-    /// Address every listener binds.
-    #[arg(long, env = "NEREID_ADDRESS", default_value = "0.0.0.0")]
-    pub address: String,
-    /// HTTP/REST port (0 picks a free one).
-    #[arg(long, env = "NEREID_HTTP_PORT", default_value_t = 8000)]
-    pub http_port: u16,
-    /// gRPC port (0 picks a free one).
-    #[arg(long, env = "NEREID_GRPC_PORT", default_value_t = 8001)]
-    pub grpc_port: u16,
-    /// Prometheus metrics port (0 picks a free one).
-    #[arg(long, env = "NEREID_METRICS_PORT", default_value_t = 8002)]
-    pub metrics_port: u16,
     /// Model control mode.
     #[arg(
         long,
@@ -109,6 +100,67 @@ pub(crate) struct ServeArgs {
     /// Ready only when every model is ready (Triton's --strict-readiness).
     #[arg(long, env = "NEREID_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_readiness: bool,
+    /// Listeners, limits, logging and the frontends' flags.
+    #[command(flatten)]
+    pub doors: DoorArgs,
+}
+
+/// `nereid gateway` flags.
+#[derive(Args, Debug)]
+pub(crate) struct GatewayArgs {
+    /// An engine's gRPC address, `host:port` (repeatable or comma-separated).
+    #[arg(
+        long = "backend",
+        env = "NEREID_GATEWAY_BACKENDS",
+        value_delimiter = ','
+    )]
+    pub backends: Vec<String>,
+    /// A DNS name, `name:port`, whose every address is an engine (a Kubernetes headless
+    /// Service, a Docker network alias); re-resolved every discovery interval.
+    #[arg(long, env = "NEREID_GATEWAY_BACKEND_DNS")]
+    pub backend_dns: Option<String>,
+    /// Milliseconds between re-resolving the DNS name and re-reading the engines'
+    /// repository indexes.
+    #[arg(
+        long,
+        env = "NEREID_GATEWAY_DISCOVERY_INTERVAL_MS",
+        default_value_t = 2000
+    )]
+    pub discovery_interval_ms: u64,
+    /// Milliseconds between health checks of every engine (also each check's timeout).
+    #[arg(
+        long,
+        env = "NEREID_GATEWAY_HEALTH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub health_interval_ms: u64,
+    /// Failed calls in a row that eject an engine until its next good health check.
+    #[arg(long, env = "NEREID_GATEWAY_EJECT_AFTER", default_value_t = 3)]
+    pub eject_after: u32,
+    /// Other engines a request is tried on when one could not answer it (UNAVAILABLE
+    /// before any response was sent).
+    #[arg(long, env = "NEREID_GATEWAY_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+    /// Listeners, limits, logging and the frontends' flags.
+    #[command(flatten)]
+    pub doors: DoorArgs,
+}
+
+/// What `serve` and `gateway` share: the doors clients use, their limits, and logging.
+#[derive(Args, Debug)]
+pub(crate) struct DoorArgs {
+    /// Address every listener binds.
+    #[arg(long, env = "NEREID_ADDRESS", default_value = "0.0.0.0")]
+    pub address: String,
+    /// HTTP/REST port (0 picks a free one).
+    #[arg(long, env = "NEREID_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// gRPC port (0 picks a free one).
+    #[arg(long, env = "NEREID_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Prometheus metrics port (0 picks a free one).
+    #[arg(long, env = "NEREID_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
     /// Requests in flight across every model and door at most; past it a request is refused
     /// at once (HTTP 503 with Retry-After, gRPC RESOURCE_EXHAUSTED), so memory stays bounded
     /// whatever the mix of traffic. 0 removes the limit.

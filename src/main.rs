@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod gateway;
 mod logging;
 mod metrics_server;
 mod serve;
@@ -27,9 +28,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             let candle = size_candle_pools();
-            logging::init(args.log_format, args.log_verbose);
+            logging::init(args.doors.log_format, args.doors.log_verbose);
             tracing::info!(set = ?candle, "candle CPU thread counts (the environment's own win)");
             serve::run(*args)
+        }
+        cli::Command::Gateway(args) => {
+            logging::init(args.doors.log_format, args.doors.log_verbose);
+            gateway::run(*args)
         }
         cli::Command::Bench(args) => runtime()?.block_on(nereid_bench::run(*args)),
         cli::Command::BenchReport(args) => {

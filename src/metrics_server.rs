@@ -18,6 +18,11 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
             nereid_stream::metrics::LATENCY_BUCKETS,
         )
         .context("cannot set the token latency buckets")?
+        .set_buckets_for_metric(
+            Matcher::Prefix(nereid_gateway::METRICS_PREFIX.into()),
+            nereid_stream::metrics::LATENCY_BUCKETS,
+        )
+        .context("cannot set the gateway latency buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     std::thread::Builder::new()

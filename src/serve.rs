@@ -1,5 +1,5 @@
 //! `nereid serve`: start the engine, bind every port, serve until SIGINT/SIGTERM, then
-//! drain in-flight work within the exit timeout.
+//! drain in-flight work within the exit timeout. `nereid gateway` serves its doors here too.
 
 use std::future::IntoFuture;
 use std::io::Write;
@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::cli::{ControlMode, ServeArgs};
+use crate::cli::{ControlMode, DoorArgs, ServeArgs};
 use crate::{demo, metrics_server};
 
 /// Runs the server to completion.
@@ -33,7 +33,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         startup_models: args.load_model.clone(),
         poll_interval: Duration::from_secs(args.repository_poll_secs),
         strict_readiness: args.strict_readiness,
-        max_inflight: (args.max_inflight > 0).then_some(args.max_inflight),
+        max_inflight: args.doors.max_inflight(),
     };
     let mut backends = BackendRegistry::with_builtins();
     nereid_models::register(&mut backends);
@@ -46,12 +46,21 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(engine, args, metrics))
+    runtime.block_on(serve(engine, args.doors, metrics))
 }
 
-async fn serve(
+impl DoorArgs {
+    /// `--max-inflight` as the engine takes it (0: no limit).
+    pub(crate) fn max_inflight(&self) -> Option<usize> {
+        (self.max_inflight > 0).then_some(self.max_inflight)
+    }
+}
+
+/// Serves every door of `engine` (a local one, or a gateway's) until SIGINT/SIGTERM, then
+/// drains it.
+pub(crate) async fn serve(
     engine: Engine,
-    args: ServeArgs,
+    args: DoorArgs,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let bind = |port: u16| {

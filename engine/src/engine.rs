@@ -13,10 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::models::{ModelFacts, ModelTable, RepositoryEntry};
 use crate::scheduler::Queued;
 use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
+use crate::upstream::{Reply, Upstream};
 use crate::validate::validate;
 use crate::{
-    BackendRegistry, EngineError, InferRequest, InferResponse, ModelStatsSnapshot, Repository,
-    ResponseStream, Result,
+    BackendRegistry, EngineError, InferRequest, InferResponse, ModelStats, ModelStatsSnapshot,
+    Repository, ResponseStream, Result,
 };
 
 /// How models get loaded, as Triton's `--model-control-mode`.
@@ -87,9 +88,54 @@ pub struct ModelMetadata {
 
 struct Inner {
     options: EngineOptions,
-    models: ModelTable,
+    models: Models,
     draining: AtomicBool,
     inflight: Arc<InflightCounter>,
+}
+
+impl Inner {
+    /// The local model table; model control is refused earlier for an upstream engine.
+    fn local(&self) -> Result<&ModelTable> {
+        match &self.models {
+            Models::Local(models) => Ok(models),
+            Models::Remote(_) => Err(EngineError::internal("this engine has no local models")),
+        }
+    }
+}
+
+/// Where the models are: in this process, or behind an [`Upstream`] (a gateway).
+enum Models {
+    Local(ModelTable),
+    Remote(Arc<dyn Upstream>),
+}
+
+/// The model version a request goes to.
+enum Target {
+    Local(Arc<crate::models::ModelVersion>),
+    Remote(crate::UpstreamModel),
+}
+
+impl Target {
+    fn spec(&self) -> &Arc<crate::ModelSpec> {
+        match self {
+            Self::Local(m) => &m.spec,
+            Self::Remote(m) => &m.facts.spec,
+        }
+    }
+
+    fn version(&self) -> i64 {
+        match self {
+            Self::Local(m) => m.version,
+            Self::Remote(m) => m.facts.version,
+        }
+    }
+
+    fn stats(&self) -> &Arc<ModelStats> {
+        match self {
+            Self::Local(m) => &m.stats,
+            Self::Remote(m) => &m.stats,
+        }
+    }
 }
 
 /// The engine: cheap to clone, shared by every frontend.
@@ -110,13 +156,15 @@ impl Engine {
             .transpose()?;
         let engine = Self {
             inner: Arc::new(Inner {
-                models: ModelTable::new(repository, backends),
+                models: Models::Local(ModelTable::new(repository, backends)),
                 options,
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
             }),
         };
-        let models = &engine.inner.models;
+        let Models::Local(models) = &engine.inner.models else {
+            unreachable!("built local above")
+        };
         let to_load: Vec<String> = match engine.inner.options.control_mode {
             ModelControlMode::None | ModelControlMode::Poll => models
                 .repository()
@@ -154,11 +202,27 @@ impl Engine {
                     if inner.draining.load(Ordering::Acquire) {
                         return;
                     }
-                    inner.models.poll();
+                    if let Models::Local(models) = &inner.models {
+                        models.poll();
+                    }
                 })
                 .map_err(|e| EngineError::internal(format!("cannot start poll thread: {e}")))?;
         }
         Ok(engine)
+    }
+
+    /// An engine whose models are served elsewhere (a gateway's): requests are validated,
+    /// counted and drained here, and computed wherever `upstream` forwards them. Only
+    /// `strict_readiness` and `max_inflight` of the options apply.
+    pub fn with_upstream(options: EngineOptions, upstream: Arc<dyn Upstream>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                models: Models::Remote(upstream),
+                options,
+                draining: AtomicBool::new(false),
+                inflight: Arc::default(),
+            }),
+        }
     }
 
     /// Server name and version.
@@ -181,21 +245,48 @@ impl Engine {
 
     /// Ready: live, and (under strict readiness) every model ready.
     pub fn is_ready(&self) -> bool {
-        self.is_live() && (!self.inner.options.strict_readiness || self.inner.models.all_ready())
+        self.is_live()
+            && match &self.inner.models {
+                Models::Local(models) => !self.inner.options.strict_readiness || models.all_ready(),
+                Models::Remote(upstream) => upstream.is_ready(),
+            }
+    }
+
+    fn resolve(&self, name: &str, version: Option<i64>) -> Result<Target> {
+        Ok(match &self.inner.models {
+            Models::Local(models) => Target::Local(models.resolve(name, version)?),
+            Models::Remote(upstream) => Target::Remote(upstream.resolve(name, version)?),
+        })
+    }
+
+    /// Ready versions (of one model, or all) and their statistics.
+    fn ready_versions(&self, name: Option<&str>) -> Vec<(i64, Arc<ModelStats>)> {
+        match &self.inner.models {
+            Models::Local(models) => models
+                .ready_versions(name)
+                .iter()
+                .map(|m| (m.version, m.stats.clone()))
+                .collect(),
+            Models::Remote(upstream) => upstream
+                .ready_versions(name)
+                .into_iter()
+                .map(|m| (m.facts.version, m.stats))
+                .collect(),
+        }
     }
 
     /// Whether the model (newest or given version) is ready. Unknown models are not ready.
     pub fn model_ready(&self, name: &str, version: Option<i64>) -> bool {
-        self.inner.models.resolve(name, version).is_ok()
+        self.resolve(name, version).is_ok()
     }
 
     /// What a ready model (newest or given version) takes and gives, typed; the metadata
     /// endpoints' answers are derived from the same spec.
     pub fn model(&self, name: &str, version: Option<i64>) -> Result<ModelFacts> {
-        let model = self.inner.models.resolve(name, version)?;
+        let target = self.resolve(name, version)?;
         Ok(ModelFacts {
-            version: model.version,
-            spec: model.spec.clone(),
+            version: target.version(),
+            spec: target.spec().clone(),
         })
     }
 
@@ -205,11 +296,9 @@ impl Engine {
         let versions = match version {
             Some(v) => vec![v.to_string()],
             None => self
-                .inner
-                .models
                 .ready_versions(Some(name))
                 .iter()
-                .map(|m| m.version.to_string())
+                .map(|(v, _)| v.to_string())
                 .collect(),
         };
         let describe = |specs: &[crate::TensorSpec]| {
@@ -252,40 +341,49 @@ impl Engine {
         version: Option<i64>,
     ) -> Result<Vec<ModelStatsSnapshot>> {
         if let Some(n) = name {
-            self.inner.models.resolve(n, version)?;
+            self.resolve(n, version)?;
         }
         Ok(self
-            .inner
-            .models
             .ready_versions(name)
             .iter()
-            .filter(|m| version.is_none_or(|v| v == m.version))
-            .map(|m| m.stats.snapshot())
+            .filter(|(v, _)| version.is_none_or(|want| want == *v))
+            .map(|(_, stats)| stats.snapshot())
             .collect())
     }
 
     /// The repository index.
     pub fn repository_index(&self, ready_only: bool) -> Vec<RepositoryEntry> {
-        self.inner.models.index(ready_only)
+        match &self.inner.models {
+            Models::Local(models) => models.index(ready_only),
+            Models::Remote(upstream) => upstream.index(ready_only),
+        }
     }
 
     /// Loads or reloads a model (optionally with a config given by the client).
-    /// Only in explicit mode, as in Triton.
+    /// Only in explicit mode, as in Triton; an upstream engine passes the call on to the
+    /// engines behind it, whose own mode decides.
     pub async fn load_model(&self, name: &str, config: Option<ModelConfig>) -> Result<()> {
+        if let Models::Remote(upstream) = &self.inner.models {
+            return upstream.load(name, config).await;
+        }
         self.require_explicit("load")?;
         let inner = self.inner.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || inner.models.load(&name, config))
+        tokio::task::spawn_blocking(move || inner.local()?.load(&name, config))
             .await
             .map_err(|e| EngineError::internal(format!("model load task failed: {e}")))?
     }
 
-    /// Unloads a model after its queued requests finish. Only in explicit mode.
+    /// Unloads a model after its queued requests finish. Only in explicit mode (an
+    /// upstream engine passes the call on).
     pub async fn unload_model(&self, name: &str) -> Result<()> {
+        if let Models::Remote(upstream) = &self.inner.models {
+            return upstream.unload(name).await;
+        }
         self.require_explicit("unload")?;
         let inner = self.inner.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || inner.models.unload(&name))
+        tokio::task::spawn_blocking(move || inner.local()?.unload(&name))
             .await
             .map_err(|e| EngineError::internal(format!("model unload task failed: {e}")))?
     }
@@ -329,11 +427,9 @@ impl Engine {
         }
         // Counted from here, so a request refused later is uncounted by the guard's drop.
         let inflight = InflightGuard::admit(&self.inner.inflight, self.inner.options.max_inflight)?;
-        let model = self
-            .inner
-            .models
-            .resolve(&request.model_name, request.model_version)?;
-        let spec = &model.spec;
+        let target = self.resolve(&request.model_name, request.model_version)?;
+        let spec = target.spec().clone();
+        let stats = target.stats();
         if spec.decoupled && matches!(sink, Sink::Unary(_)) {
             return Err(EngineError::Unimplemented(format!(
                 "model '{}' is decoupled and streams its responses: use ModelStreamInfer (gRPC) or \
@@ -341,16 +437,35 @@ impl Engine {
                 spec.name()
             )));
         }
-        let checked = validate(spec, &request)
-            .and_then(|admission| model.loaded.check_request(&request).map(|()| admission));
+        let checked = validate(&spec, &request).and_then(|admission| match &target {
+            Target::Local(model) => model.loaded.check_request(&request).map(|()| admission),
+            Target::Remote(_) => Ok(admission),
+        });
         let admission = match checked {
             Ok(a) => a,
             Err(e) => {
-                model
-                    .stats
-                    .record_failure(received.elapsed(), e.failure_reason());
+                stats.record_failure(received.elapsed(), e.failure_reason());
                 return Err(e);
             }
+        };
+        let ctx = RequestContext {
+            model_name: Arc::from(spec.name()),
+            model_version: target.version(),
+            id: request.id.clone(),
+            requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
+            stats: stats.clone(),
+            received,
+            inflight,
+        };
+        let model = match (target, &self.inner.models) {
+            (Target::Local(model), _) => model,
+            (Target::Remote(_), Models::Remote(upstream)) => {
+                // Queue policies and timeouts are the serving engine's: the request's own
+                // parameters travel with it.
+                upstream.forward(request, Reply::new(sink, ctx));
+                return Ok(spec.decoupled);
+            }
+            (Target::Remote(_), Models::Local(_)) => unreachable!("resolved by this engine"),
         };
         let policy = &spec.levels[admission.level];
         let timeout = match admission.timeout {
@@ -358,15 +473,6 @@ impl Engine {
             _ => policy.default_timeout,
         }
         .filter(|t| !t.is_zero());
-        let ctx = RequestContext {
-            model_name: Arc::from(spec.name()),
-            model_version: model.version,
-            id: request.id.clone(),
-            requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
-            stats: model.stats.clone(),
-            received,
-            inflight,
-        };
         let queued = Queued {
             request,
             sink,
@@ -401,7 +507,12 @@ impl Engine {
         }
         let drained = self.inflight() == 0;
         let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || inner.models.unload_all()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Models::Local(models) = &inner.models {
+                models.unload_all();
+            }
+        })
+        .await;
         drained
     }
 }

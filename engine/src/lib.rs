@@ -5,6 +5,8 @@
 //! hand it to [`Engine::infer`] or [`Engine::infer_stream`], and encode what comes back;
 //! every failure is an [`EngineError`] whose variant decides the wire status. The contract
 //! of text generation models, shared by their backends and frontends, is [`generation`].
+//! An engine built over an [`Upstream`] serves models that run in other processes (a
+//! gateway's).
 
 mod backend;
 pub mod builtin;
@@ -20,6 +22,7 @@ mod scheduler;
 mod sink;
 mod stats;
 pub mod tensor;
+mod upstream;
 mod validate;
 
 pub use backend::{
@@ -44,3 +47,4 @@ pub use stats::{
     BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,
 };
 pub use tensor::Tensor;
+pub use upstream::{ControlFuture, Reply, Upstream, UpstreamModel};

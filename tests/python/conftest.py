@@ -2,6 +2,10 @@
 
 The binary prints one line `NEREID_READY http=HOST:PORT grpc=HOST:PORT metrics=HOST:PORT`
 on stdout once every listener is bound; the fixtures read the chosen ports from it.
+
+With NEREID_E2E_GATEWAY=1 every server a test starts is an engine with a `nereid gateway`
+in front, and the test talks to the gateway: the same suite proves a client cannot tell
+the two apart. Tests of one process's internals are marked `engine_only` and skipped then.
 """
 
 import os
@@ -19,13 +23,35 @@ BIN = os.environ.get("NEREID_BIN", str(ROOT / "target" / "debug" / "nereid"))
 READY = re.compile(r"NEREID_READY http=(\S+) grpc=(\S+) metrics=(\S+)")
 
 
-class Server:
-    """A running `nereid serve` process and its addresses."""
+THROUGH_GATEWAY = os.environ.get("NEREID_E2E_GATEWAY") == "1"
 
-    def __init__(self, args, env=None):
+# Flags of `serve` alone (each takes one value); every other flag is a door's, and a
+# gateway gets it too, so a limit a test sets holds at the door the test talks to.
+SERVE_ONLY = {"--model-repository", "--demo-models", "--model-control-mode", "--load-model",
+              "--repository-poll-secs", "--strict-readiness"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "engine_only(reason): tests an engine process's internals, not a door")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not THROUGH_GATEWAY:
+        return
+    for item in items:
+        marker = item.get_closest_marker("engine_only")
+        if marker:
+            item.add_marker(pytest.mark.skip(reason="engine only: " + marker.args[0]))
+
+
+class Server:
+    """A running `nereid serve` (or `nereid gateway`) process and its addresses."""
+
+    def __init__(self, args, env=None, command="serve"):
         self.log = []
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *args],
+            [BIN, command, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -63,8 +89,41 @@ class Server:
         return self.proc.returncode
 
 
+class Fleet:
+    """An engine and a gateway in front of it; addresses and process are the gateway's."""
+
+    def __init__(self, args, env=None):
+        args = list(args)
+        door_args, i = [], 0
+        while i < len(args):
+            flag = args[i]
+            takes_value = "=" not in flag and flag in SERVE_ONLY
+            if flag.split("=")[0] not in SERVE_ONLY:
+                door_args.append(flag)
+            i += 2 if takes_value else 1
+        self.engine = Server(args, env)
+        gateway_args = ["--backend", self.engine.grpc, "--health-interval-ms", "200",
+                        "--discovery-interval-ms", "500", *door_args]
+        try:
+            self.gateway = Server(gateway_args, env, command="gateway")
+        except Exception:
+            self.engine.stop()
+            raise
+        self.http, self.grpc, self.metrics = self.gateway.http, self.gateway.grpc, self.gateway.metrics
+        self.proc, self.log = self.gateway.proc, self.gateway.log
+
+    def stop(self, timeout=30):
+        """SIGTERM to the gateway, then the engine; returns the gateway's exit code."""
+        code = self.gateway.stop(timeout)
+        self.engine.stop(timeout)
+        return code
+
+
 def start_server(args=(), env=None):
-    """Starts a server with extra CLI args (e.g. a model repository)."""
+    """Starts a server with extra CLI args (e.g. a model repository); behind a gateway
+    under NEREID_E2E_GATEWAY=1."""
+    if THROUGH_GATEWAY:
+        return Fleet(args, env)
     return Server(list(args), env)
 
 

@@ -38,6 +38,7 @@ def simple_inputs(a, b):
     return inputs
 
 
+@pytest.mark.engine_only("reads the batcher's execution counters on the engine's own /metrics")
 def test_concurrent_requests_are_batched(server):
     client = grpcclient.InferenceServerClient(server.grpc)
     before = scrape(server)

@@ -1,0 +1,140 @@
+//! Models served by other processes: the engine side of a gateway.
+//!
+//! An [`Engine`](crate::Engine) built with [`Engine::with_upstream`](crate::Engine::with_upstream)
+//! owns no models. It learns what each model takes from its [`Upstream`] (which reads the
+//! configs the serving engines report), validates and counts every request exactly as a
+//! local engine does, so a bad request gets the same error at a gateway as at an engine,
+//! then hands it to [`Upstream::forward`] with a [`Reply`] to answer through. Frontends
+//! cannot tell the two apart.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nereid_proto::inference::ModelConfig;
+
+use crate::sink::{RequestContext, Sink};
+use crate::{InferRequest, InferResponse, ModelFacts, ModelStats, RepositoryEntry, Result};
+
+/// A model version served upstream, with the statistics this process keeps of the
+/// requests it forwarded there.
+#[derive(Clone)]
+pub struct UpstreamModel {
+    /// What the model takes and gives, from the serving engine's config.
+    pub facts: ModelFacts,
+    /// Requests forwarded to it, as this process saw them (end to end, network included).
+    pub stats: Arc<ModelStats>,
+}
+
+impl std::fmt::Debug for UpstreamModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamModel")
+            .field("facts", &self.facts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an upstream engine's requests run.
+pub trait Upstream: Send + Sync + 'static {
+    /// Whether requests can be forwarded now (some backend is healthy).
+    fn is_ready(&self) -> bool;
+
+    /// The newest ready (or the given) version of a model, or the error an engine would
+    /// give for it (unknown model, version not ready).
+    fn resolve(&self, name: &str, version: Option<i64>) -> Result<UpstreamModel>;
+
+    /// Every ready version, optionally of one model only.
+    fn ready_versions(&self, name: Option<&str>) -> Vec<UpstreamModel>;
+
+    /// The repository index over every backend.
+    fn index(&self, ready_only: bool) -> Vec<RepositoryEntry>;
+
+    /// Loads (or reloads) a model wherever the upstream loads models, and returns once it
+    /// is routable; the engines decide whether they allow it (their control mode).
+    fn load(&self, name: &str, config: Option<ModelConfig>) -> ControlFuture;
+
+    /// Unloads a model wherever the upstream serves it.
+    fn unload(&self, name: &str) -> ControlFuture;
+
+    /// Sends a validated request on its way; the outcome goes to `reply`. Called on the
+    /// submitting (async) thread: it must not block, so it spawns what waits.
+    fn forward(&self, request: InferRequest, reply: Reply);
+}
+
+/// The outcome of a model control call, awaited by the frontend that asked.
+pub type ControlFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
+/// How a forwarded request is answered: exactly once with [`Reply::finish`], after any
+/// number of [`Reply::send`] for a decoupled model's streamed responses. Dropping it
+/// unanswered fails the request.
+pub struct Reply {
+    sink: Option<Sink>,
+    ctx: RequestContext,
+}
+
+impl Reply {
+    pub(crate) fn new(sink: Sink, ctx: RequestContext) -> Self {
+        Self {
+            sink: Some(sink),
+            ctx,
+        }
+    }
+
+    /// When the request was received, for latency accounting.
+    pub fn received(&self) -> Instant {
+        self.ctx.received
+    }
+
+    /// Whether the client has gone away (its work upstream should be cancelled).
+    pub fn is_closed(&self) -> bool {
+        self.sink.as_ref().is_none_or(Sink::is_closed)
+    }
+
+    /// Completes once the client has gone away; pending forever while it waits.
+    pub async fn closed(&mut self) {
+        match &mut self.sink {
+            Some(Sink::Unary(tx)) => tx.closed().await,
+            Some(Sink::Stream(tx)) => tx.closed().await,
+            None => {}
+        }
+    }
+
+    /// Sends one non-final response of a streamed request, waiting for room in the
+    /// client's buffer. False when the client has gone away (or the request is unary,
+    /// which takes only its final response).
+    pub async fn send(&mut self, response: InferResponse) -> bool {
+        match &self.sink {
+            Some(Sink::Stream(tx)) => tx.send(Ok(response)).await.is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Sends the final outcome and counts it.
+    pub async fn finish(mut self, outcome: Result<InferResponse>) {
+        self.ctx.record(&outcome);
+        match self.sink.take() {
+            Some(Sink::Unary(tx)) => {
+                let _ = tx.send(outcome);
+            }
+            // Streams wait for room: a decoupled request may have filled the buffer.
+            Some(Sink::Stream(tx)) => {
+                let _ = tx.send(outcome).await;
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            sink.finish(
+                &self.ctx,
+                Err(crate::EngineError::internal(
+                    "the forwarded request ended without an answer",
+                )),
+            );
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Model control through the gateway: a load or unload goes to every healthy engine (each
+//! engine's control mode decides whether it is allowed), and the routing table is rebuilt
+//! before the call returns, so a loaded model is routable at once.
+
+use std::collections::HashMap;
+
+use futures::future::join_all;
+use nereid_engine::{EngineError, ModelConfig, Result};
+use nereid_proto::inference::model_repository_parameter::ParameterChoice;
+use nereid_proto::inference::{
+    ModelRepositoryParameter, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+};
+
+use crate::{discovery, Shared};
+
+/// Loads (or reloads) a model on every healthy engine.
+pub(crate) async fn load(shared: &Shared, name: &str, config: Option<ModelConfig>) -> Result<()> {
+    let mut parameters = HashMap::new();
+    if let Some(config) = config {
+        let json = nereid_proto::model_config_to_json(&config).to_string();
+        parameters.insert(
+            "config".to_string(),
+            ModelRepositoryParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(json)),
+            },
+        );
+    }
+    let calls = healthy(shared, "load")?.into_iter().map(|backend| {
+        let request = RepositoryModelLoadRequest {
+            repository_name: String::new(),
+            model_name: name.to_string(),
+            parameters: parameters.clone(),
+        };
+        async move { backend.client().raw().repository_model_load(request).await }
+    });
+    let outcomes: Vec<_> = join_all(calls).await;
+    discovery::refresh_catalog(shared).await;
+    first_error(outcomes)
+}
+
+/// Unloads a model on every healthy engine.
+pub(crate) async fn unload(shared: &Shared, name: &str) -> Result<()> {
+    let calls = healthy(shared, "unload")?.into_iter().map(|backend| {
+        let request = RepositoryModelUnloadRequest {
+            repository_name: String::new(),
+            model_name: name.to_string(),
+            parameters: HashMap::new(),
+        };
+        async move {
+            backend
+                .client()
+                .raw()
+                .repository_model_unload(request)
+                .await
+        }
+    });
+    let outcomes: Vec<_> = join_all(calls).await;
+    discovery::refresh_catalog(shared).await;
+    first_error(outcomes)
+}
+
+fn healthy(shared: &Shared, what: &str) -> Result<Vec<std::sync::Arc<crate::backend::Backend>>> {
+    let backends: Vec<_> = shared
+        .backends
+        .read()
+        .iter()
+        .filter(|b| b.is_healthy())
+        .cloned()
+        .collect();
+    if backends.is_empty() {
+        return Err(EngineError::unavailable(format!(
+            "no healthy engine to {what} the model on"
+        )));
+    }
+    Ok(backends)
+}
+
+/// Every engine's answer counts: the first refusal is the caller's answer.
+fn first_error<T>(outcomes: Vec<std::result::Result<T, tonic::Status>>) -> Result<()> {
+    match outcomes.into_iter().find_map(|o| o.err()) {
+        Some(status) => Err(nereid_grpc::status::from_status(&status)),
+        None => Ok(()),
+    }
+}

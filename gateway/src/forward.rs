@@ -1,0 +1,173 @@
+//! One request's way through the gateway: pick a backend, send it there over KServe v2
+//! gRPC (a stream for decoupled models), and try another backend when the first could not
+//! answer and nothing has reached the client yet.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use nereid_engine::{EngineError, InferRequest, InferResponse, ParamValue, Reply};
+use nereid_grpc::client::ClientError;
+use tonic::Code;
+
+use crate::backend::{pick_two, Backend};
+use crate::{metrics, Shared};
+
+/// How one attempt on one backend ended.
+enum Attempt {
+    /// The engine answered (success or its own error): pass it on.
+    Answered(Result<InferResponse, EngineError>),
+    /// The engine could not be reached or refused before answering; nothing was sent to
+    /// the client, so another backend may take the request.
+    Unanswered(tonic::Status),
+    /// The client went away; dropping the call cancelled the engine's work.
+    ClientGone,
+}
+
+/// Forwards a request on a task of its own and answers `reply` with the outcome.
+pub(crate) fn spawn(shared: Arc<Shared>, request: InferRequest, reply: Reply) {
+    tokio::spawn(forward(shared, request, reply));
+}
+
+async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
+    let decoupled = shared
+        .catalog
+        .resolve(&request.model_name, request.model_version)
+        .is_ok_and(|m| m.facts.spec.decoupled);
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    loop {
+        let serving = shared
+            .catalog
+            .backends(&request.model_name, request.model_version);
+        let candidates: Vec<&Arc<Backend>> = serving
+            .iter()
+            .filter(|b| b.is_healthy() && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+            .collect();
+        let Some(backend) = pick_two(&candidates).cloned() else {
+            let error = EngineError::unavailable(format!(
+                "no healthy engine serves model '{}' now ({} serve it, {} tried)",
+                request.model_name,
+                serving.len(),
+                tried.len()
+            ));
+            reply.finish(Err(error)).await;
+            return;
+        };
+        let ticket = backend.begin();
+        let started = Instant::now();
+        let attempt = if decoupled {
+            stream(&backend, request.clone(), &mut reply).await
+        } else {
+            unary(&backend, request.clone(), &mut reply).await
+        };
+        drop(ticket);
+        let elapsed = started.elapsed();
+        match attempt {
+            Attempt::Answered(outcome) => {
+                backend.record_success();
+                let label = match &outcome {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("{:?}", nereid_grpc::status::code(e)),
+                };
+                metrics::request(&backend.address, &label, elapsed);
+                reply.finish(outcome).await;
+                return;
+            }
+            Attempt::ClientGone => {
+                metrics::request(&backend.address, "ClientGone", elapsed);
+                return;
+            }
+            Attempt::Unanswered(status) => {
+                metrics::request(&backend.address, &format!("{:?}", status.code()), elapsed);
+                backend.record_failure(shared.options.eject_after, status.message());
+                if tried.len() as u32 >= shared.options.retries {
+                    reply
+                        .finish(Err(nereid_grpc::status::from_status(&status)))
+                        .await;
+                    return;
+                }
+                tracing::debug!(backend = %backend.address, error = %status.message(), "retrying on another engine");
+                metrics::retried();
+                tried.push(backend);
+            }
+        }
+    }
+}
+
+/// A failure that leaves the request unanswered, so another engine may take it: the
+/// engine could not be reached or is shutting down (UNAVAILABLE), or the connection broke
+/// before its answer came (a transport error, which tonic reports as INTERNAL). Running
+/// an inference twice has no effect beyond its cost, so a request the engine may have
+/// computed but never answered is safe to send again.
+fn unanswered(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable
+        || std::error::Error::source(status).is_some_and(|s| s.is::<tonic::transport::Error>())
+}
+
+async fn unary(backend: &Backend, request: InferRequest, reply: &mut Reply) -> Attempt {
+    let call = backend.client().infer(request);
+    tokio::select! {
+        result = call => match result {
+            Ok(response) => Attempt::Answered(Ok(response)),
+            Err(ClientError::Status(status)) if unanswered(&status) => Attempt::Unanswered(status),
+            Err(e) => Attempt::Answered(Err(e.to_engine_error())),
+        },
+        () = reply.closed() => Attempt::ClientGone,
+    }
+}
+
+/// A decoupled model's responses, passed on as they come. Once one has reached the
+/// client the request can no longer move to another engine.
+async fn stream(backend: &Backend, mut request: InferRequest, reply: &mut Reply) -> Attempt {
+    // The engine always marks the end, so a stream cut short is told apart from one that
+    // ended; whether the client sees an empty final response is its own door's choice.
+    request.parameters.insert(
+        nereid_grpc::convert::ENABLE_EMPTY_FINAL.into(),
+        ParamValue::Bool(true),
+    );
+    let (model_name, id) = (request.model_name.clone(), request.id.clone());
+    let call = backend
+        .client()
+        .stream_infer(futures::stream::once(async move { request }));
+    let opened = tokio::select! {
+        opened = call => opened,
+        () = reply.closed() => return Attempt::ClientGone,
+    };
+    let mut responses = match opened {
+        Ok(responses) => Box::pin(responses),
+        Err(ClientError::Status(status)) if unanswered(&status) => {
+            return Attempt::Unanswered(status)
+        }
+        Err(e) => return Attempt::Answered(Err(e.to_engine_error())),
+    };
+    let mut sent = false;
+    loop {
+        let next = tokio::select! {
+            next = responses.next() => next,
+            () = reply.closed() => return Attempt::ClientGone,
+        };
+        match next {
+            Some(Ok(response)) if response.is_final => return Attempt::Answered(Ok(response)),
+            Some(Ok(response)) => {
+                sent = true;
+                if !reply.send(response).await {
+                    return Attempt::ClientGone;
+                }
+            }
+            Some(Err(ClientError::Status(status))) if !sent && unanswered(&status) => {
+                return Attempt::Unanswered(status)
+            }
+            Some(Err(e)) => return Attempt::Answered(Err(e.to_engine_error())),
+            // An engine that sends no empty final response (Triton without the request
+            // parameter) ends the stream instead.
+            None => {
+                return Attempt::Answered(Ok(InferResponse {
+                    model_name,
+                    id,
+                    is_final: true,
+                    ..InferResponse::default()
+                }))
+            }
+        }
+    }
+}
