@@ -36,7 +36,7 @@ impl Backend {
     pub(crate) fn new(address: &str, options: &ClientOptions) -> Result<Arc<Self>, String> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| format!("bad backend address '{address}': {e}"))?
-            .connect_timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             // A partitioned engine answers nothing, not even a reset: HTTP/2 pings find it,
             // so calls already sent there fail (and are retried) within seconds instead of
@@ -69,8 +69,8 @@ impl Backend {
 
     /// Counts a request in until the ticket drops.
     pub(crate) fn begin(self: &Arc<Self>) -> Ticket {
-        let now = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::set_inflight(&self.address, now);
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        metrics::add_inflight(&self.address, 1.0);
         Ticket {
             backend: self.clone(),
         }
@@ -150,8 +150,8 @@ pub(crate) struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let now = self.backend.inflight.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::set_inflight(&self.backend.address, now);
+        self.backend.inflight.fetch_sub(1, Ordering::Relaxed);
+        metrics::add_inflight(&self.backend.address, -1.0);
     }
 }
 

@@ -76,7 +76,7 @@ async fn discover(shared: &Shared) {
         if !keep {
             tracing::info!(backend = %b.address, "backend gone from discovery");
             metrics::set_healthy(&b.address, false);
-            metrics::set_inflight(&b.address, 0);
+            metrics::clear_inflight(&b.address);
         }
         keep
     });

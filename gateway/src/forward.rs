@@ -79,7 +79,13 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
             }
             Attempt::Unanswered(status) => {
                 metrics::request(&backend.address, &format!("{:?}", status.code()), elapsed);
-                backend.record_failure(shared.options.eject_after, status.message());
+                if broken_connection(&status) {
+                    // The engine went away: no point offering it the next request before a
+                    // health check has seen it back.
+                    backend.eject(status.message());
+                } else {
+                    backend.record_failure(shared.options.eject_after, status.message());
+                }
                 if tried.len() as u32 >= shared.options.retries {
                     reply
                         .finish(Err(nereid_grpc::status::from_status(&status)))
@@ -95,13 +101,18 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
 }
 
 /// A failure that leaves the request unanswered, so another engine may take it: the
-/// engine could not be reached or is shutting down (UNAVAILABLE), or the connection broke
-/// before its answer came (a transport error, which tonic reports as INTERNAL). Running
-/// an inference twice has no effect beyond its cost, so a request the engine may have
+/// engine said UNAVAILABLE (it is shutting down, say), or the failure is the connection's
+/// own (refused, reset, a body cut short), which tonic reports with the transport error as
+/// its source whatever the code, while a status the engine sent has none. Running an
+/// inference twice has no effect beyond its cost, so a request the engine may have
 /// computed but never answered is safe to send again.
 fn unanswered(status: &tonic::Status) -> bool {
-    status.code() == Code::Unavailable
-        || std::error::Error::source(status).is_some_and(|s| s.is::<tonic::transport::Error>())
+    status.code() == Code::Unavailable || broken_connection(status)
+}
+
+/// Whether the connection failed (rather than the engine answering with an error).
+fn broken_connection(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 async fn unary(backend: &Backend, request: InferRequest, reply: &mut Reply) -> Attempt {

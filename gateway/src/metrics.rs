@@ -37,10 +37,15 @@ pub(crate) fn set_healthy(backend: &str, healthy: bool) {
     });
 }
 
-/// Requests this gateway has in flight on a backend.
-pub(crate) fn set_inflight(backend: &str, inflight: usize) {
-    gauge!("nereid_gateway_backend_inflight", "backend" => backend.to_string())
-        .set(inflight as f64);
+/// Requests this gateway has in flight on a backend: one more (`+1`) or one fewer (`-1`).
+/// Moved, not set, so concurrent requests cannot leave a stale count behind.
+pub(crate) fn add_inflight(backend: &str, delta: f64) {
+    gauge!("nereid_gateway_backend_inflight", "backend" => backend.to_string()).increment(delta);
+}
+
+/// A backend gone from discovery has nothing in flight here any more.
+pub(crate) fn clear_inflight(backend: &str) {
+    gauge!("nereid_gateway_backend_inflight", "backend" => backend.to_string()).set(0.0);
 }
 
 /// Backends known (discovered), healthy or not.

@@ -9,6 +9,7 @@ base image stays, since making it is the slow part (about a minute).
 
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -136,3 +137,24 @@ def container_name():
     name = "nereid-test-%s" % uuid.uuid4().hex[:8]
     yield name
     docker("rm", "-f", "-v", name, check=False)
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_samples(text):
+    """Prometheus text exposition -> [(name, {label: value}, float)], comments skipped."""
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            samples.append((match.group(1), dict(_LABEL.findall(match.group(2) or "")), float(match.group(3))))
+    return samples
+
+
+def metric_value(samples, name, **labels):
+    """The value of the one sample of `name` whose labels include `labels`; None if none."""
+    found = [v for n, l, v in samples if n == name and labels.items() <= l.items()]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None

@@ -1,6 +1,7 @@
-"""deploy/docker-compose.yml end to end: three engines and Prometheus come up healthy,
-Prometheus scrapes every engine, and every query of the provisioned Grafana dashboard
-runs against it (the dashboard is only JSON here: Grafana cannot be installed)."""
+"""deploy/docker-compose.yml end to end: three engines, the gateway and Prometheus come up
+healthy, inference works through the gateway, Prometheus scrapes every engine and the
+gateway, and every query of the provisioned Grafana dashboard runs against it (the
+dashboard is only JSON here: Grafana cannot be installed)."""
 
 import json
 import os
@@ -42,13 +43,15 @@ def stack(cpu_image, prometheus_image):
     its containers, network and volumes whatever happened."""
     ports = {name: free_port() for name in (
         "ENGINE1_HTTP_PORT", "ENGINE1_GRPC_PORT", "ENGINE2_HTTP_PORT", "ENGINE2_GRPC_PORT",
-        "ENGINE3_HTTP_PORT", "ENGINE3_GRPC_PORT", "PROMETHEUS_PORT")}
+        "ENGINE3_HTTP_PORT", "ENGINE3_GRPC_PORT", "GATEWAY_HTTP_PORT", "GATEWAY_GRPC_PORT",
+        "GATEWAY_METRICS_PORT", "PROMETHEUS_PORT")}
     env = {**{k: str(v) for k, v in ports.items()}, "NEREID_IMAGE": cpu_image, "PROMETHEUS_IMAGE": prometheus_image,
            "COMPOSE_PROJECT_NAME": "nereid-test-%d" % os.getpid()}
     compose = compose_command() + ["-f", str(COMPOSE_FILE)]
     run(compose + ["config", "--quiet"], env=env)
     try:
-        # depends_on waits for the engines' healthchecks before Prometheus starts.
+        # depends_on waits for the engines' healthchecks before the gateway starts, and for
+        # the gateway's before Prometheus starts.
         run(compose + ["up", "-d", "--no-build"], env=env, timeout=240)
         yield ports
     finally:
@@ -72,6 +75,34 @@ def test_prometheus_scrapes_every_engine_and_the_dashboard_queries_run(stack):
         return engines if engines == {"engine-%d:8002" % n: "up" for n in (1, 2, 3)} else None
 
     wait_for(engines_up, 60, "Prometheus to scrape engine-1..3 successfully", interval=1)
+
+    # The gateway: its published doors serve the engines' models, and Prometheus scrapes it
+    # as its own job, where it reports all three engines healthy and the requests it
+    # forwarded to them.
+    gateway_requests = 20
+    for module, port in ((httpclient, stack["GATEWAY_HTTP_PORT"]), (grpcclient, stack["GATEWAY_GRPC_PORT"])):
+        client = module.InferenceServerClient("127.0.0.1:%d" % port)
+        assert client.is_server_ready()
+        for _ in range(gateway_requests // 2):
+            infer_simple(module, client)
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % stack["GATEWAY_METRICS_PORT"], timeout=5) as r:
+        assert "nereid_gateway_backend_healthy{" in r.read().decode()
+
+    def gateway_scraped():
+        targets = get_json("http://%s/api/v1/targets" % prometheus)["data"]["activeTargets"]
+        gateway = {t["labels"]["instance"]: t["health"] for t in targets if t["labels"]["job"] == "nereid-gateway"}
+        if gateway != {"gateway:8002": "up"}:
+            return None
+        healthy = query(prometheus, 'nereid_gateway_backend_healthy{job="nereid-gateway"}')["data"]["result"]
+        forwarded = query(prometheus, 'sum(nereid_gateway_requests_total{job="nereid-gateway",outcome="ok"})')
+        forwarded = forwarded["data"]["result"]
+        return (len(healthy) == 3 and all(r["value"][1] == "1" for r in healthy)
+                and forwarded and float(forwarded[0]["value"][1]) >= gateway_requests) or None
+
+    wait_for(gateway_scraped, 60, "Prometheus to scrape the gateway (up, 3 healthy backends, requests)", interval=1)
+    # The gateway's own per-model request counters are dropped at scrape: the dashboard
+    # sums nv_inference_* over every job, and the engines count each request already.
+    assert not query(prometheus, '{job="nereid-gateway",__name__=~"nv_inference_.*"}')["data"]["result"]
 
     # The dashboard: valid JSON, its data source is the provisioned one, and every metric
     # it names is one an engine exports (live) or the generation metrics' source declares.

@@ -1,7 +1,7 @@
-"""deploy/kubernetes: the core manifests against the Kubernetes OpenAPI schemas
-(kubernetes-validate, strict: unknown fields fail), and the custom resources (KServe,
-Prometheus Operator), whose schemas no PyPI package ships, by their required fields, their
-references to one another, and their embedded containers validated as a Pod's."""
+"""deploy/kubernetes: the core manifests (engines, HPA, gateway) against the Kubernetes
+OpenAPI schemas (kubernetes-validate, strict: unknown fields fail), and the custom resources
+(KServe, Prometheus Operator), whose schemas no PyPI package ships, by their required fields,
+their references to one another, and their embedded containers validated as a Pod's."""
 
 import copy
 import re
@@ -31,7 +31,7 @@ def validate(doc, version):
     kubernetes_validate.validate(doc, version, strict=True)
 
 
-CORE = [d for f in ("engines.yaml", "hpa.yaml") for d in docs(f)]
+CORE = [d for f in ("engines.yaml", "hpa.yaml", "gateway.yaml") for d in docs(f)]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -93,6 +93,60 @@ def test_engines_drain_within_the_grace_period_and_probe_real_routes():
                                              "name": deployment["metadata"]["name"]}
     # The image exports this gauge: tests/containers/test_image.py checks it on /metrics.
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "nv_inference_pending_request_count"
+
+
+def test_gateway_discovers_the_engines_headless_service():
+    deployment = by_kind("gateway.yaml", "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["nereid", "gateway"]
+    args = container["args"]
+    # --backend-dns names the headless Service of engines.yaml, in the pod's own namespace
+    # (Kubernetes expands $(POD_NAMESPACE) from the container's env), on its gRPC port.
+    headless = [s for s in docs("engines.yaml") if s["kind"] == "Service" and s["spec"].get("clusterIP") == "None"]
+    assert len(headless) == 1
+    grpc_port = [p["port"] for p in headless[0]["spec"]["ports"] if p["name"] == "grpc"]
+    assert flag(args, "backend-dns") == "%s.$(POD_NAMESPACE).svc.cluster.local:%d" % (
+        headless[0]["metadata"]["name"], grpc_port[0])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    for name in ("discovery-interval-ms", "health-interval-ms", "eject-after", "retries"):
+        assert int(flag(args, name)) > 0
+
+    # Stopping: the same arithmetic as the engines'.
+    exit_timeout = int(flag(args, "exit-timeout-secs"))
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + exit_timeout
+    # No GPU, and the engines' hardening.
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert "runtimeClassName" not in pod
+    engines_pod = by_kind("engines.yaml", "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == engines_pod["securityContext"]
+    assert container["securityContext"] == engines_pod["containers"][0]["securityContext"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    # Liveness must not follow readiness: with every engine down the gateway is not
+    # ready, and must not be restarted for it.
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+    # Its Service and PDB select the gateway pods and no engine; the engines' Services and
+    # PDB select no gateway pod.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    engine_labels = by_kind("engines.yaml", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    service = by_kind("gateway.yaml", "Service")
+    pdb = by_kind("gateway.yaml", "PodDisruptionBudget")
+    for selector in (service["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items() and not selector.items() <= engine_labels.items()
+    for doc in docs("engines.yaml"):
+        if doc["kind"] in ("Service", "PodDisruptionBudget"):
+            selector = doc["spec"]["selector"]
+            selector = selector.get("matchLabels", selector)
+            assert not selector.items() <= labels.items(), doc["metadata"]["name"]
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in ports
 
 
 def test_service_monitor_scrapes_the_headless_service():
