@@ -36,6 +36,10 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 echo "== end-to-end (pytest)"
 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+echo "== end-to-end through a gateway (pytest)"
+# The same suite with a `nereid gateway` in front of every engine it starts: a client must
+# not be able to tell them apart (tests of an engine's internals are marked engine_only).
+NEREID_E2E_GATEWAY=1 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 echo "== containers"
 # The CPU image from the binary built above, the compose stack (3 engines + Prometheus),

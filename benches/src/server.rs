@@ -151,6 +151,36 @@ pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
     let engine = Engine::start(options, BackendRegistry::with_builtins())
         .context("cannot start the engine")?;
     let host = Host::new("nereid-server", threads)?;
+    let (http, grpc) = serve_doors(&host, engine)?;
+    Ok(host.into_server(Some(http), Some(grpc), Some(repository)))
+}
+
+/// Starts `nereid gateway` in this process, in front of the engine at `engine_grpc`: the
+/// same frontends over an engine that forwards to it. Blocking (the gateway learns its
+/// engine's models first): call it from a blocking thread.
+pub fn gateway_in_process(
+    threads: usize,
+    engine_grpc: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    let host = Host::new("nereid-gateway", threads)?;
+    let options = nereid_gateway::GatewayOptions {
+        backends: vec![engine_grpc.to_string()],
+        ..Default::default()
+    };
+    let gateway = host
+        .runtime
+        .block_on(nereid_gateway::Gateway::start(options))
+        .map_err(|e| anyhow!(e))?;
+    let engine = Engine::with_upstream(EngineOptions::default(), std::sync::Arc::new(gateway));
+    if !engine.is_ready() {
+        bail!("the gateway found no healthy engine at {engine_grpc}");
+    }
+    let (http, grpc) = serve_doors(&host, engine)?;
+    Ok(host.into_server(Some(http), Some(grpc), None))
+}
+
+/// The gRPC and REST frontends of `engine`, with their default flags, on `host`.
+fn serve_doors(host: &Host, engine: Engine) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let (grpc_listener, grpc) = host.bind()?;
     let (http_listener, http) = host.bind()?;
     let grpc_args = nereid_grpc::GrpcArgs::default();
@@ -164,7 +194,7 @@ pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
     host.spawn("HTTP", async move {
         nereid_rest::serve(router, http_listener, &rest_args, stopped).await
     });
-    Ok(host.into_server(Some(http), Some(grpc), Some(repository)))
+    Ok((http, grpc))
 }
 
 /// Starts the bare axum server of `nereid-rest` (answers `simple` without the engine).

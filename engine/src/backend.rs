@@ -99,6 +99,12 @@ pub trait DecoupledInstance: Send {
     fn step(&mut self) -> Result<()>;
     /// Number of live sequences.
     fn live(&self) -> usize;
+    /// For a model with a KV cache: the positions its live sequences hold in it, and the
+    /// most one sequence may hold (the context length). The engine reports held over
+    /// context times the sequences the instance may run as its KV-cache utilisation.
+    fn kv_cache(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// Fails and drops every live sequence (after a failed or panicked step).
     fn abort_all(&mut self, error: EngineError);
 }

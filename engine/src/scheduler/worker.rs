@@ -114,7 +114,12 @@ impl Worker {
                     Default::default(),
                 );
             }
-            let freed = (live_before + admitted).saturating_sub(instance.live());
+            let live_now = instance.live();
+            let kv_cache = instance
+                .kv_cache()
+                .map(|(held, context)| (held, context * slots));
+            stats.record_decoupled(self.index, live_now, kv_cache);
+            let freed = (live_before + admitted).saturating_sub(live_now);
             for _ in 0..freed {
                 if self.idle_tx.send(self.index).is_err() {
                     open = false;
