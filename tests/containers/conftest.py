@@ -91,13 +91,19 @@ def free_port():
 
 
 def wait_for(predicate, timeout, what, interval=0.5):
-    """Polls predicate() until it returns something truthy; fails naming `what`."""
+    """Polls predicate() until it returns something truthy; fails naming `what`. A
+    connection refused or reset counts as not yet: a published port accepts (docker-proxy)
+    before the service behind it listens."""
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
+        try:
+            last = predicate()
+        except OSError as e:
+            last = e
+        else:
+            if last:
+                return last
         time.sleep(interval)
     raise AssertionError("timed out after %ss waiting for %s (last: %r)" % (timeout, what, last))
 
