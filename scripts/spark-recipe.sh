@@ -23,9 +23,16 @@ if [[ ! -x $NEREID_BIN ]]; then
 fi
 
 echo "== java"
-if ! command -v java >/dev/null; then
+# Spark 4 needs Java 17 or later: Debian bookworm's default-jre-headless is 17.
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
+if ! command -v java >/dev/null || (($(java_major) < 17)); then
   SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
   $SUDO apt-get update -q && $SUDO apt-get install -y -q default-jre-headless
+  if (($(java_major) < 17)); then
+    $SUDO apt-get install -y -q openjdk-17-jre-headless
+    export JAVA_HOME=$(dirname "$(dirname "$(readlink -f /usr/lib/jvm/java-17-openjdk-*/bin/java)")")
+    export PATH=$JAVA_HOME/bin:$PATH
+  fi
 fi
 java -version 2>&1 | head -1
 
@@ -35,12 +42,27 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 if ! .venv/bin/python -c 'import pyspark, pandas, pyarrow' 2>/dev/null; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyspark[sql]==4.*'
+  # pandas < 3: PySpark 4 warns that it does not fully support pandas 3 yet.
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyspark[sql]==4.*' 'pandas<3'
 fi
 .venv/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)'
 echo "setup: $(($(date +%s) - start)) s"
 
 echo "== spark recipe (pytest)"
-# Spark's own log goes to the test's captured output; -s shows the figures as they come.
-.venv/bin/python -m pytest -q -s -p no:cacheprovider tests/spark "$@"
+# -s shows each test's figures (a `SPARK_RECIPE {json}` line) as they come.
+export SPARK_RECIPE_RESULTS
+SPARK_RECIPE_RESULTS=$(mktemp)
+trap 'rm -f "$SPARK_RECIPE_RESULTS"' EXIT
+status=0
+.venv/bin/python -m pytest -q -s -p no:cacheprovider tests/spark "$@" || status=$?
+
+echo "== figures ($(nproc) cores, $(date -u +%Y-%m-%d), $(basename "$NEREID_BIN") from ${NEREID_BIN#"$PWD"/})"
+.venv/bin/python - "$SPARK_RECIPE_RESULTS" <<'PY'
+import json, sys
+print(f"{'model':8} {'door':13} {'rows':>6} {'scoring s':>9} {'rows/s':>8}  rows per engine")
+for line in open(sys.argv[1]):
+    f = json.loads(line)
+    print(f"{f['model']:8} {f['url']:13} {f['rows']:>6} {f['seconds']:>9} {f['rows_per_s']:>8}  {f['rows_per_engine']}")
+PY
 echo "spark recipe: $(($(date +%s) - start)) s in all"
+exit $status

@@ -41,6 +41,11 @@ echo "== end-to-end through a gateway (pytest)"
 # not be able to tell them apart (tests of an engine's internals are marked engine_only).
 NEREID_E2E_GATEWAY=1 NEREID_BIN="$PWD/target/debug/nereid" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
+echo "== spark recipe"
+# docs/BATCH.md's PySpark recipe (predict_batch_udf + tritonclient) against engines behind a
+# gateway; installs Java and pyspark when missing (about 1.5 minutes cold).
+NEREID_BIN="$PWD/target/debug/nereid" scripts/spark-recipe.sh
+
 echo "== containers"
 # The CPU image from the binary built above, the compose stack (3 engines + Prometheus),
 # hadolint on every Dockerfile and the Kubernetes manifests against their schemas

@@ -127,7 +127,8 @@ pub(crate) struct GatewayArgs {
         default_value_t = 2000
     )]
     pub discovery_interval_ms: u64,
-    /// Milliseconds between health checks of every engine (also each check's timeout).
+    /// Milliseconds between health checks of every engine (also each check's timeout, at
+    /// least 1 s).
     #[arg(
         long,
         env = "NEREID_GATEWAY_HEALTH_INTERVAL_MS",
@@ -141,6 +142,29 @@ pub(crate) struct GatewayArgs {
     /// before any response was sent).
     #[arg(long, env = "NEREID_GATEWAY_RETRIES", default_value_t = 2)]
     pub retries: u32,
+    /// PEM file of the CA the engines' gRPC certificates chain to: talk to them over TLS.
+    #[arg(long, env = "NEREID_GATEWAY_BACKEND_CA_CERT", value_name = "PEM")]
+    pub backend_ca_cert: Option<PathBuf>,
+    /// PEM file of the gateway's client certificate, for engines that require one.
+    #[arg(long, env = "NEREID_GATEWAY_BACKEND_CLIENT_CERT", value_name = "PEM",
+          requires_all = ["backend_ca_cert", "backend_client_key"])]
+    pub backend_client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's key.
+    #[arg(
+        long,
+        env = "NEREID_GATEWAY_BACKEND_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "backend_client_cert"
+    )]
+    pub backend_client_key: Option<PathBuf>,
+    /// The name the engines' certificates carry, when it is not the host dialled
+    /// (engines found by DNS are dialled by IP).
+    #[arg(
+        long,
+        env = "NEREID_GATEWAY_BACKEND_TLS_DOMAIN",
+        requires = "backend_ca_cert"
+    )]
+    pub backend_tls_domain: Option<String>,
     /// Listeners, limits, logging and the frontends' flags.
     #[command(flatten)]
     pub doors: DoorArgs,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nereid_engine::{Engine, EngineOptions};
-use nereid_gateway::{Gateway, GatewayOptions};
+use nereid_gateway::{BackendTls, Gateway, GatewayOptions};
 
 use crate::cli::GatewayArgs;
 use crate::{metrics_server, serve};
@@ -13,6 +13,23 @@ use crate::{metrics_server, serve};
 /// Runs the gateway to completion.
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let metrics = metrics_server::install()?;
+    let tls = args
+        .backend_ca_cert
+        .as_ref()
+        .map(|ca| {
+            BackendTls {
+                ca_cert: ca.clone(),
+                identity: args
+                    .backend_client_cert
+                    .clone()
+                    .zip(args.backend_client_key.clone()),
+                domain: args.backend_tls_domain.clone(),
+            }
+            .client_config()
+        })
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("--backend-ca-cert")?;
     let options = GatewayOptions {
         backends: args.backends.clone(),
         backend_dns: args.backend_dns.clone(),
@@ -22,6 +39,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         retries: args.retries,
         client: nereid_grpc::client::ClientOptions {
             max_message_size: args.doors.grpc.grpc_max_message_size,
+            tls,
             ..Default::default()
         },
     };

@@ -34,7 +34,12 @@ impl Backend {
     /// A backend over a connection made on first use (and remade after a failure). Starts
     /// ejected: the first successful health check admits it.
     pub(crate) fn new(address: &str, options: &ClientOptions) -> Result<Arc<Self>, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("bad backend address '{address}': {e}"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
@@ -44,6 +49,11 @@ impl Backend {
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
+        if let Some(tls) = &options.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("backend '{address}': bad TLS configuration: {e}"))?;
+        }
         let channel = endpoint.connect_lazy();
         metrics::set_healthy(address, false);
         Ok(Arc::new(Self {

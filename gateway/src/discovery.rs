@@ -98,10 +98,12 @@ async fn discover(shared: &Shared) {
 /// Asks every backend whether it serves: a yes admits it, a no or no answer ejects it.
 async fn check_health(shared: &Shared) {
     let backends = shared.backends.read().clone();
+    // At least a second: a busy engine (or a busy gateway) answering late is not a dead
+    // one, and ejecting healthy engines is an outage of its own.
     let timeout = shared
         .options
         .health_interval
-        .clamp(Duration::from_millis(200), Duration::from_secs(5));
+        .clamp(Duration::from_secs(1), Duration::from_secs(5));
     let checks = backends
         .iter()
         .map(|b| async move { (b, b.check(timeout).await) });

@@ -39,10 +39,20 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
         let serving = shared
             .catalog
             .backends(&request.model_name, request.model_version);
-        let candidates: Vec<&Arc<Backend>> = serving
+        let untried: Vec<&Arc<Backend>> = serving
             .iter()
-            .filter(|b| b.is_healthy() && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+            .filter(|b| !tried.iter().any(|t| Arc::ptr_eq(t, b)))
             .collect();
+        let healthy: Vec<&Arc<Backend>> =
+            untried.iter().copied().filter(|b| b.is_healthy()).collect();
+        // With every engine of the model ejected, try them anyway (Envoy's panic routing):
+        // ejection can be wrong (checks late on a busy machine), and a request sent to an
+        // engine that is really gone fails as it would have failed here.
+        let candidates = if healthy.is_empty() && tried.is_empty() {
+            untried
+        } else {
+            healthy
+        };
         let Some(backend) = pick_two(&candidates).cloned() else {
             let error = EngineError::unavailable(format!(
                 "no healthy engine serves model '{}' now ({} serve it, {} tried)",

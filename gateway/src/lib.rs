@@ -13,7 +13,8 @@
 //!   each engine.
 //! - **Health**: grpc.health.v1 checks eject an engine that stops serving (it drains, or
 //!   the network to it is cut) and readmit it once it answers; a streak of failed calls
-//!   ejects it between checks (a circuit breaker).
+//!   ejects it between checks (a circuit breaker). When every engine of a model is
+//!   ejected, requests try them anyway rather than fail unsent.
 //! - **Retries**: a request that an engine could not answer (UNAVAILABLE: unreachable,
 //!   connection broken, shutting down) moves to another engine, as long as nothing has
 //!   reached the client; a stream already answering is never retried.
@@ -28,6 +29,7 @@ mod discovery;
 mod forward;
 mod metrics;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use nereid_engine::{
 use nereid_grpc::client::ClientOptions;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::backend::Backend;
 use crate::catalog::Catalog;
@@ -55,13 +58,13 @@ pub struct GatewayOptions {
     /// How often the DNS name is re-resolved and the engines' repository indexes re-read.
     pub discovery_interval: Duration,
     /// How often every engine's health is checked (also the check's timeout, within
-    /// 200 ms and 5 s).
+    /// 1 s and 5 s).
     pub health_interval: Duration,
     /// Failed calls in a row that eject an engine until its next good health check.
     pub eject_after: u32,
     /// Further engines a request may be sent to after one could not answer it.
     pub retries: u32,
-    /// How to reach the engines.
+    /// How to reach the engines (message size, TLS).
     pub client: ClientOptions,
 }
 
@@ -76,6 +79,37 @@ impl Default for GatewayOptions {
             retries: 2,
             client: ClientOptions::default(),
         }
+    }
+}
+
+/// TLS to the engines (their `--grpc-use-ssl`), optionally with a client certificate for
+/// engines that require one (`--grpc-use-ssl-mutual`).
+#[derive(Debug, Clone, Default)]
+pub struct BackendTls {
+    /// PEM file of the CA the engines' certificates chain to.
+    pub ca_cert: PathBuf,
+    /// PEM files of this gateway's certificate and key, for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name the engines' certificates carry, when it is not the address dialled (a
+    /// DNS-discovered engine is dialled by IP; its certificate names the Service).
+    pub domain: Option<String>,
+}
+
+impl BackendTls {
+    /// The client configuration, files read; an unreadable file is an error naming it.
+    pub fn client_config(&self) -> std::result::Result<ClientTlsConfig, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca_cert)?));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(config)
     }
 }
 

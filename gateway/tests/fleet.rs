@@ -24,6 +24,10 @@ struct TestEngine {
 
 impl TestEngine {
     async fn start() -> Self {
+        Self::start_with(Default::default()).await
+    }
+
+    async fn start_with(args: nereid_grpc::GrpcArgs) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let engine = tokio::task::spawn_blocking(move || {
@@ -40,14 +44,9 @@ impl TestEngine {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nereid_grpc::serve(
-            engine.clone(),
-            listener,
-            Default::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(nereid_grpc::serve(engine.clone(), listener, args, async {
+            let _ = stopped.await;
+        }));
         Self {
             address,
             engine,
@@ -190,4 +189,73 @@ async fn bad_requests_fail_at_the_gateway_as_at_an_engine() {
         front.repository_index(true),
         a.engine.repository_index(true)
     );
+}
+
+/// A CA and a server certificate for `localhost`, written as PEM files.
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_behind_tls_are_reached_with_the_backend_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let args = nereid_grpc::GrpcArgs {
+        grpc_use_ssl: true,
+        grpc_server_cert: Some(cert),
+        grpc_server_key: Some(key),
+        ..Default::default()
+    };
+    let engine = TestEngine::start_with(args).await;
+    let tls = nereid_gateway::BackendTls {
+        ca_cert: ca,
+        identity: None,
+        // Dialled by IP, the certificate names localhost.
+        domain: Some("localhost".into()),
+    };
+    let mut options = GatewayOptions {
+        backends: vec![engine.address.clone()],
+        ..Default::default()
+    };
+    options.client.tls = Some(tls.client_config().unwrap());
+    let gateway = Gateway::start(options).await.unwrap();
+    let front = Engine::with_upstream(EngineOptions::default(), Arc::new(gateway));
+    assert!(front.is_ready());
+    check_simple(&front, 7).await;
+    assert_eq!(engine.successes(), 1);
+
+    // In plaintext the engine is never healthy, and a request says why it failed.
+    let plain = Gateway::start(GatewayOptions {
+        backends: vec![engine.address.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(plain.backends().iter().all(|(_, healthy)| !healthy));
+
+    let missing = nereid_gateway::BackendTls {
+        ca_cert: dir.path().join("nope.pem"),
+        ..Default::default()
+    };
+    assert!(missing.client_config().unwrap_err().contains("nope.pem"));
 }

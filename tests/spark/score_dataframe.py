@@ -82,7 +82,7 @@ def triton_fn(url, model, protocol="grpc"):
             tensor.set_data_from_numpy(array.astype(NP_TYPES[spec["datatype"]]))
             request.append(tensor)
         wanted = [lib.InferRequestedOutput(o["name"]) for o in outputs]
-        response = client.infer(model, inputs=request, outputs=wanted)
+        response = infer_with_retries(client, model, request, wanted)
         results = {}
         for spec in outputs:
             array = response.as_numpy(spec["name"])
@@ -96,6 +96,23 @@ def triton_fn(url, model, protocol="grpc"):
     predict.__signature__ = inspect.Signature(
         [inspect.Parameter(spec["name"], inspect.Parameter.POSITIONAL_ONLY) for spec in inputs])
     return predict
+
+
+def infer_with_retries(client, model, request, wanted, attempts=4):
+    """client.infer, tried again after 0.5, 1 and 2 s when the fleet answers UNAVAILABLE
+    (no engine could take the request: none ran it, so it is safe to send again). Spark would
+    otherwise fail the task and run the whole partition again."""
+    from tritonclient.utils import InferenceServerException
+
+    for attempt in range(attempts):
+        try:
+            return client.infer(model, inputs=request, outputs=wanted)
+        except InferenceServerException as error:
+            unavailable = str(error.status()) in ("StatusCode.UNAVAILABLE", "503")
+            if not unavailable or attempt == attempts - 1:
+                raise
+            print(f"nereid: {model}: {error.message()}; trying again", file=sys.stderr)
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def row_is_scalar(spec):
@@ -144,8 +161,10 @@ def score(df, url, model, input_cols=None, output_col="prediction", batch_size=N
     shapes = [None if row_is_scalar(spec) else spec["shape"][1:] for spec in meta["inputs"]]
 
     # Executors import this module to unpickle triton_fn: ship it with the job.
-    if __name__ != "__main__":
-        df.sparkSession.sparkContext.addPyFile(os.path.abspath(__file__))
+    context = df.sparkSession.sparkContext
+    if __name__ != "__main__" and not any(f.endswith("/" + os.path.basename(__file__))
+                                          for f in context.listFiles):
+        context.addPyFile(os.path.abspath(__file__))
 
     udf = predict_batch_udf(
         functools.partial(triton_fn, url, model, protocol),
@@ -154,6 +173,26 @@ def score(df, url, model, input_cols=None, output_col="prediction", batch_size=N
         input_tensor_shapes=shapes if any(shapes) else None,
     )
     return df.withColumn(output_col, udf(*input_cols))
+
+
+def make_embed_fn(url, model="minilm"):
+    """docs/BATCH.md's excerpt, word for word: the recipe written out for one model."""
+    # Runs once per Python worker: one connection to the fleet, reused by every batch.
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+
+    def predict(texts: np.ndarray) -> np.ndarray:
+        # Spark hands [rows] strings; the model takes TEXT as BYTES [rows, 1].
+        batch = texts.astype(np.object_).reshape(-1, 1)
+        text = grpcclient.InferInput("TEXT", list(batch.shape), "BYTES")
+        text.set_data_from_numpy(batch)
+        wanted = [grpcclient.InferRequestedOutput("EMBEDDING")]
+        response = client.infer(model, inputs=[text], outputs=wanted)
+        return response.as_numpy("EMBEDDING")  # FP32 [rows, 384]
+
+    return predict
 
 
 # --- Demo data and checks for the built-in models (the CLI and tests/spark) ---------------
@@ -244,6 +283,7 @@ def spark_session(master="local[2]"):
              .config("spark.driver.host", "127.0.0.1")
              .config("spark.driver.bindAddress", "127.0.0.1")
              .config("spark.sql.shuffle.partitions", "2")
+             .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.execution.arrow.pyspark.enabled", "true")
              .config("spark.driver.memory", "1g")
              .getOrCreate())

@@ -83,8 +83,9 @@ def fleet():
     engines, gateway = [], None
     try:
         engines = [Process("serve", ENGINE_ARGS) for _ in range(2)]
+        # The gateway's default health checks (every 1 s, 1 s timeout), as deployed.
         gateway = Process("gateway", [f"--backend={e.grpc}" for e in engines]
-                          + ["--health-interval-ms", "200", "--discovery-interval-ms", "500"])
+                          + ["--discovery-interval-ms", "500"])
         wait_routable(gateway, ["simple", "minilm"])
         yield gateway, engines
     finally:
@@ -156,9 +157,60 @@ def test_minilm_embeddings(spark, fleet):
     assert facts["distinct_texts"] == min(97, int(1000 * SCALE))
 
 
-def test_score_refuses_a_model_that_does_not_batch(spark, fleet):
-    """identity_fp32 has max_batch_size 0: the recipe says so before Spark runs anything."""
+def test_score_refuses_a_variable_row_shape(spark, fleet):
+    """identity_fp32 takes FP32 [-1, -1]: rows of any length, which a flattened Spark array
+    column cannot be reshaped into; the recipe says so before Spark runs anything."""
     gateway, _ = fleet
     wait_routable(gateway, ["identity_fp32"])
-    with pytest.raises(ValueError, match="does not batch"):
+    with pytest.raises(ValueError, match="variable shape"):
         score_dataframe.score(spark.range(4), gateway.grpc, "identity_fp32", input_cols=["id"])
+
+
+def test_predict_sends_again_only_on_unavailable(monkeypatch, capsys):
+    """UNAVAILABLE (no engine took the request) is sent again; any other error is not."""
+    from tritonclient.utils import InferenceServerException
+
+    class Client:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def infer(self, model, inputs, outputs):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return "response"
+
+    monkeypatch.setattr(score_dataframe.time, "sleep", lambda seconds: None)
+    unavailable = InferenceServerException("no healthy engine", status="StatusCode.UNAVAILABLE")
+    client = Client([unavailable, unavailable])
+    assert score_dataframe.infer_with_retries(client, "m", [], []) == "response"
+    assert client.calls == 3
+    client = Client([InferenceServerException("bad input", status="StatusCode.INVALID_ARGUMENT")])
+    with pytest.raises(InferenceServerException):
+        score_dataframe.infer_with_retries(client, "m", [], [])
+    assert client.calls == 1
+    client = Client([unavailable] * 4)
+    with pytest.raises(InferenceServerException):
+        score_dataframe.infer_with_retries(client, "m", [], [])
+    assert client.calls == 4
+    assert capsys.readouterr().err.count("trying again") == 2 + 3
+
+
+@pytest.mark.timeout(300)
+def test_docs_excerpt_gives_the_same_vectors(spark, fleet):
+    """docs/BATCH.md's hand-written UDF (make_embed_fn) agrees with score() row for row."""
+    from functools import partial
+
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    gateway, _ = fleet
+    df = score_dataframe.make_dataframe(spark, "minilm", 200, partitions=2)
+    embed = predict_batch_udf(partial(score_dataframe.make_embed_fn, gateway.grpc),
+                              return_type=ArrayType(FloatType()), batch_size=32)
+    both = score_dataframe.score(df, gateway.grpc, "minilm").withColumn("excerpt", embed("TEXT"))
+    rows = both.select("id", "prediction", "excerpt").toPandas()
+    assert sorted(rows["id"]) == list(range(200))
+    for generic, excerpt in zip(rows["prediction"], rows["excerpt"]):
+        assert len(excerpt) == 384
+        assert max(abs(a - b) for a, b in zip(generic, excerpt)) < 1e-4
