@@ -3,14 +3,18 @@
 //! the wording of errors the stack itself produces. Routes are merged first, then layered
 //! once, so no door escapes a limit or gets a differently shaped error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -54,25 +58,103 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(args.http_max_input_size))
         .layer(RequestDecompressionLayer::new())
-        .layer(middleware::from_fn_with_state(shaping, shape_errors))
+        .layer(ShapeErrorsLayer { shaping })
         .layer(CompressionLayer::new())
 }
 
-async fn shape_errors(State(shaping): State<Shaping>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let door = shaping
-        .doors
-        .iter()
-        .find(|d| path.starts_with(d.prefix))
-        .copied();
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
-        return response;
+/// The error-wording layer. A hand-written service rather than `from_fn`: a successful
+/// response passes through its future untouched, with no boxed future or cloned router
+/// per request (only an error to reword takes the slow path).
+#[derive(Clone)]
+struct ShapeErrorsLayer {
+    shaping: Shaping,
+}
+
+impl<S> Layer<S> for ShapeErrorsLayer {
+    type Service = ShapeErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ShapeErrors {
+            inner,
+            shaping: self.shaping.clone(),
+        }
     }
+}
+
+#[derive(Clone)]
+struct ShapeErrors<S> {
+    inner: S,
+    shaping: Shaping,
+}
+
+impl<S> Service<Request> for ShapeErrors<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ShapeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let path = request.uri().path();
+        let door = self
+            .shaping
+            .doors
+            .iter()
+            .find(|d| path.starts_with(d.prefix))
+            .copied();
+        ShapeFuture::Route {
+            route: self.inner.call(request),
+            door,
+            limit: self.shaping.limit,
+        }
+    }
+}
+
+pin_project! {
+    /// The route's response, or (for a plain-text error) its rewording.
+    #[project = ShapeState]
+    enum ShapeFuture<F> {
+        Route { #[pin] route: F, door: Option<Door>, limit: usize },
+        Reword { reword: Pin<Box<dyn Future<Output = Response> + Send>> },
+    }
+}
+
+impl<F, E> Future for ShapeFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                ShapeState::Route { route, door, limit } => {
+                    let response = ready!(route.poll(cx))?;
+                    let status = response.status();
+                    if !(status.is_client_error() || status.is_server_error()) || is_json(&response)
+                    {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let reword = Box::pin(reword(response, *door, *limit));
+                    self.set(ShapeFuture::Reword { reword });
+                }
+                ShapeState::Reword { reword } => return reword.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// A plain-text (or empty) error as JSON, in its door's shape.
+async fn reword(response: Response, door: Option<Door>, limit: usize) -> Response {
+    let status = response.status();
     let accept_encoding = response.headers().get(header::ACCEPT_ENCODING).cloned();
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(shaping.limit).message,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit).message,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             "unsupported Content-Encoding; send gzip, deflate or an uncompressed body".into()
         }
