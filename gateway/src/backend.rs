@@ -182,10 +182,11 @@ pub(crate) fn pick_two<'a>(candidates: &'a [&'a Arc<Backend>]) -> Option<&'a Arc
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn backend(address: &str) -> Arc<Backend> {
+    /// A backend for unit tests (never dialled: its connection is lazy).
+    pub(crate) fn backend(address: &str) -> Arc<Backend> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -204,6 +204,7 @@ mod tests {
     use nereid_proto::inference::{DataType, ModelOutput};
 
     use super::*;
+    use crate::backend::tests::backend;
 
     fn spec(name: &str) -> ModelSpec {
         let config = ModelConfig {
@@ -232,15 +233,6 @@ mod tests {
             }
             .into(),
         }
-    }
-
-    fn backend(address: &str) -> Arc<Backend> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
-        Backend::new(address, &Default::default()).unwrap()
     }
 
     #[test]

@@ -402,6 +402,16 @@ def test_a_call_in_flight_on_a_sigkilled_engine_is_answered_by_another(fleet):
     assert FIGURES["in_flight_on_sigkilled"]["retries"] == 1
 
 
+
+def readmission_figures(fleet, victim, backend, figures):
+    """Seconds until the gateway readmits `victim` and until it serves requests again."""
+    figures["readmitted_after_s"] = seconds_until(lambda: fleet.healthy(backend) == 1, 30,
+                                                  "the engine readmitted")
+    before = fleet.served(victim)
+    figures["serving_again_after_s"] = round(figures["readmitted_after_s"] + seconds_until(
+        lambda: fleet.served(victim) > before, 30, "requests on the readmitted engine", interval=0.3), 2)
+    time.sleep(1)
+
 def test_a_partitioned_engine_leaves_rotation_then_comes_back(fleet):
     victim = fleet.engines[2]
     ip = fleet.ip(victim)
@@ -421,12 +431,7 @@ def test_a_partitioned_engine_leaves_rotation_then_comes_back(fleet):
         time.sleep(4)
         # Back on the network, on the same IP and with the alias.
         docker("network", "connect", "--alias", ALIAS, "--ip", ip, fleet.network, victim)
-        figures["readmitted_after_s"] = seconds_until(lambda: fleet.healthy(backend) == 1, 30,
-                                                      "the engine readmitted")
-        before = fleet.served(victim)
-        figures["serving_again_after_s"] = round(figures["readmitted_after_s"] + seconds_until(
-            lambda: fleet.served(victim) > before, 30, "requests on the readmitted engine", interval=0.3), 2)
-        time.sleep(1)
+        readmission_figures(fleet, victim, backend, figures)
     figures["ejected"] = fleet.counter_sum("nereid_gateway_ejections_total", backend=backend) > ejections
     figures["outcomes_on_it"] = outcomes(fleet, backend)
     figures["retries"] = fleet.counter_sum("nereid_gateway_retries_total") - retries
@@ -462,12 +467,7 @@ def test_a_hung_engine_is_ejected_by_health_checks_then_readmitted(fleet):
         # Nothing is sent to an ejected backend.
         figures["sent_while_ejected"] = fleet.counter_sum("nereid_gateway_requests_total", backend=backend) - attempts
         docker("unpause", victim)
-        figures["readmitted_after_s"] = seconds_until(lambda: fleet.healthy(backend) == 1, 30,
-                                                      "the engine readmitted")
-        before = fleet.served(victim)
-        figures["serving_again_after_s"] = round(figures["readmitted_after_s"] + seconds_until(
-            lambda: fleet.served(victim) > before, 30, "requests on the readmitted engine", interval=0.3), 2)
-        time.sleep(1)
+        readmission_figures(fleet, victim, backend, figures)
     figures["outcomes_on_it"] = outcomes(fleet, backend)
     figures["retries"] = fleet.counter_sum("nereid_gateway_retries_total") - retries
     FIGURES["hung"] = {**load.figures(), **figures}
