@@ -402,7 +402,6 @@ def test_a_call_in_flight_on_a_sigkilled_engine_is_answered_by_another(fleet):
     assert FIGURES["in_flight_on_sigkilled"]["retries"] == 1
 
 
-
 def readmission_figures(fleet, victim, backend, figures):
     """Seconds until the gateway readmits `victim` and until it serves requests again."""
     figures["readmitted_after_s"] = seconds_until(lambda: fleet.healthy(backend) == 1, 30,
@@ -411,6 +410,7 @@ def readmission_figures(fleet, victim, backend, figures):
     figures["serving_again_after_s"] = round(figures["readmitted_after_s"] + seconds_until(
         lambda: fleet.served(victim) > before, 30, "requests on the readmitted engine", interval=0.3), 2)
     time.sleep(1)
+
 
 def test_a_partitioned_engine_leaves_rotation_then_comes_back(fleet):
     victim = fleet.engines[2]
