@@ -142,6 +142,10 @@ pub(crate) struct GatewayArgs {
     /// before any response was sent).
     #[arg(long, env = "NEREID_GATEWAY_RETRIES", default_value_t = 2)]
     pub retries: u32,
+    /// The API key sent to the engines (their `--api-key`); printable ASCII.
+    #[arg(long, env = "NEREID_GATEWAY_BACKEND_API_KEY", hide_env_values = true,
+          value_parser = printable_ascii)]
+    pub backend_api_key: Option<String>,
     /// PEM file of the CA the engines' gRPC certificates chain to: talk to them over TLS.
     #[arg(long, env = "NEREID_GATEWAY_BACKEND_CA_CERT", value_name = "PEM")]
     pub backend_ca_cert: Option<PathBuf>,
@@ -193,6 +197,16 @@ pub(crate) struct DoorArgs {
     /// Seconds to finish in-flight requests after SIGINT/SIGTERM.
     #[arg(long, env = "NEREID_EXIT_TIMEOUT_SECS", default_value_t = 30)]
     pub exit_timeout_secs: u64,
+    /// An API key every door requires as `Authorization: Bearer <key>` (HTTP header or
+    /// gRPC metadata), health routes and grpc.health.v1 excepted; repeatable or
+    /// comma-separated. Without one the doors are open.
+    #[arg(
+        long = "api-key",
+        env = "NEREID_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
     /// Log format.
     #[arg(long, env = "NEREID_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -205,4 +219,13 @@ pub(crate) struct DoorArgs {
     /// HTTP/REST frontend flags.
     #[command(flatten)]
     pub rest: nereid_rest::RestArgs,
+}
+
+/// A value that can travel in an HTTP header as is.
+fn printable_ascii(value: &str) -> Result<String, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(value.to_string())
+    } else {
+        Err("must be printable ASCII without spaces".into())
+    }
 }

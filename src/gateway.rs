@@ -40,6 +40,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         client: nereid_grpc::client::ClientOptions {
             max_message_size: args.doors.grpc.grpc_max_message_size,
             tls,
+            api_key: args.backend_api_key.clone(),
             ..Default::default()
         },
     };

@@ -60,9 +60,12 @@ impl DoorArgs {
 /// drains it.
 pub(crate) async fn serve(
     engine: Engine,
-    args: DoorArgs,
+    mut args: DoorArgs,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let keys = nereid_kserve::ApiKeys::new(&args.api_keys);
+    args.rest.api_keys = keys.clone();
+    args.grpc.api_keys = keys;
     let bind = |port: u16| {
         let address = format!("{}:{port}", args.address);
         async move {

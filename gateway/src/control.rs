@@ -31,7 +31,13 @@ pub(crate) async fn load(shared: &Shared, name: &str, config: Option<ModelConfig
             model_name: name.to_string(),
             parameters: parameters.clone(),
         };
-        async move { backend.client().raw().repository_model_load(request).await }
+        async move {
+            let client = backend.client();
+            client
+                .raw()
+                .repository_model_load(client.request(request))
+                .await
+        }
     });
     let outcomes: Vec<_> = join_all(calls).await;
     discovery::refresh_catalog(shared).await;
@@ -47,10 +53,10 @@ pub(crate) async fn unload(shared: &Shared, name: &str) -> Result<()> {
             parameters: HashMap::new(),
         };
         async move {
-            backend
-                .client()
+            let client = backend.client();
+            client
                 .raw()
-                .repository_model_unload(request)
+                .repository_model_unload(client.request(request))
                 .await
         }
     });

@@ -133,11 +133,11 @@ pub(crate) async fn refresh_catalog(shared: &Shared) {
         .discovery_interval
         .max(Duration::from_secs(2));
     let indexes = backends.iter().map(|b| async move {
-        let mut client = b.client().raw();
-        let call = client.repository_index(RepositoryIndexRequest {
+        let mut raw = b.client().raw();
+        let call = raw.repository_index(b.client().request(RepositoryIndexRequest {
             repository_name: String::new(),
             ready: false,
-        });
+        }));
         let result = tokio::time::timeout(timeout, call).await;
         (b.clone(), result)
     });

@@ -25,6 +25,7 @@
 //! assert_eq!(request.inputs[0].to_vec::<i32>().unwrap(), vec![1, 2]);
 //! ```
 
+mod auth;
 mod binary;
 mod client;
 mod data;
@@ -33,6 +34,7 @@ mod request;
 mod response;
 mod version;
 
+pub use auth::{ApiKeys, UNAUTHORIZED};
 pub use binary::{
     binary_outputs, Body, BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, HEADER_LENGTH,
 };

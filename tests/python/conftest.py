@@ -104,6 +104,10 @@ class Fleet:
         self.engine = Server(args, env)
         gateway_args = ["--backend", self.engine.grpc, "--health-interval-ms", "200",
                         "--discovery-interval-ms", "500", *door_args]
+        if "--api-key" in door_args:
+            # The gateway's doors take the test's keys; it shows the engine the first.
+            key = door_args[door_args.index("--api-key") + 1].split(",")[-1]
+            gateway_args += ["--backend-api-key", key]
         try:
             self.gateway = Server(gateway_args, env, command="gateway")
         except Exception:

@@ -180,3 +180,46 @@ def test_the_server_wide_inflight_limit_answers_each_door_in_its_own_words():
         assert grpcclient.InferenceServerClient(srv.grpc).infer("simple", simple_inputs(grpcclient)) is not None
     finally:
         srv.stop()
+
+
+def test_api_keys_guard_every_door_but_health():
+    key = "k3y-" + "x" * 20
+    srv = start_server(["--demo-models", "builtin", "--api-key", "other-key," + key])
+    try:
+        bearer = {"Authorization": "Bearer " + key}
+        # Probes need no key.
+        with urllib.request.urlopen("http://%s/v2/health/ready" % srv.http, timeout=30) as r:
+            assert r.status == 200
+        # KServe REST: 401 in KServe's shape, with WWW-Authenticate; the key opens it.
+        http = httpclient.InferenceServerClient(srv.http)
+        with pytest.raises(InferenceServerException) as refused:
+            http.infer("simple", simple_inputs(httpclient))
+        assert "401" in str(refused.value.status()) and "API key" in refused.value.message()
+        request = urllib.request.Request("http://%s/v2/models/simple" % srv.http,
+                                         headers={"Authorization": "Bearer wrong"})
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            urllib.request.urlopen(request, timeout=30)
+        assert wrong.value.code == 401 and wrong.value.headers["WWW-Authenticate"] == "Bearer"
+        assert "error" in json.loads(wrong.value.read())
+        assert http.infer("simple", simple_inputs(httpclient), headers=bearer).as_numpy("OUTPUT0") is not None
+        # gRPC: UNAUTHENTICATED without the key; health checking stays open.
+        grpc = grpcclient.InferenceServerClient(srv.grpc)
+        with pytest.raises(InferenceServerException) as unauthenticated:
+            grpc.infer("simple", simple_inputs(grpcclient))
+        assert unauthenticated.value.status() == "StatusCode.UNAUTHENTICATED"
+        metadata = {"authorization": "Bearer " + key}  # gRPC metadata keys are lower case
+        assert grpc.infer("simple", simple_inputs(grpcclient), headers=metadata).as_numpy("OUTPUT1") is not None
+        import grpc as grpc_lib
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        with grpc_lib.insecure_channel(srv.grpc) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+        # OpenAI routes: the SDK's api_key is the bearer token; a wrong one is its AuthenticationError.
+        import openai
+        good = openai.OpenAI(base_url="http://%s/v1" % srv.http, api_key=key, max_retries=0)
+        assert "simple" in {m.id for m in good.models.list()}
+        bad = openai.OpenAI(base_url="http://%s/v1" % srv.http, api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+    finally:
+        srv.stop()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, ValueEnum};
+use nereid_kserve::ApiKeys;
 
 /// Default largest message in either direction: Triton's (`i32::MAX` bytes, just under
 /// 2 GiB), so large tensors that work against Triton work here. Lower it to bound the
@@ -79,6 +80,12 @@ pub struct GrpcArgs {
     #[arg(long, env = "NEREID_GRPC_INFER_RESPONSE_COMPRESSION_LEVEL", value_enum,
           default_value_t = CompressionLevel::None)]
     pub grpc_infer_response_compression_level: CompressionLevel,
+
+    /// The API keys the inference service requires as `authorization: Bearer <key>`
+    /// metadata (the binary's `--api-key`, shared with the HTTP door); health and
+    /// reflection stay open. None: open.
+    #[arg(skip)]
+    pub api_keys: ApiKeys,
 }
 
 impl Default for GrpcArgs {
@@ -93,6 +100,7 @@ impl Default for GrpcArgs {
             grpc_keepalive_time: DEFAULT_KEEPALIVE_TIME_MS,
             grpc_keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT_MS,
             grpc_infer_response_compression_level: CompressionLevel::None,
+            api_keys: ApiKeys::default(),
         }
     }
 }

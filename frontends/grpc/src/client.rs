@@ -13,6 +13,7 @@ use nereid_proto::inference::{
 };
 use nereid_proto::GrpcInferenceServiceClient;
 use tonic::codec::CompressionEncoding;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::convert;
@@ -70,6 +71,9 @@ pub struct ClientOptions {
     pub gzip: bool,
     /// Time allowed to establish the connection.
     pub connect_timeout: Duration,
+    /// An API key sent with every call as `authorization: Bearer <key>` (printable
+    /// ASCII; a key that cannot be a header value is not sent).
+    pub api_key: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -79,6 +83,7 @@ impl Default for ClientOptions {
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             gzip: false,
             connect_timeout: Duration::from_secs(10),
+            api_key: None,
         }
     }
 }
@@ -87,6 +92,7 @@ impl Default for ClientOptions {
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
     inner: GrpcInferenceServiceClient<Channel>,
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl GrpcClient {
@@ -133,7 +139,25 @@ impl GrpcClient {
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
         }
-        Self { inner }
+        let authorization = options
+            .api_key
+            .as_ref()
+            .and_then(|key| MetadataValue::try_from(format!("Bearer {key}")).ok());
+        Self {
+            inner,
+            authorization,
+        }
+    }
+
+    /// A call's request carrying this client's credentials, for RPCs through [`Self::raw`].
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
     }
 
     /// The generated client, for RPCs this type does not wrap.
@@ -145,7 +169,7 @@ impl GrpcClient {
     pub async fn server_live(&self) -> Result<bool> {
         Ok(self
             .raw()
-            .server_live(ServerLiveRequest {})
+            .server_live(self.request(ServerLiveRequest {}))
             .await?
             .into_inner()
             .live)
@@ -155,7 +179,7 @@ impl GrpcClient {
     pub async fn server_ready(&self) -> Result<bool> {
         Ok(self
             .raw()
-            .server_ready(ServerReadyRequest {})
+            .server_ready(self.request(ServerReadyRequest {}))
             .await?
             .into_inner()
             .ready)
@@ -167,14 +191,19 @@ impl GrpcClient {
             name: name.into(),
             version: version_string(version),
         };
-        Ok(self.raw().model_ready(req).await?.into_inner().ready)
+        Ok(self
+            .raw()
+            .model_ready(self.request(req))
+            .await?
+            .into_inner()
+            .ready)
     }
 
     /// Server name, version and extensions.
     pub async fn server_metadata(&self) -> Result<ServerMetadataResponse> {
         Ok(self
             .raw()
-            .server_metadata(ServerMetadataRequest {})
+            .server_metadata(self.request(ServerMetadataRequest {}))
             .await?
             .into_inner())
     }
@@ -186,7 +215,10 @@ impl GrpcClient {
             version: version_string(version),
         };
         Ok(convert::metadata_from_wire(
-            self.raw().model_metadata(req).await?.into_inner(),
+            self.raw()
+                .model_metadata(self.request(req))
+                .await?
+                .into_inner(),
         ))
     }
 
@@ -196,7 +228,11 @@ impl GrpcClient {
             name: name.into(),
             version: version_string(version),
         };
-        let resp = self.raw().model_config(req).await?.into_inner();
+        let resp = self
+            .raw()
+            .model_config(self.request(req))
+            .await?
+            .into_inner();
         resp.config.ok_or_else(|| {
             ClientError::Decode(EngineError::internal("the server sent no model config"))
         })
@@ -205,7 +241,7 @@ impl GrpcClient {
     /// Runs one request. Its `deadline`, if any, travels as `grpc-timeout`.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let deadline = request.deadline;
-        let mut call = tonic::Request::new(convert::request_to_wire(request));
+        let mut call = self.request(convert::request_to_wire(request));
         if let Some(d) = deadline {
             call.set_timeout(d.saturating_duration_since(Instant::now()));
         }
@@ -242,7 +278,11 @@ impl GrpcClient {
         S: Stream<Item = InferRequest> + Send + 'static,
     {
         let outbound = requests.map(convert::request_to_wire);
-        let inbound = self.raw().model_stream_infer(outbound).await?.into_inner();
+        let inbound = self
+            .raw()
+            .model_stream_infer(self.request(outbound))
+            .await?
+            .into_inner();
         Ok(inbound.map(|item| {
             let msg = item?;
             if !msg.error_message.is_empty() {

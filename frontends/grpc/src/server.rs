@@ -8,6 +8,7 @@ use nereid_engine::Engine;
 use nereid_proto::GrpcInferenceServiceServer;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::header::HeaderName;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::pb::health_server::HealthServer;
@@ -83,13 +84,13 @@ pub fn server(
     })
 }
 
-/// The inference service as tonic serves it: gzip or deflate in, gzip out when configured, and
-/// message limits.
+/// The inference service as tonic serves it: gzip or deflate in, gzip out when configured,
+/// message limits, and the API keys when set.
 fn inference_server(
     engine: Engine,
     args: &GrpcArgs,
     stop: Stop,
-) -> GrpcInferenceServiceServer<InferenceService> {
+) -> InterceptedService<GrpcInferenceServiceServer<InferenceService>, impl Interceptor + Clone> {
     let mut server = GrpcInferenceServiceServer::new(InferenceService::with_stop(engine, stop))
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
@@ -98,7 +99,15 @@ fn inference_server(
     if args.grpc_infer_response_compression_level != CompressionLevel::None {
         server = server.send_compressed(CompressionEncoding::Gzip);
     }
-    server
+    let keys = args.api_keys.clone();
+    InterceptedService::new(server, move |request: tonic::Request<()>| {
+        let authorization = request.metadata().get("authorization");
+        if keys.allows(authorization.map(|v| v.as_bytes())) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(nereid_kserve::UNAUTHORIZED))
+        }
+    })
 }
 
 /// Reflection over the inference and health schemas, in both protocol versions (grpcurl

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use nereid_kserve::ApiKeys;
+
 /// Default `--http-max-input-size`: 64 MiB, as Triton's.
 pub const DEFAULT_MAX_INPUT_SIZE: usize = 64 << 20;
 
@@ -39,6 +41,11 @@ pub struct RestArgs {
         requires = "http_server_cert"
     )]
     pub http_server_key: Option<PathBuf>,
+
+    /// The API keys every route but health requires (the binary's `--api-key`, shared
+    /// with the gRPC door); none: open.
+    #[arg(skip)]
+    pub api_keys: ApiKeys,
 }
 
 impl Default for RestArgs {
@@ -49,6 +56,7 @@ impl Default for RestArgs {
             http_use_ssl: false,
             http_server_cert: None,
             http_server_key: None,
+            api_keys: ApiKeys::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The one layer stack every HTTP route runs under, whichever door it belongs to (KServe,
-//! OpenAI, WebSocket): the body limit, request decompression, response compression, and
-//! the wording of errors the stack itself produces. Routes are merged first, then layered
+//! OpenAI, WebSocket): API keys, the body limit, request decompression, response
+//! compression, and the wording of errors the stack itself produces. Routes are merged first, then layered
 //! once, so no door escapes a limit or gets a differently shaped error.
 
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pin_project_lite::pin_project;
@@ -18,6 +18,8 @@ use tower::{Layer, Service};
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+
+use nereid_kserve::{ApiKeys, UNAUTHORIZED};
 
 use crate::error::ApiError;
 use crate::RestArgs;
@@ -41,7 +43,11 @@ const MAX_ERROR_TEXT: usize = 4096;
 struct Shaping {
     doors: Arc<[Door]>,
     limit: usize,
+    keys: ApiKeys,
 }
+
+/// Routes open without an API key: the probes'.
+const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
 /// Puts the one layer stack over `routes`: bodies over `--http-max-input-size` (after
 /// decompression, so a small gzip bomb is refused too) are 413, gzip/deflate bodies are
@@ -52,6 +58,7 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
     let shaping = Shaping {
         doors: doors.into(),
         limit: args.http_max_input_size,
+        keys: args.api_keys.clone(),
     };
     routes
         // The limit below is the only one: axum's own 2 MiB default for extractors is off.
@@ -62,7 +69,8 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
         .layer(CompressionLayer::new())
 }
 
-/// The error-wording layer. A hand-written service rather than `from_fn`: a successful
+/// The door's edge: refuses a request without an accepted API key (when keys are set),
+/// and rewords plain-text errors. A hand-written service rather than `from_fn`: a successful
 /// response passes through its future untouched, with no boxed future or cloned router
 /// per request (only an error to reword takes the slow path).
 #[derive(Clone)]
@@ -107,6 +115,22 @@ where
             .iter()
             .find(|d| path.starts_with(d.prefix))
             .copied();
+        let keys = &self.shaping.keys;
+        if keys.required()
+            && request.method() != Method::OPTIONS
+            && !OPEN_PATHS.contains(&path)
+            && !keys.allows(
+                request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+            )
+        {
+            let refusal = (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response();
+            return ShapeFuture::Reword {
+                reword: Box::pin(reword(refusal, door, self.shaping.limit)),
+            };
+        }
         ShapeFuture::Route {
             route: self.inner.call(request),
             door,
@@ -168,6 +192,11 @@ async fn reword(response: Response, door: Option<Door>, limit: usize) -> Respons
         shaped
             .headers_mut()
             .insert(header::ACCEPT_ENCODING, accepted);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        shaped
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     shaped
 }
