@@ -167,8 +167,14 @@ def test_llm_load_gauges_follow_a_generation(demo, client):
                                        temperature=0, stream=True)
     chunks = iter(stream)
     assert next(chunks).choices[0].text is not None
-    # The client stopped reading: the sequence stays live, its buffer full.
-    text = scrape()
+    # The client stopped reading: the sequence stays live, its buffer full. (The gauges are
+    # written after each decode step, so the first scrape may come a step early.)
+    deadline = time.time() + 10
+    while True:
+        text = scrape()
+        if gauge(text, "nereid_running_sequences", "smollm2") == 1 or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert gauge(text, "nereid_running_sequences", "smollm2") == 1, text
     usage = gauge(text, "nereid_kv_cache_usage_ratio", "smollm2")
     assert usage is not None and 0 < usage < 1, text
