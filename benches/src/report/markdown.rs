@@ -239,6 +239,15 @@ fn us(v: f64) -> String {
     }
 }
 
+/// `side`'s throughput over `baseline`'s (0 when the baseline measured nothing).
+fn throughput_ratio(side: &Summary, baseline: &Summary) -> f64 {
+    if baseline.requests_per_sec > 0.0 {
+        side.requests_per_sec / baseline.requests_per_sec
+    } else {
+        0.0
+    }
+}
+
 /// The gateway's cost against going straight to the engine.
 fn gateway_section(s: &mut String, data: &ReportData) {
     let _ = writeln!(s, "\n### Through `nereid gateway` (`simple`)\n");
@@ -255,11 +264,7 @@ fn gateway_section(s: &mut String, data: &ReportData) {
          |---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for g in &data.gateway {
-        let ratio = if g.direct.requests_per_sec > 0.0 {
-            g.gateway.requests_per_sec / g.direct.requests_per_sec
-        } else {
-            0.0
-        };
+        let ratio = throughput_ratio(&g.gateway, &g.direct);
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {} | {} | {} |",
@@ -380,11 +385,7 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
     );
     let _ = writeln!(s, "| transport | concurrency | Nereid req/s | bare req/s | ratio | Nereid p50 | bare p50 |\n|---|---:|---:|---:|---:|---:|---:|");
     for b in &data.bare {
-        let r = if b.bare.requests_per_sec > 0.0 {
-            b.nereid.requests_per_sec / b.bare.requests_per_sec
-        } else {
-            0.0
-        };
+        let r = throughput_ratio(&b.nereid, &b.bare);
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {:.0} | {r:.2}x | {} | {} |",
