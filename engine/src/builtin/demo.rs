@@ -45,6 +45,15 @@ output [
 instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
+/// `sleep` with one instance (not a demo model: tests add it to fill a queue).
+pub const SLEEP: &str = r#"name: "sleep"
+backend: "sleep"
+max_batch_size: 0
+input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
 /// The built-in demo models as (name, config.pbtxt text).
 pub const BUILTIN_MODELS: [(&str, &str); 3] = [
     ("simple", SIMPLE),

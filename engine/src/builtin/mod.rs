@@ -1,10 +1,12 @@
 //! Backends built into the engine, cheap enough to carry conformance tests and protocol
-//! benchmarks: `add_sub` (Triton's `simple`), `identity`, and the decoupled `repeat`.
+//! benchmarks: `add_sub` (Triton's `simple`), `identity`, the decoupled `repeat`, and
+//! `sleep` (holds its instance, for tests of queues and cancellation).
 
 mod add_sub;
 pub mod demo;
 mod identity;
 mod repeat;
+mod sleep;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ pub fn register(registry: &mut BackendRegistry) {
     registry.register("add_sub", Arc::new(Stateless(add_sub::instance)));
     registry.register("identity", Arc::new(Stateless(identity::instance)));
     registry.register("repeat", Arc::new(Stateless(repeat::instance)));
+    registry.register("sleep", Arc::new(Stateless(sleep::instance)));
 }
 
 /// A backend with no weights: every instance is made from the spec alone.

@@ -3,15 +3,10 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nereid_engine::builtin::demo::{write_repository, BUILTIN_MODELS};
-use nereid_engine::{
-    Backend, BackendRegistry, BatchedInstance, DataType, Device, Engine, EngineOptions, ExecBatch,
-    InferRequest, Instance, LoadedModel, ModelSpec, Result as EngineResult, Tensor,
-};
+use nereid_engine::{BackendRegistry, DataType, Engine, EngineOptions, InferRequest, Tensor};
 use nereid_grpc::client::GrpcClient;
 use nereid_grpc::GrpcArgs;
 use nereid_proto::GrpcInferenceServiceClient;
@@ -20,8 +15,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-/// Test models on top of the demo ones: identities over BYTES, FP16 and BF16, and `sleep`,
-/// which holds its single instance for MS milliseconds (to fill a queue).
+/// Test models on top of the demo ones: identities over BYTES, FP16 and BF16, and the
+/// built-in `sleep`, which holds its single instance for MS milliseconds (to fill a queue).
 pub(crate) const TEST_MODELS: [(&str, &str); 4] = [
     (
         "identity_bytes",
@@ -41,44 +36,8 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP16 dims: [ -1 ] } ]"#,
 input [ { name: "INPUT0" data_type: TYPE_BF16 dims: [ -1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_BF16 dims: [ -1 ] } ]"#,
     ),
-    (
-        "sleep",
-        r#"name: "sleep" backend: "sleep" max_batch_size: 0
-input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]"#,
-    ),
+    ("sleep", nereid_engine::builtin::demo::SLEEP),
 ];
-
-struct Sleep;
-struct SleepModel;
-struct SleepInstance;
-
-impl Backend for Sleep {
-    fn load(&self, _: &ModelSpec, _: &Path) -> EngineResult<Arc<dyn LoadedModel>> {
-        Ok(Arc::new(SleepModel))
-    }
-}
-
-impl LoadedModel for SleepModel {
-    fn create_instance(&self, _: Device, _: usize) -> EngineResult<Instance> {
-        Ok(Instance::Batched(Box::new(SleepInstance)))
-    }
-}
-
-impl BatchedInstance for SleepInstance {
-    fn execute(&mut self, batch: &ExecBatch) -> EngineResult<Vec<Tensor>> {
-        let ms = batch.require("MS")?;
-        let total: u32 = ms.to_vec::<u32>()?.iter().sum();
-        std::thread::sleep(Duration::from_millis(total.into()));
-        Ok(vec![Tensor::new(
-            "OUT",
-            DataType::Uint32,
-            ms.shape.clone(),
-            ms.data.clone(),
-        )])
-    }
-}
 
 /// A running server; dropping it shuts the frontend down.
 pub(crate) struct TestServer {
@@ -102,8 +61,7 @@ impl TestServer {
         let engine = tokio::task::spawn_blocking(move || {
             write_repository(&root, BUILTIN_MODELS).unwrap();
             write_repository(&root, TEST_MODELS).unwrap();
-            let mut backends = BackendRegistry::with_builtins();
-            backends.register("sleep", Arc::new(Sleep));
+            let backends = BackendRegistry::with_builtins();
             Engine::start(
                 EngineOptions {
                     repository: Some(root),

@@ -74,10 +74,14 @@ pub(crate) struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-/// Starts a server over the demo models plus `identity_all` and `echo_text`.
+/// Starts a server over the demo models plus `identity_all`, `echo_text` and `sleep`.
 pub(crate) async fn start(mode: ModelControlMode, args: RestArgs) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let extra = [("identity_all", IDENTITY_ALL), ("echo_text", ECHO_TEXT)];
+    let extra = [
+        ("identity_all", IDENTITY_ALL),
+        ("echo_text", ECHO_TEXT),
+        ("sleep", nereid_engine::builtin::demo::SLEEP),
+    ];
     write_repository(dir.path(), BUILTIN_MODELS.into_iter().chain(extra)).unwrap();
     let options = EngineOptions {
         repository: Some(dir.path().to_path_buf()),
