@@ -19,6 +19,7 @@
 pub mod args;
 pub mod clients;
 pub mod codec;
+pub mod cpu;
 pub mod inputs;
 pub mod load;
 pub mod output;

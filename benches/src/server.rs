@@ -14,12 +14,16 @@ use nereid_engine::builtin::demo::{write_repository, BUILTIN_MODELS};
 use nereid_engine::{BackendRegistry, Engine, EngineOptions};
 use tokio::sync::watch;
 
+use crate::cpu::CpuSource;
+
 /// A running server: where it listens, and what keeps it alive (dropping stops it).
 pub struct RunningServer {
     /// The HTTP/REST address, when it serves REST.
     pub http: Option<SocketAddr>,
     /// The gRPC address, when it serves gRPC.
     pub grpc: Option<SocketAddr>,
+    /// Where its CPU time is read.
+    pub cpu: CpuSource,
     guard: Guard,
 }
 
@@ -118,10 +122,12 @@ impl Host {
         http: Option<SocketAddr>,
         grpc: Option<SocketAddr>,
         repo: Option<tempfile::TempDir>,
+        threads: Vec<String>,
     ) -> RunningServer {
         RunningServer {
             http,
             grpc,
+            cpu: CpuSource::Threads(threads),
             guard: Guard::Hosted {
                 runtime: Some(self.runtime),
                 stop: self.stop,
@@ -152,7 +158,15 @@ pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
         .context("cannot start the engine")?;
     let host = Host::new("nereid-server", threads)?;
     let (http, grpc) = serve_doors(&host, engine)?;
-    Ok(host.into_server(Some(http), Some(grpc), Some(repository)))
+    Ok(host.into_server(Some(http), Some(grpc), Some(repository), engine_threads()))
+}
+
+/// The threads of the in-process engine and its frontends: the runtime's, and each
+/// model's scheduler and instances (named `<model>-sched`, `<model>-inst<i>`).
+pub fn engine_threads() -> Vec<String> {
+    std::iter::once("nereid-server".to_string())
+        .chain(BUILTIN_MODELS.iter().map(|(name, _)| format!("{name}-")))
+        .collect()
 }
 
 /// Starts `nereid gateway` in this process, in front of the engine at `engine_grpc`: the
@@ -176,7 +190,7 @@ pub fn gateway_in_process(
         bail!("the gateway found no healthy engine at {engine_grpc}");
     }
     let (http, grpc) = serve_doors(&host, engine)?;
-    Ok(host.into_server(Some(http), Some(grpc), None))
+    Ok(host.into_server(Some(http), Some(grpc), None, vec!["nereid-gateway".into()]))
 }
 
 /// The gRPC and REST frontends of `engine`, with their default flags, on `host`.
@@ -205,7 +219,7 @@ pub fn bare_rest(threads: usize) -> anyhow::Result<RunningServer> {
         "bare HTTP",
         nereid_rest::serve_bare(listener, host.stopped()),
     );
-    Ok(host.into_server(Some(http), None, None))
+    Ok(host.into_server(Some(http), None, None, vec!["bare-rest".into()]))
 }
 
 /// Starts the bare tonic server of `nereid-grpc` (answers `simple` without the engine).
@@ -216,7 +230,7 @@ pub fn bare_grpc(threads: usize) -> anyhow::Result<RunningServer> {
         "bare gRPC",
         nereid_grpc::bare::serve_bare(listener, host.stopped()),
     );
-    Ok(host.into_server(None, Some(grpc), None))
+    Ok(host.into_server(None, Some(grpc), None, vec!["bare-grpc".into()]))
 }
 
 /// Parses `NEREID_READY http=H:P grpc=H:P metrics=H:P`.
@@ -269,6 +283,7 @@ pub fn spawn_binary(binary: &Path, timeout: Duration) -> anyhow::Result<RunningS
         Ok((http, grpc)) => Ok(RunningServer {
             http: Some(http),
             grpc: Some(grpc),
+            cpu: CpuSource::Process(child.id()),
             guard: Guard::Process(child),
         }),
         Err(_) => {

@@ -141,6 +141,9 @@ pub struct Summary {
     pub server: Option<ServerBreakdown>,
     /// Open loop: requests started late.
     pub delayed: u64,
+    /// The server's CPU time per request, in microseconds, where it was read (see
+    /// [`crate::cpu`]).
+    pub server_cpu_us: Option<f64>,
 }
 
 /// Server-side averages per request over the measured windows, in microseconds.
@@ -219,6 +222,7 @@ pub fn summarize(windows: &[Window], batch: usize) -> Summary {
             .filter(|_| !windows.is_empty())
             .map(|d| ServerBreakdown::from_delta(&d)),
         delayed: client.delayed,
+        server_cpu_us: None,
     }
 }
 

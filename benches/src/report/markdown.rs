@@ -239,6 +239,13 @@ fn us(v: f64) -> String {
     }
 }
 
+/// The server's CPU per request, or a dash where it was not read.
+fn cpu(summary: &Summary) -> String {
+    summary
+        .server_cpu_us
+        .map_or_else(|| "-".into(), |v| format!("{v:.1} us"))
+}
+
 /// `side`'s throughput over `baseline`'s (0 when the baseline measured nothing).
 fn throughput_ratio(side: &Summary, baseline: &Summary) -> f64 {
     if baseline.requests_per_sec > 0.0 {
@@ -260,21 +267,23 @@ fn gateway_section(s: &mut String, data: &ReportData) {
     );
     let _ = writeln!(
         s,
-        "| client side | concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|"
+        "| client side | concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 | engine CPU/request | gateway + engine CPU/request |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for g in &data.gateway {
         let ratio = throughput_ratio(&g.gateway, &g.direct);
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {} | {} | {} | {} | {} |",
             g.transport,
             g.concurrency,
             g.direct.requests_per_sec,
             g.gateway.requests_per_sec,
             us(g.direct.p50_us),
             us(g.gateway.p50_us),
-            us(g.gateway.p50_us - g.direct.p50_us)
+            us(g.gateway.p50_us - g.direct.p50_us),
+            cpu(&g.direct),
+            cpu(&g.gateway)
         );
     }
 }
@@ -381,20 +390,27 @@ pub fn render(data: &ReportData, svg_prefix: &str) -> String {
         s,
         "Each side ran twice, alternating, and keeps its best run. The bare servers answer `simple` in the frontend \
          itself, with the same transport and codec, so the gap is what the engine (validation, queue, batcher, worker \
-         thread) costs.\n"
+         thread) costs. CPU/request is the server threads' user + system time over the requests of the run (from \
+         /proc, warm-up included on both sides of the division; the load generator's threads are not counted).\n"
     );
-    let _ = writeln!(s, "| transport | concurrency | Nereid req/s | bare req/s | ratio | Nereid p50 | bare p50 |\n|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| transport | concurrency | Nereid req/s | bare req/s | ratio | Nereid p50 | bare p50 | Nereid CPU/request | bare CPU/request |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for b in &data.bare {
         let r = throughput_ratio(&b.nereid, &b.bare);
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.0} | {r:.2}x | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {r:.2}x | {} | {} | {} | {} |",
             b.transport,
             b.concurrency,
             b.nereid.requests_per_sec,
             b.bare.requests_per_sec,
             us(b.nereid.p50_us),
-            us(b.bare.p50_us)
+            us(b.bare.p50_us),
+            cpu(&b.nereid),
+            cpu(&b.bare)
         );
     }
     if !data.bare.is_empty() {

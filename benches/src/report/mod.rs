@@ -23,6 +23,7 @@ use anyhow::Context;
 use crate::args::{HttpVersion, ReportArgs, TensorFormat};
 use crate::clients::{Client, Endpoint, WireCounter};
 use crate::codec::{encode_http_request, grpc_request, grpc_request_typed};
+use crate::cpu::CpuSource;
 use crate::inputs::{random_fp32, random_int32, InputSet, InputTensor, ModelInfo};
 use crate::load::{self, Level, Plan, Target};
 use crate::progress::Progress;
@@ -168,12 +169,15 @@ struct Runner {
 }
 
 impl Runner {
+    /// One measurement; with `cpu`, the server's CPU per request over the whole run
+    /// (warm-up included, on both sides of the division).
     async fn run(
         &self,
         endpoint: &Endpoint,
         payload: &Payload,
         concurrency: usize,
         stats: bool,
+        cpu: Option<&CpuSource>,
     ) -> anyhow::Result<Summary> {
         let client = Client::connect(endpoint, Arc::default()).await?;
         let target = Arc::new(Target {
@@ -187,6 +191,7 @@ impl Runner {
         });
         self.progress
             .set_scope(&format!("{} {}", endpoint.label(), payload.label));
+        let cpu_before = cpu.and_then(CpuSource::read);
         let result = load::measure(
             target,
             Level::Concurrency(concurrency),
@@ -194,7 +199,14 @@ impl Runner {
             &self.progress,
         )
         .await?;
-        Ok(result.summary)
+        let cpu_after = cpu.and_then(CpuSource::read);
+        let requests = result.total_success + result.total_errors;
+        let mut summary = result.summary;
+        summary.server_cpu_us = cpu_before
+            .zip(cpu_after)
+            .filter(|_| requests > 0)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / requests as f64);
+        Ok(summary)
     }
 }
 
@@ -243,15 +255,17 @@ async fn wire_bytes(grpc: &str, http: &str, payload: &Payload) -> anyhow::Result
 /// throughput, and its latency), which discounts one-off interference.
 async fn alternate(
     runner: &Runner,
-    first: &Endpoint,
-    second: &Endpoint,
+    first: (&Endpoint, Option<&CpuSource>),
+    second: (&Endpoint, Option<&CpuSource>),
     payload: &Payload,
     concurrency: usize,
 ) -> anyhow::Result<(Summary, Summary)> {
     let mut best: [Option<Summary>; 2] = [None, None];
     for _ in 0..2 {
-        for (side, endpoint) in [first, second].into_iter().enumerate() {
-            let s = runner.run(endpoint, payload, concurrency, false).await?;
+        for (side, (endpoint, cpu)) in [first, second].into_iter().enumerate() {
+            let s = runner
+                .run(endpoint, payload, concurrency, false, cpu)
+                .await?;
             if best[side]
                 .as_ref()
                 .is_none_or(|b| s.requests_per_sec > b.requests_per_sec)
@@ -268,12 +282,13 @@ async fn alternate(
 
 async fn versus_bare(
     runner: &Runner,
-    nereid: &Endpoint,
-    bare: &Endpoint,
+    nereid: (&Endpoint, Option<&CpuSource>),
+    bare: (&Endpoint, Option<&CpuSource>),
     payload: &Payload,
     concurrency: usize,
 ) -> anyhow::Result<BareComparison> {
     let (nereid_best, bare_best) = alternate(runner, nereid, bare, payload, concurrency).await?;
+    let nereid = nereid.0;
     Ok(BareComparison {
         transport: nereid.label(),
         concurrency,
@@ -291,6 +306,13 @@ async fn versus_gateway(
     payload: &Payload,
     concurrencies: [usize; 2],
 ) -> anyhow::Result<Vec<GatewayComparison>> {
+    // Through the gateway, the serving cost is the gateway's and the engine's together.
+    let direct_cpu = CpuSource::Threads(server::engine_threads());
+    let mut both = server::engine_threads();
+    if let CpuSource::Threads(gateway_threads) = &gateway.cpu {
+        both.extend(gateway_threads.iter().cloned());
+    }
+    let gateway_cpu = CpuSource::Threads(both);
     let (gateway_grpc, gateway_http) = (gateway.grpc_url()?, gateway.http_url()?);
     let sides = |grpc: &str, http: &str| {
         [
@@ -305,8 +327,14 @@ async fn versus_gateway(
             .into_iter()
             .zip(sides(&gateway_grpc, &gateway_http))
         {
-            let (direct_best, gateway_best) =
-                alternate(runner, &direct, &through, payload, concurrency).await?;
+            let (direct_best, gateway_best) = alternate(
+                runner,
+                (&direct, Some(&direct_cpu)),
+                (&through, Some(&gateway_cpu)),
+                payload,
+                concurrency,
+            )
+            .await?;
             out.push(GatewayComparison {
                 transport: direct.label(),
                 concurrency,
@@ -358,6 +386,8 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
             urls
         }
     };
+    // The server's CPU is read only where it runs apart from the load generator's threads.
+    let local_cpu = _local.as_ref().map(|s| s.cpu.clone());
     let runner = Runner {
         plan: Plan::Fixed {
             warmup: Duration::from_millis(args.warmup_ms),
@@ -379,7 +409,10 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     for payload in [&simple, &vector, &large] {
         for concurrency in [1, args.high_concurrency] {
             for endpoint in transports(&grpc, &http) {
-                match runner.run(&endpoint, payload, concurrency, true).await {
+                match runner
+                    .run(&endpoint, payload, concurrency, true, local_cpu.as_ref())
+                    .await
+                {
                     Ok(summary) => data.matrix.push(Measured {
                         payload: payload.label.clone(),
                         transport: endpoint.label(),
@@ -402,8 +435,16 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
             let bare_endpoint =
                 Endpoint::http(&bare.http_url()?, HttpVersion::Http1, TensorFormat::Binary);
             for concurrency in [1, args.high_concurrency] {
-                data.bare
-                    .push(versus_bare(&runner, &rest, &bare_endpoint, &simple, concurrency).await?);
+                data.bare.push(
+                    versus_bare(
+                        &runner,
+                        (&rest, local_cpu.as_ref()),
+                        (&bare_endpoint, Some(&bare.cpu)),
+                        &simple,
+                        concurrency,
+                    )
+                    .await?,
+                );
             }
         }
         Err(e) => data.notes.push(format!("bare axum server: {e:#}")),
@@ -415,8 +456,8 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
                 data.bare.push(
                     versus_bare(
                         &runner,
-                        &Endpoint::grpc(&grpc),
-                        &bare_endpoint,
+                        (&Endpoint::grpc(&grpc), local_cpu.as_ref()),
+                        (&bare_endpoint, Some(&bare.cpu)),
                         &simple,
                         concurrency,
                     )
