@@ -362,7 +362,8 @@ async fn statistics_and_repository_index() {
             .as_array()
             .unwrap()
             .len(),
-        5
+        6,
+        "the demo models, identity_all, echo_text and sleep"
     );
     assert_eq!(
         get(&s, "/v2/models/simple/versions/1/stats").await.json()["model_stats"]
@@ -392,7 +393,7 @@ async fn statistics_and_repository_index() {
         .iter()
         .all(|e| e["state"] == "READY"));
     let r = post_raw(&s, "/v2/repository/index", &[], "").await;
-    assert_eq!(r.json().as_array().unwrap().len(), 5);
+    assert_eq!(r.json().as_array().unwrap().len(), 6);
 
     // Control mode none: load and unload are refused.
     let r = post_json(&s, "/v2/repository/models/simple/load", &json!({})).await;
