@@ -19,6 +19,16 @@ pub enum CpuSource {
 }
 
 impl CpuSource {
+    /// Both sources' threads together, when both are threads of this process.
+    pub fn with(&self, other: &Self) -> Option<Self> {
+        match (self, other) {
+            (Self::Threads(a), Self::Threads(b)) => {
+                Some(Self::Threads(a.iter().chain(b).cloned().collect()))
+            }
+            _ => None,
+        }
+    }
+
     /// User plus system CPU time so far; `None` where `/proc` cannot say (not Linux).
     pub fn read(&self) -> Option<Duration> {
         match self {

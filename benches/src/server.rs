@@ -163,7 +163,7 @@ pub fn nereid_in_process(threads: usize) -> anyhow::Result<RunningServer> {
 
 /// The threads of the in-process engine and its frontends: the runtime's, and each
 /// model's scheduler and instances (named `<model>-sched`, `<model>-inst<i>`).
-pub fn engine_threads() -> Vec<String> {
+fn engine_threads() -> Vec<String> {
     std::iter::once("nereid-server".to_string())
         .chain(BUILTIN_MODELS.iter().map(|(name, _)| format!("{name}-")))
         .collect()

@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use nereid_proto::inference::ModelConfig;
 
@@ -79,16 +78,6 @@ impl Reply {
             sink: Some(sink),
             ctx,
         }
-    }
-
-    /// When the request was received, for latency accounting.
-    pub fn received(&self) -> Instant {
-        self.ctx.received
-    }
-
-    /// Whether the client has gone away (its work upstream should be cancelled).
-    pub fn is_closed(&self) -> bool {
-        self.sink.as_ref().is_none_or(Sink::is_closed)
     }
 
     /// Completes once the client has gone away; pending forever while it waits.

@@ -126,12 +126,13 @@ impl Catalog {
         Ok(route.model.clone())
     }
 
-    /// The backends serving a version (the newest when none is named), healthy or not.
-    pub(crate) fn backends(&self, name: &str, version: Option<i64>) -> Vec<Arc<Backend>> {
+    /// Where a request for a version (the newest when none is named) goes: whether the
+    /// model is decoupled, and the backends serving it, healthy or not.
+    pub(crate) fn route(&self, name: &str, version: Option<i64>) -> (bool, Vec<Arc<Backend>>) {
         let table = self.table.read().clone();
-        find(&table, name, version)
-            .map(|route| route.backends.clone())
-            .unwrap_or_default()
+        find(&table, name, version).map_or((false, Vec::new()), |route| {
+            (route.model.facts.spec.decoupled, route.backends.clone())
+        })
     }
 
     /// Every routable version, optionally of one model.
@@ -258,10 +259,10 @@ mod tests {
         assert!(catalog.missing_specs(&reports).is_empty());
 
         assert_eq!(catalog.resolve("m", None).unwrap().facts.version, 2);
-        let newest: Vec<_> = catalog.backends("m", None);
+        let (_, newest) = catalog.route("m", None);
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].address, a.address);
-        assert_eq!(catalog.backends("m", Some(1)).len(), 2);
+        assert_eq!(catalog.route("m", Some(1)).1.len(), 2);
 
         let unknown = catalog.resolve("nope", None).unwrap_err();
         assert!(matches!(unknown, EngineError::NotFound(_)), "{unknown}");

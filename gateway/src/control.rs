@@ -3,6 +3,8 @@
 //! before the call returns, so a loaded model is routable at once.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 
 use futures::future::join_all;
 use nereid_engine::{EngineError, ModelConfig, Result};
@@ -11,6 +13,7 @@ use nereid_proto::inference::{
     ModelRepositoryParameter, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
 };
 
+use crate::backend::Backend;
 use crate::{discovery, Shared};
 
 /// Loads (or reloads) a model on every healthy engine.
@@ -25,12 +28,13 @@ pub(crate) async fn load(shared: &Shared, name: &str, config: Option<ModelConfig
             },
         );
     }
-    let calls = healthy(shared, "load")?.into_iter().map(|backend| {
-        let request = RepositoryModelLoadRequest {
-            repository_name: String::new(),
-            model_name: name.to_string(),
-            parameters: parameters.clone(),
-        };
+    let request = RepositoryModelLoadRequest {
+        repository_name: String::new(),
+        model_name: name.to_string(),
+        parameters,
+    };
+    on_every_healthy_engine(shared, "load", |backend| {
+        let request = request.clone();
         async move {
             let client = backend.client();
             client
@@ -38,20 +42,19 @@ pub(crate) async fn load(shared: &Shared, name: &str, config: Option<ModelConfig
                 .repository_model_load(client.request(request))
                 .await
         }
-    });
-    let outcomes: Vec<_> = join_all(calls).await;
-    discovery::refresh_catalog(shared).await;
-    first_error(outcomes)
+    })
+    .await
 }
 
 /// Unloads a model on every healthy engine.
 pub(crate) async fn unload(shared: &Shared, name: &str) -> Result<()> {
-    let calls = healthy(shared, "unload")?.into_iter().map(|backend| {
-        let request = RepositoryModelUnloadRequest {
-            repository_name: String::new(),
-            model_name: name.to_string(),
-            parameters: HashMap::new(),
-        };
+    let request = RepositoryModelUnloadRequest {
+        repository_name: String::new(),
+        model_name: name.to_string(),
+        parameters: HashMap::new(),
+    };
+    on_every_healthy_engine(shared, "unload", |backend| {
+        let request = request.clone();
         async move {
             let client = backend.client();
             client
@@ -59,13 +62,16 @@ pub(crate) async fn unload(shared: &Shared, name: &str) -> Result<()> {
                 .repository_model_unload(client.request(request))
                 .await
         }
-    });
-    let outcomes: Vec<_> = join_all(calls).await;
-    discovery::refresh_catalog(shared).await;
-    first_error(outcomes)
+    })
+    .await
 }
 
-fn healthy(shared: &Shared, what: &str) -> Result<Vec<std::sync::Arc<crate::backend::Backend>>> {
+/// Makes one call on every healthy engine at once, then rebuilds the routing table.
+async fn on_every_healthy_engine<T, F, Call>(shared: &Shared, what: &str, call: F) -> Result<()>
+where
+    F: Fn(Arc<Backend>) -> Call,
+    Call: Future<Output = std::result::Result<T, tonic::Status>>,
+{
     let backends: Vec<_> = shared
         .backends
         .read()
@@ -78,7 +84,9 @@ fn healthy(shared: &Shared, what: &str) -> Result<Vec<std::sync::Arc<crate::back
             "no healthy engine to {what} the model on"
         )));
     }
-    Ok(backends)
+    let outcomes: Vec<_> = join_all(backends.into_iter().map(call)).await;
+    discovery::refresh_catalog(shared).await;
+    first_error(outcomes)
 }
 
 /// Every engine's answer counts: the first refusal is the caller's answer.

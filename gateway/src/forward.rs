@@ -30,15 +30,11 @@ pub(crate) fn spawn(shared: Arc<Shared>, request: InferRequest, reply: Reply) {
 }
 
 async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
-    let decoupled = shared
-        .catalog
-        .resolve(&request.model_name, request.model_version)
-        .is_ok_and(|m| m.facts.spec.decoupled);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     loop {
-        let serving = shared
+        let (decoupled, serving) = shared
             .catalog
-            .backends(&request.model_name, request.model_version);
+            .route(&request.model_name, request.model_version);
         let untried: Vec<&Arc<Backend>> = serving
             .iter()
             .filter(|b| !tried.iter().any(|t| Arc::ptr_eq(t, b)))

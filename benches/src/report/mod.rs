@@ -302,17 +302,13 @@ async fn versus_bare(
 async fn versus_gateway(
     runner: &Runner,
     (grpc, http): (&str, &str),
-    gateway: &RunningServer,
+    (engine_cpu, gateway): (Option<&CpuSource>, &RunningServer),
     payload: &Payload,
     concurrencies: [usize; 2],
 ) -> anyhow::Result<Vec<GatewayComparison>> {
-    // Through the gateway, the serving cost is the gateway's and the engine's together.
-    let direct_cpu = CpuSource::Threads(server::engine_threads());
-    let mut both = server::engine_threads();
-    if let CpuSource::Threads(gateway_threads) = &gateway.cpu {
-        both.extend(gateway_threads.iter().cloned());
-    }
-    let gateway_cpu = CpuSource::Threads(both);
+    // Through the gateway, the serving cost is the gateway's and the engine's together;
+    // it is read only when the engine runs in this process too.
+    let gateway_cpu = engine_cpu.and_then(|engine| engine.with(&gateway.cpu));
     let (gateway_grpc, gateway_http) = (gateway.grpc_url()?, gateway.http_url()?);
     let sides = |grpc: &str, http: &str| {
         [
@@ -329,8 +325,8 @@ async fn versus_gateway(
         {
             let (direct_best, gateway_best) = alternate(
                 runner,
-                (&direct, Some(&direct_cpu)),
-                (&through, Some(&gateway_cpu)),
+                (&direct, engine_cpu),
+                (&through, gateway_cpu.as_ref()),
                 payload,
                 concurrency,
             )
@@ -474,7 +470,8 @@ pub async fn measure(args: &ReportArgs) -> anyhow::Result<ReportData> {
     match start(move || server::gateway_in_process(threads, engine_grpc)).await {
         Ok(gateway) => {
             let concurrencies = [1, args.high_concurrency];
-            match versus_gateway(&runner, (&grpc, &http), &gateway, &simple, concurrencies).await {
+            let servers = (local_cpu.as_ref(), &gateway);
+            match versus_gateway(&runner, (&grpc, &http), servers, &simple, concurrencies).await {
                 Ok(rows) => data.gateway = rows,
                 Err(e) => data.notes.push(format!("through the gateway: {e:#}")),
             }
