@@ -22,6 +22,9 @@ pub(crate) enum Command {
     /// Serve the same doors as `serve`, forwarding every request over KServe v2 gRPC to a
     /// fleet of engines (model-aware routing, health checks, retries).
     Gateway(Box<GatewayArgs>),
+    /// Score tables (Parquet, JSONL, CSV) through a model, in-process or against a fleet;
+    /// resumable and sharded.
+    Batch(Box<nereid_batch::BatchArgs>),
     /// Load-test a running server (perf_analyzer style).
     Bench(Box<nereid_bench::BenchArgs>),
     /// Measure gRPC against REST on a live server and write the report into docs/.

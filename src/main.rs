@@ -1,5 +1,6 @@
 //! `nereid`: serve models over gRPC, REST and streaming from one dynamic-batching engine.
 
+mod batch;
 mod cli;
 mod demo;
 mod gateway;
@@ -35,6 +36,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Gateway(args) => {
             logging::init(args.doors.log_format, args.doors.log_verbose);
             gateway::run(*args)
+        }
+        cli::Command::Batch(args) => {
+            size_candle_pools();
+            logging::init(cli::LogFormat::Text, 0);
+            batch::run(*args)
         }
         cli::Command::Bench(args) => runtime()?.block_on(nereid_bench::run(*args)),
         cli::Command::BenchReport(args) => {
