@@ -127,7 +127,7 @@ impl Manifest {
             }
             Ok(_) => {
                 return Err(format!(
-                    "--output '{}' already holds this job's shard ({}): pass --resume to continue it, or use another folder",
+                    "--output '{}' already holds a batch job ({}): pass --resume to continue it, or use another folder",
                     dir.display(),
                     path.display()
                 ))
