@@ -46,7 +46,11 @@ pub(crate) fn run(args: BatchArgs) -> anyhow::Result<()> {
                     backends: args
                         .servers
                         .iter()
-                        .map(|s| s.trim_start_matches("grpc://").trim_start_matches("http://").to_string())
+                        .map(|s| {
+                            s.trim_start_matches("grpc://")
+                                .trim_start_matches("http://")
+                                .to_string()
+                        })
                         .collect(),
                     client: nereid_grpc::client::ClientOptions {
                         api_key: args.api_key.clone(),
@@ -58,7 +62,10 @@ pub(crate) fn run(args: BatchArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(anyhow::Error::msg)
                     .context("--server")?;
-                Engine::with_upstream(EngineOptions::default(), Arc::new(gateway))
+                let engine =
+                    Engine::with_upstream(EngineOptions::default(), Arc::new(gateway.clone()));
+                wait_for_model(&engine, &gateway, &args).await?;
+                engine
             }
         };
         let result = nereid_batch::run(engine.clone(), &args).await;
@@ -67,4 +74,33 @@ pub(crate) fn run(args: BatchArgs) -> anyhow::Result<()> {
         eprintln!("{summary}");
         Ok(())
     })
+}
+
+/// Waits until a server serves the job's model; if none does in time, says whether the
+/// servers were unreachable or do not have it.
+async fn wait_for_model(
+    engine: &Engine,
+    gateway: &Gateway,
+    args: &BatchArgs,
+) -> anyhow::Result<()> {
+    let wait = Duration::from_secs(args.server_wait_secs);
+    let deadline = tokio::time::Instant::now() + wait;
+    while engine.model(&args.model, args.model_version).is_err()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if engine.model(&args.model, args.model_version).is_ok() {
+        return Ok(());
+    }
+    let backends = gateway.backends();
+    if !backends.iter().any(|(_, healthy)| *healthy) {
+        let addresses: Vec<&str> = backends.iter().map(|(a, _)| a.as_str()).collect();
+        bail!(
+            "--server: no server answered in {} s ({})",
+            wait.as_secs(),
+            addresses.join(", ")
+        );
+    }
+    Ok(()) // A server is up without the model: the job's own check names it.
 }

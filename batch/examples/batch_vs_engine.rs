@@ -22,8 +22,7 @@ use futures::StreamExt;
 use nereid_batch::BatchArgs;
 use nereid_engine::builtin::demo::write_repository;
 use nereid_engine::{
-    BackendRegistry, Engine, EngineOptions, InferRequest, ModelControlMode,
-    ParamValue, Tensor,
+    BackendRegistry, Engine, EngineOptions, InferRequest, ModelControlMode, ParamValue, Tensor,
 };
 use parquet::arrow::ArrowWriter;
 
@@ -34,15 +33,21 @@ struct Cli {
 }
 
 const WORDS: [&str; 24] = [
-    "river", "engine", "quiet", "market", "signal", "garden", "orbit", "paper", "winter",
-    "copper", "lantern", "harbor", "violet", "thunder", "meadow", "silver", "canyon",
-    "rocket", "velvet", "island", "anchor", "ember", "falcon", "glacier",
+    "river", "engine", "quiet", "market", "signal", "garden", "orbit", "paper", "winter", "copper",
+    "lantern", "harbor", "violet", "thunder", "meadow", "silver", "canyon", "rocket", "velvet",
+    "island", "anchor", "ember", "falcon", "glacier",
 ];
 
 /// A short sentence, different for every row.
 fn text(i: usize) -> String {
     let w = |k: usize| WORDS[(i / k + k) % WORDS.len()];
-    format!("the {} {} near the {} {} number {i}", w(1), w(3), w(7), w(11))
+    format!(
+        "the {} {} near the {} {} number {i}",
+        w(1),
+        w(3),
+        w(7),
+        w(11)
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,8 +74,14 @@ fn main() -> anyhow::Result<()> {
     let input = dir.path().join("texts.parquet");
     let texts: Vec<String> = (0..rows).map(text).collect();
     let batch = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef),
-        ("text", Arc::new(StringArray::from_iter_values(&texts)) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+        (
+            "text",
+            Arc::new(StringArray::from_iter_values(&texts)) as ArrayRef,
+        ),
     ])?;
     let mut writer = ArrowWriter::try_new(File::create(&input)?, batch.schema(), None)?;
     writer.write(&batch)?;
@@ -84,7 +95,9 @@ fn main() -> anyhow::Result<()> {
         (2 * spec.instances.len()).max(4)
     };
     let max_tokens = 32;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     println!("model {model}: {rows} rows, {request_rows} rows per request, {in_flight} in flight");
     println!("| round | engine rows/s | batch rows/s | ratio | engine tokens/s | batch tokens/s |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -96,14 +109,22 @@ fn main() -> anyhow::Result<()> {
                 .map(|chunk| {
                     let (engine, model, name) = (engine.clone(), model.clone(), input_name.clone());
                     async move {
-                        let shape = if generator { vec![1, 1] } else { vec![chunk.len() as i64, 1] };
-                        let mut request =
-                            InferRequest::new(model, vec![Tensor::from_strings(name, shape, chunk)]);
+                        let shape = if generator {
+                            vec![1, 1]
+                        } else {
+                            vec![chunk.len() as i64, 1]
+                        };
+                        let mut request = InferRequest::new(
+                            model,
+                            vec![Tensor::from_strings(name, shape, chunk)],
+                        );
                         if !generator {
                             engine.infer(request).await.expect("inference");
                             0
                         } else {
-                            request.parameters.insert("max_tokens".into(), ParamValue::Int(max_tokens));
+                            request
+                                .parameters
+                                .insert("max_tokens".into(), ParamValue::Int(max_tokens));
                             let mut stream = engine.infer_stream(request).expect("queued");
                             let mut last = 0;
                             while let Some(r) = stream.recv().await {
@@ -126,17 +147,25 @@ fn main() -> anyhow::Result<()> {
 
             let out = dir.path().join(format!("out-{round}"));
             let mut flags = vec![
-                "batch".to_string(), "--model".into(), model.clone(),
-                "--input".into(), input.display().to_string(),
-                "--output".into(), out.display().to_string(),
-                "--input-column".into(), format!("text={input_name}"),
-                "--key-column".into(), "id".into(),
+                "batch".to_string(),
+                "--model".into(),
+                model.clone(),
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                out.display().to_string(),
+                "--input-column".into(),
+                format!("text={input_name}"),
+                "--key-column".into(),
+                "id".into(),
             ];
             if generator {
                 flags.extend(["--parameter".into(), format!("max_tokens={max_tokens}")]);
             }
             let args = Cli::try_parse_from(flags).expect("flags").args;
-            let summary = nereid_batch::run(engine.clone(), &args).await.expect("batch job");
+            let summary = nereid_batch::run(engine.clone(), &args)
+                .await
+                .expect("batch job");
             assert_eq!(summary.rows_written as usize, rows);
             let batch_wall = summary.wall.as_secs_f64();
             let (e, b) = (rows as f64 / engine_wall, rows as f64 / batch_wall);

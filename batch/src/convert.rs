@@ -10,9 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, FixedSizeListArray, ListArray, StringArray,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, ListArray, StringArray};
 use arrow_buffer::{MutableBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_cast::cast::{can_cast_types, cast_with_options, CastOptions};
 use arrow_schema::{DataType as ArrowType, Field, FieldRef};
@@ -201,7 +199,12 @@ pub(crate) fn row_len(array: &dyn Array, row: usize) -> usize {
 
 /// The tensor for rows `rows` of a coerced column: `[rows, dims...]` when the model
 /// batches, `dims` (one row) when it does not; a -1 in dims is the row's length.
-pub(crate) fn tensor(array: &dyn Array, spec: &TensorSpec, rows: Range<usize>, batches: bool) -> Tensor {
+pub(crate) fn tensor(
+    array: &dyn Array,
+    spec: &TensorSpec,
+    rows: Range<usize>,
+    batches: bool,
+) -> Tensor {
     let count = rows.len();
     let (elements, range) = element_range(array, &rows);
     let per_row = range.len() / count.max(1);
@@ -210,7 +213,13 @@ pub(crate) fn tensor(array: &dyn Array, spec: &TensorSpec, rows: Range<usize>, b
     let mut shape: Vec<i64> = spec
         .dims
         .iter()
-        .map(|&d| if d < 0 { per_row as i64 / known.max(1) } else { d })
+        .map(|&d| {
+            if d < 0 {
+                per_row as i64 / known.max(1)
+            } else {
+                d
+            }
+        })
         .collect();
     if batches {
         shape.insert(0, count as i64);
@@ -227,7 +236,10 @@ fn element_bytes(elements: &dyn Array, range: Range<usize>, dtype: DataType) -> 
         }
         DataType::Bool => {
             let bools = elements.as_boolean();
-            range.map(|i| u8::from(bools.value(i))).collect::<Vec<_>>().into()
+            range
+                .map(|i| u8::from(bools.value(i)))
+                .collect::<Vec<_>>()
+                .into()
         }
         DataType::Bf16 => {
             let floats = elements.as_primitive::<arrow_array::types::Float32Type>();
@@ -293,12 +305,12 @@ impl OutputColumn {
         }
         let per_row = total / rows;
         match self.shape {
-            RowShape::Scalar if per_row != 1 => {
-                Err(format!("output '{name}' holds {per_row} elements per row, not 1"))
-            }
-            RowShape::Fixed(n) if per_row != n => {
-                Err(format!("output '{name}' holds {per_row} elements per row, not {n}"))
-            }
+            RowShape::Scalar if per_row != 1 => Err(format!(
+                "output '{name}' holds {per_row} elements per row, not 1"
+            )),
+            RowShape::Fixed(n) if per_row != n => Err(format!(
+                "output '{name}' holds {per_row} elements per row, not {n}"
+            )),
             _ if tensor.dtype == DataType::Bytes => {
                 let items = decode_bytes_elements(&tensor.data)?;
                 match items.iter().all(|item| std::str::from_utf8(item).is_ok()) {
@@ -316,8 +328,11 @@ impl OutputColumn {
         let per_row = self.check(tensor, rows)?;
         if tensor.dtype == DataType::Bytes {
             let items = decode_bytes_elements(&tensor.data)?;
-            self.strings
-                .extend(items.iter().map(|item| String::from_utf8_lossy(item).into_owned()));
+            self.strings.extend(
+                items
+                    .iter()
+                    .map(|item| String::from_utf8_lossy(item).into_owned()),
+            );
         } else if tensor.dtype == DataType::Bf16 {
             for pair in tensor.data.chunks_exact(2) {
                 let value = half::bf16::from_le_bytes([pair[0], pair[1]]).to_f32();
@@ -339,7 +354,9 @@ impl OutputColumn {
             DataType::Bytes => Arc::new(StringArray::from_iter_values(self.strings.drain(..))),
             DataType::Bool => {
                 let raw = std::mem::replace(&mut self.raw, MutableBuffer::new(0));
-                Arc::new(BooleanArray::from_iter(raw.as_slice().iter().map(|b| Some(*b != 0))))
+                Arc::new(BooleanArray::from_iter(
+                    raw.as_slice().iter().map(|b| Some(*b != 0)),
+                ))
             }
             dtype => {
                 let raw = std::mem::replace(&mut self.raw, MutableBuffer::new(0));
@@ -388,19 +405,25 @@ mod tests {
 
     #[test]
     fn a_list_of_doubles_feeds_a_fixed_fp32_tensor_and_bad_rows_are_marked() {
-        let lists = arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>(vec![
-            Some(vec![Some(1.0), Some(2.0)]),
-            Some(vec![Some(3.0)]),
-            None,
-            Some(vec![Some(5.0), None]),
-            Some(vec![Some(7.0), Some(8.0)]),
-        ]);
+        let lists =
+            arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>(
+                vec![
+                    Some(vec![Some(1.0), Some(2.0)]),
+                    Some(vec![Some(3.0)]),
+                    None,
+                    Some(vec![Some(5.0), None]),
+                    Some(vec![Some(7.0), Some(8.0)]),
+                ],
+            );
         let array: ArrayRef = Arc::new(lists);
         let spec = spec("IN", DataType::Fp32, vec![2]);
         let mut errors = vec![None; 5];
         let coerced = coerce(&array, "vec", &spec, &mut errors).unwrap();
         assert!(errors[0].is_none() && errors[4].is_none());
-        assert!(errors[1].as_deref().unwrap().contains("cannot be read as FP32"));
+        assert!(errors[1]
+            .as_deref()
+            .unwrap()
+            .contains("cannot be read as FP32"));
         assert!(errors[2].as_deref().unwrap().contains("is null"));
         assert!(errors[3].as_deref().unwrap().contains("holds nulls"));
         let t = tensor(coerced.as_ref(), &spec, 4..5, true);
@@ -417,14 +440,18 @@ mod tests {
         let coerced = coerce(&array, "n", &spec, &mut errors).unwrap();
         let t = tensor(coerced.as_ref(), &spec, 0..2, true);
         assert_eq!(t.shape, vec![2, 1]);
-        assert_eq!(t.string_elements().unwrap(), vec![Bytes::from("12"), Bytes::from("34")]);
+        assert_eq!(
+            t.string_elements().unwrap(),
+            vec![Bytes::from("12"), Bytes::from("34")]
+        );
     }
 
     #[test]
     fn a_variable_dim_takes_the_rows_length_and_an_unbatched_model_gets_no_batch_dim() {
-        let lists = arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Int32Type, _, _>(vec![
-            Some(vec![Some(1), Some(2), Some(3)]),
-        ]);
+        let lists =
+            arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Int32Type, _, _>(
+                vec![Some(vec![Some(1), Some(2), Some(3)])],
+            );
         let array: ArrayRef = Arc::new(lists);
         let spec = spec("IN", DataType::Int32, vec![-1]);
         let mut errors = vec![None; 1];
@@ -441,25 +468,44 @@ mod tests {
         assert!(err.contains("'title'") && err.contains("'IN'"), "{err}");
         assert!(check_feeds("x", &ArrowType::Float64, &spec).is_err());
         let array: ArrayRef = Arc::new(Float64Array::from(vec![1.5]));
-        assert!(check_feeds("x", array.data_type(), &self::spec("S", DataType::Fp32, vec![1])).is_ok());
+        assert!(check_feeds(
+            "x",
+            array.data_type(),
+            &self::spec("S", DataType::Fp32, vec![1])
+        )
+        .is_ok());
     }
 
     #[test]
     fn output_tensors_become_fixed_lists_scalars_and_text() {
         let mut vectors = OutputColumn::new(spec("E", DataType::Fp32, vec![2]));
         vectors
-            .push(&Tensor::from_vec("E", DataType::Fp32, vec![2, 2], vec![1f32, 2., 3., 4.]), 2)
+            .push(
+                &Tensor::from_vec("E", DataType::Fp32, vec![2, 2], vec![1f32, 2., 3., 4.]),
+                2,
+            )
             .unwrap();
         vectors
-            .push(&Tensor::from_vec("E", DataType::Fp32, vec![1, 2], vec![5f32, 6.]), 1)
+            .push(
+                &Tensor::from_vec("E", DataType::Fp32, vec![1, 2], vec![5f32, 6.]),
+                1,
+            )
             .unwrap();
         let array = vectors.finish();
         assert_eq!(array.len(), 3);
-        assert_eq!(array.data_type(), &output_type(&spec("E", DataType::Fp32, vec![2])));
+        assert_eq!(
+            array.data_type(),
+            &output_type(&spec("E", DataType::Fp32, vec![2]))
+        );
         let mut text = OutputColumn::new(spec("T", DataType::Bytes, vec![1]));
-        text.push(&Tensor::from_strings("T", vec![1, 1], ["héllo"]), 1).unwrap();
-        assert!(text.push(&Tensor::from_strings("T", vec![1, 1], [[0xffu8]]), 1).is_err());
-        assert!(text.push(&Tensor::from_strings("T", vec![1, 2], ["a", "b"]), 1).is_err());
+        text.push(&Tensor::from_strings("T", vec![1, 1], ["héllo"]), 1)
+            .unwrap();
+        assert!(text
+            .push(&Tensor::from_strings("T", vec![1, 1], [[0xffu8]]), 1)
+            .is_err());
+        assert!(text
+            .push(&Tensor::from_strings("T", vec![1, 2], ["a", "b"]), 1)
+            .is_err());
         let array = text.finish();
         assert_eq!(array.as_string::<i32>().value(0), "héllo");
         assert_eq!(array.len(), 1);

@@ -71,7 +71,11 @@ fn parameter(value: &str) -> ParamValue {
 }
 
 fn names(specs: &[TensorSpec]) -> String {
-    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Job {
@@ -92,9 +96,17 @@ impl Job {
         let mut fed: Vec<(String, TensorSpec)> = Vec::new();
         for text in &args.input_columns {
             let (column, tensor) = pair(text, "--input-column", "COL=TENSOR")?;
-            let input = spec.inputs.iter().find(|i| i.name == tensor).ok_or_else(|| {
-                anyhow!("--input-column '{text}': model '{}' has no input '{tensor}' (inputs: {})", args.model, names(&spec.inputs))
-            })?;
+            let input = spec
+                .inputs
+                .iter()
+                .find(|i| i.name == tensor)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--input-column '{text}': model '{}' has no input '{tensor}' (inputs: {})",
+                        args.model,
+                        names(&spec.inputs)
+                    )
+                })?;
             if fed.iter().any(|(_, s)| s.name == tensor) {
                 bail!("--input-column '{text}': input '{tensor}' is fed twice");
             }
@@ -105,8 +117,15 @@ impl Job {
                 fed.push((input.name.clone(), input.clone()));
             }
         }
-        if let Some((_, s)) = fed.iter().find(|(_, s)| s.dims.iter().filter(|d| **d < 0).count() > 1) {
-            bail!("input '{}' has dims {:?}: batch reads one variable dimension per tensor at most", s.name, s.dims);
+        if let Some((_, s)) = fed
+            .iter()
+            .find(|(_, s)| s.dims.iter().filter(|d| **d < 0).count() > 1)
+        {
+            bail!(
+                "input '{}' has dims {:?}: batch reads one variable dimension per tensor at most",
+                s.name,
+                s.dims
+            );
         }
         let mut outputs: Vec<(TensorSpec, String)> = Vec::new();
         for text in &args.output_columns {
@@ -117,7 +136,11 @@ impl Job {
             outputs.push((output.clone(), column.to_string()));
         }
         if outputs.is_empty() {
-            outputs = spec.outputs.iter().map(|o| (o.clone(), o.name.clone())).collect();
+            outputs = spec
+                .outputs
+                .iter()
+                .map(|o| (o.clone(), o.name.clone()))
+                .collect();
         }
         let key_names: Vec<&str> = if args.key_columns.is_empty() {
             vec![input::ROW_COLUMN]
@@ -143,7 +166,11 @@ impl Job {
             (true, Some(n)) if n != 1 => bail!(
                 "--batch-rows {n}: model '{}' takes one row per request ({})",
                 args.model,
-                if spec.decoupled { "a generator" } else { "max_batch_size 0" }
+                if spec.decoupled {
+                    "a generator"
+                } else {
+                    "max_batch_size 0"
+                }
             ),
             (true, _) => 1,
             (false, Some(n)) if n == 0 || n > spec.max_batch_size => bail!(
@@ -154,7 +181,12 @@ impl Job {
             (false, Some(n)) => n,
             (false, None) => spec.max_batch_size,
         };
-        let slots = spec.instances.len().max(1) * if spec.decoupled { spec.max_sequences } else { 1 };
+        let slots = spec.instances.len().max(1)
+            * if spec.decoupled {
+                spec.max_sequences
+            } else {
+                1
+            };
         let concurrency = match args.concurrency {
             Some(0) => bail!("--concurrency must be at least 1"),
             Some(n) => n,
@@ -174,7 +206,11 @@ impl Job {
 
         // Shards.
         if args.shard_count == 0 || args.shard_index >= args.shard_count {
-            bail!("--shard-index {} is not below --shard-count {}", args.shard_index, args.shard_count);
+            bail!(
+                "--shard-index {} is not below --shard-count {}",
+                args.shard_index,
+                args.shard_count
+            );
         }
         if args.part_rows == 0 {
             bail!("--part-rows must be at least 1");
@@ -200,19 +236,39 @@ impl Job {
             model: args.model.clone(),
             model_version: facts.version,
             inputs: files.iter().map(|f| (f.path.clone(), f.rows)).collect(),
-            input_columns: fed.iter().map(|(c, s)| (c.clone(), s.name.clone())).collect(),
-            output_columns: outputs.iter().map(|(s, c)| (s.name.clone(), c.clone())).collect(),
+            input_columns: fed
+                .iter()
+                .map(|(c, s)| (c.clone(), s.name.clone()))
+                .collect(),
+            output_columns: outputs
+                .iter()
+                .map(|(s, c)| (s.name.clone(), c.clone()))
+                .collect(),
             key_columns: args.key_columns.clone(),
-            parameters: args.parameters.iter().map(|p| pair(p, "", "").map(|(k, v)| (k.to_string(), v.to_string()))).collect::<anyhow::Result<_>>()?,
+            parameters: args
+                .parameters
+                .iter()
+                .map(|p| pair(p, "", "").map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect::<anyhow::Result<_>>()?,
             part_rows: args.part_rows,
             shard_index: args.shard_index,
             shard_count: args.shard_count,
             output_format: format,
         };
-        manifest.claim(&args.output, args.resume, &mine).map_err(anyhow::Error::msg)?;
-        let done = |p: &Part| args.output.join(format!("{}.{}", p.name, format.extension())).exists();
+        manifest
+            .claim(&args.output, args.resume, &mine)
+            .map_err(anyhow::Error::msg)?;
+        let done = |p: &Part| {
+            args.output
+                .join(format!("{}.{}", p.name, format.extension()))
+                .exists()
+        };
         let rows_total = mine.iter().map(|p| p.rows.end - p.rows.start).sum();
-        let rows_resumed = mine.iter().filter(|p| done(p)).map(|p| p.rows.end - p.rows.start).sum();
+        let rows_resumed = mine
+            .iter()
+            .filter(|p| done(p))
+            .map(|p| p.rows.end - p.rows.start)
+            .sum();
         let pending: Vec<Part> = mine.into_iter().filter(|p| !done(p)).collect();
 
         let scorer = Scorer {
@@ -267,7 +323,11 @@ impl Job {
         // Reader: parts to blocks.
         let (blocks_tx, blocks_rx) = mpsc::channel::<Read>(self.blocks_in_flight * 2);
         let reader = {
-            let (files, parts, columns) = (self.files.clone(), self.pending.clone(), self.columns.clone());
+            let (files, parts, columns) = (
+                self.files.clone(),
+                self.pending.clone(),
+                self.columns.clone(),
+            );
             let block_rows = self.block_rows;
             std::thread::Builder::new()
                 .name("batch-reader".into())
@@ -278,10 +338,13 @@ impl Job {
         let (scored_tx, scored_rx) = mpsc::channel::<Scored>(self.blocks_in_flight * 2);
         let writer = {
             let (dir, format) = (self.output.clone(), self.format);
-            let (files, parts, schemas) = (self.files.clone(), self.pending.clone(), schemas.clone());
+            let (files, parts, schemas) =
+                (self.files.clone(), self.pending.clone(), schemas.clone());
             std::thread::Builder::new()
                 .name("batch-writer".into())
-                .spawn(move || write_parts(&dir, format, &files, &parts, &schemas, scored_rx, progress))?
+                .spawn(move || {
+                    write_parts(&dir, format, &files, &parts, &schemas, scored_rx, progress)
+                })?
         };
 
         // Scoring, in input order.
@@ -295,7 +358,10 @@ impl Job {
                     match read {
                         Read::Block(part, block) => {
                             let schema = schemas[parts[part].file].clone();
-                            scorer.score(block, schema).await.map(|s| Scored::Block(part, s))
+                            scorer
+                                .score(block, schema)
+                                .await
+                                .map(|s| Scored::Block(part, s))
                         }
                         Read::End(part) => Ok(Scored::End(part)),
                         Read::Failed(e) => Err(Fatal(e)),
@@ -310,7 +376,9 @@ impl Job {
                     stop = Some(anyhow!(e));
                     break;
                 }
-                Ok(Scored::Block(part, s)) if self.on_error == OnError::Fail && !s.failed.is_empty() => {
+                Ok(Scored::Block(part, s))
+                    if self.on_error == OnError::Fail && !s.failed.is_empty() =>
+                {
                     let (row, reason) = &s.failed[0];
                     let file = &files[parts[part].file];
                     let key = crate::output::key_json(&schemas[parts[part].file], &s.keys, *row);
@@ -331,12 +399,17 @@ impl Job {
         }
         drop(scored);
         drop(scored_tx);
-        let summary = writer.join().map_err(|_| anyhow!("the writer thread panicked"))?;
+        let summary = writer
+            .join()
+            .map_err(|_| anyhow!("the writer thread panicked"))?;
         // The reader stops at its next block once the channel is gone.
         let _ = reader.join();
         let summary = summary?;
         match stop {
-            Some(e) => Err(e.context(format!("the job stopped after {} parts; --resume continues it", summary.parts_written))),
+            Some(e) => Err(e.context(format!(
+                "the job stopped after {} parts; --resume continues it",
+                summary.parts_written
+            ))),
             None => Ok(summary),
         }
     }
@@ -365,10 +438,16 @@ fn read_parts(
 ) {
     for (i, part) in parts.iter().enumerate() {
         let mut open = true;
-        let result = input::read(&files[part.file], part.rows.clone(), columns, block_rows, &mut |block| {
-            open = tx.blocking_send(Read::Block(i, block)).is_ok();
-            open
-        });
+        let result = input::read(
+            &files[part.file],
+            part.rows.clone(),
+            columns,
+            block_rows,
+            &mut |block| {
+                open = tx.blocking_send(Read::Block(i, block)).is_ok();
+                open
+            },
+        );
         if !open {
             return;
         }
@@ -402,8 +481,14 @@ fn write_parts(
             Scored::Block(part, scored) => {
                 let file = parts[part].file;
                 if current.as_ref().is_none_or(|(p, _)| *p != part) {
-                    let writer = PartWriter::create(dir, &parts[part].name, format, schemas[file].clone(), &files[file].path)
-                        .map_err(anyhow::Error::msg)?;
+                    let writer = PartWriter::create(
+                        dir,
+                        &parts[part].name,
+                        format,
+                        schemas[file].clone(),
+                        &files[file].path,
+                    )
+                    .map_err(anyhow::Error::msg)?;
                     current = Some((part, writer));
                 }
                 let (_, writer) = current.as_mut().expect("opened above");

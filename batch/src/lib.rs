@@ -83,6 +83,10 @@ pub struct BatchArgs {
     /// repeatable) instead of in-process.
     #[arg(long = "server", value_name = "HOST:PORT")]
     pub servers: Vec<String>,
+    /// Seconds to wait for a `--server` to serve the model before giving up (a Job may
+    /// start before its servers).
+    #[arg(long, default_value_t = 30)]
+    pub server_wait_secs: u64,
     /// API key for `--server`.
     #[arg(long, env = "NEREID_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

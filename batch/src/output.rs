@@ -29,7 +29,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 
 /// `dir/.name.tmp` for `dir/name`: hidden, so readers of the folder skip it.
 fn temporary(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -67,16 +70,20 @@ impl PartWriter {
     ) -> Result<Self, String> {
         let path = dir.join(format!("{name}.{}", format.extension()));
         let tmp = temporary(&path);
-        let file = File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let file =
+            File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let rows = match format {
-            Format::Jsonl => Rows::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file))),
+            Format::Jsonl => {
+                Rows::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file)))
+            }
             _ => {
                 let properties = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .build();
                 Rows::Parquet(
-                    ArrowWriter::try_new(file, schema, Some(properties)).map_err(|e| e.to_string())?,
+                    ArrowWriter::try_new(file, schema, Some(properties))
+                        .map_err(|e| e.to_string())?,
                 )
             }
         };
@@ -151,7 +158,11 @@ impl PartWriter {
 }
 
 /// One row of key columns as JSON, for the errors file.
-pub(crate) fn key_json(fields: &SchemaRef, keys: &[ArrayRef], row: usize) -> serde_json::Map<String, Value> {
+pub(crate) fn key_json(
+    fields: &SchemaRef,
+    keys: &[ArrayRef],
+    row: usize,
+) -> serde_json::Map<String, Value> {
     fields
         .fields()
         .iter()

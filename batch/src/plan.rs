@@ -109,8 +109,7 @@ impl Manifest {
     /// Records the job in `dir`, or checks that `dir` holds this same job when resuming.
     /// Without `resume`, a folder that already holds this shard's work is refused.
     pub(crate) fn claim(&self, dir: &Path, resume: bool, parts: &[Part]) -> Result<(), String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("--output '{}': {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("--output '{}': {e}", dir.display()))?;
         let path = self.path(dir);
         match std::fs::read(&path) {
             Ok(bytes) if resume => {
@@ -155,7 +154,10 @@ impl Manifest {
             serde_json::to_value(self).expect("serialises"),
             serde_json::to_value(old).expect("serialises"),
         );
-        let (a, b) = (a.as_object().expect("object"), b.as_object().expect("object"));
+        let (a, b) = (
+            a.as_object().expect("object"),
+            b.as_object().expect("object"),
+        );
         let differing: Vec<&str> = a
             .iter()
             .filter(|(k, v)| b.get(*k) != Some(v))
@@ -191,14 +193,20 @@ mod tests {
 
     #[test]
     fn parts_cover_each_file_and_shards_cover_the_parts_exactly_once() {
-        let files = [file("a/x.jsonl", 25), file("b/x.jsonl", 0), file("c/y.jsonl", 10)];
+        let files = [
+            file("a/x.jsonl", 25),
+            file("b/x.jsonl", 0),
+            file("c/y.jsonl", 10),
+        ];
         let all = parts(&files, 10);
         assert_eq!(all.len(), 4);
         assert_eq!(all[0].name, "00000-x.part-00000");
         assert_eq!(all[2].rows, 20..25);
         assert_eq!(all[3].name, "y.part-00000");
         for count in 1..6 {
-            let mut covered: Vec<Part> = (0..count).flat_map(|i| shard(all.clone(), i, count)).collect();
+            let mut covered: Vec<Part> = (0..count)
+                .flat_map(|i| shard(all.clone(), i, count))
+                .collect();
             covered.sort_by_key(|p| (p.file, p.rows.start));
             assert_eq!(covered, all, "{count} shards");
         }
@@ -221,12 +229,18 @@ mod tests {
             output_format: Format::Parquet,
         };
         manifest.claim(dir.path(), false, &[]).unwrap();
-        assert!(manifest.claim(dir.path(), false, &[]).unwrap_err().contains("--resume"));
+        assert!(manifest
+            .claim(dir.path(), false, &[])
+            .unwrap_err()
+            .contains("--resume"));
         manifest.claim(dir.path(), true, &[]).unwrap();
         let other = Manifest {
             part_rows: 20,
             ..manifest.clone()
         };
-        assert!(other.claim(dir.path(), true, &[]).unwrap_err().contains("part_rows"));
+        assert!(other
+            .claim(dir.path(), true, &[])
+            .unwrap_err()
+            .contains("part_rows"));
     }
 }

@@ -51,7 +51,12 @@ impl std::fmt::Display for Summary {
             self.parts_written
         )?;
         if self.tokens > 0 {
-            write!(f, ", {} tokens ({:.1} tokens/s)", self.tokens, self.tokens_per_second())?;
+            write!(
+                f,
+                ", {} tokens ({:.1} tokens/s)",
+                self.tokens,
+                self.tokens_per_second()
+            )?;
         }
         Ok(())
     }

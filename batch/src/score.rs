@@ -65,17 +65,21 @@ impl Scorer {
         let mut failed: Vec<Option<String>> = block.errors;
         let runs = self.runs(&block.inputs, &failed);
         let answers = futures::future::join_all(
-            runs.iter().map(|rows| self.answer(&block.inputs, rows.clone())),
+            runs.iter()
+                .map(|rows| self.answer(&block.inputs, rows.clone())),
         )
         .await;
-        let mut columns: Vec<OutputColumn> =
-            self.outputs.iter().map(|(spec, _)| OutputColumn::new(spec.clone())).collect();
+        let mut columns: Vec<OutputColumn> = self
+            .outputs
+            .iter()
+            .map(|(spec, _)| OutputColumn::new(spec.clone()))
+            .collect();
         let mut tokens = 0;
         for answer in answers {
             for (rows, answer) in answer? {
-                let outcome = answer.map_err(|e| e.to_string()).and_then(|tensors| {
-                    self.place(&tensors, rows.len(), &mut columns)
-                });
+                let outcome = answer
+                    .map_err(|e| e.to_string())
+                    .and_then(|tensors| self.place(&tensors, rows.len(), &mut columns));
                 match outcome {
                     Ok(generated) => tokens += generated,
                     Err(reason) => {
@@ -120,13 +124,13 @@ impl Scorer {
             .map(|(a, _)| a)
             .collect();
         let shape = |row: usize| -> Vec<usize> {
-            variable.iter().map(|a| convert::row_len(a.as_ref(), row)).collect()
+            variable
+                .iter()
+                .map(|a| convert::row_len(a.as_ref(), row))
+                .collect()
         };
         let mut runs: Vec<Range<usize>> = Vec::new();
-        for row in 0..failed.len() {
-            if failed[row].is_some() {
-                continue;
-            }
+        for (row, _) in failed.iter().enumerate().filter(|(_, f)| f.is_none()) {
             match runs.last_mut() {
                 Some(run)
                     if run.end == row
@@ -162,7 +166,11 @@ impl Scorer {
     /// One request, retried while the engine cannot take it; errors that are not about
     /// the rows stop the job.
     async fn request(&self, inputs: &[ArrayRef], rows: Range<usize>) -> Result<Answer, Fatal> {
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let tensors: Vec<Tensor> = inputs
             .iter()
             .zip(&self.inputs)
@@ -238,7 +246,11 @@ impl Scorer {
         let mut tensors = Vec::with_capacity(self.outputs.len());
         for ((spec, _), slot) in self.outputs.iter().zip(last) {
             if spec.name == io.text_output.name {
-                tensors.push(Tensor::from_strings(spec.name.clone(), shape.clone(), [&text]));
+                tensors.push(Tensor::from_strings(
+                    spec.name.clone(),
+                    shape.clone(),
+                    [&text],
+                ));
             } else {
                 tensors.push(slot.ok_or_else(|| {
                     EngineError::internal(format!("the model sent no '{}'", spec.name))

@@ -40,31 +40,48 @@ async fn job(engine: &Engine, flags: &[&str]) -> anyhow::Result<Summary> {
     nereid_batch::run(engine.clone(), &args).await
 }
 
+/// A row for `simple`: id, INPUT0, INPUT1.
+type SimpleRow = (i64, Vec<i32>, Vec<i32>);
+
 /// `n` rows for `simple`: id, INPUT0 = [i; 16], INPUT1 = [1; 16].
-fn simple_rows(n: i64) -> Vec<(i64, Vec<i32>, Vec<i32>)> {
-    (0..n).map(|i| (100 + i, vec![i as i32; 16], vec![1; 16])).collect()
+fn simple_rows(n: i64) -> Vec<SimpleRow> {
+    (0..n)
+        .map(|i| (100 + i, vec![i as i32; 16], vec![1; 16]))
+        .collect()
 }
 
-fn write_parquet(path: &Path, rows: &[(i64, Vec<i32>, Vec<i32>)], row_group: usize) {
-    let list = |f: fn(&(i64, Vec<i32>, Vec<i32>)) -> &Vec<i32>| -> ArrayRef {
+fn write_parquet(path: &Path, rows: &[SimpleRow], row_group: usize) {
+    let list = |f: fn(&SimpleRow) -> &Vec<i32>| -> ArrayRef {
         Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
-            rows.iter().map(|r| Some(f(r).iter().map(|v| Some(*v)).collect::<Vec<_>>())),
+            rows.iter()
+                .map(|r| Some(f(r).iter().map(|v| Some(*v)).collect::<Vec<_>>())),
         ))
     };
     let batch = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
         ("a", list(|r| &r.1)),
         ("b", list(|r| &r.2)),
-        ("note", Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("n{}", r.0)))) as ArrayRef),
+        (
+            "note",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("n{}", r.0)),
+            )) as ArrayRef,
+        ),
     ])
     .unwrap();
-    let props = WriterProperties::builder().set_max_row_group_row_count(Some(row_group)).build();
-    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group))
+        .build();
+    let mut w =
+        ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
 
-fn write_jsonl(path: &Path, rows: &[(i64, Vec<i32>, Vec<i32>)]) {
+fn write_jsonl(path: &Path, rows: &[SimpleRow]) {
     let text: String = rows
         .iter()
         .map(|r| serde_json::json!({"id": r.0, "a": r.1, "b": r.2}).to_string() + "\n")
@@ -72,12 +89,16 @@ fn write_jsonl(path: &Path, rows: &[(i64, Vec<i32>, Vec<i32>)]) {
     std::fs::write(path, text).unwrap();
 }
 
-fn write_csv(path: &Path, rows: &[(i64, Vec<i32>, Vec<i32>)]) {
+fn write_csv(path: &Path, rows: &[SimpleRow]) {
     let mut w = csv::Writer::from_path(path).unwrap();
     w.write_record(["id", "a", "b"]).unwrap();
     for r in rows {
-        w.write_record([r.0.to_string(), serde_json::to_string(&r.1).unwrap(), serde_json::to_string(&r.2).unwrap()])
-            .unwrap();
+        w.write_record([
+            r.0.to_string(),
+            serde_json::to_string(&r.1).unwrap(),
+            serde_json::to_string(&r.2).unwrap(),
+        ])
+        .unwrap();
     }
     w.flush().unwrap();
 }
@@ -117,13 +138,17 @@ fn simple_outputs(batches: &[RecordBatch]) -> Vec<(i64, i32, i32)> {
             let s = sum.value(row);
             let d = diff.value(row);
             assert_eq!(s.len(), 16);
-            out.push((id, s.as_primitive::<Int32Type>().value(0), d.as_primitive::<Int32Type>().value(0)));
+            out.push((
+                id,
+                s.as_primitive::<Int32Type>().value(0),
+                d.as_primitive::<Int32Type>().value(0),
+            ));
         }
     }
     out
 }
 
-fn expected(rows: &[(i64, Vec<i32>, Vec<i32>)]) -> Vec<(i64, i32, i32)> {
+fn expected(rows: &[SimpleRow]) -> Vec<(i64, i32, i32)> {
     rows.iter().map(|r| (r.0, r.1[0] + 1, r.1[0] - 1)).collect()
 }
 
@@ -140,17 +165,40 @@ async fn parquet_jsonl_and_csv_score_alike_in_input_order_with_keys() {
         let summary = job(
             &engine,
             &[
-                "--model", "simple",
-                "--input", dir.path().join(input).to_str().unwrap(),
-                "--output", out.to_str().unwrap(),
-                "--input-column", "a=INPUT0", "--input-column", "b=INPUT1",
-                "--key-column", "id", "--part-rows", "20", "--batch-rows", "3",
+                "--model",
+                "simple",
+                "--input",
+                dir.path().join(input).to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--input-column",
+                "a=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+                "--key-column",
+                "id",
+                "--part-rows",
+                "20",
+                "--batch-rows",
+                "3",
             ],
         )
         .await
         .unwrap();
-        assert_eq!((summary.rows_written, summary.rows_failed, summary.parts_written), (50, 0, 3), "{input}");
-        assert_eq!(simple_outputs(&read_output(&out)), expected(&rows), "{input}");
+        assert_eq!(
+            (
+                summary.rows_written,
+                summary.rows_failed,
+                summary.parts_written
+            ),
+            (50, 0, 3),
+            "{input}"
+        );
+        assert_eq!(
+            simple_outputs(&read_output(&out)),
+            expected(&rows),
+            "{input}"
+        );
     }
 }
 
@@ -165,14 +213,27 @@ async fn vectors_of_any_length_round_trip_and_jsonl_output_is_written() {
     let out = dir.path().join("out");
     let summary = job(
         &engine,
-        &["--model", "identity_fp32", "--input", dir.path().join("v.jsonl").to_str().unwrap(),
-          "--output", out.to_str().unwrap(), "--output-format", "jsonl", "--output-column", "OUTPUT0=echo"],
+        &[
+            "--model",
+            "identity_fp32",
+            "--input",
+            dir.path().join("v.jsonl").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--output-format",
+            "jsonl",
+            "--output-column",
+            "OUTPUT0=echo",
+        ],
     )
     .await
     .unwrap();
     assert_eq!(summary.rows_written, 20);
     let text = std::fs::read_to_string(out.join("v.part-00000.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 20);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["_row"], i as u64);
@@ -193,9 +254,26 @@ async fn shards_cover_the_input_exactly_once() {
     for index in 0..3 {
         let summary = job(
             &engine,
-            &["--model", "simple", "--input", dir.path().to_str().unwrap(), "--output", out.to_str().unwrap(),
-              "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--key-column", "id",
-              "--part-rows", "10", "--shard-count", "3", "--shard-index", &index.to_string()],
+            &[
+                "--model",
+                "simple",
+                "--input",
+                dir.path().to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--input-column",
+                "a=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+                "--key-column",
+                "id",
+                "--part-rows",
+                "10",
+                "--shard-count",
+                "3",
+                "--shard-index",
+                &index.to_string(),
+            ],
         )
         .await
         .unwrap();
@@ -221,9 +299,25 @@ async fn resume_writes_only_the_missing_parts_and_refuses_another_job() {
     let out = dir.path().join("out");
     let input = dir.path().join("t.parquet");
     let flags = |extra: &'static [&'static str]| -> Vec<String> {
-        let mut f: Vec<String> = ["--model", "simple", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(),
-            "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--key-column", "id", "--part-rows", "10"]
-            .iter().map(|s| s.to_string()).collect();
+        let mut f: Vec<String> = [
+            "--model",
+            "simple",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--input-column",
+            "a=INPUT0",
+            "--input-column",
+            "b=INPUT1",
+            "--key-column",
+            "id",
+            "--part-rows",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         f.extend(extra.iter().map(|s| s.to_string()));
         f
     };
@@ -235,14 +329,39 @@ async fn resume_writes_only_the_missing_parts_and_refuses_another_job() {
     // A crash between parts: the second part never committed, a temporary file is left.
     std::fs::remove_file(out.join("t.part-00001.parquet")).unwrap();
     std::fs::write(out.join(".t.part-00001.parquet.tmp"), b"half a part").unwrap();
-    let first = std::fs::metadata(out.join("t.part-00000.parquet")).unwrap().modified().unwrap();
+    let first = std::fs::metadata(out.join("t.part-00000.parquet"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let err = run(flags(&[])).await.unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
     let summary = run(flags(&["--resume"])).await.unwrap();
-    assert_eq!((summary.rows_written, summary.rows_resumed, summary.parts_written), (10, 20, 1));
-    assert_eq!(std::fs::metadata(out.join("t.part-00000.parquet")).unwrap().modified().unwrap(), first);
+    assert_eq!(
+        (
+            summary.rows_written,
+            summary.rows_resumed,
+            summary.parts_written
+        ),
+        (10, 20, 1)
+    );
+    assert_eq!(
+        std::fs::metadata(out.join("t.part-00000.parquet"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        first
+    );
     assert_eq!(simple_outputs(&read_output(&out)), expected(&rows));
-    let err = run(flags(&["--resume", "--batch-rows", "2", "--output-column", "OUTPUT0=OUTPUT0"])).await.unwrap_err().to_string();
+    let err = run(flags(&[
+        "--resume",
+        "--batch-rows",
+        "2",
+        "--output-column",
+        "OUTPUT0=OUTPUT0",
+    ]))
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("output_columns"), "{err}");
 }
 
@@ -250,7 +369,8 @@ async fn resume_writes_only_the_missing_parts_and_refuses_another_job() {
 async fn bad_rows_go_to_the_errors_file_or_stop_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
-    let good = |id: i64| serde_json::json!({"id": id, "a": vec![id; 16], "b": vec![0; 16]}).to_string();
+    let good =
+        |id: i64| serde_json::json!({"id": id, "a": vec![id; 16], "b": vec![0; 16]}).to_string();
     let lines = [
         good(1),
         "{not json".to_string(),
@@ -264,36 +384,72 @@ async fn bad_rows_go_to_the_errors_file_or_stop_the_job() {
     let out = dir.path().join("out");
     let summary = job(
         &engine,
-        &["--model", "simple", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(),
-          "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--key-column", "id"],
+        &[
+            "--model",
+            "simple",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--input-column",
+            "a=INPUT0",
+            "--input-column",
+            "b=INPUT1",
+            "--key-column",
+            "id",
+        ],
     )
     .await
     .unwrap();
     assert_eq!((summary.rows_written, summary.rows_failed), (2, 4));
-    let ids: Vec<i64> = simple_outputs(&read_output(&out)).iter().map(|r| r.0).collect();
-    assert_eq!(ids, vec![1, 6]);
-    let errors: Vec<serde_json::Value> = std::fs::read_to_string(out.join("bad.part-00000.errors.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let ids: Vec<i64> = simple_outputs(&read_output(&out))
+        .iter()
+        .map(|r| r.0)
         .collect();
+    assert_eq!(ids, vec![1, 6]);
+    let errors: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("bad.part-00000.errors.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     let rows: Vec<u64> = errors.iter().map(|e| e["row"].as_u64().unwrap()).collect();
     assert_eq!(rows, vec![1, 2, 3, 4]);
     assert_eq!(errors[1]["key"]["id"], 3);
-    assert!(errors[0]["error"].as_str().unwrap().contains("not a JSON object"));
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a JSON object"));
     assert!(errors[1]["error"].as_str().unwrap().contains("INPUT0"));
     assert!(errors[2]["error"].as_str().unwrap().contains("is null"));
     assert!(errors[3]["error"].as_str().unwrap().contains("column 'b'"));
 
     let err = job(
         &engine,
-        &["--model", "simple", "--input", input.to_str().unwrap(), "--output", dir.path().join("out2").to_str().unwrap(),
-          "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--key-column", "id", "--on-error", "fail"],
+        &[
+            "--model",
+            "simple",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            dir.path().join("out2").to_str().unwrap(),
+            "--input-column",
+            "a=INPUT0",
+            "--input-column",
+            "b=INPUT1",
+            "--key-column",
+            "id",
+            "--on-error",
+            "fail",
+        ],
     )
     .await
     .unwrap_err();
     let err = format!("{err:#}");
-    assert!(err.contains("row 1") && err.contains("--on-error fail"), "{err}");
+    assert!(
+        err.contains("row 1") && err.contains("--on-error fail"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,15 +464,108 @@ async fn bad_invocations_fail_before_any_work_with_one_clear_line() {
     let out = dir.path().join("out");
     let out = out.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--model", "nope", "--input", input, "--output", out], "nope"),
-        (vec!["--model", "simple", "--input", input, "--output", out], "no column 'INPUT0'"),
-        (vec!["--model", "simple", "--input", input, "--output", out, "--input-column", "a=INPUT9"], "no input 'INPUT9'"),
-        (vec!["--model", "simple", "--input", input, "--output", out, "--input-column", "note=INPUT0", "--input-column", "b=INPUT1"], "column 'note'"),
-        (vec!["--model", "simple", "--input", input, "--output", out, "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--batch-rows", "9"], "--batch-rows 9"),
-        (vec!["--model", "simple", "--input", "/nonexistent.parquet", "--output", out], "no such file"),
-        (vec!["--model", "simple", "--input", input, "--output", unwritable.to_str().unwrap(), "--input-column", "a=INPUT0", "--input-column", "b=INPUT1"], "--output"),
-        (vec!["--model", "repeat_int32", "--input", input, "--output", out], "not a text generator"),
-        (vec!["--model", "simple", "--input", input, "--output", out, "--input-column", "a=INPUT0", "--input-column", "b=INPUT1", "--shard-index", "2", "--shard-count", "2"], "--shard-index 2"),
+        (
+            vec!["--model", "nope", "--input", input, "--output", out],
+            "nope",
+        ),
+        (
+            vec!["--model", "simple", "--input", input, "--output", out],
+            "no column 'INPUT0'",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                input,
+                "--output",
+                out,
+                "--input-column",
+                "a=INPUT9",
+            ],
+            "no input 'INPUT9'",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                input,
+                "--output",
+                out,
+                "--input-column",
+                "note=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+            ],
+            "column 'note'",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                input,
+                "--output",
+                out,
+                "--input-column",
+                "a=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+                "--batch-rows",
+                "9",
+            ],
+            "--batch-rows 9",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                "/nonexistent.parquet",
+                "--output",
+                out,
+            ],
+            "no such file",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                input,
+                "--output",
+                unwritable.to_str().unwrap(),
+                "--input-column",
+                "a=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+            ],
+            "--output",
+        ),
+        (
+            vec!["--model", "repeat_int32", "--input", input, "--output", out],
+            "not a text generator",
+        ),
+        (
+            vec![
+                "--model",
+                "simple",
+                "--input",
+                input,
+                "--output",
+                out,
+                "--input-column",
+                "a=INPUT0",
+                "--input-column",
+                "b=INPUT1",
+                "--shard-index",
+                "2",
+                "--shard-count",
+                "2",
+            ],
+            "--shard-index 2",
+        ),
     ];
     for (flags, needle) in cases {
         let err = format!("{:#}", job(&engine, &flags).await.unwrap_err());

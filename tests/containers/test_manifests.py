@@ -31,12 +31,13 @@ def validate(doc, version):
     kubernetes_validate.validate(doc, version, strict=True)
 
 
-CORE = [d for f in ("engines.yaml", "hpa.yaml", "gateway.yaml") for d in docs(f)]
+CORE = [d for f in ("engines.yaml", "hpa.yaml", "gateway.yaml", "batch-job.yaml") for d in docs(f)]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_core_manifests_match_the_kubernetes_schemas(version):
-    assert {d["kind"] for d in CORE} == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    assert {d["kind"] for d in CORE} == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                                         "Job", "PersistentVolumeClaim"}
     for doc in CORE:
         validate(doc, version)
 
@@ -147,6 +148,44 @@ def test_gateway_discovers_the_engines_headless_service():
             assert not selector.items() <= labels.items(), doc["metadata"]["name"]
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in ports
+
+
+def test_batch_job_gives_each_index_one_shard_and_resumes():
+    job = by_kind("batch-job.yaml", "Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["nereid", "batch"]
+    args = container["args"]
+    # One shard per index: JOB_COMPLETION_INDEX (0..completions-1) is --shard-index's
+    # default, so the args must not pin it, and the count must match the completions.
+    assert int(flag(args, "shard-count")) == spec["completions"]
+    assert not [a for a in args if a.startswith("--shard-index")], args
+    assert "JOB_COMPLETION_INDEX" not in {e["name"] for e in container.get("env", [])}
+    assert spec["parallelism"] <= spec["completions"]
+    # A retried pod continues its shard: without --resume it would refuse its own folder.
+    assert "--resume" in args
+    assert spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 6)) > 0
+    # backoffLimitPerIndex and podFailurePolicy both need pods that are never restarted in place.
+    assert pod["restartPolicy"] == "Never"
+    # --server names the gateway Service on its gRPC port.
+    gateway = by_kind("gateway.yaml", "Service")
+    grpc_port = [p["port"] for p in gateway["spec"]["ports"] if p["name"] == "grpc"]
+    assert flag(args, "server") == "%s:%d" % (gateway["metadata"]["name"], grpc_port[0])
+    # Input and output on the claim this file declares, mounted where the args point.
+    claim = by_kind("batch-job.yaml", "PersistentVolumeClaim")
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    data = volumes[mounts["/data"]]
+    assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert flag(args, "input").startswith("/data/") and flag(args, "output").startswith("/data/")
+    # The engines' hardening, as for the gateway.
+    engines_pod = by_kind("engines.yaml", "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == engines_pod["securityContext"]
+    assert container["securityContext"] == engines_pod["containers"][0]["securityContext"]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
 
 
 def test_service_monitors_scrape_engines_and_gateways_once_each():

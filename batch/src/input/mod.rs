@@ -19,7 +19,9 @@ use nereid_engine::TensorSpec;
 pub const ROW_COLUMN: &str = "_row";
 
 /// A table format, from the file's extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Apache Parquet (`.parquet`, `.pq`).
@@ -86,7 +88,8 @@ pub(crate) fn list(inputs: &[String], output: &Path) -> Result<Vec<(PathBuf, For
             let before = found.len();
             for path in paths {
                 let path = path.map_err(|e| format!("--input '{input}': {e}"))?;
-                let inside_output = std::path::absolute(&path).is_ok_and(|p| p.starts_with(&output));
+                let inside_output =
+                    std::path::absolute(&path).is_ok_and(|p| p.starts_with(&output));
                 if path.is_file() && !inside_output {
                     if let Some(format) = Format::of(&path) {
                         found.push((path, format));
@@ -94,7 +97,9 @@ pub(crate) fn list(inputs: &[String], output: &Path) -> Result<Vec<(PathBuf, For
                 }
             }
             if found.len() == before {
-                return Err(format!("--input '{input}' matches no .parquet, .jsonl or .csv file"));
+                return Err(format!(
+                    "--input '{input}' matches no .parquet, .jsonl or .csv file"
+                ));
             }
         } else {
             let path = PathBuf::from(input);
@@ -102,7 +107,9 @@ pub(crate) fn list(inputs: &[String], output: &Path) -> Result<Vec<(PathBuf, For
                 let before = found.len();
                 walk(&path, &output, &mut found).map_err(|e| format!("--input '{input}': {e}"))?;
                 if found.len() == before {
-                    return Err(format!("--input '{input}' holds no .parquet, .jsonl or .csv file"));
+                    return Err(format!(
+                        "--input '{input}' holds no .parquet, .jsonl or .csv file"
+                    ));
                 }
             } else if path.is_file() {
                 let format = Format::of(&path).ok_or_else(|| {
@@ -180,7 +187,9 @@ pub(crate) fn read(
 
 /// The `_row` column of a block.
 fn row_numbers(first_row: u64, rows: usize) -> ArrayRef {
-    Arc::new(UInt64Array::from_iter_values(first_row..first_row + rows as u64))
+    Arc::new(UInt64Array::from_iter_values(
+        first_row..first_row + rows as u64,
+    ))
 }
 
 /// The schema of an output part: key fields then output fields.

@@ -111,7 +111,11 @@ fn block(batch: &RecordBatch, columns: &Columns, first_row: u64) -> Result<Block
     let keys = if columns.keys.is_empty() {
         vec![row_numbers(first_row, batch.num_rows())]
     } else {
-        columns.keys.iter().map(|k| column(k)).collect::<Result<_, _>>()?
+        columns
+            .keys
+            .iter()
+            .map(|k| column(k))
+            .collect::<Result<_, _>>()?
     };
     Ok(Block {
         first_row,

@@ -107,7 +107,7 @@ fn cell_elements(cell: &Cell, kind: Kind, shape: RowShape) -> Result<Option<Vec<
     let parsed;
     let value = match cell {
         Cell::Missing => return Ok(None),
-        Cell::Text(raw) if raw.is_empty() => return Ok(None),
+        Cell::Text([]) => return Ok(None),
         Cell::Text(raw) if kind == Kind::Bytes && shape == RowShape::Scalar => {
             return Ok(Some(vec![Scalar::Bytes(raw.to_vec())]))
         }
@@ -116,8 +116,13 @@ fn cell_elements(cell: &Cell, kind: Kind, shape: RowShape) -> Result<Option<Vec<
             return Ok(Some(vec![Scalar::Bytes(text.as_bytes().to_vec())]));
         }
         Cell::Text(raw) => {
-            parsed = serde_json::from_slice::<Value>(raw)
-                .map_err(|_| format!("expected {} (as JSON), got '{}'", kind.name(), String::from_utf8_lossy(raw)))?;
+            parsed = serde_json::from_slice::<Value>(raw).map_err(|_| {
+                format!(
+                    "expected {} (as JSON), got '{}'",
+                    kind.name(),
+                    String::from_utf8_lossy(raw)
+                )
+            })?;
             &parsed
         }
         Cell::Json(value) => value,
@@ -180,7 +185,9 @@ impl Gather {
                 Scalar::Int(i) => *i as f64,
                 _ => 0.0,
             }))),
-            Kind::Bool => Arc::new(BooleanArray::from_iter(flat.map(|s| Some(matches!(s, Scalar::Bool(true)))))),
+            Kind::Bool => Arc::new(BooleanArray::from_iter(
+                flat.map(|s| Some(matches!(s, Scalar::Bool(true)))),
+            )),
         };
         let nulls = NullBuffer::from_iter(rows.iter().map(Option::is_some));
         if !self.list {
@@ -222,14 +229,20 @@ impl RowReader {
         match format {
             Format::Csv => {
                 let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-                let header = reader.byte_headers().map_err(|e| format!("CSV header: {e}"))?.clone();
+                let header = reader
+                    .byte_headers()
+                    .map_err(|e| format!("CSV header: {e}"))?
+                    .clone();
                 let index = wanted
                     .iter()
                     .map(|w| header.iter().position(|h| h == w.as_bytes()))
                     .collect();
                 Ok(Self::Csv(reader, index, csv::ByteRecord::new()))
             }
-            _ => Ok(Self::Jsonl(BufReader::with_capacity(1 << 20, file), Vec::new())),
+            _ => Ok(Self::Jsonl(
+                BufReader::with_capacity(1 << 20, file),
+                Vec::new(),
+            )),
         }
     }
 
@@ -245,14 +258,17 @@ impl RowReader {
                     continue;
                 }
                 return Ok(Some(Row::Json(
-                    serde_json::from_slice(line).map_err(|e| format!("the line is not a JSON object: {e}")),
+                    serde_json::from_slice(line)
+                        .map_err(|e| format!("the line is not a JSON object: {e}")),
                 )));
             },
             Self::Csv(reader, _, record) => match reader.read_byte_record(record) {
                 Ok(true) => Ok(Some(Row::Csv(Ok(())))),
                 Ok(false) => Ok(None),
                 Err(e) if e.is_io_error() => Err(e.to_string()),
-                Err(e) => Ok(Some(Row::Csv(Err(format!("the CSV record cannot be read: {e}"))))),
+                Err(e) => Ok(Some(Row::Csv(Err(format!(
+                    "the CSV record cannot be read: {e}"
+                ))))),
             },
         }
     }
@@ -379,28 +395,35 @@ pub(super) fn read(
         };
         at += 1;
         let mut error = row_error(&row);
-        for (i, ((column, _), (gather, (_, shape)))) in
-            columns.inputs.iter().zip(inputs.iter_mut().zip(&shapes)).enumerate()
+        for (i, ((column, _), (gather, (_, shape)))) in columns
+            .inputs
+            .iter()
+            .zip(inputs.iter_mut().zip(&shapes))
+            .enumerate()
         {
             let cell = reader.cell(&row, column, i);
-            gather.rows.push(match cell_elements(&cell, gather.kind, *shape) {
-                Ok(elements) => elements,
-                Err(e) => {
-                    error.get_or_insert(format!("column '{column}': {e}"));
-                    None
-                }
-            });
+            gather
+                .rows
+                .push(match cell_elements(&cell, gather.kind, *shape) {
+                    Ok(elements) => elements,
+                    Err(e) => {
+                        error.get_or_insert(format!("column '{column}': {e}"));
+                        None
+                    }
+                });
         }
         let offset = columns.inputs.len();
         for (i, (key, gather)) in columns.keys.iter().zip(keys.iter_mut()).enumerate() {
             let cell = reader.cell(&row, key, offset + i);
-            gather.rows.push(match cell_elements(&cell, gather.kind, RowShape::Scalar) {
-                Ok(elements) => elements,
-                Err(e) => {
-                    error.get_or_insert(format!("key column '{key}': {e}"));
-                    None
-                }
-            });
+            gather
+                .rows
+                .push(match cell_elements(&cell, gather.kind, RowShape::Scalar) {
+                    Ok(elements) => elements,
+                    Err(e) => {
+                        error.get_or_insert(format!("key column '{key}': {e}"));
+                        None
+                    }
+                });
         }
         errors.push(error);
         if errors.len() == block_rows || at == range.end {
@@ -439,15 +462,33 @@ mod tests {
     #[test]
     fn cells_become_elements_of_their_tensor_kind() {
         let v = serde_json::json!([[1, 2], [3, 4]]);
-        let got = cell_elements(&Cell::Json(&v), Kind::Float, RowShape::Fixed(4)).unwrap().unwrap();
+        let got = cell_elements(&Cell::Json(&v), Kind::Float, RowShape::Fixed(4))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.len(), 4);
-        assert!(cell_elements(&Cell::Json(&serde_json::json!("x")), Kind::Int, RowShape::Scalar).is_err());
-        assert!(cell_elements(&Cell::Json(&serde_json::json!(1.5)), Kind::Int, RowShape::Scalar).is_err());
-        let raw = cell_elements(&Cell::Text(b"\xffabc"), Kind::Bytes, RowShape::Scalar).unwrap().unwrap();
+        assert!(cell_elements(
+            &Cell::Json(&serde_json::json!("x")),
+            Kind::Int,
+            RowShape::Scalar
+        )
+        .is_err());
+        assert!(cell_elements(
+            &Cell::Json(&serde_json::json!(1.5)),
+            Kind::Int,
+            RowShape::Scalar
+        )
+        .is_err());
+        let raw = cell_elements(&Cell::Text(b"\xffabc"), Kind::Bytes, RowShape::Scalar)
+            .unwrap()
+            .unwrap();
         assert!(matches!(&raw[0], Scalar::Bytes(b) if b == b"\xffabc"));
-        let vector = cell_elements(&Cell::Text(b"[0.5, 1]"), Kind::Float, RowShape::Variable).unwrap().unwrap();
+        let vector = cell_elements(&Cell::Text(b"[0.5, 1]"), Kind::Float, RowShape::Variable)
+            .unwrap()
+            .unwrap();
         assert_eq!(vector.len(), 2);
-        assert!(cell_elements(&Cell::Text(b""), Kind::Int, RowShape::Scalar).unwrap().is_none());
+        assert!(cell_elements(&Cell::Text(b""), Kind::Int, RowShape::Scalar)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
