@@ -32,6 +32,7 @@ mod data;
 mod params;
 mod request;
 mod response;
+mod restrict;
 mod version;
 
 pub use auth::{ApiKeys, UNAUTHORIZED};
@@ -43,4 +44,5 @@ pub use data::{tensor_from_json, MAX_DATA_DEPTH};
 pub use params::{param_from_json, params_from_json};
 pub use request::{decode_infer_request, describe_json_error, DecodedRequest, RequestHeader};
 pub use response::{write_generate_response, write_infer_response, ResponseForm};
+pub use restrict::{ApiGroup, Restriction, Restrictions};
 pub use version::parse_version;

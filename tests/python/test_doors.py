@@ -223,3 +223,57 @@ def test_api_keys_guard_every_door_but_health():
             bad.models.list()
     finally:
         srv.stop()
+
+
+@pytest.mark.engine_only("a gateway reads its engines' repository and configs: restrict groups at the gateway, not behind it")
+def test_restricted_api_groups_answer_only_with_their_header():
+    admin = {"admin-key": "s3cret"}
+    srv = start_server(["--demo-models", "builtin", "--model-control-mode", "explicit", "--load-model", "simple",
+                        "--http-restricted-api", "model-repository,statistics:Admin-Key=s3cret",
+                        "--grpc-restricted-protocol", "model-repository:admin-key=s3cret"])
+    try:
+        http = httpclient.InferenceServerClient(srv.http)
+        # Inference and metadata stay open; the restricted groups are 403 naming the header, never its value.
+        assert http.infer("simple", simple_inputs(httpclient)).as_numpy("OUTPUT0") is not None
+        assert http.get_model_metadata("simple")["name"] == "simple"
+        for call in (lambda h: http.get_model_repository_index(headers=h),
+                     lambda h: http.get_inference_statistics("simple", headers=h)):
+            with pytest.raises(InferenceServerException) as refused:
+                call(None)
+            assert "403" in str(refused.value.status()), refused.value
+            assert "admin-key" in refused.value.message() and "s3cret" not in refused.value.message()
+            with pytest.raises(InferenceServerException):
+                call({"admin-key": "s3cre"})
+            assert call(admin) is not None
+        http.load_model("identity_fp32", headers=admin)
+        assert http.is_model_ready("identity_fp32")
+        # A plain client gets the refusal as KServe's JSON error.
+        status, _, body = post("http://%s/v2/repository/index" % srv.http, b"{}")
+        assert status == 403 and "admin-key" in body["error"]
+        # gRPC: PERMISSION_DENIED for the restricted group only; statistics are not restricted there.
+        grpc = grpcclient.InferenceServerClient(srv.grpc)
+        with pytest.raises(InferenceServerException) as denied:
+            grpc.unload_model("identity_fp32")
+        assert denied.value.status() == "StatusCode.PERMISSION_DENIED"
+        assert "admin-key" in denied.value.message()
+        assert grpc.is_model_ready("identity_fp32")
+        assert grpc.get_inference_statistics("simple") is not None
+        assert grpc.infer("simple", simple_inputs(grpcclient)).as_numpy("OUTPUT1") is not None
+        grpc.unload_model("identity_fp32", headers=admin)
+        assert not grpc.is_model_ready("identity_fp32")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("flag,named", [
+    (["--http-restricted-api", "infer:k=v"], "unknown API group 'infer'"),
+    (["--grpc-restricted-protocol", "inference"], "GROUP[,GROUP...]:HEADER=VALUE"),
+    (["--http-restricted-api", "inference:a=1", "--http-restricted-api", "inference,trace:b=2"],
+     "API group 'inference' is restricted twice"),
+])
+def test_a_bad_restriction_stops_the_server_with_one_line(flag, named):
+    result = subprocess.run([BIN, "serve", "--demo-models", "builtin", "--http-port", "0", "--grpc-port", "0",
+                             "--metrics-port", "0", *flag], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
+    assert "NEREID_READY" not in result.stdout

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, ValueEnum};
-use nereid_kserve::ApiKeys;
+use nereid_kserve::{ApiKeys, Restriction};
 
 /// Default largest message in either direction: Triton's (`i32::MAX` bytes, just under
 /// 2 GiB), so large tensors that work against Triton work here. Lower it to bound the
@@ -86,6 +86,13 @@ pub struct GrpcArgs {
     /// reflection stay open. None: open.
     #[arg(skip)]
     pub api_keys: ApiKeys,
+
+    /// Restrict API groups to calls carrying a header (Triton's flag):
+    /// `GROUP[,GROUP...]:HEADER=VALUE`, repeatable; groups: health, metadata, inference,
+    /// shared-memory, model-config, model-repository, statistics, trace, logging.
+    /// A call without the header is PERMISSION_DENIED.
+    #[arg(long = "grpc-restricted-protocol", value_name = "GROUPS:HEADER=VALUE")]
+    pub grpc_restricted_protocol: Vec<Restriction>,
 }
 
 impl Default for GrpcArgs {
@@ -101,6 +108,7 @@ impl Default for GrpcArgs {
             grpc_keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT_MS,
             grpc_infer_response_compression_level: CompressionLevel::None,
             api_keys: ApiKeys::default(),
+            grpc_restricted_protocol: Vec::new(),
         }
     }
 }

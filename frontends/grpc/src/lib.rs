@@ -20,6 +20,7 @@ pub mod bare;
 pub mod client;
 pub mod convert;
 mod deadline;
+mod guard;
 mod health;
 mod server;
 mod service;

@@ -5,10 +5,10 @@ use std::future::Future;
 
 use anyhow::Context;
 use nereid_engine::Engine;
+use nereid_kserve::Restrictions;
 use nereid_proto::GrpcInferenceServiceServer;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::header::HeaderName;
-use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::pb::health_server::HealthServer;
@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::args::CompressionLevel;
 use crate::deadline::DeadlineLayer;
+use crate::guard::Guarded;
 use crate::health::HealthService;
 use crate::service::InferenceService;
 use crate::stop::{self, Stop};
@@ -70,7 +71,7 @@ pub fn server(
         .layer(tonic_web::GrpcWebLayer::new())
         // Innermost, so gRPC-Web translates its DEADLINE_EXCEEDED answers too.
         .layer(DeadlineLayer)
-        .add_service(inference_server(engine.clone(), &args, stop.clone()))
+        .add_service(inference_server(engine.clone(), &args, stop.clone())?)
         .add_service(HealthServer::new(HealthService::with_stop(engine, stop)));
     let (v1, v1alpha) = reflection()?;
     router = router.add_service(v1).add_service(v1alpha);
@@ -85,12 +86,12 @@ pub fn server(
 }
 
 /// The inference service as tonic serves it: gzip or deflate in, gzip out when configured,
-/// message limits, and the API keys when set.
+/// message limits, the API keys and the restricted groups when set.
 fn inference_server(
     engine: Engine,
     args: &GrpcArgs,
     stop: Stop,
-) -> InterceptedService<GrpcInferenceServiceServer<InferenceService>, impl Interceptor + Clone> {
+) -> anyhow::Result<Guarded<GrpcInferenceServiceServer<InferenceService>>> {
     let mut server = GrpcInferenceServiceServer::new(InferenceService::with_stop(engine, stop))
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
@@ -99,14 +100,15 @@ fn inference_server(
     if args.grpc_infer_response_compression_level != CompressionLevel::None {
         server = server.send_compressed(CompressionEncoding::Gzip);
     }
-    let keys = args.api_keys.clone();
-    InterceptedService::new(server, move |request: tonic::Request<()>| {
-        let authorization = request.metadata().get("authorization");
-        if keys.allows(authorization.map(|v| v.as_bytes())) {
-            Ok(request)
-        } else {
-            Err(tonic::Status::unauthenticated(nereid_kserve::UNAUTHORIZED))
-        }
+    let restrictions: Restrictions = args.grpc_restricted_protocol.iter().cloned().collect();
+    restrictions
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("--grpc-restricted-protocol")?;
+    Ok(Guarded {
+        inner: server,
+        keys: args.api_keys.clone(),
+        restrictions,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nereid_kserve::ApiKeys;
+use nereid_kserve::{ApiKeys, Restriction};
 
 /// Default `--http-max-input-size`: 64 MiB, as Triton's.
 pub const DEFAULT_MAX_INPUT_SIZE: usize = 64 << 20;
@@ -46,6 +46,13 @@ pub struct RestArgs {
     /// with the gRPC door); none: open.
     #[arg(skip)]
     pub api_keys: ApiKeys,
+
+    /// Restrict API groups to requests carrying a header (Triton's flag):
+    /// `GROUP[,GROUP...]:HEADER=VALUE`, repeatable; groups: health, metadata, inference,
+    /// shared-memory, model-config, model-repository, statistics, trace, logging.
+    /// A request without the header is 403.
+    #[arg(long = "http-restricted-api", value_name = "GROUPS:HEADER=VALUE")]
+    pub http_restricted_api: Vec<Restriction>,
 }
 
 impl Default for RestArgs {
@@ -57,6 +64,7 @@ impl Default for RestArgs {
             http_server_cert: None,
             http_server_key: None,
             api_keys: ApiKeys::default(),
+            http_restricted_api: Vec::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The one layer stack every HTTP route runs under, whichever door it belongs to (KServe,
-//! OpenAI, WebSocket): API keys, the body limit, request decompression, response
+//! OpenAI, WebSocket): API keys, restricted API groups, the body limit, request decompression, response
 //! compression, and the wording of errors the stack itself produces. Routes are merged first, then layered
 //! once, so no door escapes a limit or gets a differently shaped error.
 
@@ -19,7 +19,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use nereid_kserve::{ApiKeys, UNAUTHORIZED};
+use nereid_kserve::{ApiKeys, Restrictions, UNAUTHORIZED};
 
 use crate::error::ApiError;
 use crate::RestArgs;
@@ -44,6 +44,7 @@ struct Shaping {
     doors: Arc<[Door]>,
     limit: usize,
     keys: ApiKeys,
+    restrictions: Restrictions,
 }
 
 /// Routes open without an API key: the probes'.
@@ -59,6 +60,7 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
         doors: doors.into(),
         limit: args.http_max_input_size,
         keys: args.api_keys.clone(),
+        restrictions: args.http_restricted_api.iter().cloned().collect(),
     };
     routes
         // The limit below is the only one: axum's own 2 MiB default for extractors is off.
@@ -130,6 +132,21 @@ where
             return ShapeFuture::Reword {
                 reword: Box::pin(reword(refusal, door, self.shaping.limit)),
             };
+        }
+        let restrictions = &self.shaping.restrictions;
+        if restrictions.any() && request.method() != Method::OPTIONS {
+            let headers = request.headers();
+            let denied = crate::groups::api_group(path).and_then(|group| {
+                restrictions
+                    .check(group, |name| headers.get(name).map(HeaderValue::as_bytes))
+                    .err()
+            });
+            if let Some(message) = denied {
+                let refusal = (StatusCode::FORBIDDEN, message).into_response();
+                return ShapeFuture::Reword {
+                    reword: Box::pin(reword(refusal, door, self.shaping.limit)),
+                };
+            }
         }
         ShapeFuture::Route {
             route: self.inner.call(request),

@@ -21,6 +21,7 @@ mod binary;
 mod body;
 pub mod error;
 mod generate;
+mod groups;
 mod infer;
 mod layers;
 mod metadata;

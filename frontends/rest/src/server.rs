@@ -46,6 +46,13 @@ pub fn server(
     args: &RestArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send> {
+    args.http_restricted_api
+        .iter()
+        .cloned()
+        .collect::<nereid_kserve::Restrictions>()
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("--http-restricted-api")?;
     let tls = if args.http_use_ssl {
         let (Some(cert), Some(key)) = (&args.http_server_cert, &args.http_server_key) else {
             anyhow::bail!("--http-use-ssl needs --http-server-cert and --http-server-key");
