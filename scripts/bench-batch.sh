@@ -63,24 +63,11 @@ pq.write_table(pa.table({"id": list(range(rows)), "text": [texts[r // 32] for r 
 json.dump({"data": [{"TEXT": [t]} for t in texts[:rows // 32]]}, open(work + "/texts.json", "w"))
 pq.write_table(pa.table({"id": list(range(prompts)), "text": texts[:prompts]}), work + "/prompts.parquet")
 EOF
-
-serve() {
-  [[ -n "$server" ]] && kill "$server" && wait "$server" 2>/dev/null || true
-  ./target/release/nereid serve --http-port 0 --grpc-port 0 --metrics-port 0 \
-    --model-control-mode explicit "$@" > "$log" 2>&1 &
-  server=$!
-  for _ in $(seq 600); do
-    grep -q NEREID_READY "$log" && break
-    sleep 0.5
-  done
-  ready=$(grep NEREID_READY "$log")
-  http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
-  grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
-  echo "== served: $ready"
-}
+# serve FLAGS...: sets $http and $grpc.
+source scripts/lib/serve.sh
 
 if [[ " $phases " == *" served-minilm "* ]]; then
-serve --load-model minilm
+serve --model-control-mode explicit --load-model minilm
 echo "== served minilm: $served_rows texts, 32 rows a request, 4 in flight"
 for round in 1 2; do
   ./target/release/nereid bench -m minilm -i grpc -u "$grpc" --input-data "$work/texts.json" \
@@ -97,7 +84,7 @@ if [[ " $phases " == *" served-smollm2 "* ]]; then
 # as well when no release build of it is there.
 stream_load=./target/release/examples/stream_load
 [[ -x "$stream_load" ]] || stream_load=./target/debug/examples/stream_load
-serve --load-model smollm2
+serve --model-control-mode explicit --load-model smollm2
 echo "== served smollm2: $prompts prompts, 32 tokens each, 16 in flight"
 for round in 1 2; do
   "$stream_load" "http://$http" smollm2 --levels 16 --requests $((prompts / 16)) \

@@ -32,20 +32,8 @@ log=$(mktemp)
 repo=$(mktemp -d)
 server=
 trap 'kill $server 2>/dev/null; rm -rf "$inputs" "$log" "$repo"' EXIT
-# Starts `nereid serve` with the given flags; sets $http and $grpc.
-serve() {
-  [[ -n "$server" ]] && kill "$server" && wait "$server" 2>/dev/null || true
-  ./target/release/nereid serve --http-port 0 --grpc-port 0 --metrics-port 0 "$@" > "$log" 2>&1 &
-  server=$!
-  for _ in $(seq 600); do
-    grep -q NEREID_READY "$log" && break
-    sleep 0.5
-  done
-  ready=$(grep NEREID_READY "$log")
-  http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
-  grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
-  echo "== served: $ready"
-}
+# serve FLAGS...: sets $http and $grpc.
+source scripts/lib/serve.sh
 minilm() {
   echo "== minilm over gRPC ($1), 16 tokens per request, concurrency 32"
   ./target/release/nereid bench -m minilm -i grpc -u "$grpc" --input-data "$inputs" \

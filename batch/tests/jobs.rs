@@ -35,9 +35,34 @@ fn engine(dir: &Path) -> Engine {
     .unwrap()
 }
 
-async fn job(engine: &Engine, flags: &[&str]) -> anyhow::Result<Summary> {
-    let args = Cli::try_parse_from(std::iter::once("batch").chain(flags.iter().copied()))?.args;
+async fn job<S: AsRef<str>>(engine: &Engine, flags: &[S]) -> anyhow::Result<Summary> {
+    let args =
+        Cli::try_parse_from(std::iter::once("batch").chain(flags.iter().map(AsRef::as_ref)))?.args;
     nereid_batch::run(engine.clone(), &args).await
+}
+
+/// Flags of a job of `simple` over `input` into `out`: columns `a` and `b` feed INPUT0 and
+/// INPUT1, `id` is the key; then `extra`.
+fn simple_job(input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let (input, out) = (input.to_str().unwrap(), out.to_str().unwrap());
+    [
+        "--model",
+        "simple",
+        "--input",
+        input,
+        "--output",
+        out,
+        "--input-column",
+        "a=INPUT0",
+        "--input-column",
+        "b=INPUT1",
+        "--key-column",
+        "id",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A row for `simple`: id, INPUT0, INPUT1.
@@ -164,24 +189,11 @@ async fn parquet_jsonl_and_csv_score_alike_in_input_order_with_keys() {
         let out = dir.path().join(format!("out-{input}"));
         let summary = job(
             &engine,
-            &[
-                "--model",
-                "simple",
-                "--input",
-                dir.path().join(input).to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--input-column",
-                "a=INPUT0",
-                "--input-column",
-                "b=INPUT1",
-                "--key-column",
-                "id",
-                "--part-rows",
-                "20",
-                "--batch-rows",
-                "3",
-            ],
+            &simple_job(
+                &dir.path().join(input),
+                &out,
+                &["--part-rows", "20", "--batch-rows", "3"],
+            ),
         )
         .await
         .unwrap();
@@ -254,26 +266,18 @@ async fn shards_cover_the_input_exactly_once() {
     for index in 0..3 {
         let summary = job(
             &engine,
-            &[
-                "--model",
-                "simple",
-                "--input",
-                dir.path().to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--input-column",
-                "a=INPUT0",
-                "--input-column",
-                "b=INPUT1",
-                "--key-column",
-                "id",
-                "--part-rows",
-                "10",
-                "--shard-count",
-                "3",
-                "--shard-index",
-                &index.to_string(),
-            ],
+            &simple_job(
+                dir.path(),
+                &out,
+                &[
+                    "--part-rows",
+                    "10",
+                    "--shard-count",
+                    "3",
+                    "--shard-index",
+                    &index.to_string(),
+                ],
+            ),
         )
         .await
         .unwrap();
@@ -299,31 +303,13 @@ async fn resume_writes_only_the_missing_parts_and_refuses_another_job() {
     let out = dir.path().join("out");
     let input = dir.path().join("t.parquet");
     let flags = |extra: &'static [&'static str]| -> Vec<String> {
-        let mut f: Vec<String> = [
-            "--model",
-            "simple",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--input-column",
-            "a=INPUT0",
-            "--input-column",
-            "b=INPUT1",
-            "--key-column",
-            "id",
-            "--part-rows",
-            "10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut f = simple_job(&input, &out, &["--part-rows", "10"]);
         f.extend(extra.iter().map(|s| s.to_string()));
         f
     };
     let run = |f: Vec<String>| {
         let engine = engine.clone();
-        async move { job(&engine, &f.iter().map(String::as_str).collect::<Vec<_>>()).await }
+        async move { job(&engine, &f).await }
     };
     run(flags(&[])).await.unwrap();
     // A crash between parts: the second part never committed, a temporary file is left.
@@ -382,25 +368,7 @@ async fn bad_rows_go_to_the_errors_file_or_stop_the_job() {
     let input = dir.path().join("bad.jsonl");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("out");
-    let summary = job(
-        &engine,
-        &[
-            "--model",
-            "simple",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--input-column",
-            "a=INPUT0",
-            "--input-column",
-            "b=INPUT1",
-            "--key-column",
-            "id",
-        ],
-    )
-    .await
-    .unwrap();
+    let summary = job(&engine, &simple_job(&input, &out, &[])).await.unwrap();
     assert_eq!((summary.rows_written, summary.rows_failed), (2, 4));
     let ids: Vec<i64> = simple_outputs(&read_output(&out))
         .iter()
@@ -426,22 +394,7 @@ async fn bad_rows_go_to_the_errors_file_or_stop_the_job() {
 
     let err = job(
         &engine,
-        &[
-            "--model",
-            "simple",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            dir.path().join("out2").to_str().unwrap(),
-            "--input-column",
-            "a=INPUT0",
-            "--input-column",
-            "b=INPUT1",
-            "--key-column",
-            "id",
-            "--on-error",
-            "fail",
-        ],
+        &simple_job(&input, &dir.path().join("out2"), &["--on-error", "fail"]),
     )
     .await
     .unwrap_err();
