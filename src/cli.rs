@@ -210,6 +210,11 @@ pub(crate) struct DoorArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// A file of API keys, one per line (blank lines and lines starting with `#` skipped),
+    /// accepted besides `--api-key`: keys stay out of the process list and the
+    /// environment (a Kubernetes Secret mounted as a file).
+    #[arg(long, env = "NEREID_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "NEREID_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -63,7 +63,24 @@ pub(crate) async fn serve(
     mut args: DoorArgs,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let keys = nereid_kserve::ApiKeys::new(&args.api_keys);
+    let mut keys = args.api_keys.clone();
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--api-key-file: cannot read {}", path.display()))?;
+        let before = keys.len();
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+        anyhow::ensure!(
+            keys.len() > before,
+            "--api-key-file: {} holds no key",
+            path.display()
+        );
+    }
+    let keys = nereid_kserve::ApiKeys::new(&keys);
     args.rest.api_keys = keys.clone();
     args.grpc.api_keys = keys;
     let bind = |port: u16| {

@@ -277,3 +277,29 @@ def test_a_bad_restriction_stops_the_server_with_one_line(flag, named):
     assert result.returncode != 0
     assert named in result.stderr, result.stderr
     assert "NEREID_READY" not in result.stdout
+
+
+@pytest.mark.engine_only("a gateway shows its engines --backend-api-key; the key file is the engine's flag")
+def test_api_keys_from_a_file_join_the_flag_and_an_empty_file_is_refused(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# operators\n\n  from-file-1  \nfrom-file-2\n")
+    srv = start_server(["--demo-models", "builtin", "--api-key", "from-flag", "--api-key-file", str(keys)])
+    try:
+        http = httpclient.InferenceServerClient(srv.http)
+        for key in ("from-flag", "from-file-1", "from-file-2"):
+            headers = {"Authorization": "Bearer " + key}
+            assert http.infer("simple", simple_inputs(httpclient), headers=headers).as_numpy("OUTPUT0") is not None
+        for wrong in ("# operators", "from-file", ""):
+            with pytest.raises(InferenceServerException) as refused:
+                http.infer("simple", simple_inputs(httpclient), headers={"Authorization": "Bearer " + wrong})
+            assert "401" in str(refused.value.status())
+    finally:
+        srv.stop()
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing yet\n")
+    for path, named in ((empty, "holds no key"), (tmp_path / "absent", "cannot read")):
+        result = subprocess.run([BIN, "serve", "--demo-models", "builtin", "--http-port", "0", "--grpc-port", "0",
+                                 "--metrics-port", "0", "--api-key-file", str(path)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and named in result.stderr, result.stderr
+        assert "NEREID_READY" not in result.stdout
