@@ -192,6 +192,26 @@ pub(crate) struct DoorArgs {
     /// Prometheus metrics port (0 picks a free one).
     #[arg(long, env = "NEREID_METRICS_PORT", default_value_t = 8002)]
     pub metrics_port: u16,
+    /// Serve the metrics port over TLS (HTTPS), with --metrics-server-cert and
+    /// --metrics-server-key, or else the HTTP door's certificate and key.
+    #[arg(long, env = "NEREID_METRICS_USE_SSL")]
+    pub metrics_use_ssl: bool,
+    /// PEM file of the metrics port's certificate chain (leaf first).
+    #[arg(
+        long,
+        env = "NEREID_METRICS_SERVER_CERT",
+        value_name = "PEM",
+        requires = "metrics_server_key"
+    )]
+    pub metrics_server_cert: Option<PathBuf>,
+    /// PEM file of the metrics port's private key.
+    #[arg(
+        long,
+        env = "NEREID_METRICS_SERVER_KEY",
+        value_name = "PEM",
+        requires = "metrics_server_cert"
+    )]
+    pub metrics_server_key: Option<PathBuf>,
     /// Requests in flight across every model and door at most; past it a request is refused
     /// at once (HTTP 503 with Retry-After, gRPC RESOURCE_EXHAUSTED), so memory stays bounded
     /// whatever the mix of traffic. 0 removes the limit.

@@ -1,7 +1,6 @@
 //! `nereid serve`: start the engine, bind every port, serve until SIGINT/SIGTERM, then
 //! drain in-flight work within the exit timeout. `nereid gateway` serves its doors here too.
 
-use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +52,27 @@ impl DoorArgs {
     /// `--max-inflight` as the engine takes it (0: no limit).
     pub(crate) fn max_inflight(&self) -> Option<usize> {
         (self.max_inflight > 0).then_some(self.max_inflight)
+    }
+
+    /// The metrics port's TLS: its own files, else the HTTP door's; `None` when off.
+    fn metrics_tls(&self) -> anyhow::Result<Option<nereid_tls::ServerTls>> {
+        if !self.metrics_use_ssl {
+            return Ok(None);
+        }
+        let files = match (&self.metrics_server_cert, &self.metrics_server_key) {
+            (Some(cert), Some(key)) => (cert, key),
+            _ => match (&self.rest.http_server_cert, &self.rest.http_server_key) {
+                (Some(cert), Some(key)) => (cert, key),
+                _ => anyhow::bail!(
+                    "--metrics-use-ssl needs --metrics-server-cert and --metrics-server-key \
+                     (or the HTTP door's --http-server-cert and --http-server-key)"
+                ),
+            },
+        };
+        let files = nereid_tls::TlsFiles::new(files.0, files.1);
+        nereid_tls::ServerTls::load("metrics", files, nereid_tls::ALPN_H2_HTTP1)
+            .context("the metrics port's TLS")
+            .map(Some)
     }
 }
 
@@ -123,9 +143,12 @@ pub(crate) async fn serve(
         .context("cannot start the HTTP server")?;
     let grpc_server = nereid_grpc::server(engine.clone(), grpc, args.grpc.clone(), stopped())
         .context("cannot start the gRPC server")?;
-    let metrics_server = axum::serve(metrics_listener, metrics_server::router(metrics))
-        .with_graceful_shutdown(stopped())
-        .into_future();
+    let metrics_server = nereid_rest::listen(
+        metrics_server::router(metrics),
+        metrics_listener,
+        args.metrics_tls()?,
+        stopped(),
+    );
 
     let mut servers = JoinSet::new();
     servers.spawn(async move { ("HTTP", http_server.await) });

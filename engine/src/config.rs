@@ -94,6 +94,9 @@ pub struct ModelSpec {
     pub default_priority: usize,
     /// One entry per instance to start.
     pub instances: Vec<Device>,
+    /// Longest one batch may compute (the `execution_timeout_ms` parameter): past it the
+    /// batch's requests fail and the instance is replaced by a fresh one.
+    pub execution_timeout: Option<Duration>,
 }
 
 impl ModelSpec {
@@ -180,6 +183,8 @@ impl ModelSpec {
             },
         };
 
+        let execution_timeout = execution_timeout(&config, decoupled).map_err(bad)?;
+
         let dynamic = match &config.scheduling_choice {
             Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
             Some(SchedulingChoice::SequenceBatching(_)) => {
@@ -265,9 +270,38 @@ impl ModelSpec {
             levels,
             default_priority,
             instances,
+            execution_timeout,
         })
     }
 }
+
+/// The `execution_timeout_ms` parameter: a positive whole number of milliseconds, for
+/// models that compute one batch per call (a decoupled model's sequences run for as long
+/// as they generate, so a bound per call would not mean the same).
+fn execution_timeout(config: &ModelConfig, decoupled: bool) -> Result<Option<Duration>, String> {
+    let Some(text) = config
+        .parameters
+        .get(EXECUTION_TIMEOUT_PARAMETER)
+        .map(|p| p.string_value.trim())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    if decoupled {
+        return Err(format!(
+            "parameter '{EXECUTION_TIMEOUT_PARAMETER}' applies to models that are not decoupled"
+        ));
+    }
+    match text.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(format!(
+            "parameter '{EXECUTION_TIMEOUT_PARAMETER}' = '{text}' is not a positive number of milliseconds"
+        )),
+    }
+}
+
+/// The config parameter that bounds one batch's compute time.
+pub const EXECUTION_TIMEOUT_PARAMETER: &str = "execution_timeout_ms";
 
 fn tensor_specs<'a>(
     model: &str,
@@ -505,7 +539,29 @@ mod tests {
                 parameters { key: "max_sequences" value: { string_value: "0" } }"#,
                 "'max_sequences' = '0' is not a positive integer",
             ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                parameters { key: "execution_timeout_ms" value: { string_value: "soon" } }"#,
+                "'execution_timeout_ms' = 'soon' is not a positive number of milliseconds",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                parameters { key: "execution_timeout_ms" value: { string_value: "0" } }"#,
+                "'execution_timeout_ms' = '0'",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                model_transaction_policy { decoupled: true }
+                parameters { key: "execution_timeout_ms" value: { string_value: "100" } }"#,
+                "'execution_timeout_ms' applies to models that are not decoupled",
+            ),
         ];
+        let timed = spec(
+            r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+            parameters { key: "execution_timeout_ms" value: { string_value: " 250 " } }"#,
+        )
+        .unwrap();
+        assert_eq!(timed.execution_timeout, Some(Duration::from_millis(250)));
         for (text, needle) in cases {
             let err = spec(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");

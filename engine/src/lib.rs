@@ -14,6 +14,8 @@ mod config;
 mod dtype;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod generation;
 mod models;
 mod repository;
@@ -31,7 +33,7 @@ pub use backend::{
 };
 pub use config::{
     BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy,
-    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER,
 };
 pub use dtype::DataType;
 pub use engine::{

@@ -239,7 +239,7 @@ impl ModelTable {
                 instances.push(instance);
             }
             let stats = Arc::new(ModelStats::new(name, version));
-            let runner = ModelRunner::start(spec.clone(), stats.clone(), instances)?;
+            let runner = ModelRunner::start(spec.clone(), stats.clone(), instances, model.clone())?;
             loaded.insert(
                 version,
                 Arc::new(ModelVersion {

@@ -29,6 +29,8 @@ mod auth;
 mod binary;
 mod client;
 mod data;
+#[cfg(test)]
+mod fuzz;
 mod params;
 mod request;
 mod response;

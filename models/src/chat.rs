@@ -118,6 +118,35 @@ mod tests {
 
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+    /// Client text (a JSON messages list, or plain text) through the templates the server
+    /// renders: run by `cargo test`, longer by `scripts/fuzz.sh`.
+    #[test]
+    fn fuzz_chat_template_rendering() {
+        let strict = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] | trim }}{% endfor %}";
+        let templates: Vec<ChatTemplate> = [Some(SMOLLM2), None, Some(strict)]
+            .into_iter()
+            .map(|source| ChatTemplate::new(source, "<s>", "</s>").unwrap())
+            .collect();
+        nereid_fuzz::Target::new("chat_template")
+            .seed(br#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi {{ 7*7 }}"}]"#)
+            .seed(br#"[{"role":"user","content":"\u00e9\n<|im_end|>"},{"role":"assistant","content":""}]"#)
+            .seed(b"plain text, not a list")
+            .token(br#"{"role":"user","content":"x"}"#)
+            .token(b"{%")
+            .token(b"{{")
+            .token(b"\\u0000")
+            .run(|bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                let messages = messages_for(&text, Some(true)).expect("chat: always messages");
+                // Every template renders every input: no short circuit.
+                templates
+                    .iter()
+                    .filter(|t| t.render(&messages).is_ok())
+                    .count()
+                    > 0
+            });
+    }
+
     #[test]
     fn renders_the_smollm2_template() {
         let t = ChatTemplate::new(Some(SMOLLM2), "<|im_start|>", "<|im_end|>").unwrap();

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crossbeam_utils::sync::Parker;
 
 use super::pending::{Dropped, Pending};
+use super::watchdog::Watchdog;
 use super::{worker, Batch, Queued, Shared, POLL};
 use crate::{BatchedInstance, EngineError};
 
@@ -30,6 +31,8 @@ pub(super) struct Batcher {
     pub shared: Arc<Shared>,
     pub pending: Pending,
     pub parker: Parker,
+    /// Present under an execution timeout: checked whenever the scheduler looks at the queue.
+    pub watchdog: Option<Watchdog>,
 }
 
 pub(super) struct SchedulerLoop {
@@ -44,6 +47,9 @@ impl SchedulerLoop {
     /// hangs on a dead thread.
     pub(super) fn run(mut self) {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.schedule()));
+        if outcome.is_ok() {
+            self.retire_watchdog();
+        }
         if let Err(panic) = outcome {
             let what = worker::panic_message(panic.as_ref());
             let shared = self.batcher.shared.clone();
@@ -61,12 +67,31 @@ impl SchedulerLoop {
         }
     }
 
+    /// Once no batch is left to form: keeps watching the batches still computing (a stuck
+    /// one would otherwise hold up the model's stop), then lets the instance threads go.
+    fn retire_watchdog(&mut self) {
+        let Some(mut watchdog) = self.batcher.watchdog.take() else {
+            return;
+        };
+        while watchdog.busy() {
+            watchdog.check(&self.batcher.shared);
+            std::thread::sleep(POLL);
+        }
+        // Closing the work channels ends the instance threads, replacements included.
+        self.dispatch = Dispatch::Workers {
+            idle_rx: crossbeam_channel::never(),
+            work_txs: Vec::new(),
+        };
+        watchdog.join();
+    }
+
     fn schedule(&mut self) {
         match &mut self.dispatch {
             Dispatch::Inline(instance) => {
                 while let Some(requests) = self.batcher.next_batch() {
                     let delivery =
-                        worker::execute(&self.batcher.shared, instance.as_mut(), requests);
+                        worker::execute(&self.batcher.shared, instance.as_mut(), requests, None)
+                            .expect("an unwatched batch always comes back");
                     worker::deliver(delivery);
                 }
             }
@@ -123,6 +148,9 @@ impl Batcher {
 
     /// Moves newly submitted requests into the pending set and drops the dead ones.
     fn collect(&mut self) {
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.check(&self.shared);
+        }
         while let Some(q) = self.shared.queue.pop() {
             self.pending.push(q);
         }
@@ -172,7 +200,13 @@ impl Batcher {
                     } else if let Some(p) = largest_preferred.filter(|&p| ready >= p) {
                         self.pending.take_batch(p)
                     } else {
-                        self.parker.park_timeout(due - now);
+                        let wait = due - now;
+                        // A watched model's scheduler looks at its instances every POLL.
+                        let wait = match self.watchdog {
+                            Some(_) => wait.min(POLL),
+                            None => wait,
+                        };
+                        self.parker.park_timeout(wait);
                         continue;
                     }
                 }

@@ -7,6 +7,7 @@
 mod batcher;
 mod ordering;
 mod pending;
+mod watchdog;
 mod worker;
 
 use std::sync::atomic::{
@@ -21,10 +22,13 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::sync::{Parker, Unparker};
 
 use crate::sink::{RequestContext, Sink};
-use crate::{EngineError, InferRequest, Instance, ModelSpec, ModelStats, Result, TimeoutPolicy};
+use crate::{
+    EngineError, InferRequest, Instance, LoadedModel, ModelSpec, ModelStats, Result, TimeoutPolicy,
+};
 use batcher::{Batcher, Dispatch, SchedulerLoop};
 use ordering::Sequencer;
 use pending::Pending;
+use watchdog::{RunSlot, Watchdog};
 
 /// How often an idle scheduler looks at timeouts and shutdown when nothing wakes it.
 const POLL: Duration = Duration::from_millis(5);
@@ -101,15 +105,23 @@ impl Shared {
 /// The running scheduler and instances of one model version.
 pub(crate) struct ModelRunner {
     shared: Arc<Shared>,
-    threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    threads: parking_lot::Mutex<Vec<Thread>>,
+}
+
+/// A thread of a model, with the slot the watchdog sees it by when it has one.
+struct Thread {
+    handle: JoinHandle<()>,
+    slot: Option<Arc<RunSlot>>,
 }
 
 impl ModelRunner {
-    /// Starts the scheduler thread and one worker thread per instance.
+    /// Starts the scheduler thread and one worker thread per instance; `model` makes
+    /// replacement instances when one overruns its execution timeout.
     pub(crate) fn start(
         spec: Arc<ModelSpec>,
         stats: Arc<ModelStats>,
         instances: Vec<Instance>,
+        model: Arc<dyn LoadedModel>,
     ) -> Result<Self> {
         let capacity: usize = spec.levels.iter().map(|l| l.max_queue_size).sum();
         let parker = Parker::new();
@@ -126,23 +138,35 @@ impl ModelRunner {
         });
         let mut threads = Vec::new();
         // Queue timeouts must be enforced while the instance computes, which only a
-        // scheduler that is not itself computing can do.
-        let times_out = spec
-            .levels
-            .iter()
-            .any(|l| l.default_timeout.is_some() || l.allow_timeout_override);
+        // scheduler that is not itself computing can do; so must execution timeouts.
+        let times_out = spec.execution_timeout.is_some()
+            || spec
+                .levels
+                .iter()
+                .any(|l| l.default_timeout.is_some() || l.allow_timeout_override);
+        let mut watchdog = None;
         let dispatch = match <[Instance; 1]>::try_from(instances) {
             Ok([Instance::Batched(instance)]) if !spec.decoupled && !times_out => {
                 Dispatch::Inline(instance)
             }
-            Ok(one) => Self::start_workers(&spec, &shared, Vec::from(one), &mut threads)?,
-            Err(many) => Self::start_workers(&spec, &shared, many, &mut threads)?,
+            Ok(one) => Self::start_workers(
+                &spec,
+                &shared,
+                Vec::from(one),
+                model,
+                &mut threads,
+                &mut watchdog,
+            )?,
+            Err(many) => {
+                Self::start_workers(&spec, &shared, many, model, &mut threads, &mut watchdog)?
+            }
         };
         let scheduler = SchedulerLoop {
             batcher: Batcher {
                 pending: Pending::new(spec.levels.len()),
                 shared: shared.clone(),
                 parker,
+                watchdog,
             },
             dispatch,
             next_seq: 0,
@@ -150,23 +174,27 @@ impl ModelRunner {
         let spawned = std::thread::Builder::new()
             .name(format!("{}-sched", spec.name()))
             .spawn(move || scheduler.run());
-        threads.push(
-            spawned.map_err(|e| {
+        threads.push(Thread {
+            handle: spawned.map_err(|e| {
                 EngineError::internal(format!("cannot start scheduler thread: {e}"))
             })?,
-        );
+            slot: None,
+        });
         Ok(Self {
             shared,
             threads: parking_lot::Mutex::new(threads),
         })
     }
 
-    /// One thread per instance, fed batches by the scheduler as instances report idle.
+    /// One thread per instance, fed batches by the scheduler as instances report idle;
+    /// watched under an execution timeout.
     fn start_workers(
         spec: &Arc<ModelSpec>,
         shared: &Arc<Shared>,
         instances: Vec<Instance>,
-        threads: &mut Vec<JoinHandle<()>>,
+        model: Arc<dyn LoadedModel>,
+        threads: &mut Vec<Thread>,
+        watchdog: &mut Option<Watchdog>,
     ) -> Result<Dispatch> {
         let slots = spec.max_sequences;
         let (idle_tx, idle_rx) = crossbeam_channel::bounded(instances.len() * slots);
@@ -175,18 +203,26 @@ impl ModelRunner {
             .as_ref()
             .filter(|b| b.preserve_ordering)
             .map(|_| Arc::new(Sequencer::new()));
+        *watchdog = spec
+            .execution_timeout
+            .map(|timeout| Watchdog::new(timeout, model, idle_tx.clone(), sequencer.clone()));
         let mut work_txs = Vec::new();
         let announced = instances.len() * slots;
         let first_thread = threads.len();
         for (index, instance) in instances.into_iter().enumerate() {
             let (work_tx, work_rx) = crossbeam_channel::bounded::<Batch>(slots);
             work_txs.push(work_tx);
+            let watch = watchdog
+                .as_mut()
+                .map(|w| (w.watch(work_rx.clone()), w.timeout()));
+            let slot = watch.as_ref().map(|(slot, _)| slot.clone());
             let worker = worker::Worker {
                 index,
                 shared: shared.clone(),
                 work_rx,
                 idle_tx: idle_tx.clone(),
                 sequencer: sequencer.clone(),
+                watch,
             };
             let name = format!("{}-inst{index}", spec.name());
             let spawned = std::thread::Builder::new()
@@ -195,15 +231,19 @@ impl ModelRunner {
                     Instance::Batched(inst) => worker.run_batched(inst),
                     Instance::Decoupled(inst) => worker.run_decoupled(inst, slots),
                 });
-            threads.push(
-                spawned.map_err(|e| {
+            threads.push(Thread {
+                handle: spawned.map_err(|e| {
                     EngineError::internal(format!("cannot start worker thread: {e}"))
                 })?,
-            );
+                slot,
+            });
         }
         // Ready means running: wait until every instance thread has announced its slots,
         // so the first requests find every instance (not only those the OS started first).
-        while idle_rx.len() < announced && !threads[first_thread..].iter().any(|t| t.is_finished())
+        while idle_rx.len() < announced
+            && !threads[first_thread..]
+                .iter()
+                .any(|t| t.handle.is_finished())
         {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -258,8 +298,13 @@ impl ModelRunner {
         self.shared.stopping.store(true, Release);
         self.shared.unparker.unpark();
         let threads = std::mem::take(&mut *self.threads.lock());
-        for t in threads {
-            let _ = t.join();
+        // The scheduler (pushed last) first: it keeps watching until no batch computes, so
+        // by the time the instance threads are joined, every stuck one is marked abandoned.
+        for t in threads.into_iter().rev() {
+            // A thread the watchdog gave up on is still inside the model; it exits on its own.
+            if !t.slot.is_some_and(|s| s.abandoned()) {
+                let _ = t.handle.join();
+            }
         }
     }
 }

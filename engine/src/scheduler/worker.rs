@@ -3,11 +3,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::watchdog::RunSlot;
 use super::{Batch, Queued, Sequencer, Shared};
 use crate::sink::Responder;
 use crate::tensor::{bytes_elements_end, element_count};
@@ -24,6 +25,8 @@ pub(crate) struct Worker {
     pub work_rx: Receiver<Batch>,
     pub idle_tx: Sender<usize>,
     pub sequencer: Option<Arc<Sequencer<Delivery>>>,
+    /// Where the watchdog sees this thread's batch, and how long it may compute.
+    pub watch: Option<(Arc<RunSlot>, Duration)>,
 }
 
 impl Worker {
@@ -35,7 +38,15 @@ impl Worker {
             let Ok(batch) = self.work_rx.recv() else {
                 return;
             };
-            let delivery = execute(&self.shared, instance.as_mut(), batch.requests);
+            let watch = self
+                .watch
+                .as_ref()
+                .map(|(slot, timeout)| (slot.as_ref(), batch.seq, *timeout));
+            let Some(delivery) = execute(&self.shared, instance.as_mut(), batch.requests, watch)
+            else {
+                // The watchdog answered this batch and started a new instance in our place.
+                return;
+            };
             match &self.sequencer {
                 Some(seq) => seq.complete(batch.seq, delivery, deliver),
                 None => deliver(delivery),
@@ -130,12 +141,15 @@ impl Worker {
 }
 
 /// Runs one batch on `instance` and pairs each request with its outcome. A panicking model
-/// fails the batch, not the thread.
+/// fails the batch, not the thread. Under an execution timeout (`watch`: the thread's slot,
+/// the batch's sequence number, the bound) the requests wait in the slot while the model
+/// computes; `None` means the watchdog failed them meanwhile.
 pub(super) fn execute(
     shared: &Shared,
     instance: &mut dyn BatchedInstance,
     mut requests: Vec<Queued>,
-) -> Delivery {
+    watch: Option<(&RunSlot, u64, Duration)>,
+) -> Option<Delivery> {
     let spec = &shared.spec;
     let stats = &shared.stats;
     let start = Instant::now();
@@ -144,9 +158,15 @@ pub(super) fn execute(
     }
     let batch = assemble(spec, &mut requests);
     let assembled = Instant::now();
+    if let Some((slot, seq, timeout)) = watch {
+        slot.begin(seq, assembled + timeout, std::mem::take(&mut requests));
+    }
     let outputs = catch_unwind(AssertUnwindSafe(|| instance.execute(&batch)))
         .unwrap_or_else(|panic| Err(model_panicked(spec, panic.as_ref())));
     let computed = Instant::now();
+    if let Some((slot, _, _)) = watch {
+        requests = slot.end()?;
+    }
     let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
     let split_done = Instant::now();
     stats.record_execution(
@@ -156,7 +176,7 @@ pub(super) fn execute(
         computed - assembled,
         split_done - computed,
     );
-    match per_request {
+    Some(match per_request {
         Ok(outs) => requests
             .into_iter()
             .zip(outs)
@@ -166,7 +186,7 @@ pub(super) fn execute(
             })
             .collect(),
         Err(e) => requests.into_iter().map(|q| (q, Err(e.clone()))).collect(),
-    }
+    })
 }
 
 /// Logs a panic caught around a model call and turns it into the error its requests get.

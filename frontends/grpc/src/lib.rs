@@ -20,6 +20,8 @@ pub mod bare;
 pub mod client;
 pub mod convert;
 mod deadline;
+#[cfg(test)]
+mod fuzz;
 mod guard;
 mod health;
 mod server;
@@ -31,6 +33,6 @@ mod tls;
 
 pub use args::{CompressionLevel, GrpcArgs, DEFAULT_MAX_MESSAGE_SIZE};
 pub use health::HealthService;
-pub use server::{serve, server};
+pub use server::{serve, server, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE};
 pub use service::InferenceService;
 pub use stream::OutStream;

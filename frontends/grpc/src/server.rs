@@ -22,6 +22,13 @@ use crate::service::InferenceService;
 use crate::stop::{self, Stop};
 use crate::GrpcArgs;
 
+/// HTTP/2 streams (calls) one connection may have open at once; a client past it waits
+/// (its HTTP/2 stack queues the call) instead of the server holding unbounded state.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Largest header block (metadata) of one call, in bytes.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+
 /// Headers a browser's gRPC-Web client must be allowed to read from a cross-origin answer.
 const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
@@ -52,8 +59,10 @@ pub fn server(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send> {
     let (stop, signal) = stop::split(shutdown);
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
         .http2_keepalive_interval(args.keepalive_interval())
         .http2_keepalive_timeout(Some(std::time::Duration::from_millis(
             args.grpc_keepalive_timeout,
@@ -61,11 +70,7 @@ pub fn server(
         // Large tensors: let hyper grow the flow-control windows with the link's
         // bandwidth-delay product instead of stalling on the 1 MiB default.
         .http2_adaptive_window(Some(true));
-    if let Some(tls) = crate::tls::server_config(&args)? {
-        builder = builder
-            .tls_config(tls)
-            .context("invalid gRPC TLS configuration")?;
-    }
+    let tls = crate::tls::server_tls(&args)?;
     let mut router = builder
         .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
@@ -75,13 +80,21 @@ pub fn server(
         .add_service(HealthServer::new(HealthService::with_stop(engine, stop)));
     let (v1, v1alpha) = reflection()?;
     router = router.add_service(v1).add_service(v1alpha);
-    // Nagle's algorithm would hold small responses back for a delayed ACK (tens of ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await
-            .context("the gRPC server failed")
+        let served = match tls {
+            None => {
+                // Nagle's algorithm would hold small responses back for a delayed ACK.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            Some(tls) => {
+                // Ends once the server drops its connections' `ServerTls`.
+                let _reloading = tls.reload_on_change();
+                let incoming = crate::tls::incoming(listener, tls);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
+        served.context("the gRPC server failed")
     })
 }
 

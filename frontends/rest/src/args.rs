@@ -69,6 +69,21 @@ impl Default for RestArgs {
     }
 }
 
+impl RestArgs {
+    /// The HTTP door's TLS from `--http-use-ssl` and its files; `None` when off. Every
+    /// problem with the files is an error here, before the server is announced.
+    pub fn tls(&self) -> anyhow::Result<Option<nereid_tls::ServerTls>> {
+        if !self.http_use_ssl {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&self.http_server_cert, &self.http_server_key) else {
+            anyhow::bail!("--http-use-ssl needs --http-server-cert and --http-server-key");
+        };
+        let files = nereid_tls::TlsFiles::new(cert, key);
+        nereid_tls::ServerTls::load("HTTP", files, nereid_tls::ALPN_H2_HTTP1).map(Some)
+    }
+}
+
 /// Parses a byte size: a plain number of bytes, or one with a decimal (K, M, G) or binary
 /// (KiB, MiB, GiB) suffix.
 pub fn parse_size(text: &str) -> Result<usize, String> {

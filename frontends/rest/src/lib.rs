@@ -36,4 +36,6 @@ pub use bare::{bare_router, serve_bare};
 pub use layers::{app, Door, ErrorShape};
 pub use metadata::EXTENSIONS;
 pub use routes::{openapi, router, routes};
-pub use server::{serve, server, tls_config, SHUTDOWN_GRACE};
+pub use server::{
+    listen, serve, server, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, SHUTDOWN_GRACE,
+};

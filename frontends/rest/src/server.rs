@@ -1,9 +1,8 @@
 //! The listener loop: HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or ALPN under TLS) on
-//! one port, optional TLS through rustls, graceful shutdown.
+//! one port, optional TLS through rustls (reloaded on SIGHUP or when its files change),
+//! graceful shutdown.
 
 use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,15 +11,21 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use nereid_tls::ServerTls;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::RestArgs;
 
 /// How long open connections may take to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// HTTP/2 streams (requests) one connection may have open at once; a client past it
+/// waits (its HTTP/2 stack queues the request).
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Largest HTTP/2 header block of one request, in bytes. HTTP/1.1 headers are bounded by
+/// hyper's read buffer (about 400 KiB, at most 100 headers) and answered 431 past it.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,23 +58,29 @@ pub fn server(
         .validate()
         .map_err(anyhow::Error::msg)
         .context("--http-restricted-api")?;
-    let tls = if args.http_use_ssl {
-        let (Some(cert), Some(key)) = (&args.http_server_cert, &args.http_server_key) else {
-            anyhow::bail!("--http-use-ssl needs --http-server-cert and --http-server-key");
-        };
-        Some(TlsAcceptor::from(Arc::new(tls_config(cert, key)?)))
-    } else {
-        None
-    };
-    Ok(accept_loop(router, listener, tls, shutdown))
+    let tls = args.tls()?;
+    Ok(listen(router, listener, tls, shutdown))
+}
+
+/// Serves any router on `listener` (the HTTP door, the metrics door) with optional TLS,
+/// until `shutdown` resolves: the loop [`serve`] runs, for a caller that built its TLS.
+pub fn listen(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = anyhow::Result<()>> + Send {
+    accept_loop(router, listener, tls, shutdown)
 }
 
 async fn accept_loop(
     router: Router,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Ends on its own once this loop and its connections drop their `ServerTls`.
+    let _reloading = tls.as_ref().map(ServerTls::reload_on_change);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A timer lets HTTP/1 time out clients that never finish their headers.
     builder.http1().timer(TokioTimer::new());
@@ -77,7 +88,9 @@ async fn accept_loop(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .adaptive_window(true);
+        .adaptive_window(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -97,7 +110,8 @@ async fn accept_loop(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        // The configuration in force when the connection arrives, reloads included.
+        let tls = tls.as_ref().map(ServerTls::acceptor);
         tokio::spawn(async move {
             let result = match tls {
                 None => {
@@ -142,29 +156,4 @@ async fn accept_loop(
         }
     }
     Ok(())
-}
-
-/// A rustls server config from PEM files, offering HTTP/2 and HTTP/1.1 by ALPN. The ring
-/// provider is named explicitly, so the process needs no default provider installed.
-pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read the certificate file {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("cannot parse the certificates in {}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "{} holds no PEM certificate",
-        cert.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("rustls protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the certificate and key do not form a usable pair")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }

@@ -241,12 +241,22 @@ async fn tls_with_http1_and_http2() {
 
 #[tokio::test]
 async fn tls_config_errors_are_clear() {
-    let missing =
-        nereid_rest::tls_config(&fixture("nope.crt"), &fixture("localhost.key")).unwrap_err();
+    let args = |cert: &str, key: &str| nereid_rest::RestArgs {
+        http_use_ssl: true,
+        http_server_cert: Some(fixture(cert)),
+        http_server_key: Some(fixture(key)),
+        ..Default::default()
+    };
+    let missing = args("nope.crt", "localhost.key").tls().unwrap_err();
     assert!(format!("{missing:#}").contains("nope.crt"), "{missing:#}");
-    let swapped =
-        nereid_rest::tls_config(&fixture("localhost.key"), &fixture("localhost.crt")).unwrap_err();
+    let swapped = args("localhost.key", "localhost.crt").tls().unwrap_err();
     assert!(format!("{swapped:#}").contains("localhost"), "{swapped:#}");
+    let no_files = nereid_rest::RestArgs {
+        http_use_ssl: true,
+        ..Default::default()
+    };
+    let err = no_files.tls().unwrap_err().to_string();
+    assert!(err.contains("--http-server-cert"), "{err}");
 }
 
 #[tokio::test]
@@ -287,4 +297,44 @@ async fn bare_server_answers_like_the_real_one() {
     assert_eq!(r.status, 404);
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn http2_connections_are_bounded_in_streams_and_header_size() {
+    let s = start_default().await;
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = |path: &str| {
+        http::Request::get(format!("http://{}{path}", s.addr))
+            .body(())
+            .unwrap()
+    };
+    // The first exchange carries the server's SETTINGS.
+    let (response, _) = client
+        .send_request(request("/v2/health/live"), true)
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(
+        client.current_max_send_streams(),
+        nereid_rest::MAX_CONCURRENT_STREAMS as usize
+    );
+
+    let mut big = request("/v2/health/live");
+    let filler = "x".repeat(nereid_rest::MAX_HEADER_LIST_SIZE as usize);
+    big.headers_mut()
+        .insert("x-filler", filler.parse().unwrap());
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(big, true).unwrap();
+    match response.await {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM), "{e}"),
+    }
+    // The connection stays usable.
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client
+        .send_request(request("/v2/health/live"), true)
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    s.stop().await;
 }

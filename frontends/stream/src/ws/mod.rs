@@ -13,6 +13,8 @@
 //! only slows its own requests.
 
 mod frame;
+#[cfg(test)]
+mod fuzz;
 
 use std::collections::HashMap;
 use std::sync::Arc;
