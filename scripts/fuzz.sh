@@ -10,4 +10,4 @@ export NEREID_FUZZ_SECS="${SECS:-300}"
 if [[ -n "${SEED:-}" ]]; then export NEREID_FUZZ_SEED="$SEED"; fi
 # One target at a time, so each has a core and the figures compare.
 cargo test --workspace --lib --locked fuzz_ -- --test-threads 1 --nocapture 2>&1 \
-  | grep -E '^fuzz |panicked|FAILED|test result: (FAILED|ok. [1-9])'
+  | grep -oE 'fuzz [a-z_]+: .*|panicked.*|FAILED.*'

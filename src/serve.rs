@@ -45,7 +45,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(engine, args.doors, metrics))
+    let served = runtime.block_on(serve(engine, args.doors, metrics));
+    // A model thread still computing past the exit timeout must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 impl DoorArgs {
@@ -182,14 +185,26 @@ pub(crate) async fn serve(
         "shutting down: finishing in-flight requests"
     );
     let _ = stop_tx.send(true);
-    let drained = engine
-        .shutdown(Duration::from_secs(args.exit_timeout_secs))
-        .await;
+    let exit_timeout = Duration::from_secs(args.exit_timeout_secs);
+    let deadline = tokio::time::Instant::now() + exit_timeout;
+    let drained = engine.drain(exit_timeout).await;
     if !drained {
         tracing::warn!(
             left = engine.inflight(),
             "exit timeout passed with requests still in flight"
         );
+    }
+    // What the server answered, read before the models stop (their statistics go with
+    // them): a drain can be checked against what clients counted.
+    let (succeeded, failed) = engine.request_totals();
+    // Stopping finishes what is queued; past the exit timeout the process leaves without
+    // it (a model still computing is not waited for).
+    let stop_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(stop_by, engine.stop_models())
+        .await
+        .is_err()
+    {
+        tracing::warn!("models still computing at the exit timeout; leaving without them");
     }
     let grace = Duration::from_secs(2);
     let _ = tokio::time::timeout(grace, async {
@@ -200,7 +215,7 @@ pub(crate) async fn serve(
         }
     })
     .await;
-    tracing::info!("stopped");
+    tracing::info!(succeeded, failed, "stopped");
     Ok(())
 }
 

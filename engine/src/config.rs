@@ -254,6 +254,14 @@ impl ModelSpec {
                 }
             };
             // Triton starts `count` instances on each listed GPU.
+            let total = instances.len() + devices.len() * group.count as usize;
+            if total > MAX_INSTANCES {
+                return Err(bad(format!(
+                    "instance_group {gi}: {total} instances in all (count {} on {} devices); at most {MAX_INSTANCES}",
+                    group.count,
+                    devices.len()
+                )));
+            }
             for device in devices {
                 instances.extend(std::iter::repeat_n(device, group.count as usize));
             }
@@ -299,6 +307,11 @@ fn execution_timeout(config: &ModelConfig, decoupled: bool) -> Result<Option<Dur
         )),
     }
 }
+
+/// Most instances one model version may start (each is a thread, and often a copy of
+/// the model's state): a config asking for more is refused, not an allocation that takes
+/// the server down.
+pub const MAX_INSTANCES: usize = 1024;
 
 /// The config parameter that bounds one batch's compute time.
 pub const EXECUTION_TIMEOUT_PARAMETER: &str = "execution_timeout_ms";
@@ -554,6 +567,11 @@ mod tests {
                 model_transaction_policy { decoupled: true }
                 parameters { key: "execution_timeout_ms" value: { string_value: "100" } }"#,
                 "'execution_timeout_ms' applies to models that are not decoupled",
+            ),
+            (
+                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
+                instance_group [ { count: 2147483647 kind: KIND_GPU gpus: [ 0, 1 ] } ]"#,
+                "at most 1024",
             ),
         ];
         let timed = spec(

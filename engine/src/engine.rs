@@ -500,12 +500,25 @@ impl Engine {
     /// accepted ones go on. Returns once they are all answered or `timeout` passed (then
     /// false), and stops every model.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let drained = self.drain(timeout).await;
+        self.stop_models().await;
+        drained
+    }
+
+    /// The first half of [`shutdown`](Self::shutdown): refuses new requests and waits up
+    /// to `timeout` for the accepted ones; true when none is left.
+    pub async fn drain(&self, timeout: Duration) -> bool {
         self.inner.draining.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         while self.inflight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let drained = self.inflight() == 0;
+        self.inflight() == 0
+    }
+
+    /// The second half of [`shutdown`](Self::shutdown): stops every model, finishing what
+    /// is queued (on a blocking thread: it joins the models' threads).
+    pub async fn stop_models(&self) {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Models::Local(models) = &inner.models {
@@ -513,6 +526,15 @@ impl Engine {
             }
         })
         .await;
-        drained
+    }
+
+    /// Requests answered so far by every ready model version: (succeeded, failed).
+    pub fn request_totals(&self) -> (u64, u64) {
+        self.ready_versions(None)
+            .iter()
+            .map(|(_, stats)| stats.snapshot().inference_stats)
+            .fold((0, 0), |(ok, failed), s| {
+                (ok + s.success.count, failed + s.fail.count)
+            })
     }
 }

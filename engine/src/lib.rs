@@ -33,7 +33,7 @@ pub use backend::{
 };
 pub use config::{
     BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy,
-    DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER,
+    DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER, MAX_INSTANCES,
 };
 pub use dtype::DataType;
 pub use engine::{

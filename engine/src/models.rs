@@ -145,15 +145,6 @@ impl ModelTable {
             .all(|e| e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED))
     }
 
-    /// Whether a model's name is known to the table or the repository.
-    pub(crate) fn is_known(&self, name: &str) -> bool {
-        self.entries.read().contains_key(name)
-            || self
-                .repository
-                .as_ref()
-                .is_some_and(|r| r.model_dir(name).is_dir())
-    }
-
     /// Loads (or reloads) a model. On failure a model that was serving keeps serving its
     /// old versions; otherwise it is recorded UNAVAILABLE with the reason.
     pub(crate) fn load(
@@ -181,6 +172,11 @@ impl ModelTable {
             Err(error) => {
                 tracing::error!(model = name, "failed to load: {error}");
                 let mut entries = self.entries.write();
+                // A name the repository does not hold leaves no entry behind: a client
+                // naming random models must not grow the table.
+                if matches!(error, EngineError::NotFound(_)) && !entries.contains_key(name) {
+                    return Err(error);
+                }
                 let entry = entries.entry(name.to_string()).or_default();
                 entry.fingerprint = fingerprint;
                 if entry.newest_ready().is_none() {
@@ -200,7 +196,7 @@ impl ModelTable {
         let repo = self.repository.as_ref().ok_or_else(|| {
             EngineError::unavailable("the server has no model repository to load from")
         })?;
-        if !repo.model_dir(name).is_dir() {
+        if !repo.contains(name) {
             return Err(EngineError::NotFound(format!(
                 "model '{name}' is not in the repository {}",
                 repo.root().display()
@@ -260,7 +256,8 @@ impl ModelTable {
         let old = {
             let mut entries = self.entries.write();
             let Some(entry) = entries.get_mut(name) else {
-                if self.is_known(name) {
+                // Not `is_known`: it reads `entries`, whose write lock this holds.
+                if self.repository.as_ref().is_some_and(|r| r.contains(name)) {
                     return Ok(());
                 }
                 return Err(EngineError::NotFound(format!("unknown model '{name}'")));

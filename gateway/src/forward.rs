@@ -31,6 +31,9 @@ pub(crate) fn spawn(shared: Arc<Shared>, request: InferRequest, reply: Reply) {
 
 async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
     let mut tried: Vec<Arc<Backend>> = Vec::new();
+    // The last engine's own refusal (a full queue, say): what the client gets when no
+    // other engine is left to try.
+    let mut refused: Option<tonic::Status> = None;
     loop {
         let (decoupled, serving) = shared
             .catalog
@@ -50,6 +53,12 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
             healthy
         };
         let Some(backend) = pick_two(&candidates).cloned() else {
+            if let Some(status) = refused {
+                reply
+                    .finish(Err(nereid_grpc::status::from_status(&status)))
+                    .await;
+                return;
+            }
             let error = EngineError::unavailable(format!(
                 "no healthy engine serves model '{}' now ({} serve it, {} tried)",
                 request.model_name,
@@ -90,7 +99,9 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
                     // health check has seen it back.
                     backend.eject(status.message());
                 } else {
-                    backend.record_failure(shared.options.eject_after, status.message());
+                    // The engine answered: it is alive, only unable to take this request
+                    // (a full queue, draining); its health checks say when it is gone.
+                    refused = Some(status.clone());
                 }
                 if tried.len() as u32 >= shared.options.retries {
                     reply

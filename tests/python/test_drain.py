@@ -317,8 +317,6 @@ def test_sigterm_under_load_refuses_new_work_finishes_accepted_work_and_loses_no
 # FINDING 2: past the exit timeout the engine still stops each model by letting its queue
 # finish and joining its instance threads (engine/src/scheduler/mod.rs `stop`, called from
 # Engine::shutdown's unload_all), so a request that outlasts the timeout holds the exit.
-@pytest.mark.xfail(not THROUGH_GATEWAY, strict=True,
-                   reason="FINDING 2: the process waits for a request that outlasts --exit-timeout-secs")
 def test_the_process_exits_by_the_exit_timeout_even_when_work_outlasts_it(tmp_path):
     exit_timeout, long_ms = 2, 10_000
     srv = start_server(["--model-repository", repository(tmp_path), "--exit-timeout-secs", str(exit_timeout)])

@@ -436,8 +436,6 @@ def started_count(srv, model):
 # the engine (gateway/src/forward.rs: Attempt::Unanswered -> Backend::record_failure): three
 # in a row eject a healthy engine, and with no other engine to retry on the client is told
 # "no healthy engine serves model ..." instead of the full queue.
-@pytest.mark.xfail(THROUGH_GATEWAY, strict=True,
-                   reason="FINDING 3: the gateway ejects an engine whose queue is full and words the refusal as no healthy engine")
 def test_a_full_queue_answers_each_door_in_its_own_words(tmp_path):
     """The model's own limit, made to refuse on purpose: one long request computes, QUEUE
     short ones wait, so the queue is full while the server holds QUEUE + 1 < MAX_INFLIGHT.
