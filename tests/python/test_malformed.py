@@ -383,8 +383,7 @@ def chat(status, needle, **fields):
 
 
 OPENAI = [
-    row("openai-chat-not-json", openai("chat/completions", "{model: simple", 400, "invalid request body"),
-        finding(2)),
+    row("openai-chat-not-json", openai("chat/completions", "{model: simple", 400, "invalid request body")),
     row("openai-chat-missing-model", openai("chat/completions", {"messages": HI}, 400, "missing field `model`")),
     row("openai-chat-missing-messages", openai("chat/completions", {"model": "simple"}, 400,
                                                "missing field `messages`")),

@@ -63,11 +63,12 @@ pub(crate) fn parse_generation<T: DeserializeOwned>(body: &Bytes) -> ApiResult<(
 fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
     let path = e.path().to_string();
     let error = e.into_inner();
-    match path.as_str() {
-        // Not JSON at all, or a missing field (the message names it).
-        "" | "." => ApiError::invalid(format!("invalid request body: {error}")),
-        _ => ApiError::invalid_param(&path, format!("invalid '{path}': {error}")),
+    // Not JSON at all, a missing field (the message names it), or a syntax error where
+    // the reader could not tell which field it was in (serde_path_to_error says `?`).
+    if path.is_empty() || path == "." || path.split(['.', '[']).any(|segment| segment == "?") {
+        return ApiError::invalid(format!("invalid request body: {error}"));
     }
+    ApiError::invalid_param(&path, format!("invalid '{path}': {error}"))
 }
 
 /// Seconds since the Unix epoch, for the `created` fields.
