@@ -256,7 +256,7 @@ impl ModelTable {
         let old = {
             let mut entries = self.entries.write();
             let Some(entry) = entries.get_mut(name) else {
-                // Not `is_known`: it reads `entries`, whose write lock this holds.
+                // Only the repository is asked: `entries` is write-locked right here.
                 if self.repository.as_ref().is_some_and(|r| r.contains(name)) {
                     return Ok(());
                 }
