@@ -235,6 +235,22 @@ pub(crate) struct DoorArgs {
     /// environment (a Kubernetes Secret mounted as a file).
     #[arg(long, env = "NEREID_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
+    /// Triton's trace configuration, repeatable: `level=OFF|TIMESTAMPS`, `rate=N` (1 request
+    /// in N), `count=N` (traces to take, -1 no end), `log_frequency=0`, `mode=opentelemetry`,
+    /// and the exporter's `opentelemetry,url=URL`, `opentelemetry,protocol=http/protobuf|grpc`,
+    /// `opentelemetry,resource=KEY=VALUE`, `opentelemetry,bsp_schedule_delay=MS`,
+    /// `opentelemetry,bsp_max_export_batch_size=N`, `opentelemetry,bsp_max_queue_size=N`.
+    /// The OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME variables are read too; flags win.
+    #[arg(long = "trace-config", value_name = "[opentelemetry,]KEY=VALUE")]
+    pub trace_config: Vec<String>,
+    /// Writes one log line per request (target `nereid::access`): door, route or RPC,
+    /// model, status, duration, bytes in and out, request id, trace id.
+    #[arg(long, env = "NEREID_ACCESS_LOG")]
+    pub access_log: bool,
+    /// Metrics configuration, repeatable: `duration_buckets=S,S,...` (seconds) sets the
+    /// buckets of the request, queue and compute duration histograms.
+    #[arg(long = "metrics-config", value_name = "KEY=VALUE")]
+    pub metrics_config: Vec<String>,
     /// Log format.
     #[arg(long, env = "NEREID_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

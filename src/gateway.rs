@@ -8,11 +8,13 @@ use nereid_engine::{Engine, EngineOptions};
 use nereid_gateway::{BackendTls, Gateway, GatewayOptions};
 
 use crate::cli::GatewayArgs;
+use crate::logging::Logging;
 use crate::{metrics_server, serve};
 
 /// Runs the gateway to completion.
-pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let metrics = metrics_server::install()?;
+pub(crate) fn run(args: GatewayArgs, logging: &Logging) -> anyhow::Result<()> {
+    let metrics = metrics_server::install(&args.doors.metrics_config)?;
+    let trace = args.doors.trace_config()?;
     let tls = args
         .backend_ca_cert
         .as_ref()
@@ -58,10 +60,13 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let engine = Engine::with_upstream(
             EngineOptions {
                 max_inflight: args.doors.max_inflight(),
+                trace: trace.settings,
                 ..Default::default()
             },
             Arc::new(gateway),
         );
-        serve::serve(engine, args.doors, metrics).await
+        let (settings, apply) = logging.control();
+        engine.set_log_control(settings, apply);
+        serve::serve(engine, args.doors, trace.exporter, metrics).await
     })
 }

@@ -29,13 +29,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             let candle = size_candle_pools();
-            logging::init(args.doors.log_format, args.doors.log_verbose);
+            let logging = logging::init(args.doors.log_format, args.doors.log_verbose);
             tracing::info!(set = ?candle, "candle CPU thread counts (the environment's own win)");
-            serve::run(*args)
+            serve::run(*args, &logging)
         }
         cli::Command::Gateway(args) => {
-            logging::init(args.doors.log_format, args.doors.log_verbose);
-            gateway::run(*args)
+            let logging = logging::init(args.doors.log_format, args.doors.log_verbose);
+            gateway::run(*args, &logging)
         }
         cli::Command::Batch(args) => {
             size_candle_pools();

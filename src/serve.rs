@@ -3,20 +3,24 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use nereid_engine::{BackendRegistry, Engine, EngineOptions, ModelControlMode};
+use nereid_otlp::{ExporterConfig, OtlpExporter, TraceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cli::{ControlMode, DoorArgs, ServeArgs};
+use crate::logging::Logging;
 use crate::{demo, metrics_server};
 
 /// Runs the server to completion.
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let metrics = metrics_server::install()?;
+pub(crate) fn run(args: ServeArgs, logging: &Logging) -> anyhow::Result<()> {
+    let metrics = metrics_server::install(&args.doors.metrics_config)?;
+    let trace = args.doors.trace_config()?;
     let repository = match &args.model_repository {
         Some(dir) => dir.clone(),
         None => demo::prepare(args.demo_models)?,
@@ -33,11 +37,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_secs(args.repository_poll_secs),
         strict_readiness: args.strict_readiness,
         max_inflight: args.doors.max_inflight(),
+        trace: trace.settings,
     };
     let mut backends = BackendRegistry::with_builtins();
     nereid_models::register(&mut backends);
     // Models load on this thread, before the runtime exists: loading never blocks a Tokio worker.
     let engine = Engine::start(options, backends).context("cannot start the engine")?;
+    let (settings, apply) = logging.control();
+    engine.set_log_control(settings, apply);
     for entry in engine.repository_index(false) {
         tracing::info!(model = %entry.name, version = %entry.version, state = %entry.state, reason = %entry.reason, "model");
     }
@@ -45,13 +52,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let served = runtime.block_on(serve(engine, args.doors, metrics));
+    let served = runtime.block_on(serve(engine, args.doors, trace.exporter, metrics));
     // A model thread still computing past the exit timeout must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
 }
 
 impl DoorArgs {
+    /// `--trace-config` and the `OTEL_*` variables, read; an error names the setting.
+    pub(crate) fn trace_config(&self) -> anyhow::Result<TraceConfig> {
+        TraceConfig::parse(&self.trace_config, |key| std::env::var(key).ok())
+            .map_err(anyhow::Error::msg)
+    }
+
     /// `--max-inflight` as the engine takes it (0: no limit).
     pub(crate) fn max_inflight(&self) -> Option<usize> {
         (self.max_inflight > 0).then_some(self.max_inflight)
@@ -84,8 +97,19 @@ impl DoorArgs {
 pub(crate) async fn serve(
     engine: Engine,
     mut args: DoorArgs,
+    exporter: Option<ExporterConfig>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    // Running once a collector is named (or tracing is on), so tracing turned on later
+    // through the trace API has somewhere to go; idle while nothing is traced.
+    if let Some(config) = exporter {
+        let exporter = OtlpExporter::start(config)
+            .map_err(anyhow::Error::msg)
+            .context("--trace-config")?;
+        engine.set_span_exporter(Arc::new(exporter));
+    }
+    args.rest.access_log = args.access_log;
+    args.grpc.access_log = args.access_log;
     let mut keys = args.api_keys.clone();
     if let Some(path) = &args.api_key_file {
         let text = std::fs::read_to_string(path)

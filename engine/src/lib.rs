@@ -17,6 +17,7 @@ mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod generation;
+mod logs;
 mod models;
 mod repository;
 mod request;
@@ -24,6 +25,7 @@ mod scheduler;
 mod sink;
 mod stats;
 pub mod tensor;
+pub mod trace;
 mod upstream;
 mod validate;
 
@@ -40,6 +42,7 @@ pub use engine::{
     Engine, EngineOptions, ModelControlMode, ModelMetadata, ServerMetadata, TensorMetadata,
 };
 pub use error::{EngineError, Result};
+pub use logs::{ApplyLogSettings, LogSettings, LogValue};
 pub use models::{ModelFacts, RepositoryEntry};
 pub use nereid_proto::inference::ModelConfig;
 pub use repository::{Repository, CONFIG_FILE};
@@ -47,7 +50,9 @@ pub use request::{InferRequest, InferResponse, ParamValue, Parameters, Requested
 pub use sink::{Responder, ResponsePermit, ResponseStream, STREAM_BUFFER};
 pub use stats::{
     BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,
-    KV_CACHE_USAGE, RUNNING_SEQUENCES,
+    COMPUTE_DURATION, DURATION_BUCKETS, FIRST_RESPONSE, FIRST_RESPONSE_BUCKETS, KV_CACHE_USAGE,
+    QUEUE_DURATION, REQUEST_DURATION, RUNNING_SEQUENCES,
 };
 pub use tensor::Tensor;
+pub use trace::{Origin, SpanExporter, TraceSettings};
 pub use upstream::{ControlFuture, Reply, Upstream, UpstreamModel};

@@ -57,6 +57,19 @@ struct ModelEntry {
     /// Why the model as a whole is not serving (bad config, unloaded).
     reason: Option<String>,
     fingerprint: Option<u64>,
+    /// Not serving because a client's load request failed: the client was answered with
+    /// the error, and the server's readiness is not its to take away.
+    refused_request: bool,
+}
+
+/// Who asked for a load: strict readiness counts a model the server itself could not load
+/// (at startup, on a repository poll), not one a client's load request failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadCause {
+    /// The server: startup or a repository poll.
+    Server,
+    /// A client's load request (explicit model control).
+    Client,
 }
 
 impl ModelEntry {
@@ -137,12 +150,12 @@ impl ModelTable {
             .collect()
     }
 
-    /// Whether every model the table knows of is serving.
+    /// Whether every model the table knows of is serving, leaving out unloaded models and
+    /// those only a client's failed load request named.
     pub(crate) fn all_ready(&self) -> bool {
-        self.entries
-            .read()
-            .values()
-            .all(|e| e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED))
+        self.entries.read().values().all(|e| {
+            e.reason.is_none() || e.reason.as_deref() == Some(UNLOADED) || e.refused_request
+        })
     }
 
     /// Loads (or reloads) a model. On failure a model that was serving keeps serving its
@@ -151,6 +164,7 @@ impl ModelTable {
         &self,
         name: &str,
         config: Option<nereid_proto::inference::ModelConfig>,
+        cause: LoadCause,
     ) -> Result<()> {
         let _control = self.control.lock();
         let fingerprint = self.repository.as_ref().map(|r| r.fingerprint(name));
@@ -162,6 +176,7 @@ impl ModelTable {
                         versions: loaded,
                         reason: None,
                         fingerprint,
+                        refused_request: false,
                     };
                     entries.insert(name.to_string(), entry)
                 };
@@ -182,6 +197,7 @@ impl ModelTable {
                 if entry.newest_ready().is_none() {
                     entry.versions.clear();
                     entry.reason = Some(error.to_string());
+                    entry.refused_request = cause == LoadCause::Client;
                 }
                 Err(error)
             }
@@ -289,7 +305,7 @@ impl ModelTable {
             let known = self.entries.read().get(name).map(|e| e.fingerprint);
             let current = repo.fingerprint(name);
             if known != Some(Some(current)) {
-                let _ = self.load(name, None);
+                let _ = self.load(name, None, LoadCause::Server);
             }
         }
         let gone: Vec<String> = self

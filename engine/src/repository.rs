@@ -63,12 +63,8 @@ impl Repository {
     /// (no separator, not `.` or `..`, not absolute), so a name a client sends can never
     /// reach a folder outside the repository.
     pub fn contains(&self, name: &str) -> bool {
-        let mut components = Path::new(name).components();
-        matches!(
-            (components.next(), components.next()),
-            (Some(std::path::Component::Normal(_)), None)
-        ) && !name.contains(['/', '\\', '\0'])
-            && self.model_dir(name).is_dir()
+        let plain = !matches!(name, "" | "." | "..") && !name.contains(['/', '\\', '\0']);
+        plain && self.model_dir(name).is_dir()
     }
 
     /// Reads and parses `<model>/config.pbtxt`; the folder name fills in a missing `name`

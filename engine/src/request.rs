@@ -69,6 +69,8 @@ pub struct InferRequest {
     pub parameters: Parameters,
     /// The client's deadline (from `grpc-timeout`, say): after it the request is not computed.
     pub deadline: Option<Instant>,
+    /// Its request id and trace context, for traces and logs.
+    pub origin: crate::trace::Origin,
 }
 
 impl InferRequest {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::trace::RequestTrace;
 use crate::{EngineError, InferResponse, ModelStats, Parameters, Result, Tensor};
 
 /// Responses of one streamed request, ending with one marked final (or an error), and
@@ -115,6 +116,10 @@ pub(crate) struct RequestContext {
     pub stats: Arc<ModelStats>,
     pub received: Instant,
     pub inflight: InflightGuard,
+    /// Set when the request is traced.
+    pub trace: Option<Box<RequestTrace>>,
+    /// A response went out already (decoupled models).
+    pub responded: bool,
 }
 
 impl RequestContext {
@@ -137,8 +142,12 @@ impl RequestContext {
         }
     }
 
-    /// Counts the final outcome; the request stops counting as in flight.
-    pub(crate) fn record(&self, outcome: &Result<InferResponse>) {
+    /// Counts the final outcome (and ends its trace); the request stops counting as in
+    /// flight.
+    pub(crate) fn record(&mut self, outcome: &Result<InferResponse>) {
+        if let Some(trace) = self.trace.take() {
+            trace.finish(outcome.as_ref().err().map(ToString::to_string));
+        }
         self.inflight.release();
         let elapsed = self.received.elapsed();
         match outcome {
@@ -164,7 +173,7 @@ impl Sink {
     }
 
     /// Sends the one and only response of a non-decoupled request.
-    pub(crate) fn finish(self, ctx: &RequestContext, outcome: Result<InferResponse>) {
+    pub(crate) fn finish(self, ctx: &mut RequestContext, outcome: Result<InferResponse>) {
         ctx.record(&outcome);
         match self {
             Self::Unary(tx) => {
@@ -284,7 +293,7 @@ impl Drop for Responder {
 #[must_use = "a reserved slot does nothing until a response is sent on it"]
 pub struct ResponsePermit<'a> {
     slot: mpsc::Permit<'a, Result<InferResponse>>,
-    ctx: &'a RequestContext,
+    ctx: &'a mut RequestContext,
     done: &'a mut bool,
 }
 
@@ -292,6 +301,13 @@ impl ResponsePermit<'_> {
     /// Sends a response; a final one ends the sequence (and stops it counting as in
     /// flight before the client can see the answer).
     pub fn send(self, outputs: Vec<Tensor>, is_final: bool) {
+        if !self.ctx.responded {
+            self.ctx.responded = true;
+            self.ctx.stats.record_first_response(self.ctx.received.elapsed());
+            if let Some(trace) = &mut self.ctx.trace {
+                trace.responded(Instant::now());
+            }
+        }
         let response = Ok(self.ctx.response(outputs, is_final));
         if is_final {
             *self.done = true;
@@ -319,6 +335,8 @@ mod tests {
             stats: stats.clone(),
             received: Instant::now(),
             inflight: InflightGuard::new(&counter),
+            trace: None,
+            responded: false,
         };
         (Responder::new(tx, ctx), rx, counter, stats)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -114,7 +114,35 @@ struct Metrics {
     pending: Gauge,
     running: Gauge,
     kv_cache: Gauge,
+    request_seconds: Histogram,
+    queue_seconds: Histogram,
+    compute_seconds: Histogram,
+    first_response_ms: Histogram,
 }
+
+/// Histogram of a request's time from arrival to its final answer, in seconds.
+pub const REQUEST_DURATION: &str = "nereid_inference_request_duration_seconds";
+
+/// Histogram of a request's time in its model's queue, in seconds.
+pub const QUEUE_DURATION: &str = "nereid_inference_queue_duration_seconds";
+
+/// Histogram of the compute time (input, infer, output) of the batch a request was in, in
+/// seconds.
+pub const COMPUTE_DURATION: &str = "nereid_inference_compute_duration_seconds";
+
+/// Histogram of a decoupled model's time to its first response, in milliseconds
+/// (Triton's name and unit).
+pub const FIRST_RESPONSE: &str = "nv_inference_first_response_histogram_ms";
+
+/// Default buckets of the three duration histograms, in seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets of the first-response histogram, in milliseconds.
+pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
 
 /// Gauge of the sequences a decoupled model is generating now (the model server
 /// protocol's TotalRunningRequests; its TotalQueuedRequests is
@@ -182,6 +210,10 @@ impl ModelStats {
             pending: gauge!("nv_inference_pending_request_count", &labels),
             running: gauge!(RUNNING_SEQUENCES, &labels),
             kv_cache: gauge!(KV_CACHE_USAGE, &labels),
+            request_seconds: histogram!(REQUEST_DURATION, &labels),
+            queue_seconds: histogram!(QUEUE_DURATION, &labels),
+            compute_seconds: histogram!(COMPUTE_DURATION, &labels),
+            first_response_ms: histogram!(FIRST_RESPONSE, &labels),
         };
         Self {
             name: name.to_string(),
@@ -209,6 +241,14 @@ impl ModelStats {
         self.metrics
             .request_duration_us
             .increment(total.as_micros() as u64);
+        self.metrics.request_seconds.record(total.as_secs_f64());
+    }
+
+    /// A decoupled model sent a request's first response `after` its arrival.
+    pub fn record_first_response(&self, after: Duration) {
+        self.metrics
+            .first_response_ms
+            .record(after.as_secs_f64() * 1e3);
     }
 
     /// A request failed after `total`, for `reason` (Triton's failure reason label).
@@ -222,6 +262,7 @@ impl ModelStats {
         self.metrics
             .request_duration_us
             .increment(total.as_micros() as u64);
+        self.metrics.request_seconds.record(total.as_secs_f64());
     }
 
     /// A request left the queue after waiting `waited`.
@@ -230,6 +271,7 @@ impl ModelStats {
         self.metrics
             .queue_duration_us
             .increment(waited.as_micros() as u64);
+        self.metrics.queue_seconds.record(waited.as_secs_f64());
     }
 
     /// One model execution over `requests` requests holding `batch_size` inferences.
@@ -272,6 +314,10 @@ impl ModelStats {
             .increment((infer * requests as u32).as_micros() as u64);
         m.compute_output_us
             .increment((output * requests as u32).as_micros() as u64);
+        let compute = (input + infer + output).as_secs_f64();
+        for _ in 0..requests {
+            m.compute_seconds.record(compute);
+        }
     }
 
     /// Records what one instance of a decoupled model holds now: its live sequences and,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use nereid_proto::inference::ModelConfig;
 
 use crate::sink::{RequestContext, Sink};
+use crate::trace::TraceParent;
 use crate::{InferRequest, InferResponse, ModelFacts, ModelStats, RepositoryEntry, Result};
 
 /// A model version served upstream, with the statistics this process keeps of the
@@ -89,10 +90,36 @@ impl Reply {
         }
     }
 
+    /// Starts an attempt on `backend` (its `forward` span when the request is traced) and
+    /// gives the trace context to send it with: the attempt's own when traced, else the
+    /// one the request came with.
+    pub fn begin_attempt(&mut self, backend: &str, request: &InferRequest) -> Option<TraceParent> {
+        match &mut self.ctx.trace {
+            Some(trace) => Some(trace.begin_forward(backend)),
+            None => request.origin.trace_parent,
+        }
+    }
+
+    /// Ends the attempt begun last, with why it failed when it did.
+    pub fn end_attempt(&mut self, error: Option<String>) {
+        if let Some(trace) = &mut self.ctx.trace {
+            trace.end_forward(error);
+        }
+    }
+
     /// Sends one non-final response of a streamed request, waiting for room in the
     /// client's buffer. False when the client has gone away (or the request is unary,
     /// which takes only its final response).
     pub async fn send(&mut self, response: InferResponse) -> bool {
+        if !self.ctx.responded {
+            self.ctx.responded = true;
+            self.ctx
+                .stats
+                .record_first_response(self.ctx.received.elapsed());
+            if let Some(trace) = &mut self.ctx.trace {
+                trace.responded(std::time::Instant::now());
+            }
+        }
         match &self.sink {
             Some(Sink::Stream(tx)) => tx.send(Ok(response)).await.is_ok(),
             _ => false,
@@ -119,7 +146,7 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
             sink.finish(
-                &self.ctx,
+                &mut self.ctx,
                 Err(crate::EngineError::internal(
                     "the forwarded request ended without an answer",
                 )),

@@ -18,6 +18,7 @@ fn start(dir: &std::path::Path, mode: ModelControlMode, load: &[&str]) -> Engine
         poll_interval: Duration::from_millis(100),
         strict_readiness: true,
         max_inflight: None,
+        trace: Default::default(),
     };
     Engine::start(options, BackendRegistry::with_builtins()).unwrap()
 }
@@ -169,4 +170,29 @@ async fn poll_mode_reloads_and_keeps_old_model_on_failure() {
     // A removed model is unloaded.
     std::fs::remove_dir_all(dir.path().join("simple")).unwrap();
     wait_for(&|| !engine.model_ready("simple", None));
+}
+
+#[tokio::test]
+async fn a_failed_load_request_leaves_strict_readiness_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    write_repository(
+        dir.path(),
+        [
+            ("simple", SIMPLE),
+            ("broken", "name: \"broken\" max_batch_size: ["),
+        ],
+    )
+    .unwrap();
+    let engine = start(dir.path(), ModelControlMode::Explicit, &["simple"]);
+    assert!(engine.is_ready());
+    assert!(engine.load_model("broken", None).await.is_err());
+    // The client was told; the model is UNAVAILABLE with the reason, the server ready.
+    let (s, reason) = state(&engine, "broken");
+    assert_eq!(s, "UNAVAILABLE");
+    assert!(reason.contains("config.pbtxt"), "{reason}");
+    assert!(engine.is_ready(), "a refused load request does not unready the server");
+
+    // A model the server itself was told to load at startup still counts.
+    let engine = start(dir.path(), ModelControlMode::Explicit, &["simple", "broken"]);
+    assert!(!engine.is_ready(), "a startup model that failed to load");
 }

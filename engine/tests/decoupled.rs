@@ -21,6 +21,7 @@ fn start_limited(config: &str, max_inflight: Option<usize>) -> (tempfile::TempDi
         poll_interval: Duration::from_secs(1),
         strict_readiness: true,
         max_inflight,
+        trace: Default::default(),
     };
     let engine = Engine::start(options, BackendRegistry::with_builtins()).unwrap();
     (dir, engine)

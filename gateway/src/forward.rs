@@ -70,11 +70,19 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
         };
         let ticket = backend.begin();
         let started = Instant::now();
+        let mut sent = request.clone();
+        sent.origin.trace_parent = reply.begin_attempt(&backend.address, &request);
         let attempt = if decoupled {
-            stream(&backend, request.clone(), &mut reply).await
+            stream(&backend, sent, &mut reply).await
         } else {
-            unary(&backend, request.clone(), &mut reply).await
+            unary(&backend, sent, &mut reply).await
         };
+        reply.end_attempt(match &attempt {
+            Attempt::Answered(Ok(_)) => None,
+            Attempt::Answered(Err(e)) => Some(e.to_string()),
+            Attempt::Unanswered(status) => Some(status.message().to_string()),
+            Attempt::ClientGone => Some("the client went away".into()),
+        });
         drop(ticket);
         let elapsed = started.elapsed();
         match attempt {
@@ -153,10 +161,14 @@ async fn stream(backend: &Backend, mut request: InferRequest, reply: &mut Reply)
         nereid_grpc::convert::ENABLE_EMPTY_FINAL.into(),
         ParamValue::Bool(true),
     );
-    let (model_name, id) = (request.model_name.clone(), request.id.clone());
+    let (model_name, id, origin) = (
+        request.model_name.clone(),
+        request.id.clone(),
+        request.origin.clone(),
+    );
     let call = backend
         .client()
-        .stream_infer(futures::stream::once(async move { request }));
+        .stream_infer(&origin, futures::stream::once(async move { request }));
     let opened = tokio::select! {
         opened = call => opened,
         () = reply.closed() => return Attempt::ClientGone,

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::binary::{take_tensors, Body};
 use crate::data::DataSink;
 use crate::params::JsonParams;
-use crate::BINARY_DATA_SIZE;
+use crate::{BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE};
 
 /// What an infer request says besides its inputs.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -54,6 +54,7 @@ impl DecodedRequest {
             outputs: self.header.outputs,
             parameters: self.header.parameters,
             deadline: None,
+            origin: Default::default(),
         }
     }
 }
@@ -65,6 +66,13 @@ pub fn decode_infer_request(body: Body) -> Result<DecodedRequest, EngineError> {
         return Err(EngineError::invalid(
             "invalid request: the request has no 'inputs'",
         ));
+    }
+    if let Some(value) = message.parameters.get(BINARY_DATA_OUTPUT) {
+        if value.as_bool().is_none() {
+            return Err(EngineError::invalid(format!(
+                "invalid request: parameter '{BINARY_DATA_OUTPUT}' must be a bool"
+            )));
+        }
     }
     let inputs = take_tensors(message.tensors, body.binary, "input")?;
     Ok(DecodedRequest {
@@ -206,7 +214,9 @@ impl<'de> Visitor<'de> for HeaderSeed {
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
                 "id" => message.id = map.next_value::<Id>()?.0,
-                "model_name" => message.model_name = Some(map.next_value::<String>()?),
+                "model_name" => {
+                    message.model_name = Some(map.next_value_seed(Text("'model_name'"))?)
+                }
                 "model_version" => message.model_version = Some(map.next_value::<Id>()?.0),
                 "parameters" => message.parameters = map.next_value::<JsonParams>()?.0,
                 k if k == tensors_key => {
@@ -220,18 +230,9 @@ impl<'de> Visitor<'de> for HeaderSeed {
                     })?;
                     message.has_tensors = true;
                 }
-                "outputs" => {
-                    message.requested = map
-                        .next_value::<Vec<OutputJson>>()?
-                        .into_iter()
-                        .map(|o| RequestedOutput {
-                            name: o.name,
-                            parameters: o.parameters.0,
-                        })
-                        .collect();
-                }
+                "outputs" => message.requested = map.next_value_seed(RequestedSeed)?,
                 "error" if self.direction == Direction::Response => {
-                    message.error = Some(map.next_value::<String>()?);
+                    message.error = Some(map.next_value_seed(Text("'error'"))?);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -267,12 +268,97 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OutputJson {
-    name: String,
-    #[serde(default)]
-    parameters: JsonParams,
+/// A string field; a value of another type is refused naming the field (`what`).
+struct Text<'w>(&'w str);
+
+impl<'de> DeserializeSeed<'de> for Text<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Text<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} as a string", self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+}
+
+/// A request's `outputs`: the outputs it asks for, with their parameters.
+struct RequestedSeed;
+
+impl<'de> DeserializeSeed<'de> for RequestedSeed {
+    type Value = Vec<RequestedOutput>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestedSeed {
+    type Value = Vec<RequestedOutput>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("'outputs' as an array of {\"name\", \"parameters\"} objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut outputs = Vec::new();
+        while let Some(output) = seq.next_element_seed(RequestedOutputSeed(outputs.len()))? {
+            outputs.push(output);
+        }
+        Ok(outputs)
+    }
+}
+
+/// One requested output, `#index` in the request.
+struct RequestedOutputSeed(usize);
+
+impl<'de> DeserializeSeed<'de> for RequestedOutputSeed {
+    type Value = RequestedOutput;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RequestedOutput, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestedOutputSeed {
+    type Value = RequestedOutput;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "output #{} as an object {{\"name\", \"parameters\"}}", self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestedOutput, A::Error> {
+        let index = self.0;
+        let mut name = None;
+        let mut parameters = Parameters::new();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "name" => {
+                    name = Some(map.next_value_seed(Text(&format!("output #{index}: 'name'")))?)
+                }
+                "parameters" => parameters = map.next_value::<JsonParams>()?.0,
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "output #{index}: unknown field '{other}', expected 'name' or 'parameters'"
+                    )))
+                }
+            }
+        }
+        let name =
+            name.ok_or_else(|| de::Error::custom(format!("output #{index} has no 'name'")))?;
+        if let Some(value) = parameters.get(BINARY_DATA) {
+            if value.as_bool().is_none() {
+                return Err(de::Error::custom(format!(
+                    "output '{name}': parameter '{BINARY_DATA}' must be a bool"
+                )));
+            }
+        }
+        Ok(RequestedOutput { name, parameters })
+    }
 }
 
 struct TensorsSeed {
@@ -350,7 +436,10 @@ impl<'de> Visitor<'de> for TensorSeed {
         };
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
-                "name" => name = Some(map.next_value::<String>()?),
+                "name" => {
+                    let what = format!("{} #{}: 'name'", self.kind, self.index);
+                    name = Some(map.next_value_seed(Text(&what))?)
+                }
                 "datatype" => {
                     let Key(text) = map.next_value()?;
                     let parsed = text.parse::<DataType>();
@@ -557,6 +646,27 @@ mod tests {
         assert!(
             err(r#"{"inputs":[{"name":"A","shape":[1],"datatype":"FP32"}]}"#).contains("no 'data'")
         );
+        let good = r#""inputs":[{"name":"A","shape":[1],"datatype":"FP32","data":[1]}]"#;
+        for (extra, needle) in [
+            (r#""model_name":5"#, "expected 'model_name' as a string"),
+            (r#""outputs":5"#, "expected 'outputs' as an array"),
+            (r#""outputs":[{"name":5}]"#, "expected output #0: 'name' as a string"),
+            (r#""outputs":[{"nam":"Y"}]"#, "output #0: unknown field 'nam'"),
+            (r#""outputs":[{}]"#, "output #0 has no 'name'"),
+            (
+                r#""outputs":[{"name":"Y","parameters":{"binary_data":2}}]"#,
+                "output 'Y': parameter 'binary_data' must be a bool",
+            ),
+            (
+                r#""parameters":{"binary_data_output":"yes"}"#,
+                "parameter 'binary_data_output' must be a bool",
+            ),
+        ] {
+            let e = err(&format!("{{{extra},{good}}}"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        assert!(err(r#"{"inputs":[{"name":[],"shape":[1],"datatype":"FP32","data":[1]}]}"#)
+            .contains("expected input #0: 'name' as a string"));
         // Nesting in a field the decoder skips costs no stack (serde_json skips iteratively);
         // wherever a value is built recursively, the limit answers.
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));

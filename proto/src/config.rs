@@ -49,9 +49,12 @@ impl ConfigTextError {
             .labels()
             .and_then(|mut labels| labels.next())
             .map_or(parsed.text.len(), |label| label.offset());
-        let offset = parsed.original_offset(offset.min(parsed.text.len()));
-        let (line, column) = line_and_column(text, offset);
-        let mut message = err.to_string();
+        let offset = offset.min(parsed.text.len());
+        let (line, column) = line_and_column(text, parsed.original_offset(offset));
+        let mut message = match pbtxt::field_of_value(&parsed.text, offset) {
+            Some(field) => format!("field '{field}': {err}"),
+            None => err.to_string(),
+        };
         if let Some(help) = err.help() {
             message.push_str(&format!(" ({help})"));
         }
@@ -135,13 +138,20 @@ pub fn model_config_to_json(cfg: &ModelConfig) -> serde_json::Value {
 /// by name or number, 64-bit integers as numbers or strings. Unknown fields
 /// are an error.
 pub fn model_config_from_json(v: &serde_json::Value) -> Result<ModelConfig, ConfigTextError> {
+    let mut track = serde_path_to_error::Track::new();
     let message = DynamicMessage::deserialize_with_options(
         model_config_descriptor(),
-        v,
+        serde_path_to_error::Deserializer::new(v, &mut track),
         &DeserializeOptions::new().deny_unknown_fields(true),
     )
-    .map_err(|err| ConfigTextError::Json {
-        message: err.to_string(),
+    .map_err(|err| {
+        let path = track.path().to_string();
+        ConfigTextError::Json {
+            message: match path.as_str() {
+                "" | "." => err.to_string(),
+                _ => format!("{path}: {err}"),
+            },
+        }
     })?;
     Ok(message.transcode_to::<ModelConfig>()?)
 }

@@ -31,6 +31,32 @@ SERVE_ONLY = {"--model-repository", "--demo-models", "--model-control-mode", "--
               "--repository-poll-secs", "--strict-readiness"}
 
 
+# Configs tests write into their own repositories (a temporary folder each, so parallel
+# runs never share one). `sleep` answers after MS milliseconds; `simple` is Triton's.
+SLEEP_CONFIG = """name: "sleep"
+backend: "sleep"
+max_batch_size: 0
+input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+SIMPLE_CONFIG = """name: "simple"
+backend: "add_sub"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "engine_only(reason): tests an engine process's internals, not a door")

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import BIN, start_server
+from conftest import BIN, SIMPLE_CONFIG, SLEEP_CONFIG, start_server
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -29,33 +29,6 @@ IN_PROCESS = pytest.mark.engine_only("an in-process job: no server for a gateway
 SUMMARY = re.compile(
     r"^(\d+) rows written, (\d+) failed, (\d+) resumed of (\d+) in [\d.]+ s \([\d.]+ rows/s\), (\d+) parts"
     r"(?:, (\d+) tokens \([\d.]+ tokens/s\))?$", re.M)
-
-# The built-in sleep backend: holds its one instance MS milliseconds, answers OUT = MS.
-SLEEP = """name: "sleep"
-backend: "sleep"
-max_batch_size: 0
-input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
-
-# The demo repository's `simple` (engine/src/builtin/demo.rs): OUTPUT0 = sum, OUTPUT1 =
-# difference. Written into the test's own repository so that parallel jobs never share
-# (nor race to write) the cache's demo repository.
-SIMPLE = """name: "simple"
-backend: "add_sub"
-max_batch_size: 8
-input [
-  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
-  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
-  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
-]
-dynamic_batching { }
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
 
 
 def environment(extra=None):
@@ -120,7 +93,7 @@ def repository(root, **models):
 
 @IN_PROCESS
 def test_a_killed_job_resumes_to_exactly_the_rows_of_a_clean_run(tmp_path):
-    repo = repository(tmp_path / "models", sleep=SLEEP)
+    repo = repository(tmp_path / "models", sleep=SLEEP_CONFIG)
     rows = 400
     ids = [1000 + 3 * i for i in range(rows)]
     ms = [5 + i % 11 for i in range(rows)]  # 10 ms a row on average: about 4 s a run.
@@ -334,7 +307,7 @@ def test_smollm2_generates_every_row_within_max_tokens(tmp_path):
 
 @IN_PROCESS
 def test_shards_from_job_completion_index_cover_the_input_exactly_once(tmp_path):
-    repo = repository(tmp_path / "models", simple=SIMPLE)
+    repo = repository(tmp_path / "models", simple=SIMPLE_CONFIG)
     (tmp_path / "in").mkdir()
     expected = {}
     for name, count, start in (("a", 45, 0), ("b", 30, 45)):
@@ -383,7 +356,7 @@ def test_shards_from_job_completion_index_cover_the_input_exactly_once(tmp_path)
 @pytest.mark.parametrize("case", ["missing column", "unknown model", "unknown tensor", "shard index",
                                   "no input", "no server"])
 def test_a_bad_invocation_fails_with_one_error_line_before_any_work(tmp_path, case):
-    repo = repository(tmp_path / "models", simple=SIMPLE)
+    repo = repository(tmp_path / "models", simple=SIMPLE_CONFIG)
     source = tmp_path / "in.parquet"
     columns = {"id": [1, 2], "INPUT0": pa.array([[1] * 16] * 2, pa.list_(pa.int32()))}
     if case != "missing column":

@@ -26,17 +26,10 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from conftest import start_server
+from conftest import SLEEP_CONFIG, start_server
 
 pytestmark = pytest.mark.timeout(180)
 
-SLEEP = """name: "sleep"
-backend: "sleep"
-max_batch_size: 0
-input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
 
 HOLD_MS = 1500
 
@@ -69,7 +62,7 @@ def counts(srv):
 def srv(tmp_path_factory):
     repo = tmp_path_factory.mktemp("models")
     (repo / "sleep" / "1").mkdir(parents=True)
-    (repo / "sleep" / "config.pbtxt").write_text(SLEEP)
+    (repo / "sleep" / "config.pbtxt").write_text(SLEEP_CONFIG)
     server = start_server(["--model-repository", str(repo)])
     yield server
     server.stop()

@@ -35,7 +35,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import THROUGH_GATEWAY, start_server
+from conftest import SLEEP_CONFIG, THROUGH_GATEWAY, start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,14 +45,6 @@ GRPC_CLIENTS = 3
 EXIT_TIMEOUT = 20        # --exit-timeout-secs
 ACCEPTED_MARGIN = 0.5    # a request sent this long before the signal has surely reached the server
 AT_ONCE = 1.0            # seconds after the signal within which readiness must be false
-
-SLEEP = """name: "sleep"
-backend: "sleep"
-max_batch_size: 0
-input [ { name: "MS" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
 
 
 def engine_of(srv):
@@ -80,7 +72,7 @@ def final_counts(log):
 
 def repository(root):
     (root / "sleep" / "1").mkdir(parents=True)
-    (root / "sleep" / "config.pbtxt").write_text(SLEEP)
+    (root / "sleep" / "config.pbtxt").write_text(SLEEP_CONFIG)
     return str(root)
 
 

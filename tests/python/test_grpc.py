@@ -6,7 +6,6 @@ import pathlib
 import queue
 import shutil
 import tempfile
-from functools import partial
 
 import grpc
 import numpy as np
@@ -285,8 +284,7 @@ def test_stream_deadline(server):
 
 
 def test_unimplemented_rpcs_say_so(client):
-    for call in (client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
-                 client.get_trace_settings, client.get_log_settings):
+    for call in (client.get_system_shared_memory_status, client.get_cuda_shared_memory_status):
         with pytest.raises(InferenceServerException) as e:
             call()
         assert e.value.status() == "StatusCode.UNIMPLEMENTED"

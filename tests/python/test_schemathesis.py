@@ -57,28 +57,32 @@ OPERATIONS = [
     op("POST", "/v2/models/{model}/infer"),
     op("GET", "/v2/models/{model}/ready"),
     op("GET", "/v2/models/{model}/stats"),
-    op("GET", "/v2/models/{model}/versions/{version}", finding(11)),
-    op("GET", "/v2/models/{model}/versions/{version}/config", finding(11)),
-    op("POST", "/v2/models/{model}/versions/{version}/generate", finding(11)),
-    op("POST", "/v2/models/{model}/versions/{version}/generate_stream", finding(11)),
+    op("GET", "/v2/models/{model}/versions/{version}"),
+    op("GET", "/v2/models/{model}/versions/{version}/config"),
+    op("POST", "/v2/models/{model}/versions/{version}/generate"),
+    op("POST", "/v2/models/{model}/versions/{version}/generate_stream"),
     op("POST", "/v2/models/{model}/versions/{version}/infer"),
     op("GET", "/v2/models/{model}/versions/{version}/ready"),
-    op("GET", "/v2/models/{model}/versions/{version}/stats", finding(11)),
-    op("POST", "/v2/repository/index", finding(12)),
+    op("GET", "/v2/models/{model}/versions/{version}/stats"),
+    op("POST", "/v2/repository/index"),
     op("POST", "/v2/repository/models/{model}/load"),
-    op("POST", "/v2/repository/models/{model}/unload", finding(12)),
+    op("POST", "/v2/repository/models/{model}/unload"),
+    op("GET", "/v2/trace/setting"),
+    op("POST", "/v2/trace/setting"),
+    op("GET", "/v2/models/{model}/trace/setting"),
+    op("POST", "/v2/models/{model}/trace/setting"),
+    op("GET", "/v2/logging"),
+    op("POST", "/v2/logging"),
 ]
 MODEL_CONTROL = "/v2/repository/models/"
 
 
 @pytest.fixture(scope="module")
 def control_server():
-    """Explicit model control over the built-in models, all of them loaded. Not strict:
-    generated loads of unknown models leave them UNAVAILABLE, which under strict readiness
-    takes the server (and, behind a gateway, its engine) out of rotation (FINDINGS 10, 14
-    in test_malformed.py)."""
-    srv = start_server(["--demo-models", "builtin", "--model-control-mode", "explicit", "--load-model", "*",
-                        "--strict-readiness", "false"])
+    """Explicit model control over the built-in models, all of them loaded, under strict
+    readiness: generated loads the server refuses must not take it (or, behind a gateway,
+    its engine) out of rotation."""
+    srv = start_server(["--demo-models", "builtin", "--model-control-mode", "explicit", "--load-model", "*"])
     yield srv
     srv.stop()
 
@@ -177,24 +181,31 @@ REAL = [
     real("GET", "/v2/models/{model}/stats", 404, model="nope"),
     real("GET", "/v2/models/{model}/versions/{version}", 200, model="simple", version="1"),
     real("GET", "/v2/models/{model}/versions/{version}", 404, model="simple", version="7"),
-    real("GET", "/v2/models/{model}/versions/{version}", 400, marks=[finding(11)], model="simple", version="x"),
+    real("GET", "/v2/models/{model}/versions/{version}", 400, model="simple", version="x"),
     real("GET", "/v2/models/{model}/versions/{version}/config", 200, model="simple", version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/generate", 200, GENERATE, model="identity_fp32",
          version="1"),
-    real("POST", "/v2/models/{model}/versions/{version}/generate", 404, GENERATE, marks=[finding(11)],
-         model="identity_fp32", version="7"),
+    real("POST", "/v2/models/{model}/versions/{version}/generate", 404, GENERATE, model="identity_fp32", version="7"),
     real("POST", "/v2/models/{model}/versions/{version}/generate_stream", 200, GENERATE, marks=[finding(13)],
          model="identity_fp32", version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/infer", 200, SIMPLE, model="simple", version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/infer", 400, SIMPLE, model="simple", version="-1"),
-    real("POST", "/v2/models/{model}/versions/{version}/infer", 501, REPEAT, marks=[finding(11)],
-         model="repeat_int32", version="1"),
+    real("POST", "/v2/models/{model}/versions/{version}/infer", 501, REPEAT, model="repeat_int32", version="1"),
     real("GET", "/v2/models/{model}/versions/{version}/ready", 200, model="simple", version="1"),
     real("GET", "/v2/models/{model}/versions/{version}/stats", 200, model="simple", version="1"),
     real("GET", "/v2/models/{model}/versions/{version}/stats", 404, model="simple", version="7"),
+    real("GET", "/v2/trace/setting", 200),
+    real("POST", "/v2/trace/setting", 200, {"trace_rate": "1000"}),
+    real("POST", "/v2/trace/setting", 400, {"trace_rate": "often"}),
+    real("GET", "/v2/models/{model}/trace/setting", 200, model="simple"),
+    real("GET", "/v2/models/{model}/trace/setting", 404, model="nope"),
+    real("POST", "/v2/models/{model}/trace/setting", 200, {"trace_level": None}, model="simple"),
+    real("GET", "/v2/logging", 200),
+    real("POST", "/v2/logging", 200, {"log_verbose_level": 0}),
+    real("POST", "/v2/logging", 400, {"log_verbose_level": "loud"}),
     real("POST", "/v2/repository/index", 200, {}),
     real("POST", "/v2/repository/index", 200, {"ready": True}),
-    real("POST", "/v2/repository/index", 400, {"ready": "yes"}, marks=[finding(12)]),
+    real("POST", "/v2/repository/index", 400, {"ready": "yes"}),
     real("POST", "/v2/repository/models/{model}/unload", 200, {}, model="identity_fp32"),
     real("POST", "/v2/repository/models/{model}/load", 200, {}, model="identity_fp32"),
     real("POST", "/v2/repository/models/{model}/load", 404, {}, model="not_there"),
@@ -204,8 +215,7 @@ REAL = [
          model="identity_fp32"),
     # An unload of a model the server never knew (404) has its own test with its own server in
     # test_malformed.py: today it deadlocks the server (FINDING 15).
-    real("POST", "/v2/repository/models/{model}/unload", 400, {"parameters": []}, marks=[finding(12)],
-         model="identity_fp32"),
+    real("POST", "/v2/repository/models/{model}/unload", 400, {"parameters": []}, model="identity_fp32"),
 ]
 
 

@@ -46,25 +46,24 @@ impl SchedulerLoop {
     /// around each execution) fails every waiting request and every later one, so no client
     /// hangs on a dead thread.
     pub(super) fn run(mut self) {
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.schedule()));
-        if outcome.is_ok() {
-            self.retire_watchdog();
-        }
-        if let Err(panic) = outcome {
-            let what = worker::panic_message(panic.as_ref());
-            let shared = self.batcher.shared.clone();
-            tracing::error!(model = shared.spec.name(), "scheduler panicked: {what}");
-            let _ = shared.fault.set(format!("scheduler panicked: {what}"));
-            shared.accepting.store(false, Release);
-            // Requests that passed the accepting check just before it flipped still arrive.
-            loop {
-                self.batcher.fail_all(shared.refusal());
-                if self.batcher.finished() {
-                    return;
-                }
-                self.batcher.parker.park_timeout(POLL);
+        let panic = match catch_unwind(AssertUnwindSafe(|| self.schedule())) {
+            Ok(()) => return self.retire_watchdog(),
+            Err(panic) => panic,
+        };
+        let what = worker::panic_message(panic.as_ref());
+        let shared = self.batcher.shared.clone();
+        tracing::error!(model = shared.spec.name(), "scheduler panicked: {what}");
+        let _ = shared.fault.set(format!("scheduler panicked: {what}"));
+        shared.accepting.store(false, Release);
+        // Requests that passed the accepting check just before it flipped still arrive.
+        loop {
+            self.batcher.fail_all(shared.refusal());
+            if self.batcher.finished() {
+                return;
             }
+            self.batcher.parker.park_timeout(POLL);
         }
+
     }
 
     /// Once no batch is left to form: keeps watching the batches still computing (a stuck
@@ -126,9 +125,9 @@ impl SchedulerLoop {
                 };
                 self.next_seq += 1;
                 if let Err(e) = work_txs[worker].send(batch) {
-                    for q in e.into_inner().requests {
+                    for mut q in e.into_inner().requests {
                         let error = EngineError::internal("model instance stopped");
-                        q.sink.finish(&q.ctx, Err(error));
+                        q.sink.finish(&mut q.ctx, Err(error));
                     }
                 }
             },
@@ -155,14 +154,14 @@ impl Batcher {
             self.pending.push(q);
         }
         let shared = &self.shared;
-        self.pending.reap(Instant::now(), |q, why| {
+        self.pending.reap(Instant::now(), |mut q, why| {
             shared.dequeued(&q);
             match why {
                 Dropped::Cancelled => {
                     let error = EngineError::Cancelled("the client went away".into());
-                    q.sink.finish(&q.ctx, Err(error));
+                    q.sink.finish(&mut q.ctx, Err(error));
                 }
-                Dropped::Failed(error) => q.sink.finish(&q.ctx, Err(error)),
+                Dropped::Failed(error) => q.sink.finish(&mut q.ctx, Err(error)),
             }
         });
     }
@@ -170,9 +169,9 @@ impl Batcher {
     /// Answers everything waiting with `error`.
     fn fail_all(&mut self, error: EngineError) {
         self.collect();
-        while let Some(q) = self.pending.take_one() {
+        while let Some(mut q) = self.pending.take_one() {
             self.shared.dequeued(&q);
-            q.sink.finish(&q.ctx, Err(error.clone()));
+            q.sink.finish(&mut q.ctx, Err(error.clone()));
         }
     }
 

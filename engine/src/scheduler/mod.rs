@@ -224,17 +224,8 @@ impl ModelRunner {
                 sequencer: sequencer.clone(),
                 watch,
             };
-            let name = format!("{}-inst{index}", spec.name());
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || match instance {
-                    Instance::Batched(inst) => worker.run_batched(inst),
-                    Instance::Decoupled(inst) => worker.run_decoupled(inst, slots),
-                });
             threads.push(Thread {
-                handle: spawned.map_err(|e| {
-                    EngineError::internal(format!("cannot start worker thread: {e}"))
-                })?,
+                handle: worker.spawn(instance, slots)?,
                 slot,
             });
         }

@@ -167,12 +167,12 @@ impl Watchdog {
                 spec.name()
             ))
         })?;
-        let Instance::Batched(instance) = instance else {
+        if !matches!(instance, Instance::Batched(_)) {
             return Err(EngineError::internal(format!(
                 "model '{}': the replacement of instance {index} is decoupled",
                 spec.name()
             )));
-        };
+        }
         let slot = Arc::new(RunSlot::default());
         self.slots[index] = slot.clone();
         let worker = Worker {
@@ -183,12 +183,7 @@ impl Watchdog {
             sequencer: self.sequencer.clone(),
             watch: Some((slot.clone(), self.timeout)),
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("{}-inst{index}", spec.name()))
-            .spawn(move || worker.run_batched(instance))
-            .map_err(|e| {
-                EngineError::internal(format!("cannot start a replacement instance thread: {e}"))
-            })?;
+        let handle = worker.spawn(instance, spec.max_sequences)?;
         self.replacements.push((handle, slot));
         Ok(())
     }

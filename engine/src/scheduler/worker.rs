@@ -11,10 +11,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::watchdog::RunSlot;
 use super::{Batch, Queued, Sequencer, Shared};
 use crate::sink::Responder;
+use crate::trace::Compute;
 use crate::tensor::{bytes_elements_end, element_count};
 use crate::{
-    BatchedInstance, DecoupledInstance, EngineError, ExecBatch, InferResponse, ModelSpec, Result,
-    Sequence, Tensor,
+    BatchedInstance, DecoupledInstance, EngineError, ExecBatch, InferResponse, Instance,
+    ModelSpec, Result, Sequence, Tensor,
 };
 
 pub(super) type Delivery = Vec<(Queued, Result<InferResponse>)>;
@@ -30,6 +31,22 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Runs `instance` on a thread of its own, named after the model and the instance.
+    pub(crate) fn spawn(
+        self,
+        instance: Instance,
+        slots: usize,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        let name = format!("{}-inst{}", self.shared.spec.name(), self.index);
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || match instance {
+                Instance::Batched(inst) => self.run_batched(inst),
+                Instance::Decoupled(inst) => self.run_decoupled(inst, slots),
+            })
+            .map_err(|e| EngineError::internal(format!("cannot start thread '{name}': {e}")))
+    }
+
     pub(crate) fn run_batched(self, mut instance: Box<dyn BatchedInstance>) {
         loop {
             if self.idle_tx.send(self.index).is_err() {
@@ -87,8 +104,11 @@ impl Worker {
             }
             let admitted = incoming.len();
             let now = Instant::now();
-            for q in incoming {
+            for mut q in incoming {
                 stats.record_queue(now - q.enqueued);
+                if let Some(trace) = &mut q.ctx.trace {
+                    trace.admitted(now);
+                }
                 let crate::sink::Sink::Stream(tx) = q.sink else {
                     unreachable!("submit gives decoupled requests a stream sink")
                 };
@@ -169,6 +189,17 @@ pub(super) fn execute(
     }
     let per_request = outputs.and_then(|outs| split(spec, &requests, batch.batch_size, outs));
     let split_done = Instant::now();
+    for q in requests.iter_mut() {
+        if let Some(trace) = &mut q.ctx.trace {
+            trace.computed(Compute {
+                start,
+                input_end: assembled,
+                infer_end: computed,
+                end: split_done,
+                batch_size: batch.batch_size,
+            });
+        }
+    }
     stats.record_execution(
         requests.len() as u64,
         batch.batch_size as u64,
@@ -207,8 +238,8 @@ pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Answers every request of a finished batch.
 pub(super) fn deliver(delivery: Delivery) {
-    for (q, outcome) in delivery {
-        q.sink.finish(&q.ctx, outcome);
+    for (mut q, outcome) in delivery {
+        q.sink.finish(&mut q.ctx, outcome);
     }
 }
 

@@ -93,6 +93,10 @@ pub struct GrpcArgs {
     /// A call without the header is PERMISSION_DENIED.
     #[arg(long = "grpc-restricted-protocol", value_name = "GROUPS:HEADER=VALUE")]
     pub grpc_restricted_protocol: Vec<Restriction>,
+
+    /// One access log line per call (the binary's `--access-log`, shared with the HTTP door).
+    #[arg(skip)]
+    pub access_log: bool,
 }
 
 impl Default for GrpcArgs {
@@ -109,6 +113,7 @@ impl Default for GrpcArgs {
             grpc_infer_response_compression_level: CompressionLevel::None,
             api_keys: ApiKeys::default(),
             grpc_restricted_protocol: Vec::new(),
+            access_log: false,
         }
     }
 }

@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use nereid_engine::{EngineError, InferRequest, InferResponse, ModelConfig, ModelMetadata};
+use nereid_engine::trace::{REQUEST_ID, TRACEPARENT};
+use nereid_engine::{
+    EngineError, InferRequest, InferResponse, ModelConfig, ModelMetadata, Origin,
+};
 use nereid_proto::inference::{
     ModelConfigRequest, ModelMetadataRequest, ModelReadyRequest, ServerLiveRequest,
     ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
@@ -160,6 +163,24 @@ impl GrpcClient {
         request
     }
 
+    /// A call's request carrying this client's credentials and what `origin` says: its
+    /// request id and trace context, as metadata.
+    fn request_from<T>(&self, message: T, origin: &Origin) -> tonic::Request<T> {
+        let mut request = self.request(message);
+        let metadata = request.metadata_mut();
+        if let Ok(id) = MetadataValue::try_from(origin.request_id.as_str()) {
+            if !origin.request_id.is_empty() {
+                metadata.insert(REQUEST_ID, id);
+            }
+        }
+        if let Some(parent) = &origin.trace_parent {
+            if let Ok(value) = MetadataValue::try_from(parent.to_string()) {
+                metadata.insert(TRACEPARENT, value);
+            }
+        }
+        request
+    }
+
     /// The generated client, for RPCs this type does not wrap.
     pub fn raw(&self) -> GrpcInferenceServiceClient<Channel> {
         self.inner.clone()
@@ -238,10 +259,12 @@ impl GrpcClient {
         })
     }
 
-    /// Runs one request. Its `deadline`, if any, travels as `grpc-timeout`.
+    /// Runs one request. Its `deadline`, if any, travels as `grpc-timeout`, its request id
+    /// and trace context as `x-request-id` and `traceparent`.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let deadline = request.deadline;
-        let mut call = self.request(convert::request_to_wire(request));
+        let origin = request.origin.clone();
+        let mut call = self.request_from(convert::request_to_wire(request), &origin);
         if let Some(d) = deadline {
             call.set_timeout(d.saturating_duration_since(Instant::now()));
         }
@@ -269,9 +292,11 @@ impl GrpcClient {
     /// as it arrives (many per request for decoupled models; [`InferResponse::is_final`]
     /// marks each request's last). A failed request yields [`ClientError::Stream`] and the
     /// stream goes on; a failed call yields [`ClientError::Status`] and ends it. Dropping
-    /// the returned stream cancels the call.
+    /// the returned stream cancels the call, which carries `origin`'s request id and trace
+    /// context.
     pub async fn stream_infer<S>(
         &self,
+        origin: &Origin,
         requests: S,
     ) -> Result<impl Stream<Item = Result<InferResponse>> + Send + 'static>
     where
@@ -280,7 +305,7 @@ impl GrpcClient {
         let outbound = requests.map(convert::request_to_wire);
         let inbound = self
             .raw()
-            .model_stream_infer(self.request(outbound))
+            .model_stream_infer(self.request_from(outbound, origin))
             .await?
             .into_inner();
         Ok(inbound.map(|item| {

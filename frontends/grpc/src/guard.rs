@@ -4,15 +4,20 @@
 
 use std::task::{Context, Poll};
 
+use nereid_engine::trace::{Access, REQUEST_ID, TRACEPARENT};
+use nereid_engine::Origin;
 use nereid_kserve::{ApiGroup, ApiKeys, Restrictions, UNAUTHORIZED};
 use tonic::body::Body;
-use tonic::codegen::http::{Request, Response};
+use tonic::codegen::http::{HeaderValue, Request, Response};
 use tonic::server::NamedService;
 use tower::Service;
 
+/// The path prefix of the inference service's methods.
+const SERVICE_PREFIX: &str = "/inference.GRPCInferenceService/";
+
 /// The KServe v2 method of a path under `inference.GRPCInferenceService`, by group.
 pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
-    let method = path.strip_prefix("/inference.GRPCInferenceService/")?;
+    let method = path.strip_prefix(SERVICE_PREFIX)?;
     Some(match method {
         "ServerLive" | "ServerReady" | "ModelReady" => ApiGroup::Health,
         "ServerMetadata" | "ModelMetadata" => ApiGroup::Metadata,
@@ -24,18 +29,25 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
         }
         "TraceSetting" => ApiGroup::Trace,
         "LogSettings" => ApiGroup::Logging,
-        m if m.contains("SharedMemory") => ApiGroup::SharedMemory,
+        "SystemSharedMemoryStatus"
+        | "SystemSharedMemoryRegister"
+        | "SystemSharedMemoryUnregister"
+        | "CudaSharedMemoryStatus"
+        | "CudaSharedMemoryRegister"
+        | "CudaSharedMemoryUnregister" => ApiGroup::SharedMemory,
         _ => return None,
     })
 }
 
 /// Wraps the inference service: a call without an accepted API key is UNAUTHENTICATED,
-/// one to a restricted group without its header PERMISSION_DENIED.
+/// one to a restricted group without its header PERMISSION_DENIED, one to a method the
+/// service does not have UNIMPLEMENTED naming it (tonic's own answer has no message).
 #[derive(Clone)]
 pub(crate) struct Guarded<S> {
     pub(crate) inner: S,
     pub(crate) keys: ApiKeys,
     pub(crate) restrictions: Restrictions,
+    pub(crate) access_log: bool,
 }
 
 impl<S: NamedService> NamedService for Guarded<S> {
@@ -48,14 +60,45 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future =
-        futures::future::Either<S::Future, std::future::Ready<Result<Response<Body>, S::Error>>>;
+    type Future = Echo<
+        futures::future::Either<S::Future, std::future::Ready<Result<Response<Body>, S::Error>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    /// Also tags the call with its [`Origin`] (request id, trace context) for the service,
+    /// and its answer's headers with the request id.
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let headers = request.headers();
+        let origin = Origin::received(
+            headers.get(REQUEST_ID).map(|v| v.as_bytes()),
+            headers.get(TRACEPARENT).map(|v| v.as_bytes()),
+        );
+        let request_id = HeaderValue::from_str(&origin.request_id).ok();
+        let access = self.access_log.then(|| AccessStart {
+            started: std::time::Instant::now(),
+            rpc: request.uri().path().to_string(),
+            origin: origin.clone(),
+        });
+        request.extensions_mut().insert(origin);
+        Echo {
+            inner: self.guard(request),
+            request_id,
+            access,
+        }
+    }
+}
+
+impl<S> Guarded<S> {
+    fn guard<B>(
+        &mut self,
+        request: Request<B>,
+    ) -> futures::future::Either<S::Future, std::future::Ready<Result<Response<Body>, S::Error>>>
+    where
+        S: Service<Request<B>, Response = Response<Body>>,
+    {
         let headers = request.headers();
         let refusal = if !self.keys.allows(
             headers
@@ -63,13 +106,19 @@ where
                 .map(|v| v.as_bytes()),
         ) {
             Some(tonic::Status::unauthenticated(UNAUTHORIZED))
-        } else if let Some(group) = api_group(request.uri().path()) {
-            self.restrictions
-                .check(group, |name| headers.get(name).map(|v| v.as_bytes()))
-                .err()
-                .map(tonic::Status::permission_denied)
         } else {
-            None
+            let path = request.uri().path();
+            match api_group(path) {
+                Some(group) => self
+                    .restrictions
+                    .check(group, |name| headers.get(name).map(|v| v.as_bytes()))
+                    .err()
+                    .map(tonic::Status::permission_denied),
+                None => Some(tonic::Status::unimplemented(format!(
+                    "unknown method '{}' of service 'inference.GRPCInferenceService'",
+                    path.strip_prefix(SERVICE_PREFIX).unwrap_or(path)
+                ))),
+            }
         };
         match refusal {
             Some(status) => {
@@ -77,6 +126,65 @@ where
             }
             None => futures::future::Either::Left(self.inner.call(request)),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer, with the request id it answers in its headers.
+    pub(crate) struct Echo<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+        access: Option<AccessStart>,
+    }
+}
+
+/// What the access log line of a call needs from its arrival.
+pub(crate) struct AccessStart {
+    started: std::time::Instant,
+    rpc: String,
+    origin: Origin,
+}
+
+/// The model a call named, set by the service on its answer for the access log.
+#[derive(Debug, Clone)]
+pub(crate) struct CalledModel(pub(crate) String);
+
+impl<F, E> std::future::Future for Echo<F>
+where
+    F: std::future::Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        if let Some(a) = this.access.take() {
+            // A call that failed before its answer began carries its status in the head;
+            // otherwise the status comes in the trailers, after this line: the head says OK.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from);
+            let model = response.extensions().get::<CalledModel>();
+            Access {
+                door: "grpc",
+                route: a.rpc.rsplit('/').next().unwrap_or(&a.rpc),
+                model: model.map(|m| m.0.as_str()),
+                status: &format!("{code:?}"),
+                duration: a.started.elapsed(),
+                bytes_in: None,
+                bytes_out: None,
+                origin: &a.origin,
+            }
+            .log();
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -103,5 +211,6 @@ mod tests {
             );
         }
         assert_eq!(api_group("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(api_group("/inference.GRPCInferenceService/NoSharedMemory"), None);
     }
 }

@@ -122,6 +122,7 @@ fn inference_server(
         inner: server,
         keys: args.api_keys.clone(),
         restrictions,
+        access_log: args.access_log,
     })
 }
 

@@ -1,13 +1,14 @@
 //! `inference.GRPCInferenceService` over the engine: each RPC decodes its message, calls
 //! the engine, and encodes the answer. Status codes come only from [`crate::status`].
 
-use nereid_engine::Engine;
+use nereid_engine::{Engine, Origin};
 use nereid_proto::inference::*;
 use nereid_proto::GrpcInferenceService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
 use crate::deadline::Deadline;
+use crate::guard::CalledModel;
 use crate::status::{not_built, to_status};
 use crate::stop::Stop;
 use crate::stream::{self, OutStream};
@@ -29,6 +30,11 @@ impl InferenceService {
     pub(crate) fn with_stop(engine: Engine, stop: Stop) -> Self {
         Self { engine, stop }
     }
+}
+
+/// The request id and trace context [`crate::guard`] read from the call's metadata.
+fn origin_of<T>(req: &Request<T>) -> Origin {
+    req.extensions().get::<Origin>().cloned().unwrap_or_default()
 }
 
 fn version(v: &str) -> Result<Option<i64>, Status> {
@@ -93,12 +99,17 @@ impl GrpcInferenceService for InferenceService {
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = Deadline::of(&req);
-        let request =
+        let origin = origin_of(&req);
+        let mut request =
             convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
+        request.origin = origin;
+        let model = CalledModel(request.model_name.clone());
         // Dropping this future (client gone, deadline passed: see `DeadlineLayer`) takes the
         // request out of the engine's queue.
         let response = self.engine.infer(request).await.map_err(to_status)?;
-        Ok(Response::new(convert::response_to_wire(response, false)))
+        let mut response = Response::new(convert::response_to_wire(response, false));
+        response.extensions_mut().insert(model);
+        Ok(response)
     }
 
     type ModelStreamInferStream = OutStream;
@@ -108,10 +119,12 @@ impl GrpcInferenceService for InferenceService {
         req: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let deadline = Deadline::of(&req);
+        let origin = origin_of(&req);
         Ok(Response::new(stream::start(
             self.engine.clone(),
             req.into_inner(),
             deadline,
+            origin,
             self.stop.clone(),
         )))
     }
@@ -222,21 +235,36 @@ impl GrpcInferenceService for InferenceService {
 
     async fn trace_setting(
         &self,
-        _: Request<TraceSettingRequest>,
+        req: Request<TraceSettingRequest>,
     ) -> Result<Response<TraceSettingResponse>, Status> {
-        Err(not_built(
-            "TraceSetting",
-            "request tracing is not supported; use the server's logs and metrics",
-        ))
+        let req = req.into_inner();
+        let model = Some(req.model_name.as_str()).filter(|m| !m.is_empty());
+        let settings = if req.settings.is_empty() {
+            self.engine.trace_settings(model)
+        } else {
+            let update = convert::settings::trace_update_from_wire(req.settings);
+            self.engine.update_trace_settings(model, &update)
+        }
+        .map_err(to_status)?;
+        Ok(Response::new(convert::settings::trace_settings_to_wire(
+            &settings,
+        )))
     }
 
     async fn log_settings(
         &self,
-        _: Request<LogSettingsRequest>,
+        req: Request<LogSettingsRequest>,
     ) -> Result<Response<LogSettingsResponse>, Status> {
-        Err(not_built(
-            "LogSettings",
-            "log settings are fixed at start (RUST_LOG / --log-* flags)",
-        ))
+        let req = req.into_inner();
+        let settings = if req.settings.is_empty() {
+            self.engine.log_settings()
+        } else {
+            let update = convert::settings::log_update_from_wire(req.settings)?;
+            self.engine.update_log_settings(&update)
+        }
+        .map_err(to_status)?;
+        Ok(Response::new(convert::settings::log_settings_to_wire(
+            &settings,
+        )))
     }
 }

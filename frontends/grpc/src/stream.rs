@@ -12,7 +12,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use nereid_engine::{Engine, EngineError, ResponseStream};
+use nereid_engine::{Engine, EngineError, Origin, ResponseStream};
 use nereid_proto::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -38,10 +38,11 @@ pub(crate) fn start(
     engine: Engine,
     inbound: Streaming<ModelInferRequest>,
     deadline: Deadline,
+    origin: Origin,
     stop: Stop,
 ) -> OutStream {
     let (tx, mut rx) = mpsc::channel(OUT_BUFFER);
-    tokio::spawn(read_requests(engine, inbound, deadline, stop, tx));
+    tokio::spawn(read_requests(engine, inbound, deadline, origin, stop, tx));
     Box::pin(async_stream::stream! {
         // The call's grpc-timeout bounds the whole stream, as gRPC clients expect; tonic
         // only enforces it until the response headers leave.
@@ -100,6 +101,7 @@ async fn read_requests(
     engine: Engine,
     mut inbound: Streaming<ModelInferRequest>,
     deadline: Deadline,
+    origin: Origin,
     mut stop: Stop,
     tx: Sender,
 ) {
@@ -112,7 +114,7 @@ async fn read_requests(
         };
         match next {
             Ok(Some(msg)) => {
-                if !submit(&engine, msg, deadline, &tx).await {
+                if !submit(&engine, msg, deadline, &origin, &tx).await {
                     return;
                 }
             }
@@ -128,7 +130,13 @@ async fn read_requests(
 }
 
 /// Submits one request; returns false when the client is gone.
-async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx: &Sender) -> bool {
+async fn submit(
+    engine: &Engine,
+    msg: ModelInferRequest,
+    deadline: Deadline,
+    origin: &Origin,
+    tx: &Sender,
+) -> bool {
     let mut info = RequestInfo {
         model_name: msg.model_name.clone(),
         model_version: msg.model_version.clone(),
@@ -137,7 +145,10 @@ async fn submit(engine: &Engine, msg: ModelInferRequest, deadline: Deadline, tx:
             .unwrap_or(false),
     };
     let submitted =
-        convert::request_from_wire(msg, deadline.instant()).and_then(|r| engine.infer_stream(r));
+        convert::request_from_wire(msg, deadline.instant()).and_then(|mut r| {
+            r.origin = origin.clone();
+            engine.infer_stream(r)
+        });
     match submitted {
         Ok(responses) => {
             info.send_empty_final |= !responses.is_decoupled();

@@ -435,12 +435,6 @@ async fn rpcs_not_built_answer_unimplemented() {
         c.cuda_shared_memory_unregister(CudaSharedMemoryUnregisterRequest::default())
             .await
             .map(|_| ()),
-        c.trace_setting(TraceSettingRequest::default())
-            .await
-            .map(|_| ()),
-        c.log_settings(LogSettingsRequest::default())
-            .await
-            .map(|_| ()),
     ];
     for result in codes {
         let err = result.unwrap_err();

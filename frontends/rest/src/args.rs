@@ -53,10 +53,25 @@ pub struct RestArgs {
     /// A request without the header is 403.
     #[arg(long = "http-restricted-api", value_name = "GROUPS:HEADER=VALUE")]
     pub http_restricted_api: Vec<Restriction>,
+
+    /// Server-sent event streams (generate_stream, OpenAI `stream: true`) one client IP
+    /// address may have open at once; past it a new stream is 429 with `Retry-After`.
+    /// 0: no limit (the default, as clients behind one proxy share its address).
+    #[arg(
+        long = "http-max-streams-per-client",
+        env = "NEREID_HTTP_MAX_STREAMS_PER_CLIENT",
+        default_value_t = 0
+    )]
+    pub http_max_streams_per_client: usize,
+
+    /// One access log line per request (the binary's `--access-log`, shared with the gRPC
+    /// door).
+    #[arg(skip)]
+    pub access_log: bool,
 }
 
 impl Default for RestArgs {
-    /// The defaults of the command line: 64 MiB bodies, cleartext.
+    /// The defaults of the command line: 64 MiB bodies, cleartext, no stream limit.
     fn default() -> Self {
         Self {
             http_max_input_size: DEFAULT_MAX_INPUT_SIZE,
@@ -65,6 +80,8 @@ impl Default for RestArgs {
             http_server_key: None,
             api_keys: ApiKeys::default(),
             http_restricted_api: Vec::new(),
+            http_max_streams_per_client: 0,
+            access_log: false,
         }
     }
 }

@@ -14,14 +14,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
 use nereid_engine::tensor::encode_bytes_elements;
+use axum::Extension;
 use nereid_engine::{
-    DataType, Engine, EngineError, InferRequest, InferResponse, ResponseStream, Tensor, TensorSpec,
+    DataType, Engine, EngineError, InferRequest, InferResponse, Origin, ResponseStream, Tensor,
+    TensorSpec,
 };
 use serde_json::Value;
 
 use crate::body::read_body;
 use crate::error::{error_json, ApiError, ApiResult};
-use crate::openapi::schema;
+use crate::openapi::{answers, schema};
 use crate::state::{path_version, AppState};
 
 /// Builds the engine request of a generate body for `model`.
@@ -135,10 +137,12 @@ async fn generate(
     state: AppState,
     model: &str,
     version: Option<i64>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(body, state.max_input_size).await?;
-    let request = build_request(&state.engine, model, version, &body)?;
+    let mut request = build_request(&state.engine, model, version, &body)?;
+    request.origin = origin.map(|o| o.0).unwrap_or_default();
     let mut stream = state.engine.infer_stream(request)?;
     let mut merged = Vec::new();
     let mut last: Option<InferResponse> = None;
@@ -214,10 +218,12 @@ async fn generate_stream(
     state: AppState,
     model: &str,
     version: Option<i64>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let body: Bytes = read_body(body, state.max_input_size).await?;
-    let request = build_request(&state.engine, model, version, &body)?;
+    let mut request = build_request(&state.engine, model, version, &body)?;
+    request.origin = origin.map(|o| o.0).unwrap_or_default();
     let mut rx = state.engine.infer_stream(request)?;
     // Wait for the first response so an error before any event is a plain HTTP error.
     loop {
@@ -241,14 +247,17 @@ async fn generate_stream(
     params(("model" = String, Path, description = "Model name")),
     request_body(content = schema::GenerateRequest),
     responses((status = 200, description = "The model's outputs as keys", body = schema::GenerateResponse),
-              (status = 400, description = "Bad request", body = schema::ErrorBody),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Unavailable))]
 pub(crate) async fn model_generate(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
-    generate(state, &model, None, body).await
+    generate(state, &model, None, origin, body).await
 }
 
 /// Generate on one model version.
@@ -256,14 +265,18 @@ pub(crate) async fn model_generate(
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version")),
     request_body(content = schema::GenerateRequest),
     responses((status = 200, description = "The model's outputs as keys", body = schema::GenerateResponse),
-              (status = 400, description = "Bad request", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Unavailable))]
 pub(crate) async fn model_version_generate(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let version = path_version(&version)?;
-    generate(state, &model, version, body).await
+    generate(state, &model, version, origin, body).await
 }
 
 /// Streamed generate: Server-Sent Events `data: {...}`, one per response; an error after
@@ -273,14 +286,17 @@ pub(crate) async fn model_version_generate(
     request_body(content = schema::GenerateRequest),
     responses((status = 200, description = "text/event-stream of generate responses", content_type = "text/event-stream",
                body = schema::GenerateResponse),
-              (status = 400, description = "Bad request", body = schema::ErrorBody),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Unavailable))]
 pub(crate) async fn model_generate_stream(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
-    generate_stream(state, &model, None, body).await
+    generate_stream(state, &model, None, origin, body).await
 }
 
 /// Streamed generate on one model version.
@@ -289,12 +305,16 @@ pub(crate) async fn model_generate_stream(
     request_body(content = schema::GenerateRequest),
     responses((status = 200, description = "text/event-stream of generate responses", content_type = "text/event-stream",
                body = schema::GenerateResponse),
-              (status = 400, description = "Bad request", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Unavailable))]
 pub(crate) async fn model_version_generate_stream(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let version = path_version(&version)?;
-    generate_stream(state, &model, version, body).await
+    generate_stream(state, &model, version, origin, body).await
 }

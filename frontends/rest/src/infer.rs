@@ -4,13 +4,14 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use nereid_engine::Engine;
+use axum::Extension;
+use nereid_engine::{Engine, Origin};
 use nereid_kserve::{binary_outputs, decode_infer_request, write_infer_response, ResponseForm};
 
 use crate::binary;
 use crate::body::read_body;
 use crate::error::ApiResult;
-use crate::openapi::schema;
+use crate::openapi::{answers, schema};
 use crate::state::{path_version, AppState};
 
 /// Runs one inference from a received body on `engine`.
@@ -19,6 +20,7 @@ pub(crate) async fn run(
     model: &str,
     version: Option<i64>,
     headers: &HeaderMap,
+    origin: Origin,
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
     let body = nereid_kserve::Body::split(body, binary::header_length(headers)?)?;
@@ -26,9 +28,9 @@ pub(crate) async fn run(
     binary::check_output_parameters(&decoded.header.outputs)?;
     let requested = decoded.header.outputs.clone();
     let parameters = decoded.header.parameters.clone();
-    let response = engine
-        .infer(decoded.into_request(model.to_string(), version))
-        .await?;
+    let mut request = decoded.into_request(model.to_string(), version);
+    request.origin = origin;
+    let response = engine.infer(request).await?;
     let flags = binary_outputs(&response, &requested, &parameters, false);
     let json = write_infer_response(&response, &flags, ResponseForm::Unary)?;
     Ok(binary::respond(json, &response, &flags))
@@ -38,10 +40,12 @@ async fn infer(
     model: &str,
     version: Option<i64>,
     headers: HeaderMap,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(body, state.max_input_size).await?;
-    run(&state.engine, model, version, &headers, body).await
+    let origin = origin.map(|o| o.0).unwrap_or_default();
+    run(&state.engine, model, version, &headers, origin, body).await
 }
 
 /// Inference on a model's newest ready version.
@@ -52,18 +56,19 @@ async fn infer(
     request_body(content = schema::InferRequest, description = "JSON, or a JSON header followed by raw tensors \
         (binary tensor extension); may be gzip or deflate compressed (Content-Encoding)"),
     responses((status = 200, description = "Outputs, as JSON or a JSON header plus raw tensors", body = schema::InferResponse),
-              (status = 400, description = "Malformed request or input that does not fit the model", body = schema::ErrorBody),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody),
-              (status = 413, description = "Body over --http-max-input-size", body = schema::ErrorBody),
-              (status = 501, description = "The model is decoupled: use generate_stream", body = schema::ErrorBody),
-              (status = 503, description = "Model not ready, queue full or server draining", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Decoupled,
+              answers::Unavailable))]
 pub(crate) async fn model_infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
-    infer(state, &model, None, headers, body).await
+    infer(state, &model, None, headers, origin, body).await
 }
 
 /// Inference on one model version.
@@ -71,14 +76,18 @@ pub(crate) async fn model_infer(
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version")),
     request_body(content = schema::InferRequest, description = "As for /v2/models/{model}/infer"),
     responses((status = 200, description = "Outputs", body = schema::InferResponse),
-              (status = 400, description = "Bad request", body = schema::ErrorBody),
-              (status = 404, description = "Unknown model or version", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::TooLarge,
+              answers::Decoupled,
+              answers::Unavailable))]
 pub(crate) async fn model_version_infer(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
+    origin: Option<Extension<Origin>>,
     body: Body,
 ) -> ApiResult<Response> {
     let version = path_version(&version)?;
-    infer(state, &model, version, headers, body).await
+    infer(state, &model, version, headers, origin, body).await
 }

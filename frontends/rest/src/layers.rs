@@ -1,6 +1,7 @@
 //! The one layer stack every HTTP route runs under, whichever door it belongs to (KServe,
-//! OpenAI, WebSocket): API keys, restricted API groups, the body limit, request decompression, response
-//! compression, and the wording of errors the stack itself produces. Routes are merged first, then layered
+//! OpenAI, WebSocket): API keys, restricted API groups, event streams per client, the body
+//! limit, request decompression, response compression, and the wording of errors the stack
+//! itself produces. Routes are merged first, then layered
 //! once, so no door escapes a limit or gets a differently shaped error.
 
 use std::future::Future;
@@ -19,9 +20,12 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use nereid_engine::trace::{Access, REQUEST_ID, TRACEPARENT};
+use nereid_engine::Origin;
 use nereid_kserve::{ApiKeys, Restrictions, UNAUTHORIZED};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RETRY_AFTER_SECS};
+use crate::streams::{self, ClientAddr, StreamLimit};
 use crate::RestArgs;
 
 /// How a door words an error: its status and message, as that door's clients expect them.
@@ -45,6 +49,8 @@ struct Shaping {
     limit: usize,
     keys: ApiKeys,
     restrictions: Restrictions,
+    streams: Option<StreamLimit>,
+    access_log: bool,
 }
 
 /// Routes open without an API key: the probes'.
@@ -61,6 +67,8 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
         limit: args.http_max_input_size,
         keys: args.api_keys.clone(),
         restrictions: args.http_restricted_api.iter().cloned().collect(),
+        streams: StreamLimit::new(args.http_max_streams_per_client),
+        access_log: args.access_log,
     };
     routes
         // The limit below is the only one: axum's own 2 MiB default for extractors is off.
@@ -103,13 +111,42 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ShapeFuture<S::Future>;
+    type Future = Echo<ShapeFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    /// Tags the request with its [`Origin`] (request id, trace context) for the routes,
+    /// and its answer with the request id.
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let headers = request.headers();
+        let origin = Origin::received(
+            headers.get(REQUEST_ID).map(HeaderValue::as_bytes),
+            headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        );
+        let request_id = HeaderValue::from_str(&origin.request_id).ok();
+        let access = self.shaping.access_log.then(|| AccessStart {
+            started: std::time::Instant::now(),
+            route: request.uri().path().to_string(),
+            bytes_in: content_length(request.headers())
+                .or_else(|| http_body::Body::size_hint(request.body()).exact()),
+            origin: origin.clone(),
+        });
+        request.extensions_mut().insert(origin);
+        Echo {
+            inner: self.shape(request),
+            request_id,
+            access,
+        }
+    }
+}
+
+impl<S> ShapeErrors<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    fn shape(&mut self, request: Request) -> ShapeFuture<S::Future> {
         let path = request.uri().path();
         let door = self
             .shaping
@@ -148,11 +185,81 @@ where
                 };
             }
         }
+        let streams = self.shaping.streams.as_ref().and_then(|limit| {
+            let client = request.extensions().get::<ClientAddr>()?;
+            Some((limit.clone(), client.0))
+        });
         ShapeFuture::Route {
             route: self.inner.call(request),
             door,
             limit: self.shaping.limit,
+            streams,
         }
+    }
+}
+
+pin_project! {
+    /// The answer, with the request id it answers.
+    pub(crate) struct Echo<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+        access: Option<AccessStart>,
+    }
+}
+
+/// What the access log line of a request needs from its arrival.
+struct AccessStart {
+    started: std::time::Instant,
+    route: String,
+    bytes_in: Option<u64>,
+    origin: Origin,
+}
+
+fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The model a KServe path names (`/v2/models/{model}/...`).
+fn model_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/v2/models/")?
+        .split('/')
+        .next()
+        .filter(|m| !m.is_empty() && *m != "stats")
+}
+
+impl<F, E> Future for Echo<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        if let Some(a) = this.access.take() {
+            Access {
+                door: "http",
+                route: &a.route,
+                model: model_of(&a.route),
+                status: response.status().as_str(),
+                duration: a.started.elapsed(),
+                bytes_in: a.bytes_in,
+                bytes_out: content_length(response.headers())
+                    .or_else(|| http_body::Body::size_hint(response.body()).exact()),
+                origin: &a.origin,
+            }
+            .log();
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -160,7 +267,13 @@ pin_project! {
     /// The route's response, or (for a plain-text error) its rewording.
     #[project = ShapeState]
     enum ShapeFuture<F> {
-        Route { #[pin] route: F, door: Option<Door>, limit: usize },
+        Route {
+            #[pin] route: F,
+            door: Option<Door>,
+            limit: usize,
+            // The client's stream limit, when one is set and the peer is known.
+            streams: Option<(StreamLimit, std::net::IpAddr)>,
+        },
         Reword { reword: Pin<Box<dyn Future<Output = Response> + Send>> },
     }
 }
@@ -174,9 +287,38 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                ShapeState::Route { route, door, limit } => {
+                ShapeState::Route {
+                    route,
+                    door,
+                    limit,
+                    streams,
+                } => {
                     let response = ready!(route.poll(cx))?;
                     let status = response.status();
+                    if let Some((streams, client)) = streams.take() {
+                        if status.is_success() && streams::is_event_stream(&response) {
+                            let response = match streams.admit(client) {
+                                Some(slot) => streams::hold(response, slot),
+                                // Dropping the stream cancels what it started in the engine.
+                                None => {
+                                    let refusal = (
+                                        StatusCode::TOO_MANY_REQUESTS,
+                                        format!(
+                                            "this client address has {} event streams open, the \
+                                             most --http-max-streams-per-client allows; close one \
+                                             or retry later",
+                                            streams.max()
+                                        ),
+                                    )
+                                        .into_response();
+                                    let reword = Box::pin(reword(refusal, *door, *limit));
+                                    self.set(ShapeFuture::Reword { reword });
+                                    continue;
+                                }
+                            };
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
                     if !(status.is_client_error() || status.is_server_error()) || is_json(&response)
                     {
                         return Poll::Ready(Ok(response));
@@ -209,6 +351,11 @@ async fn reword(response: Response, door: Option<Door>, limit: usize) -> Respons
         shaped
             .headers_mut()
             .insert(header::ACCEPT_ENCODING, accepted);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        shaped
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     if status == StatusCode::UNAUTHORIZED {
         shaped

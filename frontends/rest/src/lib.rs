@@ -29,7 +29,9 @@ mod openapi;
 mod repository;
 mod routes;
 mod server;
+mod settings;
 mod state;
+mod streams;
 
 pub use args::{parse_size, RestArgs, DEFAULT_MAX_INPUT_SIZE};
 pub use bare::{bare_router, serve_bare};

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::schema;
+use crate::openapi::{answers, schema};
 use crate::state::{path_version, AppState};
 
 /// Protocol extensions this server speaks (the `extensions` of server metadata).
@@ -19,6 +19,8 @@ pub const EXTENSIONS: &[&str] = &[
     "schedule_policy",
     "statistics",
     "generate",
+    "trace",
+    "logging",
 ];
 
 /// Server metadata.
@@ -61,8 +63,8 @@ fn metadata(state: &AppState, model: &str, version: Option<i64>) -> ApiResult<Re
 #[utoipa::path(get, path = "/v2/models/{model}", tag = "model",
     params(("model" = String, Path, description = "Model name")),
     responses((status = 200, description = "Model metadata", body = schema::ModelMetadata),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody),
-              (status = 503, description = "The model is not ready", body = schema::ErrorBody)))]
+              answers::NotFound,
+              answers::Unavailable))]
 pub(crate) async fn model_metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -74,7 +76,9 @@ pub(crate) async fn model_metadata(
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "model",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version")),
     responses((status = 200, description = "Model metadata", body = schema::ModelMetadata),
-              (status = 404, description = "Unknown model or version", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound,
+              answers::Unavailable))]
 pub(crate) async fn model_version_metadata(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -123,7 +127,7 @@ fn config(state: &AppState, model: &str, version: Option<i64>) -> ApiResult<Resp
 #[utoipa::path(get, path = "/v2/models/{model}/config", tag = "model",
     params(("model" = String, Path, description = "Model name")),
     responses((status = 200, description = "Model configuration (Triton's model_config schema)", body = Object),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody)))]
+              answers::NotFound))]
 pub(crate) async fn model_config(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -135,7 +139,8 @@ pub(crate) async fn model_config(
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/config", tag = "model",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version")),
     responses((status = 200, description = "Model configuration", body = Object),
-              (status = 404, description = "Unknown model or version", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound))]
 pub(crate) async fn model_version_config(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -159,7 +164,7 @@ pub(crate) async fn all_stats(State(state): State<AppState>) -> ApiResult<Respon
 #[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "statistics",
     params(("model" = String, Path, description = "Model name")),
     responses((status = 200, description = "Statistics", body = schema::Statistics),
-              (status = 404, description = "Unknown model", body = schema::ErrorBody)))]
+              answers::NotFound))]
 pub(crate) async fn model_stats(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -171,7 +176,8 @@ pub(crate) async fn model_stats(
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/stats", tag = "statistics",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version")),
     responses((status = 200, description = "Statistics", body = schema::Statistics),
-              (status = 404, description = "Unknown model or version", body = schema::ErrorBody)))]
+              answers::BadRequest,
+              answers::NotFound))]
 pub(crate) async fn model_version_stats(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,

@@ -22,10 +22,52 @@ use utoipa::OpenApi;
         (name = "inference", description = "Inference, JSON or binary tensors"),
         (name = "generate", description = "Triton's generate extension (JSON and SSE)"),
         (name = "statistics", description = "Triton's statistics extension"),
-        (name = "repository", description = "Model repository extension: index, load, unload")
+        (name = "repository", description = "Model repository extension: index, load, unload"),
+        (name = "trace", description = "Triton's trace extension: which requests are traced"),
+        (name = "logging", description = "Triton's logging extension: what the server logs")
     )
 )]
 pub(crate) struct ApiDoc;
+
+/// The error answers routes share, one definition each: a route lists the ones it can give.
+#[allow(dead_code)]
+pub(crate) mod answers {
+    use utoipa::IntoResponses;
+
+    use super::schema::ErrorBody;
+
+    /// 400.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 400,
+        description = "Malformed request (the message names the field), a version that is not \
+                       a positive integer, or input that does not fit the model"
+    )]
+    pub(crate) struct BadRequest(#[to_schema] ErrorBody);
+
+    /// 404.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "Unknown model, or a version it does not have")]
+    pub(crate) struct NotFound(#[to_schema] ErrorBody);
+
+    /// 413.
+    #[derive(IntoResponses)]
+    #[response(status = 413, description = "Body over --http-max-input-size")]
+    pub(crate) struct TooLarge(#[to_schema] ErrorBody);
+
+    /// 501 on the non-streaming inference routes.
+    #[derive(IntoResponses)]
+    #[response(status = 501, description = "The model is decoupled: use generate_stream")]
+    pub(crate) struct Decoupled(#[to_schema] ErrorBody);
+
+    /// 503.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 503,
+        description = "Model not ready, its queue full, the server over --max-inflight or draining"
+    )]
+    pub(crate) struct Unavailable(#[to_schema] ErrorBody);
+}
 
 /// Shapes of the JSON bodies, for the document only: the handlers read and write these
 /// with the streaming codec in `json`, not through these types.

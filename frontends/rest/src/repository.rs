@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::body::read_body;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::schema;
+use crate::openapi::{answers, schema};
 use crate::state::AppState;
 
 /// Reads an optional JSON body: empty means `T::default()`.
@@ -24,9 +24,19 @@ async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let why = nereid_kserve::describe_json_error(e.into_inner());
+        ApiError::bad_request(match field.as_str() {
+            "" | "." => format!("{what}: {why}"),
+            _ => format!("{what}, field '{field}': {why}"),
+        })
+    })?;
+    de.end().map_err(|e| {
         ApiError::bad_request(format!("{what}: {}", nereid_kserve::describe_json_error(e)))
-    })
+    })?;
+    Ok(parsed)
 }
 
 #[derive(Deserialize, Default)]
@@ -44,7 +54,9 @@ struct ControlRequest {
 /// The repository index: every model the repository holds, with its state.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "repository",
     request_body(content = Option<schema::RepositoryIndexRequest>, description = "Optional; `ready: true` lists only ready models"),
-    responses((status = 200, description = "Models and their state", body = Vec<schema::RepositoryEntry>)))]
+    responses((status = 200, description = "Models and their state", body = Vec<schema::RepositoryEntry>),
+              answers::BadRequest,
+              answers::TooLarge))]
 pub(crate) async fn repository_index(
     State(state): State<AppState>,
     body: Body,
@@ -62,7 +74,8 @@ pub(crate) async fn repository_index(
               (status = 400, description = "Bad config or model failed to load", body = schema::ErrorBody),
               (status = 404, description = "No such model in the repository", body = schema::ErrorBody),
               (status = 501, description = "File overrides are not supported", body = schema::ErrorBody),
-              (status = 503, description = "Model control is not explicit", body = schema::ErrorBody)))]
+              (status = 503, description = "Model control is not explicit", body = schema::ErrorBody),
+              answers::TooLarge))]
 pub(crate) async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -104,7 +117,9 @@ pub(crate) async fn repository_load(
     request_body(content = Option<schema::UnloadRequest>),
     responses((status = 200, description = "Unloaded"),
               (status = 404, description = "Unknown model", body = schema::ErrorBody),
-              (status = 503, description = "Model control is not explicit", body = schema::ErrorBody)))]
+              (status = 503, description = "Model control is not explicit", body = schema::ErrorBody),
+              answers::BadRequest,
+              answers::TooLarge))]
 pub(crate) async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::openapi::{docs_page, ApiDoc};
 use crate::state::AppState;
-use crate::{generate, infer, layers, metadata, repository, RestArgs};
+use crate::{generate, infer, layers, metadata, repository, settings, RestArgs};
 
 /// The KServe v2 routes with their OpenAPI annotations.
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -40,6 +40,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(repository::repository_index))
         .routes(routes!(repository::repository_load))
         .routes(routes!(repository::repository_unload))
+        .routes(routes!(
+            settings::trace_setting,
+            settings::update_trace_setting
+        ))
+        .routes(routes!(
+            settings::model_trace_setting,
+            settings::update_model_trace_setting
+        ))
+        .routes(routes!(settings::logging, settings::update_logging))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -86,9 +95,6 @@ pub fn routes(engine: Engine, args: &RestArgs) -> Router {
         )
         .route("/v2/systemsharedmemory/{*rest}", any(unsupported))
         .route("/v2/cudasharedmemory/{*rest}", any(unsupported))
-        .route("/v2/trace/setting", any(unsupported))
-        .route("/v2/models/{model}/trace/setting", any(unsupported))
-        .route("/v2/logging", any(unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -99,7 +105,7 @@ pub fn router(engine: Engine, args: &RestArgs) -> Router {
     layers::app(routes(engine, args), args, &[])
 }
 
-/// Triton extensions Nereid does not have (shared memory, trace, logging): a clear 501
+/// Triton extensions Nereid does not have (shared memory): a clear 501
 /// rather than a 404 that looks like a typo.
 async fn unsupported(uri: Uri) -> ApiError {
     ApiError::unimplemented(format!("{} is not supported by this server", uri.path()))

@@ -13,7 +13,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use nereid_tls::ServerTls;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
+use crate::streams::ClientAddr;
 use crate::RestArgs;
 
 /// How long open connections may take to finish after shutdown starts.
@@ -107,7 +109,14 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The per-client limits of the layer stack read the peer from the request.
+        let client = ClientAddr(peer.ip());
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(client);
+                request
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         // The configuration in force when the connection arrives, reloads included.

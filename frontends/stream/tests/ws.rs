@@ -243,3 +243,44 @@ async fn disconnect_frees_the_sequence_slot() {
         started.elapsed()
     );
 }
+
+/// A socket holds at most `ws::MAX_INFLIGHT` requests: past it the server stops reading
+/// frames until one finishes. `slow_llm` runs one sequence at a time, 200 ms a word, so
+/// the first request holds the model for 0.8 s while the rest of the limit waits queued;
+/// a request sent after them is read (and answered) only once the first has finished.
+#[tokio::test]
+async fn past_the_in_flight_limit_the_socket_is_not_read_until_a_request_finishes() {
+    let server = start().await;
+    let mut socket = connect(&server.ws_url("/v2/ws")).await;
+    let slow = |id: String, prompt: &str| {
+        json!({"id": id, "model_name": "slow_llm", "inputs": [
+            {"name": "text_input", "datatype": "BYTES", "shape": [1], "data": [prompt]}
+        ]})
+    };
+    send(&mut socket, slow("slow-0".into(), "a b c d")).await;
+    for i in 1..nereid_stream::ws::MAX_INFLIGHT {
+        send(&mut socket, slow(format!("slow-{i}"), "e")).await;
+    }
+    let sent = Instant::now();
+    send(&mut socket, simple("probe", 1)).await;
+    let mut first_done = None;
+    loop {
+        let (frame, _) = recv(&mut socket).await;
+        assert!(frame.get("error").is_none(), "{frame}");
+        let id = frame["id"].as_str().unwrap();
+        if id == "slow-0" && frame["final"] == true {
+            first_done = Some(sent.elapsed());
+        }
+        if id == "probe" {
+            let waited = sent.elapsed();
+            let first_done = first_done.expect("the probe waited for a request to finish");
+            assert!(waited >= first_done, "{waited:?} < {first_done:?}");
+            assert!(waited >= Duration::from_millis(500), "{waited:?}");
+            break;
+        }
+        assert!(
+            id == "slow-0" || first_done.is_some(),
+            "only the running request answers before it finishes, got {frame}"
+        );
+    }
+}

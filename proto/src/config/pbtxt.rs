@@ -104,6 +104,39 @@ pub(super) fn insert_list_colons(src: &str) -> Normalized {
     Normalized { text, inserted }
 }
 
+/// The field whose value starts at byte `offset` of `text`, for errors about a value
+/// (`max_batch_size: "four"`, `dims: [ 1, x ]`): the identifier before the nearest `:`
+/// that no `{`, `}` or `:` separates from the value. `None` when the token at `offset` is
+/// itself a field name (followed by `:`, `{` or `[`), or no field can be told.
+pub(super) fn field_of_value(text: &str, offset: usize) -> Option<&str> {
+    let offset = offset.min(text.len());
+    let after = text.get(offset..)?;
+    let token_end = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    if token_end > 0
+        && matches!(
+            after[token_end..].trim_start().chars().next(),
+            Some(':' | '{' | '[' | '<')
+        )
+    {
+        return None;
+    }
+    let before = text.get(..offset)?;
+    // Skip back over the list the value may sit in; quotes may hide a `:`, so a value
+    // after a string in the same list is not attributed.
+    let colon = before.rfind([':', '{', '}', '"', '\''])?;
+    if before.as_bytes()[colon] != b':' {
+        return None;
+    }
+    let name = before[..colon].trim_end();
+    let start = name
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &name[start..];
+    (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +159,22 @@ mod tests {
         assert_eq!(n.original_offset(z + 1), z);
         assert_eq!(n.original_offset(z + 3), z + 1);
         assert_eq!(n.original_offset(n.text.len()), src.len());
+    }
+
+    #[test]
+    fn finds_the_field_a_value_belongs_to() {
+        fn at<'t>(text: &'t str, token: &str) -> Option<&'t str> {
+            field_of_value(text, text.find(token).unwrap())
+        }
+        let text = "name: \"m\"\nmax_batch_size: \"four\"\n";
+        assert_eq!(at(text, "\"four"), Some("max_batch_size"));
+        let text = "input [ { name: \"x\" dims: [ 16, x ] } ]";
+        assert_eq!(at(text, "x ]"), Some("dims"));
+        // A field name is not a value; a value after a string in its list is not told.
+        assert_eq!(at("a: 1\nmax_batch: 8", "max_batch"), None);
+        assert_eq!(at("input { x: 1 }", "input"), None);
+        assert_eq!(at("s: [ \"a:b\", 3 ]", "3"), None);
+        assert_eq!(at("{ 5 }", "5"), None);
     }
 
     #[test]

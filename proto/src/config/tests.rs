@@ -304,6 +304,13 @@ fn missing_brace_is_reported_at_the_end() {
 fn wrong_value_type_is_reported() {
     assert_text_error("name: \"m\"\nmax_batch_size: \"eight\"\n", 2, "expected");
     assert_text_error("max_batch_size: 99999999999\n", 1, "out of range");
+    assert_text_error("name: \"m\"\nmax_batch_size: \"eight\"\n", 2, "field 'max_batch_size'");
+    assert_text_error("max_batch_size: 99999999999\n", 1, "field 'max_batch_size'");
+    assert_text_error(
+        "input [ { name: \"x\" dims: [ 1, y ] } ]\n",
+        1,
+        "field 'dims'",
+    );
 }
 
 #[test]
@@ -400,6 +407,16 @@ fn json_errors_are_reported() {
     }))
     .expect_err("unknown enum");
     assert!(err.to_string().contains("TYPE_NOPE"), "{err}");
+
+    // A value of the wrong type names its field, with the path to it.
+    let err = model_config_from_json(&serde_json::json!({ "max_batch_size": "x" }))
+        .expect_err("not an integer");
+    assert!(err.to_string().contains("max_batch_size: "), "{err}");
+    let err = model_config_from_json(&serde_json::json!({
+        "input": [{ "name": "IN", "dims": ["x"] }]
+    }))
+    .expect_err("not an integer");
+    assert!(err.to_string().contains("input[0].dims[0]: "), "{err}");
 }
 
 #[test]

@@ -106,6 +106,7 @@ pub fn request_from_wire(
         outputs,
         parameters: params_from_wire(msg.parameters),
         deadline,
+        origin: Default::default(),
     })
 }
 

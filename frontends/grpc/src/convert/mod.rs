@@ -7,6 +7,7 @@ mod contents;
 pub mod infer;
 pub mod meta;
 pub mod params;
+pub mod settings;
 
 pub use infer::{request_from_wire, request_to_wire, response_from_wire, response_to_wire};
 pub use meta::{

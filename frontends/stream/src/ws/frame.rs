@@ -14,9 +14,14 @@
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::{BufMut, Bytes, BytesMut};
-use nereid_engine::{EngineError, InferRequest, InferResponse, Parameters, RequestedOutput};
+use nereid_engine::{
+    EngineError, InferRequest, InferResponse, Origin, Parameters, RequestedOutput,
+};
 use nereid_kserve::{binary_outputs, decode_infer_request, parse_version, Body, ResponseForm};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
 
 /// What a client frame asks for.
 pub(crate) enum Incoming {
@@ -64,11 +69,44 @@ pub(crate) struct Rejected {
     pub error: EngineError,
 }
 
-/// The only control message: `{"cancel": "<id>"}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelFrame {
-    cancel: String,
+/// What a text frame whose first key is `cancel` says: the only control message is
+/// `{"cancel": "<id>"}`. Any other first key makes the frame an infer request, so telling
+/// them apart reads one key.
+enum Control {
+    /// Not a control message.
+    Infer,
+    /// `{"cancel": "<id>"}`.
+    Cancel(String),
+    /// A control message that is malformed, and why.
+    Malformed(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Control {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Control;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Control, A::Error> {
+                if map.next_key::<Cow<'de, str>>()?.as_deref() != Some("cancel") {
+                    return Ok(Control::Infer);
+                }
+                let Ok(id) = map.next_value::<String>() else {
+                    return Ok(Control::Malformed("'cancel' must be the id of a request, a string"));
+                };
+                if map.next_key::<IgnoredAny>()?.is_some() {
+                    // Read to the end, or the reader reports the rest as an error.
+                    map.next_value::<IgnoredAny>()?;
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    return Ok(Control::Malformed("a cancel message holds 'cancel' and nothing else"));
+                }
+                Ok(Control::Cancel(id))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The id of a frame the codec refused, read again on its own so the error can name it.
@@ -78,17 +116,27 @@ struct IdOnly {
     id: Option<serde_json::Value>,
 }
 
-/// The model a frame goes to when it names none, and the version the route names.
+/// The model a frame goes to when it names none, the version the route names, and the
+/// origin (request id, trace context) of the upgrade request every frame's request shares.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Defaults {
     pub model: Option<String>,
     pub version: Option<String>,
+    pub origin: Origin,
 }
 
 /// Parses a text frame (its bytes are decoded where they are, not copied first).
 pub(crate) fn parse_text(text: Utf8Bytes, defaults: &Defaults) -> Result<Incoming, Rejected> {
-    if let Ok(CancelFrame { cancel }) = serde_json::from_str(text.as_str()) {
-        return Ok(Incoming::Cancel(cancel));
+    match serde_json::from_str(text.as_str()) {
+        Ok(Control::Cancel(id)) => return Ok(Incoming::Cancel(id)),
+        Ok(Control::Malformed(why)) => {
+            return Err(Rejected {
+                id: None,
+                error: EngineError::invalid(format!("invalid control message: {why}")),
+            })
+        }
+        // Not a control message; what is wrong with it the request decoder says.
+        Ok(Control::Infer) | Err(_) => {}
     }
     parse(Body::json(Bytes::from(text)), false, defaults)
 }
@@ -136,9 +184,11 @@ fn parse(body: Body, binary_frame: bool, defaults: &Defaults) -> Result<Incoming
         parameters: decoded.header.parameters.clone(),
         binary_frame,
     };
+    let mut request = decoded.into_request(model_name, model_version);
+    request.origin = defaults.origin.clone();
     Ok(Incoming::Infer(Box::new(Submission {
         id,
-        request: decoded.into_request(model_name, model_version),
+        request,
         encoding,
     })))
 }
@@ -255,7 +305,7 @@ mod tests {
     fn defaults_cancel_and_rejections() {
         let defaults = Defaults {
             model: Some("m".into()),
-            version: None,
+            ..Defaults::default()
         };
         let s = infer(parse_str(
             r#"{"id":"1","inputs":[],"outputs":[{"name":"O","parameters":{"binary_data":true}}]}"#,
@@ -266,6 +316,13 @@ mod tests {
         assert!(
             matches!(parse_str(r#"{"cancel":"7"}"#, &defaults), Ok(Incoming::Cancel(id)) if id == "7")
         );
+        for (frame, needle) in [
+            (r#"{"cancel":5}"#, "'cancel' must be the id of a request"),
+            (r#"{"cancel":"7","id":"8"}"#, "'cancel' and nothing else"),
+        ] {
+            let r = parse_str(frame, &defaults).err().unwrap();
+            assert!(r.error.to_string().contains(needle), "{frame}: {}", r.error);
+        }
         let r = parse_str(
             r#"{"id":"9","inputs":[{"name":"X","datatype":"INT32","shape":[1]}]}"#,
             &defaults,

@@ -10,7 +10,7 @@ use super::frame::{parse_binary, parse_text, Defaults};
 fn fuzz_websocket_frames() {
     let defaults = Defaults {
         model: Some("simple".into()),
-        version: None,
+        ..Defaults::default()
     };
     let json = br#"{"id":"7","model_name":"simple","inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1,2],"data":[1,2]}],"outputs":[{"name":"OUTPUT0","parameters":{"binary_data":true}}]}"#;
     let mut text = vec![b'T'];

@@ -23,9 +23,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use futures::{SinkExt, StreamExt};
-use nereid_engine::{Engine, EngineError, ResponseStream};
+use nereid_engine::{Engine, EngineError, Origin, ResponseStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -54,21 +54,36 @@ pub fn router(engine: Engine) -> Router {
         .with_state(engine)
 }
 
-async fn any_model(State(engine): State<Engine>, upgrade: WebSocketUpgrade) -> Response {
-    accept(upgrade, engine, Defaults::default())
+async fn any_model(
+    State(engine): State<Engine>,
+    origin: Option<Extension<Origin>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
+    accept(
+        upgrade,
+        engine,
+        Defaults {
+            origin,
+            ..Defaults::default()
+        },
+    )
 }
 
 async fn one_model(
     State(engine): State<Engine>,
     Path(model): Path<String>,
+    origin: Option<Extension<Origin>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
     accept(
         upgrade,
         engine,
         Defaults {
             model: Some(model),
             version: None,
+            origin,
         },
     )
 }
@@ -76,14 +91,17 @@ async fn one_model(
 async fn one_version(
     State(engine): State<Engine>,
     Path((model, version)): Path<(String, String)>,
+    origin: Option<Extension<Origin>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
     accept(
         upgrade,
         engine,
         Defaults {
             model: Some(model),
             version: Some(version),
+            origin,
         },
     )
 }

@@ -1,5 +1,7 @@
 //! The engine handle frontends hold: server and model state, and the two ways in for a
-//! request (unary and streamed).
+//! request (unary and streamed). Its trace and log settings are in [`settings`].
+
+mod settings;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +12,11 @@ use nereid_proto::inference::ModelConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::models::{ModelFacts, ModelTable, RepositoryEntry};
+use crate::logs::LogControl;
+use crate::models::{LoadCause, ModelFacts, ModelTable, RepositoryEntry};
 use crate::scheduler::Queued;
 use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
+use crate::trace::{TraceSettings, Tracer};
 use crate::upstream::{Reply, Upstream};
 use crate::validate::validate;
 use crate::{
@@ -49,6 +53,9 @@ pub struct EngineOptions {
     /// a request is refused with [`EngineError::ResourceExhausted`] before it costs
     /// anything. `None`: no server-wide limit (each model's queue is still bounded).
     pub max_inflight: Option<usize>,
+    /// Which requests are traced at start (Triton's `--trace-config`); the trace API
+    /// changes them at run time.
+    pub trace: TraceSettings,
 }
 
 /// Server metadata.
@@ -91,6 +98,8 @@ struct Inner {
     models: Models,
     draining: AtomicBool,
     inflight: Arc<InflightCounter>,
+    tracer: Tracer,
+    logs: LogControl,
 }
 
 impl Inner {
@@ -157,9 +166,11 @@ impl Engine {
         let engine = Self {
             inner: Arc::new(Inner {
                 models: Models::Local(ModelTable::new(repository, backends)),
+                tracer: Tracer::new(options.trace.clone(), "engine"),
                 options,
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
+                logs: LogControl::default(),
             }),
         };
         let Models::Local(models) = &engine.inner.models else {
@@ -185,7 +196,7 @@ impl Engine {
             }
         };
         for name in to_load {
-            let _ = models.load(&name, None);
+            let _ = models.load(&name, None, LoadCause::Server);
         }
         if engine.inner.options.control_mode == ModelControlMode::Poll {
             let weak = Arc::downgrade(&engine.inner);
@@ -213,14 +224,16 @@ impl Engine {
 
     /// An engine whose models are served elsewhere (a gateway's): requests are validated,
     /// counted and drained here, and computed wherever `upstream` forwards them. Only
-    /// `strict_readiness` and `max_inflight` of the options apply.
+    /// `strict_readiness`, `max_inflight` and `trace` of the options apply.
     pub fn with_upstream(options: EngineOptions, upstream: Arc<dyn Upstream>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 models: Models::Remote(upstream),
+                tracer: Tracer::new(options.trace.clone(), "gateway"),
                 options,
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
+                logs: LogControl::default(),
             }),
         }
     }
@@ -369,7 +382,7 @@ impl Engine {
         self.require_explicit("load")?;
         let inner = self.inner.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || inner.local()?.load(&name, config))
+        tokio::task::spawn_blocking(move || inner.local()?.load(&name, config, LoadCause::Client))
             .await
             .map_err(|e| EngineError::internal(format!("model load task failed: {e}")))?
     }
@@ -448,14 +461,23 @@ impl Engine {
                 return Err(e);
             }
         };
-        let ctx = RequestContext {
-            model_name: Arc::from(spec.name()),
+        let model_name: Arc<str> = Arc::from(spec.name());
+        let trace = self.inner.tracer.begin(
+            &request.origin,
+            received,
+            &model_name,
+            target.version(),
+        );
+        let mut ctx = RequestContext {
+            model_name,
             model_version: target.version(),
             id: request.id.clone(),
             requested: request.outputs.iter().map(|o| o.name.clone()).collect(),
             stats: stats.clone(),
             received,
             inflight,
+            trace,
+            responded: false,
         };
         let model = match (target, &self.inner.models) {
             (Target::Local(model), _) => model,
@@ -473,13 +495,17 @@ impl Engine {
             _ => policy.default_timeout,
         }
         .filter(|t| !t.is_zero());
+        let enqueued = Instant::now();
+        if let Some(trace) = &mut ctx.trace {
+            trace.enqueued(enqueued);
+        }
         let queued = Queued {
             request,
             sink,
             ctx,
             batch_size: admission.batch_size,
             level: admission.level,
-            enqueued: Instant::now(),
+            enqueued,
             queue_deadline: timeout.map(|t| received + t),
             timeout_action: policy.timeout_action,
         };
