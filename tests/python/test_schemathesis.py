@@ -34,12 +34,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 
 
-def finding(n):
-    """The server answers this row wrongly today (see the report of the hostile-input
-    table); the row asserts the right answer and is expected to fail until fixed."""
-    return pytest.mark.xfail(strict=True, reason="FINDING %d" % n)
-
-
 def op(method, path, *marks):
     return pytest.param(method, path, id="%s %s" % (method, path), marks=list(marks))
 
@@ -166,8 +160,8 @@ REAL = [
     real("GET", "/v2/models/{model}/config", 200, model="repeat_int32"),
     real("POST", "/v2/models/{model}/generate", 200, GENERATE, model="identity_fp32"),
     real("POST", "/v2/models/{model}/generate", 400, {"NOPE": 1}, model="identity_fp32"),
-    real("POST", "/v2/models/{model}/generate_stream", 200, GENERATE, marks=[finding(13)], model="identity_fp32"),
-    real("POST", "/v2/models/{model}/generate_stream", 200, {"IN": [3, 4]}, marks=[finding(13)],
+    real("POST", "/v2/models/{model}/generate_stream", 200, GENERATE, model="identity_fp32"),
+    real("POST", "/v2/models/{model}/generate_stream", 200, {"IN": [3, 4]},
          model="repeat_int32"),
     real("POST", "/v2/models/{model}/generate_stream", 400, {"NOPE": 1}, model="identity_fp32"),
     real("POST", "/v2/models/{model}/infer", 200, SIMPLE, model="simple"),
@@ -186,7 +180,7 @@ REAL = [
     real("POST", "/v2/models/{model}/versions/{version}/generate", 200, GENERATE, model="identity_fp32",
          version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/generate", 404, GENERATE, model="identity_fp32", version="7"),
-    real("POST", "/v2/models/{model}/versions/{version}/generate_stream", 200, GENERATE, marks=[finding(13)],
+    real("POST", "/v2/models/{model}/versions/{version}/generate_stream", 200, GENERATE,
          model="identity_fp32", version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/infer", 200, SIMPLE, model="simple", version="1"),
     real("POST", "/v2/models/{model}/versions/{version}/infer", 400, SIMPLE, model="simple", version="-1"),

@@ -146,6 +146,30 @@ pub(crate) struct AccessStart {
     origin: Origin,
 }
 
+/// A gRPC code's canonical name (`OK`, `INVALID_ARGUMENT`, ...).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The model a call named, set by the service on its answer for the access log.
 #[derive(Debug, Clone)]
 pub(crate) struct CalledModel(pub(crate) String);
@@ -176,7 +200,7 @@ where
                 door: "grpc",
                 route: a.rpc.rsplit('/').next().unwrap_or(&a.rpc),
                 model: model.map(|m| m.0.as_str()),
-                status: &format!("{code:?}"),
+                status: code_name(code),
                 duration: a.started.elapsed(),
                 bytes_in: None,
                 bytes_out: None,

@@ -213,6 +213,16 @@ pub(crate) mod schema {
         pub text_output: Option<String>,
     }
 
+    /// One Server-Sent Event of generate_stream, as an SSE client reads it.
+    #[derive(ToSchema)]
+    pub(crate) struct GenerateEvent {
+        /// A generate response as JSON text (`{"model_name", "model_version", ...outputs
+        /// as keys}`), or `{"error": "..."}` when the stream fails after it began.
+        pub data: String,
+        /// The event type: `message`, the default.
+        pub event: Option<String>,
+    }
+
     /// `POST /v2/repository/index` body.
     #[derive(ToSchema)]
     pub(crate) struct RepositoryIndexRequest {

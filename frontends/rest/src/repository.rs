@@ -26,11 +26,14 @@ async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
     }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
+        // Only a value of the wrong type has a field to name; a syntax error has a place.
+        let field = (e.inner().classify() == serde_json::error::Category::Data)
+            .then(|| e.path().to_string())
+            .filter(|f| !matches!(f.as_str(), "" | ".") && !f.contains('?'));
         let why = nereid_kserve::describe_json_error(e.into_inner());
-        ApiError::bad_request(match field.as_str() {
-            "" | "." => format!("{what}: {why}"),
-            _ => format!("{what}, field '{field}': {why}"),
+        ApiError::bad_request(match field {
+            None => format!("{what}: {why}"),
+            Some(field) => format!("{what}, field '{field}': {why}"),
         })
     })?;
     de.end().map_err(|e| {

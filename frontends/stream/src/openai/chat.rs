@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use futures::StreamExt;
-use nereid_engine::Engine;
+use nereid_engine::{Engine, Origin};
 use serde::{Deserialize, Serialize};
 
 use super::generate::{self, Event, Prompt};
@@ -73,7 +73,12 @@ struct Completion<'a, C> {
 }
 
 /// The handler.
-pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(
+    State(engine): State<Engine>,
+    origin: Option<Extension<Origin>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
     let started = Instant::now();
     let (common, request): (Common, ChatRequest) = parse_generation(&body)?;
     if request.messages.is_empty() {
@@ -111,7 +116,16 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
     let model = ModelInfo::resolve(&engine, &common.model)?;
     let prompt = Prompt::Chat(messages::to_json(&request.messages)?);
     let id = new_id("chatcmpl");
-    let generations = generate::start_all(&engine, &model, &id, &[prompt], n, &sampling, started)?;
+    let generations = generate::start_all(
+        &engine,
+        &model,
+        &id,
+        &[prompt],
+        n,
+        &sampling,
+        &origin,
+        started,
+    )?;
     let meta = Meta {
         id,
         created: unix_now(),

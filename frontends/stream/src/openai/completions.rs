@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use futures::StreamExt;
-use nereid_engine::Engine;
+use nereid_engine::{Engine, Origin};
 use serde::{Deserialize, Serialize};
 
 use super::generate::{self, Event, Prompt};
@@ -52,7 +52,12 @@ struct Completion<'a> {
 }
 
 /// The handler.
-pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(
+    State(engine): State<Engine>,
+    origin: Option<Extension<Origin>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
     let started = Instant::now();
     let (common, request): (Common, CompletionRequest) = parse_generation(&body)?;
     let prompts = match request.prompt {
@@ -88,7 +93,16 @@ pub(crate) async fn create(State(engine): State<Engine>, body: Bytes) -> ApiResu
     let model = ModelInfo::resolve(&engine, &common.model)?;
     let id = new_id("cmpl");
     let requests: Vec<Prompt> = prompts.iter().cloned().map(Prompt::Text).collect();
-    let generations = generate::start_all(&engine, &model, &id, &requests, n, &sampling, started)?;
+    let generations = generate::start_all(
+        &engine,
+        &model,
+        &id,
+        &requests,
+        n,
+        &sampling,
+        &origin,
+        started,
+    )?;
     // Echo prefixes each choice with its prompt.
     let echoes: Vec<String> = if request.echo.unwrap_or(false) {
         prompts

@@ -8,10 +8,12 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine as _;
 use bytes::Bytes;
-use nereid_engine::{DataType, Engine, InferRequest, RequestedOutput, Tensor, TensorSpec};
+use nereid_engine::{
+    DataType, Engine, InferRequest, Origin, RequestedOutput, Tensor, TensorSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_body, ModelInfo};
@@ -114,8 +116,10 @@ impl<'a> Roles<'a> {
 /// The handler.
 pub(crate) async fn create(
     State(engine): State<Engine>,
+    origin: Option<Extension<Origin>>,
     body: Bytes,
 ) -> ApiResult<Json<EmbeddingList>> {
+    let origin = origin.map(|o| o.0).unwrap_or_default();
     let started = Instant::now();
     let request: EmbeddingRequest = parse_body(&body)?;
     let texts = match request.input {
@@ -167,7 +171,11 @@ pub(crate) async fn create(
     let chunk = model.facts.spec.max_batch_size.max(1);
     let calls = texts
         .chunks(chunk)
-        .map(|part| engine.infer(embed_request(&model, &roles, part)));
+        .map(|part| {
+            let mut request = embed_request(&model, &roles, part);
+            request.origin = origin.clone();
+            engine.infer(request)
+        });
     let responses = futures::future::try_join_all(calls).await?;
 
     let mut data = Vec::with_capacity(texts.len());

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::Stream;
 use nereid_engine::generation::{self, GenerationIo};
 use nereid_engine::{
-    DataType, Engine, InferRequest, InferResponse, ParamValue, Tensor, TensorSpec,
+    DataType, Engine, InferRequest, InferResponse, Origin, ParamValue, Tensor, TensorSpec,
 };
 
 use super::params::Sampling;
@@ -292,6 +292,7 @@ pub(crate) fn start_all(
     prompts: &[Prompt],
     n: u64,
     sampling: &Sampling,
+    origin: &Origin,
     started: Instant,
 ) -> ApiResult<Vec<Generation>> {
     let io = model.generator()?;
@@ -299,13 +300,14 @@ pub(crate) fn start_all(
     for prompt in prompts {
         for j in 0..n {
             let choice = sampling.for_choice(j);
-            let request = request(
+            let mut request = request(
                 model,
                 &io,
                 &format!("{id}-{}", generations.len()),
                 prompt,
                 &choice,
             )?;
+            request.origin = origin.clone();
             generations.push(Generation::start(
                 engine,
                 request,
