@@ -19,7 +19,12 @@ pub(crate) fn install(config: &[String]) -> anyhow::Result<PrometheusHandle> {
             Some(("duration_buckets", list)) => {
                 durations = list
                     .split(',')
-                    .map(|b| b.trim().parse::<f64>().ok().filter(|b| b.is_finite() && *b > 0.0))
+                    .map(|b| {
+                        b.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|b| b.is_finite() && *b > 0.0)
+                    })
                     .collect::<Option<Vec<f64>>>()
                     .filter(|b| !b.is_empty() && b.windows(2).all(|w| w[0] < w[1]))
                     .with_context(|| {
@@ -137,17 +142,20 @@ fn sample_process() {
         gauge!("process_resident_memory_bytes").set((pages * PAGE_SIZE) as f64);
     }
     // stat: utime and stime (fields 14 and 15) in clock ticks, after the parenthesised name.
-    if let Some(ticks) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-        let fields: Vec<u64> = s
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        (fields.len() == 2).then(|| fields[0] + fields[1])
-    }) {
+    if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<u64> = s
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            (fields.len() == 2).then(|| fields[0] + fields[1])
+        })
+    {
         counter!("process_cpu_seconds_total").absolute(ticks / CLOCK_TICKS);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {

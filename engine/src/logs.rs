@@ -70,17 +70,16 @@ impl LogSettings {
     pub fn updated(&self, update: &[(String, LogValue)]) -> Result<Self> {
         let mut next = self.clone();
         for (key, value) in update {
-            let bad = |want: &str| {
-                EngineError::invalid(format!("log setting '{key}' must be {want}"))
-            };
+            let bad =
+                |want: &str| EngineError::invalid(format!("log setting '{key}' must be {want}"));
             match (key.as_str(), value) {
                 ("log_info", LogValue::Bool(b)) => next.info = *b,
                 ("log_warning", LogValue::Bool(b)) => next.warning = *b,
                 ("log_error", LogValue::Bool(b)) => next.error = *b,
                 ("log_info" | "log_warning" | "log_error", _) => return Err(bad("a boolean")),
                 ("log_verbose_level", LogValue::Uint(n)) => {
-                    next.verbose_level = u32::try_from(*n)
-                        .map_err(|_| bad("a non-negative integer below 2^32"))?
+                    next.verbose_level =
+                        u32::try_from(*n).map_err(|_| bad("a non-negative integer below 2^32"))?
                 }
                 ("log_verbose_level", _) => return Err(bad("a non-negative integer")),
                 ("log_file", LogValue::Str(path)) if path.is_empty() => {}
@@ -173,11 +172,23 @@ mod tests {
         assert_eq!(*applied.lock(), [1]);
         for (key, value, needle) in [
             ("log_verbose_level", LogValue::Int(-1), "non-negative"),
-            ("log_verbose_level", LogValue::Str("1".into()), "non-negative"),
+            (
+                "log_verbose_level",
+                LogValue::Str("1".into()),
+                "non-negative",
+            ),
             ("log_info", LogValue::Uint(1), "a boolean"),
             ("log_file", LogValue::Str("/tmp/x".into()), "standard error"),
-            ("log_format", LogValue::Str("ISO8601".into()), "started with"),
-            ("log_colour", LogValue::Bool(true), "unknown log setting 'log_colour'"),
+            (
+                "log_format",
+                LogValue::Str("ISO8601".into()),
+                "started with",
+            ),
+            (
+                "log_colour",
+                LogValue::Bool(true),
+                "unknown log setting 'log_colour'",
+            ),
         ] {
             let update = [
                 ("log_verbose_level".to_string(), LogValue::Uint(3)),
@@ -186,7 +197,11 @@ mod tests {
             let err = control.update(&update).unwrap_err().to_string();
             assert!(err.contains(needle) && err.contains(key), "{err}");
         }
-        assert_eq!(control.get().unwrap(), next, "a refused update changes nothing");
+        assert_eq!(
+            control.get().unwrap(),
+            next,
+            "a refused update changes nothing"
+        );
         assert_eq!(applied.lock().len(), 1);
     }
 }

@@ -303,7 +303,9 @@ impl ResponsePermit<'_> {
     pub fn send(self, outputs: Vec<Tensor>, is_final: bool) {
         if !self.ctx.responded {
             self.ctx.responded = true;
-            self.ctx.stats.record_first_response(self.ctx.received.elapsed());
+            self.ctx
+                .stats
+                .record_first_response(self.ctx.received.elapsed());
             if let Some(trace) = &mut self.ctx.trace {
                 trace.responded(Instant::now());
             }

@@ -190,9 +190,16 @@ async fn a_failed_load_request_leaves_strict_readiness_alone() {
     let (s, reason) = state(&engine, "broken");
     assert_eq!(s, "UNAVAILABLE");
     assert!(reason.contains("config.pbtxt"), "{reason}");
-    assert!(engine.is_ready(), "a refused load request does not unready the server");
+    assert!(
+        engine.is_ready(),
+        "a refused load request does not unready the server"
+    );
 
     // A model the server itself was told to load at startup still counts.
-    let engine = start(dir.path(), ModelControlMode::Explicit, &["simple", "broken"]);
+    let engine = start(
+        dir.path(),
+        ModelControlMode::Explicit,
+        &["simple", "broken"],
+    );
     assert!(!engine.is_ready(), "a startup model that failed to load");
 }

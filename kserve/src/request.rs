@@ -328,7 +328,11 @@ impl<'de> Visitor<'de> for RequestedOutputSeed {
     type Value = RequestedOutput;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "output #{} as an object {{\"name\", \"parameters\"}}", self.0)
+        write!(
+            f,
+            "output #{} as an object {{\"name\", \"parameters\"}}",
+            self.0
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestedOutput, A::Error> {
@@ -650,8 +654,14 @@ mod tests {
         for (extra, needle) in [
             (r#""model_name":5"#, "expected 'model_name' as a string"),
             (r#""outputs":5"#, "expected 'outputs' as an array"),
-            (r#""outputs":[{"name":5}]"#, "expected output #0: 'name' as a string"),
-            (r#""outputs":[{"nam":"Y"}]"#, "output #0: unknown field 'nam'"),
+            (
+                r#""outputs":[{"name":5}]"#,
+                "expected output #0: 'name' as a string",
+            ),
+            (
+                r#""outputs":[{"nam":"Y"}]"#,
+                "output #0: unknown field 'nam'",
+            ),
             (r#""outputs":[{}]"#, "output #0 has no 'name'"),
             (
                 r#""outputs":[{"name":"Y","parameters":{"binary_data":2}}]"#,
@@ -665,8 +675,10 @@ mod tests {
             let e = err(&format!("{{{extra},{good}}}"));
             assert!(e.contains(needle), "{extra}: {e}");
         }
-        assert!(err(r#"{"inputs":[{"name":[],"shape":[1],"datatype":"FP32","data":[1]}]}"#)
-            .contains("expected input #0: 'name' as a string"));
+        assert!(
+            err(r#"{"inputs":[{"name":[],"shape":[1],"datatype":"FP32","data":[1]}]}"#)
+                .contains("expected input #0: 'name' as a string")
+        );
         // Nesting in a field the decoder skips costs no stack (serde_json skips iteratively);
         // wherever a value is built recursively, the limit answers.
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));

@@ -46,10 +46,7 @@ pub struct TraceConfig {
 impl TraceConfig {
     /// Reads `--trace-config` values and the environment (`env` looks a variable up); an
     /// error names the setting at fault.
-    pub fn parse(
-        flags: &[String],
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    pub fn parse(flags: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut settings = TraceSettings::default();
         let mut url = None;
         let mut protocol = None;
@@ -74,11 +71,9 @@ impl TraceConfig {
                     .ok_or_else(|| bad(&format!("must be an integer of at least {min}")))
             };
             match (section, key) {
-                ("" | "triton", "level" | "rate" | "count" | "log_frequency" | "mode") => {
-                    settings
-                        .set(key, value)
-                        .map_err(|e| format!("--trace-config {flag}: {e}"))?
-                }
+                ("" | "triton", "level" | "rate" | "count" | "log_frequency" | "mode") => settings
+                    .set(key, value)
+                    .map_err(|e| format!("--trace-config {flag}: {e}"))?,
                 ("" | "triton", "file") => {
                     return Err(bad(
                         "is Triton's trace file; traces here are OpenTelemetry spans \
@@ -86,7 +81,9 @@ impl TraceConfig {
                     ))
                 }
                 ("opentelemetry", "url") => url = Some(with_scheme(value)),
-                ("opentelemetry", "protocol") => protocol = Some(parse_protocol(value).map_err(|e| bad(&e))?),
+                ("opentelemetry", "protocol") => {
+                    protocol = Some(parse_protocol(value).map_err(|e| bad(&e))?)
+                }
                 ("opentelemetry", "resource") => {
                     let (k, v) = value
                         .split_once('=')
@@ -214,7 +211,9 @@ mod tests {
     fn parse(flags: &[&str], env: &[(&str, &str)]) -> Result<TraceConfig, String> {
         let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         TraceConfig::parse(&flags, |key| {
-            env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+            env.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
         })
     }
 
@@ -237,7 +236,10 @@ mod tests {
                 "opentelemetry,bsp_schedule_delay=100",
             ],
             &[
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://ignored:1/v1/traces"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://ignored:1/v1/traces",
+                ),
                 ("OTEL_SERVICE_NAME", "edge"),
             ],
         )
@@ -260,7 +262,10 @@ mod tests {
         .unwrap()
         .exporter
         .unwrap();
-        assert_eq!((c.protocol, c.endpoint.as_str()), (Protocol::Grpc, "http://otel:4317/"));
+        assert_eq!(
+            (c.protocol, c.endpoint.as_str()),
+            (Protocol::Grpc, "http://otel:4317/")
+        );
         let c = parse(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")]).unwrap();
         assert_eq!(c.exporter.unwrap().endpoint, "http://otel:4318/v1/traces");
     }

@@ -165,9 +165,7 @@ impl Transport {
                     .timeout(EXPORT_TIMEOUT);
                 if config.endpoint.starts_with("https://") {
                     endpoint = endpoint
-                        .tls_config(
-                            tonic::transport::ClientTlsConfig::new().with_enabled_roots(),
-                        )
+                        .tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
                         .map_err(|e| bad(&e))?;
                 }
                 Self::Grpc {

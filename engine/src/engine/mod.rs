@@ -462,12 +462,10 @@ impl Engine {
             }
         };
         let model_name: Arc<str> = Arc::from(spec.name());
-        let trace = self.inner.tracer.begin(
-            &request.origin,
-            received,
-            &model_name,
-            target.version(),
-        );
+        let trace =
+            self.inner
+                .tracer
+                .begin(&request.origin, received, &model_name, target.version());
         let mut ctx = RequestContext {
             model_name,
             model_version: target.version(),

@@ -63,7 +63,6 @@ impl SchedulerLoop {
             }
             self.batcher.parker.park_timeout(POLL);
         }
-
     }
 
     /// Once no batch is left to form: keeps watching the batches still computing (a stuck

@@ -11,11 +11,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::watchdog::RunSlot;
 use super::{Batch, Queued, Sequencer, Shared};
 use crate::sink::Responder;
-use crate::trace::Compute;
 use crate::tensor::{bytes_elements_end, element_count};
+use crate::trace::Compute;
 use crate::{
-    BatchedInstance, DecoupledInstance, EngineError, ExecBatch, InferResponse, Instance,
-    ModelSpec, Result, Sequence, Tensor,
+    BatchedInstance, DecoupledInstance, EngineError, ExecBatch, InferResponse, Instance, ModelSpec,
+    Result, Sequence, Tensor,
 };
 
 pub(super) type Delivery = Vec<(Queued, Result<InferResponse>)>;

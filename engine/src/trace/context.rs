@@ -68,10 +68,12 @@ impl fmt::Display for TraceParent {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -83,18 +85,14 @@ fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
         *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
     }
     // Upper-case hex is not valid W3C trace context.
-    text.bytes()
-        .all(|b| !b.is_ascii_uppercase())
-        .then_some(out)
+    text.bytes().all(|b| !b.is_ascii_uppercase()).then_some(out)
 }
 
 /// A request id a client sent, if it is one to keep: printable ASCII without spaces, at
 /// most 128 characters.
 pub fn accept_request_id(text: &str) -> Option<&str> {
-    (!text.is_empty()
-        && text.len() <= MAX_REQUEST_ID
-        && text.bytes().all(|b| b.is_ascii_graphic()))
-    .then_some(text)
+    (!text.is_empty() && text.len() <= MAX_REQUEST_ID && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then_some(text)
 }
 
 /// A fresh request id: 16 hex digits.
@@ -156,7 +154,11 @@ mod tests {
         let parent = TraceParent::parse(text).unwrap();
         assert!(parent.sampled);
         assert_eq!(parent.to_string(), text);
-        assert!(!TraceParent::parse(&text.replace("-01", "-00")).unwrap().sampled);
+        assert!(
+            !TraceParent::parse(&text.replace("-01", "-00"))
+                .unwrap()
+                .sampled
+        );
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",

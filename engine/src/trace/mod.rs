@@ -21,8 +21,8 @@ pub use context::{
     TRACEPARENT,
 };
 pub(crate) use record::{Compute, RequestTrace};
-pub use settings::{TraceLevel, TraceSettings, TraceUpdate, TRACE_MODE};
 use settings::TraceTable;
+pub use settings::{TraceLevel, TraceSettings, TraceUpdate, TRACE_MODE};
 
 /// Where a request came from, as the door saw it: what traces and logs tell it by.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -185,7 +185,11 @@ impl RequestTrace {
             spans.push(self.span("queue", self.root, enqueued, queue_end));
         }
         if let Some(c) = self.compute {
-            let compute_end = if self.first_response.is_some() { end } else { c.end };
+            let compute_end = if self.first_response.is_some() {
+                end
+            } else {
+                c.end
+            };
             let mut compute = self.span("compute", self.root, c.start, compute_end);
             compute
                 .attributes
@@ -266,15 +270,29 @@ mod tests {
         let names: Vec<_> = spans.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["InferRequest", "queue", "compute", "compute_input", "compute_infer", "compute_output"]
+            [
+                "InferRequest",
+                "queue",
+                "compute",
+                "compute_input",
+                "compute_infer",
+                "compute_output"
+            ]
         );
         let root = &spans[0];
         assert_eq!(root.trace_id, parent.unwrap().trace_id);
         assert_eq!(root.parent_span_id, Some(parent.unwrap().span_id));
-        assert!(spans[1..3].iter().all(|s| s.parent_span_id == Some(root.span_id)));
-        assert!(spans[3..].iter().all(|s| s.parent_span_id == Some(spans[2].span_id)));
+        assert!(spans[1..3]
+            .iter()
+            .all(|s| s.parent_span_id == Some(root.span_id)));
+        assert!(spans[3..]
+            .iter()
+            .all(|s| s.parent_span_id == Some(spans[2].span_id)));
         for s in spans.iter() {
-            assert!(s.start <= s.end && s.start >= root.start && s.end <= root.end, "{s:?}");
+            assert!(
+                s.start <= s.end && s.start >= root.start && s.end <= root.end,
+                "{s:?}"
+            );
         }
         assert!(spans[1].end <= spans[2].start);
     }

@@ -121,7 +121,9 @@ impl Overrides {
         };
         let number = |name: &str, text: &str| -> Result<i64> {
             text.trim().parse::<i64>().map_err(|_| {
-                EngineError::invalid(format!("trace setting '{name}': '{text}' is not an integer"))
+                EngineError::invalid(format!(
+                    "trace setting '{name}': '{text}' is not an integer"
+                ))
             })
         };
         match key {
@@ -338,7 +340,10 @@ mod tests {
     fn rate_count_and_model_overrides_decide_sampling() {
         let mut table = TraceTable::new(TraceSettings::default());
         assert!(!table.any_on() && !table.sample("m", false));
-        assert!(table.sample("m", true), "a sampled caller is traced even when off");
+        assert!(
+            table.sample("m", true),
+            "a sampled caller is traced even when off"
+        );
         table
             .update(
                 None,
@@ -353,14 +358,15 @@ mod tests {
         assert!(table.sample("m", true), "a sampled caller is always traced");
 
         table
-            .update(
-                Some("quiet"),
-                &vec![("trace_level".into(), set(&["OFF"]))],
-            )
+            .update(Some("quiet"), &vec![("trace_level".into(), set(&["OFF"]))])
             .unwrap();
         assert!(!table.sample("quiet", true));
         assert_eq!(table.get(Some("quiet")).level, TraceLevel::Off);
-        assert_eq!(table.get(Some("quiet")).rate, 3, "the rest follow the global");
+        assert_eq!(
+            table.get(Some("quiet")).rate,
+            3,
+            "the rest follow the global"
+        );
         table
             .update(Some("quiet"), &vec![("trace_level".into(), None)])
             .unwrap();

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use nereid_engine::trace::{REQUEST_ID, TRACEPARENT};
-use nereid_engine::{
-    EngineError, InferRequest, InferResponse, ModelConfig, ModelMetadata, Origin,
-};
+use nereid_engine::{EngineError, InferRequest, InferResponse, ModelConfig, ModelMetadata, Origin};
 use nereid_proto::inference::{
     ModelConfigRequest, ModelMetadataRequest, ModelReadyRequest, ServerLiveRequest,
     ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,

@@ -235,6 +235,9 @@ mod tests {
             );
         }
         assert_eq!(api_group("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(api_group("/inference.GRPCInferenceService/NoSharedMemory"), None);
+        assert_eq!(
+            api_group("/inference.GRPCInferenceService/NoSharedMemory"),
+            None
+        );
     }
 }

@@ -34,7 +34,10 @@ impl InferenceService {
 
 /// The request id and trace context [`crate::guard`] read from the call's metadata.
 fn origin_of<T>(req: &Request<T>) -> Origin {
-    req.extensions().get::<Origin>().cloned().unwrap_or_default()
+    req.extensions()
+        .get::<Origin>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn version(v: &str) -> Result<Option<i64>, Status> {

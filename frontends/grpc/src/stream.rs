@@ -144,11 +144,10 @@ async fn submit(
         send_empty_final: params::wire_bool(&msg.parameters, params::ENABLE_EMPTY_FINAL)
             .unwrap_or(false),
     };
-    let submitted =
-        convert::request_from_wire(msg, deadline.instant()).and_then(|mut r| {
-            r.origin = origin.clone();
-            engine.infer_stream(r)
-        });
+    let submitted = convert::request_from_wire(msg, deadline.instant()).and_then(|mut r| {
+        r.origin = origin.clone();
+        engine.infer_stream(r)
+    });
     match submitted {
         Ok(responses) => {
             info.send_empty_final |= !responses.is_decoupled();

@@ -219,7 +219,12 @@ async fn typed_client_streams() {
         r.id = "b".into();
         r
     }]);
-    let responses: Vec<_> = client.stream_infer(&Default::default(), requests).await.unwrap().collect().await;
+    let responses: Vec<_> = client
+        .stream_infer(&Default::default(), requests)
+        .await
+        .unwrap()
+        .collect()
+        .await;
     let mut finals: Vec<(String, bool)> = responses
         .into_iter()
         .map(|r| r.unwrap())
@@ -235,7 +240,12 @@ async fn typed_client_streams() {
         r.model_name = "nope".into();
         r
     });
-    let errors: Vec<_> = client.stream_infer(&Default::default(), bad).await.unwrap().collect().await;
+    let errors: Vec<_> = client
+        .stream_infer(&Default::default(), bad)
+        .await
+        .unwrap()
+        .collect()
+        .await;
     match &errors[..] {
         [Err(nereid_grpc::client::ClientError::Stream { id, message })] => {
             assert_eq!(id, "x");

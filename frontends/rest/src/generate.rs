@@ -11,10 +11,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use futures::Stream;
 use nereid_engine::tensor::encode_bytes_elements;
-use axum::Extension;
 use nereid_engine::{
     DataType, Engine, EngineError, InferRequest, InferResponse, Origin, ResponseStream, Tensor,
     TensorSpec,

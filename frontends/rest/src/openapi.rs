@@ -47,7 +47,10 @@ pub(crate) mod answers {
 
     /// 404.
     #[derive(IntoResponses)]
-    #[response(status = 404, description = "Unknown model, or a version it does not have")]
+    #[response(
+        status = 404,
+        description = "Unknown model, or a version it does not have"
+    )]
     pub(crate) struct NotFound(#[to_schema] ErrorBody);
 
     /// 413.
@@ -57,7 +60,10 @@ pub(crate) mod answers {
 
     /// 501 on the non-streaming inference routes.
     #[derive(IntoResponses)]
-    #[response(status = 501, description = "The model is decoupled: use generate_stream")]
+    #[response(
+        status = 501,
+        description = "The model is decoupled: use generate_stream"
+    )]
     pub(crate) struct Decoupled(#[to_schema] ErrorBody);
 
     /// 503.

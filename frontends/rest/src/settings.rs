@@ -113,7 +113,9 @@ async fn read_object(state: &AppState, body: Body, what: &str) -> ApiResult<Map<
     }
     match serde_json::from_slice(&body) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::bad_request(format!("{what}: the body must be a JSON object"))),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what}: the body must be a JSON object"
+        ))),
         Err(e) => Err(ApiError::bad_request(format!(
             "{what}: {}",
             nereid_kserve::describe_json_error(e)

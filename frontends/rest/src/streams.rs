@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(limit.open(a), 1);
         let third = limit.admit(a).expect("a freed slot is taken again");
         drop((second, third, other));
-        assert!(limit.open.lock().is_empty(), "addresses with nothing open are forgotten");
+        assert!(
+            limit.open.lock().is_empty(),
+            "addresses with nothing open are forgotten"
+        );
         assert!(StreamLimit::new(0).is_none());
     }
 
@@ -128,7 +131,9 @@ mod tests {
             limit.admit(client).unwrap(),
         );
         assert_eq!(limit.open(client), 1);
-        let text = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let text = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         assert_eq!(&text[..], b"data: 1\n\n");
         assert_eq!(limit.open(client), 0);
     }

@@ -304,7 +304,11 @@ fn missing_brace_is_reported_at_the_end() {
 fn wrong_value_type_is_reported() {
     assert_text_error("name: \"m\"\nmax_batch_size: \"eight\"\n", 2, "expected");
     assert_text_error("max_batch_size: 99999999999\n", 1, "out of range");
-    assert_text_error("name: \"m\"\nmax_batch_size: \"eight\"\n", 2, "field 'max_batch_size'");
+    assert_text_error(
+        "name: \"m\"\nmax_batch_size: \"eight\"\n",
+        2,
+        "field 'max_batch_size'",
+    );
     assert_text_error("max_batch_size: 99999999999\n", 1, "field 'max_batch_size'");
     assert_text_error(
         "input [ { name: \"x\" dims: [ 1, y ] } ]\n",

@@ -94,14 +94,7 @@ pub(crate) async fn create(
     let id = new_id("cmpl");
     let requests: Vec<Prompt> = prompts.iter().cloned().map(Prompt::Text).collect();
     let generations = generate::start_all(
-        &engine,
-        &model,
-        &id,
-        &requests,
-        n,
-        &sampling,
-        &origin,
-        started,
+        &engine, &model, &id, &requests, n, &sampling, &origin, started,
     )?;
     // Echo prefixes each choice with its prompt.
     let echoes: Vec<String> = if request.echo.unwrap_or(false) {

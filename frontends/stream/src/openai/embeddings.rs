@@ -11,9 +11,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use base64::Engine as _;
 use bytes::Bytes;
-use nereid_engine::{
-    DataType, Engine, InferRequest, Origin, RequestedOutput, Tensor, TensorSpec,
-};
+use nereid_engine::{DataType, Engine, InferRequest, Origin, RequestedOutput, Tensor, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_body, ModelInfo};
@@ -169,13 +167,11 @@ pub(crate) async fn create(
     // One engine request per chunk, all in flight together: the batcher does the packing.
     // Dropping this future (the client went away) drops every pending request with it.
     let chunk = model.facts.spec.max_batch_size.max(1);
-    let calls = texts
-        .chunks(chunk)
-        .map(|part| {
-            let mut request = embed_request(&model, &roles, part);
-            request.origin = origin.clone();
-            engine.infer(request)
-        });
+    let calls = texts.chunks(chunk).map(|part| {
+        let mut request = embed_request(&model, &roles, part);
+        request.origin = origin.clone();
+        engine.infer(request)
+    });
     let responses = futures::future::try_join_all(calls).await?;
 
     let mut data = Vec::with_capacity(texts.len());

@@ -94,13 +94,17 @@ impl<'de> Deserialize<'de> for Control {
                     return Ok(Control::Infer);
                 }
                 let Ok(id) = map.next_value::<String>() else {
-                    return Ok(Control::Malformed("'cancel' must be the id of a request, a string"));
+                    return Ok(Control::Malformed(
+                        "'cancel' must be the id of a request, a string",
+                    ));
                 };
                 if map.next_key::<IgnoredAny>()?.is_some() {
                     // Read to the end, or the reader reports the rest as an error.
                     map.next_value::<IgnoredAny>()?;
                     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                    return Ok(Control::Malformed("a cancel message holds 'cancel' and nothing else"));
+                    return Ok(Control::Malformed(
+                        "a cancel message holds 'cancel' and nothing else",
+                    ));
                 }
                 Ok(Control::Cancel(id))
             }
