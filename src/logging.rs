@@ -1,8 +1,8 @@
 //! Log setup: text or JSON lines on stderr, RUST_LOG to override the level at start, and
-//! Triton's log settings (`/v2/logging`, `LogSettings`) to change what is written while
-//! the server runs.
+//! Triton's log settings (`/v2/logging`, `LogSettings`) to change what is written, and how,
+//! while the server runs.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use nereid_engine::{ApplyLogSettings, LogSettings};
@@ -16,6 +16,21 @@ use crate::cli::LogFormat;
 /// Which of error, warning and info lines are written (bits 0, 1, 2); verbose levels are
 /// the reloadable filter's.
 static SEVERITIES: AtomicU8 = AtomicU8::new(0b111);
+
+/// Lines are JSON objects rather than text. Both formatters are installed; this picks the
+/// one that writes.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether a line of this level is written, by `SEVERITIES`.
+fn severity_on(level: &Level) -> bool {
+    let bit = match *level {
+        Level::ERROR => 0,
+        Level::WARN => 1,
+        Level::INFO => 2,
+        _ => return true,
+    };
+    SEVERITIES.load(Ordering::Relaxed) & (1 << bit) != 0
+}
 
 /// The installed subscriber's handles, to hand the log API.
 pub(crate) struct Logging {
@@ -36,23 +51,24 @@ pub(crate) fn init(format: LogFormat, verbose: u8) -> Logging {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directive(&settings)));
     let (filter, handle) = reload::Layer::new(filter);
-    let severities = filter::filter_fn(|meta| {
-        let bit = match *meta.level() {
-            Level::ERROR => 0,
-            Level::WARN => 1,
-            Level::INFO => 2,
-            _ => return true,
-        };
-        SEVERITIES.load(Ordering::Relaxed) & (1 << bit) != 0
-    });
-    let fmt = tracing_subscriber::fmt::layer()
+    JSON.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
+    let text = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry.with(fmt.with_filter(severities)).init(),
-        LogFormat::Json => registry.with(fmt.json().with_filter(severities)).init(),
-    }
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter::filter_fn(|meta| {
+            !JSON.load(Ordering::Relaxed) && severity_on(meta.level())
+        }));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_filter(filter::filter_fn(|meta| {
+            JSON.load(Ordering::Relaxed) && severity_on(meta.level())
+        }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .init();
     Logging {
         filter: handle,
         settings,
@@ -68,6 +84,7 @@ impl Logging {
                 | u8::from(settings.warning) << 1
                 | u8::from(settings.info) << 2;
             SEVERITIES.store(bits, Ordering::Relaxed);
+            JSON.store(settings.format == "json", Ordering::Relaxed);
             if let Err(e) = filter.reload(EnvFilter::new(directive(settings))) {
                 eprintln!("cannot change the log level: {e}");
             }

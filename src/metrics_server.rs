@@ -68,9 +68,10 @@ pub(crate) fn install(config: &[String]) -> anyhow::Result<PrometheusHandle> {
         .context("cannot set the gateway latency buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("system-metrics".into())
-        .spawn(sample_system)
+        .spawn(move || sample_system(&upkeep))
         .context("cannot start the system metrics thread")?;
     Ok(handle)
 }
@@ -94,10 +95,13 @@ pub(crate) fn router(handle: PrometheusHandle) -> Router {
     )
 }
 
-/// Samples host CPU utilisation and memory once a second into Triton's gauges.
-fn sample_system() {
+/// Samples host CPU utilisation and memory once a second into Triton's gauges, and folds
+/// the histograms' recorded values into their buckets: the recorder keeps every value
+/// until then, so without this upkeep an unscraped server's memory grows with each request.
+fn sample_system(handle: &PrometheusHandle) {
     let mut last = cpu_times();
     loop {
+        handle.run_upkeep();
         // Memory first, so the gauges exist from the first scrape on.
         if let Some((total, available)) = memory() {
             gauge!("nv_cpu_memory_total_bytes").set(total as f64);

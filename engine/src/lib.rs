@@ -42,7 +42,7 @@ pub use engine::{
     Engine, EngineOptions, ModelControlMode, ModelMetadata, ServerMetadata, TensorMetadata,
 };
 pub use error::{EngineError, Result};
-pub use logs::{ApplyLogSettings, LogSettings, LogValue};
+pub use logs::{ApplyLogSettings, LogSettings, LogValue, LOG_FORMATS};
 pub use models::{ModelFacts, RepositoryEntry};
 pub use nereid_proto::inference::ModelConfig;
 pub use repository::{Repository, CONFIG_FILE};

@@ -19,8 +19,7 @@ pub struct LogSettings {
     pub error: bool,
     /// `log_verbose_level`: 0 none, 1 debug lines, 2 and up trace lines too.
     pub verbose_level: u32,
-    /// `log_format`: the format the server started with (`default` for text, `json`);
-    /// it cannot change while the server runs.
+    /// `log_format`: `default` (text lines) or `json` (one object a line).
     pub format: String,
 }
 
@@ -36,6 +35,9 @@ impl Default for LogSettings {
         }
     }
 }
+
+/// The log formats: Triton's `default` (text lines) and `json`.
+pub const LOG_FORMATS: [&str; 2] = ["default", "json"];
 
 /// One value of a log settings update, as a door received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +92,13 @@ impl LogSettings {
                     ))
                 }
                 ("log_file", _) => return Err(bad("a string")),
-                ("log_format", LogValue::Str(format)) if *format == self.format => {}
+                ("log_format", LogValue::Str(format)) if LOG_FORMATS.contains(&format.as_str()) => {
+                    next.format = format.clone()
+                }
                 ("log_format", _) => {
-                    return Err(bad(&format!(
-                        "\"{}\", the format the server started with (--log-format)",
-                        self.format
-                    )))
+                    return Err(bad(
+                        "\"default\" (text lines) or \"json\" (one object a line)",
+                    ))
                 }
                 (other, _) => {
                     return Err(EngineError::invalid(format!(
@@ -164,11 +167,12 @@ mod tests {
             .update(&[
                 ("log_verbose_level".into(), LogValue::Uint(1)),
                 ("log_info".into(), LogValue::Bool(false)),
-                ("log_format".into(), LogValue::Str("default".into())),
+                ("log_format".into(), LogValue::Str("json".into())),
                 ("log_file".into(), LogValue::Str(String::new())),
             ])
             .unwrap();
         assert_eq!((next.verbose_level, next.info), (1, false));
+        assert_eq!(next.format, "json");
         assert_eq!(*applied.lock(), [1]);
         for (key, value, needle) in [
             ("log_verbose_level", LogValue::Int(-1), "non-negative"),
@@ -179,11 +183,7 @@ mod tests {
             ),
             ("log_info", LogValue::Uint(1), "a boolean"),
             ("log_file", LogValue::Str("/tmp/x".into()), "standard error"),
-            (
-                "log_format",
-                LogValue::Str("ISO8601".into()),
-                "started with",
-            ),
+            ("log_format", LogValue::Str("ISO8601".into()), "\"json\""),
             (
                 "log_colour",
                 LogValue::Bool(true),

@@ -123,6 +123,18 @@ pub(crate) struct RequestContext {
 }
 
 impl RequestContext {
+    /// A response is about to go out: the first one is counted (time to first response)
+    /// and marked in the trace.
+    pub(crate) fn responding(&mut self) {
+        if !self.responded {
+            self.responded = true;
+            self.stats.record_first_response(self.received.elapsed());
+            if let Some(trace) = &mut self.trace {
+                trace.responded(Instant::now());
+            }
+        }
+    }
+
     pub(crate) fn response(&self, outputs: Vec<Tensor>, is_final: bool) -> InferResponse {
         let outputs = if self.requested.is_empty() {
             outputs
@@ -301,15 +313,7 @@ impl ResponsePermit<'_> {
     /// Sends a response; a final one ends the sequence (and stops it counting as in
     /// flight before the client can see the answer).
     pub fn send(self, outputs: Vec<Tensor>, is_final: bool) {
-        if !self.ctx.responded {
-            self.ctx.responded = true;
-            self.ctx
-                .stats
-                .record_first_response(self.ctx.received.elapsed());
-            if let Some(trace) = &mut self.ctx.trace {
-                trace.responded(Instant::now());
-            }
-        }
+        self.ctx.responding();
         let response = Ok(self.ctx.response(outputs, is_final));
         if is_final {
             *self.done = true;

@@ -111,15 +111,7 @@ impl Reply {
     /// client's buffer. False when the client has gone away (or the request is unary,
     /// which takes only its final response).
     pub async fn send(&mut self, response: InferResponse) -> bool {
-        if !self.ctx.responded {
-            self.ctx.responded = true;
-            self.ctx
-                .stats
-                .record_first_response(self.ctx.received.elapsed());
-            if let Some(trace) = &mut self.ctx.trace {
-                trace.responded(std::time::Instant::now());
-            }
-        }
+        self.ctx.responding();
         match &self.sink {
             Some(Sink::Stream(tx)) => tx.send(Ok(response)).await.is_ok(),
             _ => false,

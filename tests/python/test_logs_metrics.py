@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -19,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from conftest import start_server
 
 from otlp import (
+    DEBUG_LINE,
     DOOR_ROLE,
     SPAN_WAIT,
     fields,
@@ -35,6 +37,94 @@ from otlp import (
 )
 
 pytestmark = pytest.mark.timeout(180)
+
+
+LOG_KEYS = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
+
+# Tests: log settings --------------------------------------------------------------------
+
+def log_settings(settings):
+    return {k: settings.get(k) for k in LOG_KEYS}
+
+
+def test_log_settings_over_both_doors_switch_debug_lines_on_and_off():
+    srv = start_server(["--demo-models", "builtin", "--access-log"])
+    try:
+        rest = httpclient.InferenceServerClient(srv.http)
+        grpc_client = grpcclient.InferenceServerClient(srv.grpc)
+        settings = rest.get_log_settings()
+        expected = {"log_file": "", "log_info": True, "log_warning": True, "log_error": True,
+                    "log_verbose_level": 0, "log_format": settings.get("log_format")}
+        assert log_settings(settings) == expected, settings
+        assert all(type(settings[k]) is bool for k in ("log_info", "log_warning", "log_error")), settings
+        assert type(settings["log_verbose_level"]) is int and isinstance(settings["log_format"], str)
+        assert not [line for line in srv.log if DEBUG_LINE.search(line)]
+
+        # Level 1 over REST: debug lines appear, and the server keeps serving.
+        assert log_settings(rest.update_log_settings({"log_verbose_level": 1})) == {**expected, "log_verbose_level": 1}
+        mark = len(srv.log)
+        deadline = time.monotonic() + SPAN_WAIT
+        while not [line for line in srv.log[mark:] if DEBUG_LINE.search(line)]:
+            assert time.monotonic() < deadline, "no debug line at level 1:\n" + "".join(srv.log[mark:])
+            requests.get("http://%s/v2/models/no_such_model" % srv.http, timeout=10)
+            time.sleep(0.1)
+        assert http_infer(srv, "simple").as_numpy("OUTPUT0") is not None
+
+        # The same setting read and changed over gRPC; level 0 stops them.
+        now = grpc_client.get_log_settings().settings
+        assert now["log_verbose_level"].uint32_param == 1 and now["log_info"].bool_param is True
+        now = grpc_client.update_log_settings({"log_verbose_level": 0}).settings
+        assert now["log_verbose_level"].uint32_param == 0 and now["log_file"].string_param == ""
+        assert now["log_error"].bool_param is True and now["log_format"].string_param == expected["log_format"]
+        # Every line written before the switch is in before this request's access line.
+        quiet = rid("quiet")
+        http_infer(srv, "simple", quiet)
+        start = srv.log.index(wait_for_access_line(srv, quiet))
+        requests.get("http://%s/v2/models/no_such_model" % srv.http, timeout=10)
+        grpc_infer(srv, "simple")
+        last = rid("last")
+        http_infer(srv, "simple", last)
+        end = srv.log.index(wait_for_access_line(srv, last))
+        assert not [line for line in srv.log[start:end] if DEBUG_LINE.search(line)], srv.log[start:end]
+
+        # Refusals name the setting, on both doors; the settings stay as they were.
+        for bad, named in (({"log_verbose_level": "loud"}, "log_verbose_level"), ({"log_info": "yes"}, "log_info"),
+                           ({"log_file": "/tmp/nereid.log"}, "log_file"), ({"log_format": "xml"}, "log_format")):
+            with pytest.raises(InferenceServerException) as refused:
+                rest.update_log_settings(bad)
+            assert refused.value.status() == "400" and named in refused.value.message(), (bad, refused.value)
+        for bad, named in (({"log_file": "/tmp/nereid.log"}, "log_file"), ({"log_format": "xml"}, "log_format")):
+            with pytest.raises(InferenceServerException) as refused:
+                grpc_client.update_log_settings(bad)
+            assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value
+            assert named in refused.value.message(), refused.value
+        wrong_type = service_pb2.LogSettingsRequest()
+        wrong_type.settings["log_info"].string_param = "yes"
+        with grpc.insecure_channel(srv.grpc) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                service_pb2_grpc.GRPCInferenceServiceStub(channel).LogSettings(wrong_type, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "log_info" in refused.value.details()
+        assert log_settings(rest.get_log_settings()) == expected
+        # The format it runs with is accepted as it is, and it switches while the server runs:
+        # with JSON, the next debug lines are JSON objects.
+        assert log_settings(rest.update_log_settings({"log_format": expected["log_format"]})) == expected
+        other = "json" if expected["log_format"] == "default" else "default"
+        mark = len(srv.log)
+        assert log_settings(rest.update_log_settings({"log_format": other, "log_verbose_level": 1})) == {
+            **expected, "log_format": other, "log_verbose_level": 1}
+        deadline = time.monotonic() + 10
+        while True:
+            rest.is_server_live()
+            fresh = [line for line in list(srv.log)[mark:] if DEBUG_LINE.search(line)]
+            if len(fresh) >= 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # Lines written before the switch may still be on their way: judge the latest.
+        assert fresh, "no debug line after the switch"
+        assert all(line.lstrip().startswith("{") == (other == "json") for line in fresh[-2:]), fresh[-2:]
+        rest.update_log_settings({"log_format": expected["log_format"], "log_verbose_level": 0})
+    finally:
+        srv.stop()
 
 
 # Tests: request ids and the access log --------------------------------------------------

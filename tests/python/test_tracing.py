@@ -16,22 +16,17 @@ import json
 import subprocess
 import time
 
-import grpc
 import pytest
-import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from conftest import BIN, Server, start_server
 
 from otlp import (
     CLIENT_KIND,
-    DEBUG_LINE,
     DOOR_ROLE,
     SERVER_KIND,
-    SPAN_WAIT,
     STATUS_ERROR,
     attr,
     check_engine_tree,
@@ -48,7 +43,6 @@ from otlp import (
     traced,
     traceparent,
     tracing,
-    wait_for_access_line,
     wait_for_spans,
 )
 
@@ -336,75 +330,6 @@ def test_trace_settings_over_grpc_with_a_count(receiver):
         srv.stop()
 
 
-LOG_KEYS = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
-
-
-def log_settings(settings):
-    return {k: settings.get(k) for k in LOG_KEYS}
-
-
-def test_log_settings_over_both_doors_switch_debug_lines_on_and_off():
-    srv = start_server(["--demo-models", "builtin", "--access-log"])
-    try:
-        rest = httpclient.InferenceServerClient(srv.http)
-        grpc_client = grpcclient.InferenceServerClient(srv.grpc)
-        settings = rest.get_log_settings()
-        expected = {"log_file": "", "log_info": True, "log_warning": True, "log_error": True,
-                    "log_verbose_level": 0, "log_format": settings.get("log_format")}
-        assert log_settings(settings) == expected, settings
-        assert all(type(settings[k]) is bool for k in ("log_info", "log_warning", "log_error")), settings
-        assert type(settings["log_verbose_level"]) is int and isinstance(settings["log_format"], str)
-        assert not [line for line in srv.log if DEBUG_LINE.search(line)]
-
-        # Level 1 over REST: debug lines appear, and the server keeps serving.
-        assert log_settings(rest.update_log_settings({"log_verbose_level": 1})) == {**expected, "log_verbose_level": 1}
-        mark = len(srv.log)
-        deadline = time.monotonic() + SPAN_WAIT
-        while not [line for line in srv.log[mark:] if DEBUG_LINE.search(line)]:
-            assert time.monotonic() < deadline, "no debug line at level 1:\n" + "".join(srv.log[mark:])
-            requests.get("http://%s/v2/models/no_such_model" % srv.http, timeout=10)
-            time.sleep(0.1)
-        assert http_infer(srv, "simple").as_numpy("OUTPUT0") is not None
-
-        # The same setting read and changed over gRPC; level 0 stops them.
-        now = grpc_client.get_log_settings().settings
-        assert now["log_verbose_level"].uint32_param == 1 and now["log_info"].bool_param is True
-        now = grpc_client.update_log_settings({"log_verbose_level": 0}).settings
-        assert now["log_verbose_level"].uint32_param == 0 and now["log_file"].string_param == ""
-        assert now["log_error"].bool_param is True and now["log_format"].string_param == expected["log_format"]
-        # Every line written before the switch is in before this request's access line.
-        quiet = rid("quiet")
-        http_infer(srv, "simple", quiet)
-        start = srv.log.index(wait_for_access_line(srv, quiet))
-        requests.get("http://%s/v2/models/no_such_model" % srv.http, timeout=10)
-        grpc_infer(srv, "simple")
-        last = rid("last")
-        http_infer(srv, "simple", last)
-        end = srv.log.index(wait_for_access_line(srv, last))
-        assert not [line for line in srv.log[start:end] if DEBUG_LINE.search(line)], srv.log[start:end]
-
-        # Refusals name the setting, on both doors; the settings stay as they were.
-        for bad, named in (({"log_verbose_level": "loud"}, "log_verbose_level"), ({"log_info": "yes"}, "log_info"),
-                           ({"log_file": "/tmp/nereid.log"}, "log_file"), ({"log_format": "xml"}, "log_format")):
-            with pytest.raises(InferenceServerException) as refused:
-                rest.update_log_settings(bad)
-            assert refused.value.status() == "400" and named in refused.value.message(), (bad, refused.value)
-        for bad, named in (({"log_file": "/tmp/nereid.log"}, "log_file"), ({"log_format": "xml"}, "log_format")):
-            with pytest.raises(InferenceServerException) as refused:
-                grpc_client.update_log_settings(bad)
-            assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value
-            assert named in refused.value.message(), refused.value
-        wrong_type = service_pb2.LogSettingsRequest()
-        wrong_type.settings["log_info"].string_param = "yes"
-        with grpc.insecure_channel(srv.grpc) as channel:
-            with pytest.raises(grpc.RpcError) as refused:
-                service_pb2_grpc.GRPCInferenceServiceStub(channel).LogSettings(wrong_type, timeout=10)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "log_info" in refused.value.details()
-        assert log_settings(rest.get_log_settings()) == expected
-        # The format it runs with is accepted as it is.
-        assert log_settings(rest.update_log_settings({"log_format": expected["log_format"]})) == expected
-    finally:
-        srv.stop()
 
 
 # Tests: flags ---------------------------------------------------------------------------

@@ -47,7 +47,6 @@ pub(crate) struct RequestTrace {
 }
 
 impl RequestTrace {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         exporter: Arc<dyn SpanExporter>,
         parent: Option<&TraceParent>,

@@ -39,6 +39,9 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
     })
 }
 
+/// The inference service's answer, or the guard's own refusal.
+type Guard<F, E> = futures::future::Either<F, std::future::Ready<Result<Response<Body>, E>>>;
+
 /// Wraps the inference service: a call without an accepted API key is UNAUTHENTICATED,
 /// one to a restricted group without its header PERMISSION_DENIED, one to a method the
 /// service does not have UNIMPLEMENTED naming it (tonic's own answer has no message).
@@ -60,9 +63,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Echo<
-        futures::future::Either<S::Future, std::future::Ready<Result<Response<Body>, S::Error>>>,
-    >;
+    type Future = Echo<Guard<S::Future, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -92,10 +93,7 @@ where
 }
 
 impl<S> Guarded<S> {
-    fn guard<B>(
-        &mut self,
-        request: Request<B>,
-    ) -> futures::future::Either<S::Future, std::future::Ready<Result<Response<Body>, S::Error>>>
+    fn guard<B>(&mut self, request: Request<B>) -> Guard<S::Future, S::Error>
     where
         S: Service<Request<B>, Response = Response<Body>>,
     {

@@ -285,6 +285,7 @@ impl Generation {
 /// Starts `n` choices for each prompt (choice `i * n + j` is prompt `i`'s `j`-th), all
 /// submitted before anything is answered, so a refusal is an HTTP status, not a stream
 /// error. If one is refused the ones already started are dropped, which cancels them.
+#[allow(clippy::too_many_arguments)] // each is one fact of the request, all used once
 pub(crate) fn start_all(
     engine: &Engine,
     model: &ModelInfo,

@@ -59,15 +59,7 @@ async fn any_model(
     origin: Option<Extension<Origin>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = origin.map(|o| o.0).unwrap_or_default();
-    accept(
-        upgrade,
-        engine,
-        Defaults {
-            origin,
-            ..Defaults::default()
-        },
-    )
+    accept(upgrade, engine, None, None, origin)
 }
 
 async fn one_model(
@@ -76,16 +68,7 @@ async fn one_model(
     origin: Option<Extension<Origin>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = origin.map(|o| o.0).unwrap_or_default();
-    accept(
-        upgrade,
-        engine,
-        Defaults {
-            model: Some(model),
-            version: None,
-            origin,
-        },
-    )
+    accept(upgrade, engine, Some(model), None, origin)
 }
 
 async fn one_version(
@@ -94,19 +77,23 @@ async fn one_version(
     origin: Option<Extension<Origin>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = origin.map(|o| o.0).unwrap_or_default();
-    accept(
-        upgrade,
-        engine,
-        Defaults {
-            model: Some(model),
-            version: Some(version),
-            origin,
-        },
-    )
+    accept(upgrade, engine, Some(model), Some(version), origin)
 }
 
-fn accept(upgrade: WebSocketUpgrade, engine: Engine, defaults: Defaults) -> Response {
+/// Upgrades to a WebSocket whose frames go to `model` (and `version`) unless they name
+/// one, with the upgrade request's origin.
+fn accept(
+    upgrade: WebSocketUpgrade,
+    engine: Engine,
+    model: Option<String>,
+    version: Option<String>,
+    origin: Option<Extension<Origin>>,
+) -> Response {
+    let defaults = Defaults {
+        model,
+        version,
+        origin: origin.map(|o| o.0).unwrap_or_default(),
+    };
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
