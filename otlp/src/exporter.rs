@@ -143,7 +143,7 @@ fn take(batch: &mut Vec<proto::Span>, spans: Vec<SpanData>, queued: &AtomicUsize
 /// One way to the collector.
 enum Transport {
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         uri: http::Uri,
     },
     Grpc {
@@ -156,7 +156,7 @@ impl Transport {
         let bad = |e: &dyn std::fmt::Display| format!("OTLP endpoint '{}': {e}", config.endpoint);
         Ok(match config.protocol {
             Protocol::HttpProtobuf => Self::Http {
-                client: Client::builder(TokioExecutor::new()).build_http(),
+                client: Box::new(Client::builder(TokioExecutor::new()).build_http()),
                 uri: config.endpoint.parse().map_err(|e| bad(&e))?,
             },
             Protocol::Grpc => {
