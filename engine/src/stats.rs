@@ -314,10 +314,8 @@ impl ModelStats {
             .increment((infer * requests as u32).as_micros() as u64);
         m.compute_output_us
             .increment((output * requests as u32).as_micros() as u64);
-        let compute = (input + infer + output).as_secs_f64();
-        for _ in 0..requests {
-            m.compute_seconds.record(compute);
-        }
+        m.compute_seconds
+            .record_many((input + infer + output).as_secs_f64(), requests as usize);
     }
 
     /// Records what one instance of a decoupled model holds now: its live sequences and,

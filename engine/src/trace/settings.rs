@@ -90,7 +90,7 @@ impl TraceSettings {
 pub const TRACE_MODE: &str = "opentelemetry";
 
 /// Settings a model overrides; the rest follow the global ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Overrides {
     level: Option<TraceLevel>,
     rate: Option<u32>,
@@ -268,7 +268,7 @@ impl TraceTable {
             }
             Some(name) => {
                 let entry = self.models.entry(name.to_string()).or_default();
-                let mut overrides = entry.overrides.clone();
+                let mut overrides = entry.overrides;
                 for (key, values) in update {
                     overrides.set(key, values.as_deref())?;
                 }
@@ -291,17 +291,17 @@ impl TraceTable {
     /// picks it, and it takes one from that count.
     pub(crate) fn sample(&mut self, model: &str, caller_sampled: bool) -> bool {
         let model_trace = self.models.get_mut(model);
-        let overrides = model_trace.as_ref().map(|m| m.overrides.clone());
-        let own_level = overrides.as_ref().and_then(|o| o.level);
+        let overrides = model_trace
+            .as_ref()
+            .map(|m| m.overrides)
+            .unwrap_or_default();
         if caller_sampled {
-            return own_level != Some(TraceLevel::Off);
+            return overrides.level != Some(TraceLevel::Off);
         }
-        if own_level.unwrap_or(self.global.level) == TraceLevel::Off {
+        if overrides.level.unwrap_or(self.global.level) == TraceLevel::Off {
             return false;
         }
-        let rate = overrides.as_ref().and_then(|o| o.rate);
-        let count = overrides.as_ref().and_then(|o| o.count);
-        let (rate, seen) = match (rate, model_trace) {
+        let (rate, seen) = match (overrides.rate, model_trace) {
             (Some(rate), Some(m)) => (rate, &mut m.seen),
             _ => (self.global.rate, &mut self.global_seen),
         };
@@ -310,7 +310,7 @@ impl TraceTable {
         if !picked {
             return false;
         }
-        let left = match count {
+        let left = match overrides.count {
             Some(_) => self
                 .models
                 .get_mut(model)

@@ -105,11 +105,15 @@ fn inference_server(
     args: &GrpcArgs,
     stop: Stop,
 ) -> anyhow::Result<Guarded<GrpcInferenceServiceServer<InferenceService>>> {
-    let mut server = GrpcInferenceServiceServer::new(InferenceService::with_stop(engine, stop))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Deflate)
-        .max_decoding_message_size(args.grpc_max_message_size)
-        .max_encoding_message_size(args.grpc_max_message_size);
+    let mut server = GrpcInferenceServiceServer::new(InferenceService::for_server(
+        engine,
+        stop,
+        args.access_log,
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Deflate)
+    .max_decoding_message_size(args.grpc_max_message_size)
+    .max_encoding_message_size(args.grpc_max_message_size);
     if args.grpc_infer_response_compression_level != CompressionLevel::None {
         server = server.send_compressed(CompressionEncoding::Gzip);
     }

@@ -18,17 +18,23 @@ use crate::stream::{self, OutStream};
 pub struct InferenceService {
     engine: Engine,
     stop: Stop,
+    /// The access log is on: answers name their model for it.
+    access_log: bool,
 }
 
 impl InferenceService {
     /// A service answering from `engine`. Streams it serves end only when their client
     /// ends them; [`crate::serve`] also ends them at shutdown.
     pub fn new(engine: Engine) -> Self {
-        Self::with_stop(engine, Stop::never())
+        Self::for_server(engine, Stop::never(), false)
     }
 
-    pub(crate) fn with_stop(engine: Engine, stop: Stop) -> Self {
-        Self { engine, stop }
+    pub(crate) fn for_server(engine: Engine, stop: Stop, access_log: bool) -> Self {
+        Self {
+            engine,
+            stop,
+            access_log,
+        }
     }
 }
 
@@ -106,12 +112,16 @@ impl GrpcInferenceService for InferenceService {
         let mut request =
             convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
         request.origin = origin;
-        let model = CalledModel(request.model_name.clone());
+        let model = self
+            .access_log
+            .then(|| CalledModel(request.model_name.clone()));
         // Dropping this future (client gone, deadline passed: see `DeadlineLayer`) takes the
         // request out of the engine's queue.
         let response = self.engine.infer(request).await.map_err(to_status)?;
         let mut response = Response::new(convert::response_to_wire(response, false));
-        response.extensions_mut().insert(model);
+        if let Some(model) = model {
+            response.extensions_mut().insert(model);
+        }
         Ok(response)
     }
 

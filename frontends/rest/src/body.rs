@@ -8,6 +8,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError};
+use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -22,6 +23,35 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
             "cannot read the request body: {e}"
         ))),
     }
+}
+
+/// Reads an optional JSON body (model control, trace and log settings): empty means
+/// `T::default()`; a value of the wrong type is refused naming its field.
+pub(crate) async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> ApiResult<T> {
+    let body = read_body(body, limit).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // Only a value of the wrong type has a field to name; a syntax error has a place.
+        let field = (e.inner().classify() == serde_json::error::Category::Data)
+            .then(|| e.path().to_string())
+            .filter(|f| !matches!(f.as_str(), "" | ".") && !f.contains('?'));
+        let why = nereid_kserve::describe_json_error(e.into_inner());
+        ApiError::bad_request(match field {
+            None => format!("{what}: {why}"),
+            Some(field) => format!("{what}, field '{field}': {why}"),
+        })
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!("{what}: {}", nereid_kserve::describe_json_error(e)))
+    })?;
+    Ok(parsed)
 }
 
 /// Whether a body error is, somewhere in its chain, the limit layer's refusal.

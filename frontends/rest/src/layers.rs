@@ -129,8 +129,8 @@ where
         let access = self.shaping.access_log.then(|| AccessStart {
             started: std::time::Instant::now(),
             route: request.uri().path().to_string(),
-            bytes_in: content_length(request.headers())
-                .or_else(|| http_body::Body::size_hint(request.body()).exact()),
+            // An incoming body's exact size is its Content-Length.
+            bytes_in: http_body::Body::size_hint(request.body()).exact(),
             origin: origin.clone(),
         });
         request.extensions_mut().insert(origin);
@@ -216,15 +216,6 @@ struct AccessStart {
     origin: Origin,
 }
 
-fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 /// The model a KServe path names (`/v2/models/{model}/...`).
 fn model_of(path: &str) -> Option<&str> {
     path.strip_prefix("/v2/models/")?
@@ -253,8 +244,7 @@ where
                 status: response.status().as_str(),
                 duration: a.started.elapsed(),
                 bytes_in: a.bytes_in,
-                bytes_out: content_length(response.headers())
-                    .or_else(|| http_body::Body::size_hint(response.body()).exact()),
+                bytes_out: http_body::Body::size_hint(response.body()).exact(),
                 origin: &a.origin,
             }
             .log();

@@ -9,38 +9,10 @@ use nereid_engine::RepositoryEntry;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::body::read_body;
+use crate::body::optional_json;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{answers, schema};
 use crate::state::AppState;
-
-/// Reads an optional JSON body: empty means `T::default()`.
-async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
-    state: &AppState,
-    body: Body,
-    what: &str,
-) -> ApiResult<T> {
-    let body = read_body(body, state.max_input_size).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        // Only a value of the wrong type has a field to name; a syntax error has a place.
-        let field = (e.inner().classify() == serde_json::error::Category::Data)
-            .then(|| e.path().to_string())
-            .filter(|f| !matches!(f.as_str(), "" | ".") && !f.contains('?'));
-        let why = nereid_kserve::describe_json_error(e.into_inner());
-        ApiError::bad_request(match field {
-            None => format!("{what}: {why}"),
-            Some(field) => format!("{what}, field '{field}': {why}"),
-        })
-    })?;
-    de.end().map_err(|e| {
-        ApiError::bad_request(format!("{what}: {}", nereid_kserve::describe_json_error(e)))
-    })?;
-    Ok(parsed)
-}
 
 #[derive(Deserialize, Default)]
 struct IndexRequest {
@@ -64,7 +36,8 @@ pub(crate) async fn repository_index(
     State(state): State<AppState>,
     body: Body,
 ) -> ApiResult<Json<Vec<RepositoryEntry>>> {
-    let request: IndexRequest = optional_json(&state, body, "repository index request").await?;
+    let request: IndexRequest =
+        optional_json(body, state.max_input_size, "repository index request").await?;
     Ok(Json(state.engine.repository_index(request.ready)))
 }
 
@@ -84,7 +57,7 @@ pub(crate) async fn repository_load(
     Path(model): Path<String>,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let request: ControlRequest = optional_json(&state, body, "load request").await?;
+    let request: ControlRequest = optional_json(body, state.max_input_size, "load request").await?;
     if let Some(key) = request.parameters.keys().find(|k| k.starts_with("file:")) {
         return Err(ApiError::unimplemented(format!(
             "parameter '{key}': loading model files sent with the request is not supported"
@@ -129,7 +102,7 @@ pub(crate) async fn repository_unload(
     body: Body,
 ) -> ApiResult<StatusCode> {
     // `unload_dependents` has no meaning without ensembles; the body is read for its errors.
-    let _: ControlRequest = optional_json(&state, body, "unload request").await?;
+    let _: ControlRequest = optional_json(body, state.max_input_size, "unload request").await?;
     state.engine.unload_model(&model).await?;
     Ok(StatusCode::OK)
 }

@@ -8,7 +8,7 @@ use nereid_engine::trace::TraceUpdate;
 use nereid_engine::{LogSettings, LogValue, TraceSettings};
 use serde_json::{Map, Value};
 
-use crate::body::read_body;
+use crate::body::optional_json;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::answers;
 use crate::state::AppState;
@@ -29,10 +29,7 @@ pub(crate) async fn update_trace_setting(
     State(state): State<AppState>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let update = trace_update(&read_object(&state, body, "trace settings").await?)?;
-    Ok(Json(trace_json(
-        &state.engine.update_trace_settings(None, &update)?,
-    )))
+    update_trace(&state, None, body).await
 }
 
 /// A model's trace settings: its own where it has them, the global ones for the rest.
@@ -61,10 +58,7 @@ pub(crate) async fn update_model_trace_setting(
     Path(model): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let update = trace_update(&read_object(&state, body, "trace settings").await?)?;
-    Ok(Json(trace_json(
-        &state.engine.update_trace_settings(Some(&model), &update)?,
-    )))
+    update_trace(&state, Some(&model), body).await
 }
 
 /// The log settings.
@@ -83,7 +77,8 @@ pub(crate) async fn update_logging(
     State(state): State<AppState>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let object = read_object(&state, body, "log settings").await?;
+    let object: Map<String, Value> =
+        optional_json(body, state.max_input_size, "log settings").await?;
     let update = object
         .iter()
         .filter(|(_, value)| !value.is_null())
@@ -105,22 +100,14 @@ pub(crate) async fn update_logging(
     Ok(Json(log_json(&state.engine.update_log_settings(&update)?)))
 }
 
-/// A JSON object body (empty: no change).
-async fn read_object(state: &AppState, body: Body, what: &str) -> ApiResult<Map<String, Value>> {
-    let body = read_body(body, state.max_input_size).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice(&body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::bad_request(format!(
-            "{what}: the body must be a JSON object"
-        ))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "{what}: {}",
-            nereid_kserve::describe_json_error(e)
-        ))),
-    }
+/// Applies a trace settings body, globally or to `model`; answers the settings after it.
+async fn update_trace(state: &AppState, model: Option<&str>, body: Body) -> ApiResult<Json<Value>> {
+    let object: Map<String, Value> =
+        optional_json(body, state.max_input_size, "trace settings").await?;
+    let update = trace_update(&object)?;
+    Ok(Json(trace_json(
+        &state.engine.update_trace_settings(model, &update)?,
+    )))
 }
 
 /// Triton's trace settings body: each value a string, a list of strings, or `null`

@@ -16,7 +16,11 @@ use serde_json::value::RawValue;
 use crate::binary::{take_tensors, Body};
 use crate::data::DataSink;
 use crate::params::JsonParams;
-use crate::{BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE};
+use crate::{BINARY_DATA_OUTPUT, BINARY_DATA_SIZE};
+
+mod outputs;
+
+use outputs::{bool_or_absent, RequestedSeed, Text};
 
 /// What an infer request says besides its inputs.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -67,12 +71,10 @@ pub fn decode_infer_request(body: Body) -> Result<DecodedRequest, EngineError> {
             "invalid request: the request has no 'inputs'",
         ));
     }
-    if let Some(value) = message.parameters.get(BINARY_DATA_OUTPUT) {
-        if value.as_bool().is_none() {
-            return Err(EngineError::invalid(format!(
-                "invalid request: parameter '{BINARY_DATA_OUTPUT}' must be a bool"
-            )));
-        }
+    if !bool_or_absent(&message.parameters, BINARY_DATA_OUTPUT) {
+        return Err(EngineError::invalid(format!(
+            "invalid request: parameter '{BINARY_DATA_OUTPUT}' must be a bool"
+        )));
     }
     let inputs = take_tensors(message.tensors, body.binary, "input")?;
     Ok(DecodedRequest {
@@ -268,103 +270,6 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// A string field; a value of another type is refused naming the field (`what`).
-struct Text<'w>(&'w str);
-
-impl<'de> DeserializeSeed<'de> for Text<'_> {
-    type Value = String;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for Text<'_> {
-    type Value = String;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{} as a string", self.0)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-}
-
-/// A request's `outputs`: the outputs it asks for, with their parameters.
-struct RequestedSeed;
-
-impl<'de> DeserializeSeed<'de> for RequestedSeed {
-    type Value = Vec<RequestedOutput>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RequestedSeed {
-    type Value = Vec<RequestedOutput>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("'outputs' as an array of {\"name\", \"parameters\"} objects")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut outputs = Vec::new();
-        while let Some(output) = seq.next_element_seed(RequestedOutputSeed(outputs.len()))? {
-            outputs.push(output);
-        }
-        Ok(outputs)
-    }
-}
-
-/// One requested output, `#index` in the request.
-struct RequestedOutputSeed(usize);
-
-impl<'de> DeserializeSeed<'de> for RequestedOutputSeed {
-    type Value = RequestedOutput;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RequestedOutput, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RequestedOutputSeed {
-    type Value = RequestedOutput;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "output #{} as an object {{\"name\", \"parameters\"}}",
-            self.0
-        )
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestedOutput, A::Error> {
-        let index = self.0;
-        let mut name = None;
-        let mut parameters = Parameters::new();
-        while let Some(Key(key)) = map.next_key()? {
-            match &*key {
-                "name" => {
-                    name = Some(map.next_value_seed(Text(&format!("output #{index}: 'name'")))?)
-                }
-                "parameters" => parameters = map.next_value::<JsonParams>()?.0,
-                other => {
-                    return Err(de::Error::custom(format!(
-                        "output #{index}: unknown field '{other}', expected 'name' or 'parameters'"
-                    )))
-                }
-            }
-        }
-        let name =
-            name.ok_or_else(|| de::Error::custom(format!("output #{index} has no 'name'")))?;
-        if let Some(value) = parameters.get(BINARY_DATA) {
-            if value.as_bool().is_none() {
-                return Err(de::Error::custom(format!(
-                    "output '{name}': parameter '{BINARY_DATA}' must be a bool"
-                )));
-            }
-        }
-        Ok(RequestedOutput { name, parameters })
-    }
-}
-
 struct TensorsSeed {
     text_len: usize,
     /// "input" or "output", for messages.
@@ -441,8 +346,8 @@ impl<'de> Visitor<'de> for TensorSeed {
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
                 "name" => {
-                    let what = format!("{} #{}: 'name'", self.kind, self.index);
-                    name = Some(map.next_value_seed(Text(&what))?)
+                    let what = format_args!("{} #{}: 'name'", self.kind, self.index);
+                    name = Some(map.next_value_seed(Text(what))?)
                 }
                 "datatype" => {
                     let Key(text) = map.next_value()?;
