@@ -32,6 +32,7 @@ mod llama;
 mod options;
 mod pooling;
 mod prefix_cache;
+mod quant;
 mod request;
 mod sampling;
 mod skinny;

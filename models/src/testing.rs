@@ -9,6 +9,7 @@ pub use crate::embedder::Embedder;
 pub use crate::fetch::PypiSource;
 pub use crate::generator::Generator;
 pub use crate::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
+pub use crate::quant::{Isa, PackedMatrix};
 pub use crate::skinny::matmul_rows;
 pub use crate::weights::pypi_source;
 
@@ -161,8 +162,22 @@ pub fn write_tiny_sentence_transformer(dir: &Path) -> Result<()> {
 /// `<|endoftext|>` (id 0, EOS), `<|im_start|>` (1) and `<|im_end|>` (2), with a ChatML
 /// template. Random weights: the output is gibberish, but every code path runs.
 pub fn write_tiny_gguf(path: &Path) -> Result<()> {
-    let (h, ffn, layers, heads, kv_heads, context) =
-        (64usize, 128usize, 2usize, 4u32, 2u32, 256u32);
+    write_tiny_gguf_typed(path, GgmlDType::Q4_1, GgmlDType::Q8_0)
+}
+
+/// [`write_tiny_gguf`] with the projections quantized to `projections` and the token
+/// embedding (the output head too) to `embedding`; the K types' 256-value blocks make the
+/// model 256 wide instead of 64.
+pub fn write_tiny_gguf_typed(
+    path: &Path,
+    projections: GgmlDType,
+    embedding: GgmlDType,
+) -> Result<()> {
+    let k_blocks = [projections, embedding]
+        .iter()
+        .any(|t| t.block_size() == 256);
+    let (h, ffn) = if k_blocks { (256, 512) } else { (64usize, 128usize) };
+    let (layers, heads, kv_heads, context) = (2usize, 4u32, 2u32, 256u32);
     let mut tokens: Vec<String> = vec![
         "<|endoftext|>".into(),
         "<|im_start|>".into(),
@@ -216,39 +231,34 @@ pub fn write_tiny_gguf(path: &Path) -> Result<()> {
         Ok(())
     };
     let kv = h / heads as usize * kv_heads as usize;
-    add(
-        "token_embd.weight".into(),
-        &[vocab, h],
-        GgmlDType::Q8_0,
-        1.0,
-    )?;
+    add("token_embd.weight".into(), &[vocab, h], embedding, 1.0)?;
     for i in 0..layers {
         let p = format!("blk.{i}");
-        add(format!("{p}.attn_q.weight"), &[h, h], GgmlDType::Q4_1, 0.4)?;
-        add(format!("{p}.attn_k.weight"), &[kv, h], GgmlDType::Q4_1, 0.4)?;
-        add(format!("{p}.attn_v.weight"), &[kv, h], GgmlDType::Q4_1, 0.4)?;
+        add(format!("{p}.attn_q.weight"), &[h, h], projections, 0.4)?;
+        add(format!("{p}.attn_k.weight"), &[kv, h], projections, 0.4)?;
+        add(format!("{p}.attn_v.weight"), &[kv, h], projections, 0.4)?;
         add(
             format!("{p}.attn_output.weight"),
             &[h, h],
-            GgmlDType::Q4_1,
+            projections,
             0.2,
         )?;
         add(
             format!("{p}.ffn_gate.weight"),
             &[ffn, h],
-            GgmlDType::Q4_1,
+            projections,
             0.3,
         )?;
         add(
             format!("{p}.ffn_up.weight"),
             &[ffn, h],
-            GgmlDType::Q4_1,
+            projections,
             0.3,
         )?;
         add(
             format!("{p}.ffn_down.weight"),
             &[h, ffn],
-            GgmlDType::Q4_1,
+            projections,
             0.2,
         )?;
     }

@@ -1,0 +1,183 @@
+//! AVX2 kernel: a chunk of 64 codes is two 256-bit vectors (two groups of 32 activations),
+//! multiplied by `vpmaddubsw` (unsigned by signed bytes into 16-bit pairs) and `vpmaddwd`
+//! (pairs into 32-bit sums). Signed 8-bit codes go through `vpsignb` first (`|w|` times `x`
+//! with `w`'s sign), which keeps every 16-bit pair sum inside `i16`. Tiles of two weight
+//! rows by up to four sequence rows: eight accumulators and the weight vectors in the
+//! sixteen registers.
+
+#![allow(clippy::needless_range_loop)] // register tiles read clearest as indexed loops
+
+use std::arch::x86_64::*;
+
+use super::{Codes, QuantizedRows, WeightRows, CHUNK};
+
+/// Most sequence rows per tile.
+const TILE_ROWS: usize = 4;
+
+/// `dst[o * rows + r] = w[o] · x[r]`.
+///
+/// SAFETY: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block(w: &WeightRows, x: &QuantizedRows, dst: &mut [f32]) {
+    // SAFETY: the features `typed` is compiled for are the caller's guarantee.
+    unsafe {
+        match (w.kind, w.group) {
+            (Codes::Nibbles, _) => typed::<true, 32>(w, x, dst),
+            (Codes::Bytes, 16) => typed::<false, 16>(w, x, dst),
+            (Codes::Bytes, _) => typed::<false, 32>(w, x, dst),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn typed<const NIBBLES: bool, const G: usize>(
+    w: &WeightRows,
+    x: &QuantizedRows,
+    dst: &mut [f32],
+) {
+    // SAFETY: inlined into `block` (AVX2/FMA/F16C); the pointers handed to `tile` cover
+    // `chunks` whole chunks of their rows, and the scale buffers four floats past the groups.
+    unsafe {
+        let rows = x.rows;
+        let groups = w.groups();
+        let chunks = w.k_pad / CHUNK;
+        let row_bytes = w.row_code_bytes();
+        let mut scales = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
+        let mut offsets = vec![0f32; groups];
+        let xq: Vec<*const i8> = (0..rows).map(|r| x.row(r).as_ptr()).collect();
+        let xl: Vec<*const f32> = (0..rows).map(|r| x.row_lanes(r).as_ptr()).collect();
+        let mut o = 0;
+        while o < w.len() {
+            let pair = (w.len() - o).min(2);
+            for p in 0..pair {
+                widen_halves(&w.scales[(o + p) * groups..(o + p + 1) * groups], &mut scales[p]);
+            }
+            let codes = [
+                w.codes[o * row_bytes..].as_ptr(),
+                w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
+            ];
+            let sp = [scales[0].as_ptr(), scales[pair - 1].as_ptr()];
+            let mut first = 0;
+            while first < rows {
+                let n = (rows - first).min(TILE_ROWS);
+                let (xs, ls) = (&xq[first..first + n], &xl[first..first + n]);
+                let sums = match n {
+                    4 => tile::<NIBBLES, G, 4>(codes, sp, xs, ls, chunks),
+                    3 => tile::<NIBBLES, G, 3>(codes, sp, xs, ls, chunks),
+                    2 => tile::<NIBBLES, G, 2>(codes, sp, xs, ls, chunks),
+                    _ => tile::<NIBBLES, G, 1>(codes, sp, xs, ls, chunks),
+                };
+                for p in 0..pair {
+                    for r in 0..n {
+                        dst[(o + p) * rows + first + r] = sums[p][r];
+                    }
+                }
+                first += n;
+            }
+            if NIBBLES {
+                for p in 0..pair {
+                    widen_halves(&w.offsets[(o + p) * groups..(o + p + 1) * groups], &mut offsets);
+                    for r in 0..rows {
+                        let sums = x.row_group_sums(r);
+                        dst[(o + p) * rows + r] += crate::cpu_op::dot::<32>(&offsets, sums);
+                    }
+                }
+            }
+            o += pair;
+        }
+    }
+}
+
+/// FP16 values widened into the front of `to`, eight at a time.
+#[inline(always)]
+unsafe fn widen_halves(from: &[half::f16], to: &mut [f32]) {
+    // SAFETY: inlined where F16C is enabled; whole loads of eight stay inside `from`.
+    unsafe {
+        let whole = from.len() / 8 * 8;
+        let mut i = 0;
+        while i < whole {
+            let h = _mm_loadu_si128(from.as_ptr().add(i) as *const __m128i);
+            _mm256_storeu_ps(to.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            i += 8;
+        }
+        for j in whole..from.len() {
+            to[j] = from[j].to_f32();
+        }
+    }
+}
+
+/// The `2 x R` products of two weight rows with `R` activation rows over `chunks` chunks
+/// (see the AVX-512 kernel's `tile` for the arguments).
+#[inline(always)]
+unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
+    codes: [*const u8; 2],
+    scales: [*const f32; 2],
+    xs: &[*const i8],
+    lanes: &[*const f32],
+    chunks: usize,
+) -> [[f32; TILE_ROWS]; 2] {
+    // SAFETY: inlined into `block` (AVX2/FMA/F16C); the caller's pointers cover `chunks`
+    // chunks and `chunks * 64 / G + 4` scales.
+    unsafe {
+        // Lane `l` of a 32-value half's sums covers values 4l..4l+3, so group `4l / G`.
+        let spread: [i32; 8] = std::array::from_fn(|l| (4 * l / G) as i32);
+        let spread = _mm256_loadu_si256(spread.as_ptr() as *const __m256i);
+        let low_nibbles = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); R]; 2];
+        for c in 0..chunks {
+            for half in 0..2 {
+                let at = c * CHUNK + half * CHUNK / 2;
+                let mut wv = [_mm256_setzero_si256(); 2];
+                let mut sw = [_mm256_setzero_ps(); 2];
+                for o in 0..2 {
+                    wv[o] = if NIBBLES {
+                        let v = _mm256_loadu_si256(codes[o].add(c * CHUNK / 2) as *const __m256i);
+                        if half == 0 {
+                            _mm256_and_si256(v, low_nibbles)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(v), low_nibbles)
+                        }
+                    } else {
+                        _mm256_loadu_si256(codes[o].add(at) as *const __m256i)
+                    };
+                    let s = _mm_loadu_ps(scales[o].add(at / G));
+                    sw[o] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), spread);
+                }
+                for r in 0..R {
+                    let xv = _mm256_loadu_si256(xs[r].add(at) as *const __m256i);
+                    let sx = _mm256_loadu_ps(lanes[r].add(at / 4));
+                    for o in 0..2 {
+                        let pairs = if NIBBLES {
+                            _mm256_maddubs_epi16(wv[o], xv)
+                        } else {
+                            let magnitude = _mm256_sign_epi8(wv[o], wv[o]);
+                            _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, wv[o]))
+                        };
+                        let p = _mm256_madd_epi16(pairs, ones);
+                        let scale = _mm256_mul_ps(sw[o], sx);
+                        acc[o][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[o][r]);
+                    }
+                }
+            }
+        }
+        let mut sums = [[0f32; TILE_ROWS]; 2];
+        for o in 0..2 {
+            for r in 0..R {
+                sums[o][r] = horizontal_sum(acc[o][r]);
+            }
+        }
+        sums
+    }
+}
+
+#[inline(always)]
+unsafe fn horizontal_sum(v: __m256) -> f32 {
+    // SAFETY: register-only AVX/SSE arithmetic, inlined where AVX2 is enabled.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
