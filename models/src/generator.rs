@@ -21,9 +21,9 @@
 //! prompt read in bigger chunks both stalls the running sequences longer and reaches its
 //! first token later; 512 on GPU), `chat_template` (overrides the file's), `intra_op_threads`, `model_file`, `matmul_weights` (`fp32`,
 //! `fp16` or `quantized`: how projection weights are held, see [`MatmulWeights`]; default
-//! `fp32` on CPU, where it decodes concurrent sequences several times faster than the
-//! quantized kernels, and `quantized` on GPU; `fp16` on CPU halves the weights' memory and
-//! traffic at the cost of rounding them), `prefix_cache_mb` (memory per instance for
+//! `quantized`, the blocks as stored: on CPU our integer kernels (`crate::quant`), which read
+//! a fifth of FP32's bytes and batch rows as well; `fp32`/`fp16` dequantize once at load),
+//! `prefix_cache_mb` (memory per instance for
 //! reusable prompt caches, default 64; 0 turns reuse off), and the weight sources of
 //! [`crate::weights`].
 
@@ -154,11 +154,7 @@ impl Generator {
 
     /// Loads the weights onto `device`.
     pub fn load_weights(&self, device: &candle_core::Device) -> anyhow::Result<Llama> {
-        let weights = self.matmul_weights.unwrap_or(if device.is_cpu() {
-            MatmulWeights::F32
-        } else {
-            MatmulWeights::Quantized
-        });
+        let weights = self.matmul_weights.unwrap_or(MatmulWeights::Quantized);
         let mut file = File::open(&self.path)?;
         let content = Content::read(&mut file)?;
         Llama::load(&content, &mut file, device, self.max_context, weights)

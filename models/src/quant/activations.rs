@@ -16,6 +16,10 @@ pub(crate) struct QuantizedRows {
     pub(crate) lanes: Vec<f32>,
     /// `scale * sum(q)` over each weight group (`group` values): `rows * k_pad / group`.
     pub(crate) group_sums: Vec<f32>,
+    /// The group sums spread over a chunk's lanes like [`Self::lanes`], each lane holding
+    /// its group's sum divided by the lanes the group spans, so that adding up a vector of
+    /// `offset * lane` gives `offset * sum`: `rows * k_pad / 4`.
+    pub(crate) sum_lanes: Vec<f32>,
     pub(crate) group: usize,
 }
 
@@ -29,6 +33,8 @@ impl QuantizedRows {
         let mut scales = vec![0f32; rows * blocks];
         let mut lanes = vec![0f32; rows * k_pad / 4];
         let mut group_sums = vec![0f32; rows * groups];
+        let mut sum_lanes = vec![0f32; rows * k_pad / 4];
+        let lanes_per_group = group / 4;
         for r in 0..rows {
             let xr = &x[r * k..(r + 1) * k];
             let qr = &mut q[r * k_pad..(r + 1) * k_pad];
@@ -43,14 +49,17 @@ impl QuantizedRows {
                 let scale = amax / 127.0;
                 let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 for (dst, &v) in qr[start..end].iter_mut().zip(values) {
-                    *dst = (v * inverse).round() as i8;
+                    *dst = round_to_i8(v * inverse);
                 }
                 scales[r * blocks + b] = scale;
                 let per_block = ACTIVATION_BLOCK / group;
                 for g in 0..per_block {
                     let codes = &qr[start + g * group..start + (g + 1) * group];
                     let sum: i32 = codes.iter().map(|&c| i32::from(c)).sum();
-                    group_sums[r * groups + b * per_block + g] = scale * sum as f32;
+                    let sum = scale * sum as f32;
+                    group_sums[r * groups + b * per_block + g] = sum;
+                    let lane0 = r * k_pad / 4 + (start + g * group) / 4;
+                    sum_lanes[lane0..lane0 + lanes_per_group].fill(sum / lanes_per_group as f32);
                 }
                 let lane0 = r * k_pad / 4 + b * (ACTIVATION_BLOCK / 4);
                 lanes[lane0..lane0 + ACTIVATION_BLOCK / 4].fill(scale);
@@ -63,8 +72,14 @@ impl QuantizedRows {
             scales,
             lanes,
             group_sums,
+            sum_lanes,
             group,
         }
+    }
+
+    /// Row `r`'s group sums spread over lanes (see [`Self::sum_lanes`]).
+    pub(crate) fn row_sum_lanes(&self, r: usize) -> &[f32] {
+        &self.sum_lanes[r * self.k_pad / 4..(r + 1) * self.k_pad / 4]
     }
 
     /// Row `r`'s values.
@@ -90,6 +105,15 @@ impl QuantizedRows {
     }
 }
 
+/// `v` (within `[-127.5, 127.5]`) rounded to the nearest integer, ties to even: adding
+/// 1.5 * 2^23 leaves the integer in the low mantissa bits, with no call to `roundf` and in a
+/// shape the compiler vectorises.
+#[inline(always)]
+fn round_to_i8(v: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +136,11 @@ mod tests {
                 .sum();
             assert!((sums[1] - want).abs() < 1e-4);
             assert_eq!(q.row_lanes(r)[8], q.row_scales(r)[1]);
+            let spread: f32 = q.row_sum_lanes(r)[4..8].iter().sum();
+            assert!((spread - sums[1]).abs() < 1e-5);
+        }
+        for (v, want) in [(0.5f32, 0i8), (1.5, 2), (-2.5, -2), (126.7, 127), (-127.0, -127)] {
+            assert_eq!(round_to_i8(v), want, "{v}");
         }
     }
 }

@@ -43,29 +43,41 @@ unsafe fn typed<const NIBBLES: bool, const G: usize>(
         let chunks = w.k_pad / CHUNK;
         let row_bytes = w.row_code_bytes();
         let mut scales = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let mut offsets = vec![0f32; groups];
+        let mut offsets = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
         let xq: Vec<*const i8> = (0..rows).map(|r| x.row(r).as_ptr()).collect();
         let xl: Vec<*const f32> = (0..rows).map(|r| x.row_lanes(r).as_ptr()).collect();
+        let xs: Vec<*const f32> = (0..rows).map(|r| x.row_sum_lanes(r).as_ptr()).collect();
         let mut o = 0;
         while o < w.len() {
             let pair = (w.len() - o).min(2);
             for p in 0..pair {
-                widen_halves(&w.scales[(o + p) * groups..(o + p + 1) * groups], &mut scales[p]);
+                let row = (o + p) * groups..(o + p + 1) * groups;
+                widen_halves(&w.scales[row.clone()], &mut scales[p]);
+                if NIBBLES {
+                    widen_halves(&w.offsets[row], &mut offsets[p]);
+                }
             }
-            let codes = [
-                w.codes[o * row_bytes..].as_ptr(),
-                w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
-            ];
-            let sp = [scales[0].as_ptr(), scales[pair - 1].as_ptr()];
+            let weights = WeightPair {
+                codes: [
+                    w.codes[o * row_bytes..].as_ptr(),
+                    w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
+                ],
+                scales: [scales[0].as_ptr(), scales[pair - 1].as_ptr()],
+                offsets: [offsets[0].as_ptr(), offsets[pair - 1].as_ptr()],
+            };
             let mut first = 0;
             while first < rows {
                 let n = (rows - first).min(TILE_ROWS);
-                let (xs, ls) = (&xq[first..first + n], &xl[first..first + n]);
+                let activations = Activations {
+                    q: &xq[first..first + n],
+                    lanes: &xl[first..first + n],
+                    sum_lanes: &xs[first..first + n],
+                };
                 let sums = match n {
-                    4 => tile::<NIBBLES, G, 4>(codes, sp, xs, ls, chunks),
-                    3 => tile::<NIBBLES, G, 3>(codes, sp, xs, ls, chunks),
-                    2 => tile::<NIBBLES, G, 2>(codes, sp, xs, ls, chunks),
-                    _ => tile::<NIBBLES, G, 1>(codes, sp, xs, ls, chunks),
+                    4 => tile::<NIBBLES, G, 4>(&weights, &activations, chunks),
+                    3 => tile::<NIBBLES, G, 3>(&weights, &activations, chunks),
+                    2 => tile::<NIBBLES, G, 2>(&weights, &activations, chunks),
+                    _ => tile::<NIBBLES, G, 1>(&weights, &activations, chunks),
                 };
                 for p in 0..pair {
                     for r in 0..n {
@@ -74,18 +86,24 @@ unsafe fn typed<const NIBBLES: bool, const G: usize>(
                 }
                 first += n;
             }
-            if NIBBLES {
-                for p in 0..pair {
-                    widen_halves(&w.offsets[(o + p) * groups..(o + p + 1) * groups], &mut offsets);
-                    for r in 0..rows {
-                        let sums = x.row_group_sums(r);
-                        dst[(o + p) * rows + r] += crate::cpu_op::dot::<32>(&offsets, sums);
-                    }
-                }
-            }
             o += pair;
         }
     }
+}
+
+/// Two weight rows as a tile reads them (the same row twice for a lone last one): codes,
+/// and FP32 scales and offsets (offsets for nibbles only).
+struct WeightPair {
+    codes: [*const u8; 2],
+    scales: [*const f32; 2],
+    offsets: [*const f32; 2],
+}
+
+/// Some activation rows as a tile reads them ([`QuantizedRows`]' rows, lanes and sum lanes).
+struct Activations<'a> {
+    q: &'a [*const i8],
+    lanes: &'a [*const f32],
+    sum_lanes: &'a [*const f32],
 }
 
 /// FP16 values widened into the front of `to`, eight at a time.
@@ -106,18 +124,15 @@ unsafe fn widen_halves(from: &[half::f16], to: &mut [f32]) {
     }
 }
 
-/// The `2 x R` products of two weight rows with `R` activation rows over `chunks` chunks
-/// (see the AVX-512 kernel's `tile` for the arguments).
+/// The `2 x R` products of a weight pair with `R` activation rows over `chunks` chunks.
 #[inline(always)]
 unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
-    codes: [*const u8; 2],
-    scales: [*const f32; 2],
-    xs: &[*const i8],
-    lanes: &[*const f32],
+    w: &WeightPair,
+    x: &Activations,
     chunks: usize,
 ) -> [[f32; TILE_ROWS]; 2] {
     // SAFETY: inlined into `block` (AVX2/FMA/F16C); the caller's pointers cover `chunks`
-    // chunks and `chunks * 64 / G + 4` scales.
+    // chunks and `chunks * 64 / G + 4` scales and offsets.
     unsafe {
         // Lane `l` of a 32-value half's sums covers values 4l..4l+3, so group `4l / G`.
         let spread: [i32; 8] = std::array::from_fn(|l| (4 * l / G) as i32);
@@ -130,23 +145,34 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
                 let at = c * CHUNK + half * CHUNK / 2;
                 let mut wv = [_mm256_setzero_si256(); 2];
                 let mut sw = [_mm256_setzero_ps(); 2];
+                let mut mw = [_mm256_setzero_ps(); 2];
                 for o in 0..2 {
                     wv[o] = if NIBBLES {
-                        let v = _mm256_loadu_si256(codes[o].add(c * CHUNK / 2) as *const __m256i);
+                        let v =
+                            _mm256_loadu_si256(w.codes[o].add(c * CHUNK / 2) as *const __m256i);
                         if half == 0 {
                             _mm256_and_si256(v, low_nibbles)
                         } else {
                             _mm256_and_si256(_mm256_srli_epi16::<4>(v), low_nibbles)
                         }
                     } else {
-                        _mm256_loadu_si256(codes[o].add(at) as *const __m256i)
+                        _mm256_loadu_si256(w.codes[o].add(at) as *const __m256i)
                     };
-                    let s = _mm_loadu_ps(scales[o].add(at / G));
+                    let s = _mm_loadu_ps(w.scales[o].add(at / G));
                     sw[o] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), spread);
+                    if NIBBLES {
+                        let m = _mm_loadu_ps(w.offsets[o].add(at / G));
+                        mw[o] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(m), spread);
+                    }
                 }
                 for r in 0..R {
-                    let xv = _mm256_loadu_si256(xs[r].add(at) as *const __m256i);
-                    let sx = _mm256_loadu_ps(lanes[r].add(at / 4));
+                    let xv = _mm256_loadu_si256(x.q[r].add(at) as *const __m256i);
+                    let sx = _mm256_loadu_ps(x.lanes[r].add(at / 4));
+                    let sums = if NIBBLES {
+                        _mm256_loadu_ps(x.sum_lanes[r].add(at / 4))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
                     for o in 0..2 {
                         let pairs = if NIBBLES {
                             _mm256_maddubs_epi16(wv[o], xv)
@@ -157,6 +183,9 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
                         let p = _mm256_madd_epi16(pairs, ones);
                         let scale = _mm256_mul_ps(sw[o], sx);
                         acc[o][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[o][r]);
+                        if NIBBLES {
+                            acc[o][r] = _mm256_fmadd_ps(mw[o], sums, acc[o][r]);
+                        }
                     }
                 }
             }

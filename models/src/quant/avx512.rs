@@ -49,20 +49,40 @@ unsafe fn typed<const NIBBLES: bool, const G: usize>(
         let chunks = w.k_pad / CHUNK;
         let row_bytes = w.row_code_bytes();
         let mut scales = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let mut offsets = vec![0f32; groups];
+        let mut offsets = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
         let xq: Vec<*const i8> = (0..rows).map(|r| x.row(r).as_ptr()).collect();
         let xl: Vec<*const f32> = (0..rows).map(|r| x.row_lanes(r).as_ptr()).collect();
+        let xs: Vec<*const f32> = (0..rows).map(|r| x.row_sum_lanes(r).as_ptr()).collect();
         let mut o = 0;
         while o < w.len() {
             let pair = (w.len() - o).min(2);
+            // The hardware prefetcher alone leaves these short rows waiting on memory: ask
+            // for the pair after next while this one computes.
+            let ahead = o + 4;
+            if ahead < w.len() {
+                let rows_ahead = (w.len() - ahead).min(2);
+                prefetch(&w.codes[ahead * row_bytes..(ahead + rows_ahead) * row_bytes]);
+                prefetch(&w.scales[ahead * groups..(ahead + rows_ahead) * groups]);
+                if NIBBLES {
+                    prefetch(&w.offsets[ahead * groups..(ahead + rows_ahead) * groups]);
+                }
+            }
             for p in 0..pair {
-                widen_halves(&w.scales[(o + p) * groups..(o + p + 1) * groups], &mut scales[p]);
+                let row = (o + p) * groups..(o + p + 1) * groups;
+                widen_halves(&w.scales[row.clone()], &mut scales[p]);
+                if NIBBLES {
+                    widen_halves(&w.offsets[row], &mut offsets[p]);
+                }
             }
             let codes = [
                 w.codes[o * row_bytes..].as_ptr(),
                 w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
             ];
-            let sp = [scales[0].as_ptr(), scales[pair - 1].as_ptr()];
+            let weights = WeightPair {
+                codes,
+                scales: [scales[0].as_ptr(), scales[pair - 1].as_ptr()],
+                offsets: [offsets[0].as_ptr(), offsets[pair - 1].as_ptr()],
+            };
             let mut first = 0;
             while first < rows {
                 let n = (rows - first).min(TILE_ROWS);
@@ -77,35 +97,57 @@ unsafe fn typed<const NIBBLES: bool, const G: usize>(
                 } else {
                     1
                 };
-                let (xs, ls) = (&xq[first..first + n], &xl[first..first + n]);
-                let mut put = |sums: &[[f32; TILE_ROWS]; 2]| {
-                    for p in 0..pair {
-                        for r in 0..n {
-                            dst[(o + p) * rows + first + r] = sums[p][r];
-                        }
-                    }
+                let activations = Activations {
+                    q: &xq[first..first + n],
+                    lanes: &xl[first..first + n],
+                    sum_lanes: &xs[first..first + n],
                 };
-                match n {
-                    8 => put(&tile::<NIBBLES, G, 8>(codes, sp, xs, ls, chunks)),
-                    4 => put(&tile::<NIBBLES, G, 4>(codes, sp, xs, ls, chunks)),
-                    2 => put(&tile::<NIBBLES, G, 2>(codes, sp, xs, ls, chunks)),
-                    _ => put(&tile::<NIBBLES, G, 1>(codes, sp, xs, ls, chunks)),
+                let sums = match n {
+                    8 => tile::<NIBBLES, G, 8>(&weights, &activations, chunks),
+                    4 => tile::<NIBBLES, G, 4>(&weights, &activations, chunks),
+                    2 => tile::<NIBBLES, G, 2>(&weights, &activations, chunks),
+                    _ => tile::<NIBBLES, G, 1>(&weights, &activations, chunks),
+                };
+                for p in 0..pair {
+                    for r in 0..n {
+                        dst[(o + p) * rows + first + r] = sums[p][r];
+                    }
                 }
                 first += n;
-            }
-            // The offset terms: each group's offset times the row's scaled sum over it.
-            if NIBBLES {
-                for p in 0..pair {
-                    widen_halves(&w.offsets[(o + p) * groups..(o + p + 1) * groups], &mut offsets);
-                    for r in 0..rows {
-                        let sums = x.row_group_sums(r);
-                        dst[(o + p) * rows + r] += crate::cpu_op::dot::<32>(&offsets, sums);
-                    }
-                }
             }
             o += pair;
         }
     }
+}
+
+/// Every cache line of `data` asked for, into all cache levels.
+#[inline(always)]
+unsafe fn prefetch<T>(data: &[T]) {
+    // SAFETY: a prefetch never faults; every address is inside `data`.
+    unsafe {
+        let bytes = std::mem::size_of_val(data);
+        let p = data.as_ptr() as *const i8;
+        let mut at = 0;
+        while at < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(at));
+            at += 64;
+        }
+    }
+}
+
+/// Two weight rows as a tile reads them (the same row twice for a lone last one): codes,
+/// and FP32 scales and offsets (offsets for nibbles only).
+struct WeightPair {
+    codes: [*const u8; 2],
+    scales: [*const f32; 2],
+    offsets: [*const f32; 2],
+}
+
+/// Some activation rows as a tile reads them ([`QuantizedRows`]' rows, lanes and sum lanes).
+struct Activations<'a> {
+    q: &'a [*const i8],
+    lanes: &'a [*const f32],
+    sum_lanes: &'a [*const f32],
 }
 
 /// FP16 values widened into the front of `to`, sixteen at a time.
@@ -126,19 +168,16 @@ unsafe fn widen_halves(from: &[half::f16], to: &mut [f32]) {
     }
 }
 
-/// The `2 x R` integer-scaled products of two weight rows (`codes`, their FP32 scales
-/// `scales`; the same row twice for a single one) with `R` activation rows (`xs`, their
-/// lane scales `lanes`), over `chunks` chunks.
+/// The `2 x R` products of a weight pair with `R` activation rows over `chunks` chunks.
 #[inline(always)]
 unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
-    codes: [*const u8; 2],
-    scales: [*const f32; 2],
-    xs: &[*const i8],
-    lanes: &[*const f32],
+    w: &WeightPair,
+    x: &Activations,
     chunks: usize,
 ) -> [[f32; TILE_ROWS]; 2] {
     // SAFETY: inlined into `block` (AVX-512 F/BW/VL/VNNI); the caller's pointers cover
-    // `chunks` chunks (codes, activations, 16 lanes each) and `chunks * 64 / G + 4` scales.
+    // `chunks` chunks (codes, activations, 16 lanes each) and `chunks * 64 / G + 4` scales
+    // and offsets.
     unsafe {
         // Lane `l` of a chunk's sums covers values 4l..4l+3, so group `4l / G`.
         let spread: [i32; 16] = std::array::from_fn(|l| (4 * l / G) as i32);
@@ -148,34 +187,47 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
         let zero = _mm512_setzero_si512();
         let mut acc = [[_mm512_setzero_ps(); R]; 2];
         for c in 0..chunks {
-            let mut wv = [_mm512_setzero_si512(); 2];
+            let mut wv = [zero; 2];
             let mut sw = [_mm512_setzero_ps(); 2];
+            let mut mw = [_mm512_setzero_ps(); 2];
             for o in 0..2 {
                 wv[o] = if NIBBLES {
-                    let v = _mm256_loadu_si256(codes[o].add(c * CHUNK / 2) as *const __m256i);
+                    let v = _mm256_loadu_si256(w.codes[o].add(c * CHUNK / 2) as *const __m256i);
                     let low = _mm256_and_si256(v, low_nibbles);
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low_nibbles);
                     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
                 } else {
-                    let v = _mm512_loadu_si512(codes[o].add(c * CHUNK) as *const _);
+                    let v = _mm512_loadu_si512(w.codes[o].add(c * CHUNK) as *const _);
                     _mm512_xor_si512(v, flip)
                 };
-                let s = _mm_loadu_ps(scales[o].add(c * CHUNK / G));
+                let s = _mm_loadu_ps(w.scales[o].add(c * CHUNK / G));
                 sw[o] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(s));
+                if NIBBLES {
+                    let m = _mm_loadu_ps(w.offsets[o].add(c * CHUNK / G));
+                    mw[o] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(m));
+                }
             }
             for r in 0..R {
-                let xv = _mm512_loadu_si512(xs[r].add(c * CHUNK) as *const _);
-                let sx = _mm512_loadu_ps(lanes[r].add(c * CHUNK / 4));
+                let xv = _mm512_loadu_si512(x.q[r].add(c * CHUNK) as *const _);
+                let sx = _mm512_loadu_ps(x.lanes[r].add(c * CHUNK / 4));
                 // The flip's `128 * sum(q)` per lane, taken off before the products.
                 let start = if NIBBLES {
                     zero
                 } else {
                     _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv))
                 };
+                let sums = if NIBBLES {
+                    _mm512_loadu_ps(x.sum_lanes[r].add(c * CHUNK / 4))
+                } else {
+                    _mm512_setzero_ps()
+                };
                 for o in 0..2 {
                     let p = _mm512_dpbusd_epi32(start, wv[o], xv);
                     let scale = _mm512_mul_ps(sw[o], sx);
                     acc[o][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[o][r]);
+                    if NIBBLES {
+                        acc[o][r] = _mm512_fmadd_ps(mw[o], sums, acc[o][r]);
+                    }
                 }
             }
         }

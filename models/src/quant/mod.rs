@@ -120,9 +120,10 @@ impl Isa {
     }
 }
 
-/// Weight rows per parallel task: enough to amortise the task, small enough that two
-/// threads share even a 192-row projection.
-const ROWS_PER_TASK: usize = 16;
+/// Fewest weight rows per parallel task: enough to amortise the task, few enough that two
+/// threads share even a 192-row projection. Larger matrices get about eight tasks per
+/// thread ([`PackedMatrix::rows_per_task`]).
+const MIN_ROWS_PER_TASK: usize = 16;
 
 impl PackedMatrix {
     /// Output rows.
@@ -143,6 +144,13 @@ impl PackedMatrix {
     /// Bytes the kernels read per pass over the matrix.
     pub fn bytes(&self) -> usize {
         self.code_bytes.len() + 2 * (self.scales.len() + self.offsets.len())
+    }
+
+    /// Weight rows per parallel task: an even number (the kernels take rows in pairs), at
+    /// least [`MIN_ROWS_PER_TASK`], about eight tasks per thread of the current pool.
+    fn rows_per_task(&self) -> usize {
+        let tasks = 8 * rayon::current_num_threads();
+        (self.out.div_ceil(tasks).div_ceil(2) * 2).max(MIN_ROWS_PER_TASK)
     }
 
     fn row_code_bytes(&self) -> usize {
@@ -200,11 +208,12 @@ impl PackedMatrix {
         let xq = QuantizedRows::new(x, rows, self.k, self.k_pad, self.group);
         // Each task owns whole weight rows and fills `(out, rows)`; one row needs no turn.
         let mut by_weight_row = vec![0f32; self.out * rows];
+        let per_task = self.rows_per_task();
         by_weight_row
-            .par_chunks_mut(ROWS_PER_TASK * rows)
+            .par_chunks_mut(per_task * rows)
             .enumerate()
             .for_each(|(task, dst)| {
-                let first = task * ROWS_PER_TASK;
+                let first = task * per_task;
                 let w = self.rows(first, dst.len() / rows);
                 match isa {
                     #[cfg(target_arch = "x86_64")]

@@ -82,7 +82,7 @@ fn kernels() -> Vec<Isa> {
 /// portable kernel up to float rounding, and close to candle's own quantized matmul.
 #[test]
 fn every_kernel_matches_the_references_for_every_type_and_row_count() {
-    let out = 37; // odd: a lone last weight row, and three tasks of 16
+    let out = 37; // odd: a lone last weight row, and several tasks
     for (dtype, padded) in TYPES.into_iter().flat_map(|t| [(t, true), (t, false)]) {
         let (q, k) = matrix(dtype, out, padded);
         let packed = PackedMatrix::from_qtensor(&q).unwrap().unwrap();
