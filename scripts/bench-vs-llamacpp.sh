@@ -9,9 +9,14 @@
 #   LLAMA_SERVER=/path/to/llama-server scripts/bench-vs-llamacpp.sh
 #
 # llama-server is built outside this repository, never committed: its source is vendored in
-# the `llama-cpp-python` sdist on PyPI (vendor/llama.cpp; `cmake -B build -DGGML_NATIVE=ON
-# -DLLAMA_CURL=OFF && cmake --build build --target llama-server`, about 15 minutes on 2
-# cores). ROUNDS=N repeats the pair N times (default 1). Writes target/bench-vs-llamacpp.txt.
+# the `llama-cpp-python` sdist on PyPI (vendor/llama.cpp), built with
+#   cmake -B build -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON \
+#     -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON \
+#     -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+#   cmake --build build --target llama-server -j2
+# (about 15 minutes on 2 cores). Not GGML_NATIVE=ON on a VM that lists AMX: ggml's AMX
+# kernels then die in `ldtilecfg`, the guest not being allowed the tile state.
+# ROUNDS=N repeats the pair N times (default 1). Writes target/bench-vs-llamacpp.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}"

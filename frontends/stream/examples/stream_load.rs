@@ -143,7 +143,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = std::sync::Arc::new(options()?);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // A connection per request: llama.cpp's server closes idle keep-alive connections, and a
+    // pooled one reused just then fails the request, so no server gets pooled ones.
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
     // One warm-up request: first use may load weights or warm caches.
     one_request(&client, &o, 0).await?;
     println!(
