@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
         let threads: usize = args[2].parse()?;
         let instances: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
         return match args[1].as_str() {
-            "minilm" => minilm(threads, instances),
+            "minilm" => minilm(threads, instances, "fp32"),
+            "minilm-int8" => minilm(threads, instances, "int8"),
             "smollm2" => smollm2(threads, "fp32"),
             "smollm2-fp16" => smollm2(threads, "fp16"),
             "smollm2-quantized" => smollm2(threads, "quantized"),
@@ -49,7 +50,12 @@ fn main() -> anyhow::Result<()> {
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
     let mut runs: Vec<(&str, usize, usize)> = Vec::new();
     if which == "all" || which == "minilm" {
-        runs.extend([("minilm", 1, 1), ("minilm", 2, 1), ("minilm", 1, 2)]);
+        runs.extend([
+            ("minilm", 1, 1),
+            ("minilm-int8", 1, 1),
+            ("minilm", 2, 1),
+            ("minilm", 1, 2),
+        ]);
     }
     if which == "all" || which == "smollm2" {
         runs.extend([
@@ -77,12 +83,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn minilm(threads: usize, instances: usize) -> anyhow::Result<()> {
+fn minilm(threads: usize, instances: usize, weights: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let embedder = Arc::new(Embedder::load(
-        &spec(nereid_models::demo::MINILM),
-        dir.path(),
-    )?);
+    let config = nereid_models::demo::MINILM.replace(
+        "parameters [",
+        &format!("parameters [\n  {{ key: \"matmul_weights\" value: {{ string_value: \"{weights}\" }} }},"),
+    );
+    let embedder = Arc::new(Embedder::load(&spec(&config), dir.path())?);
     let model = Arc::new(embedder.load_weights(&Device::Cpu, DType::F32)?);
     // "hello" x 14 is 14 WordPiece tokens; with [CLS] and [SEP], 16.
     let text = ["hello"; 14].join(" ");
@@ -111,7 +118,7 @@ fn minilm(threads: usize, instances: usize) -> anyhow::Result<()> {
         for h in handles {
             total += h.join().expect("bench thread")?;
         }
-        println!("minilm  batch {batch:>2}x16  threads {threads}  instances {instances}: {total:>6} tok/s");
+        println!("minilm {weights} batch {batch:>2}x16  threads {threads}  instances {instances}: {total:>6} tok/s");
     }
     Ok(())
 }

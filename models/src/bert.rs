@@ -8,6 +8,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
+use crate::quant::Int8Linear;
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,13 +95,58 @@ fn linear(inputs: usize, outputs: usize, vb: VarBuilder) -> candle_core::Result<
     ))
 }
 
+/// A dense layer: candle's `Linear` in the model's dtype, or INT8 per output channel on
+/// CPU ([`Int8Linear`]).
+enum Dense {
+    Float(Linear),
+    Int8(Int8Linear),
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Float(linear) => linear.forward(x),
+            Self::Int8(linear) => {
+                let mut dims = x.dims().to_vec();
+                let k = *dims
+                    .last()
+                    .expect("a dense layer's input has a last dimension");
+                let rows = x.elem_count() / k.max(1);
+                let y = x
+                    .reshape((rows, k))?
+                    .contiguous()?
+                    .apply_op1_no_bwd(linear)?;
+                *dims.last_mut().expect("checked above") = linear.out();
+                y.reshape(dims)
+            }
+        }
+    }
+
+    /// The same layer in INT8 (FP32 CPU weights only).
+    fn to_int8(&self) -> candle_core::Result<Self> {
+        let linear = match self {
+            Self::Int8(linear) => return Ok(Self::Int8(linear.clone())),
+            Self::Float(linear) => linear,
+        };
+        let (out, k) = linear.weight().dims2()?;
+        let weight: Vec<f32> = linear.weight().flatten_all()?.to_vec1()?;
+        let bias: Option<Vec<f32>> = linear.bias().map(|b| b.to_vec1()).transpose()?;
+        Ok(Self::Int8(Int8Linear::new(
+            &weight,
+            out,
+            k,
+            bias.as_deref(),
+        )))
+    }
+}
+
 struct Layer {
     /// Query, key and value projections fused into one matmul.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    inter: Linear,
-    out: Linear,
+    inter: Dense,
+    out: Dense,
     out_norm: LayerNorm,
 }
 
@@ -121,11 +167,19 @@ impl Layer {
             0,
         )?;
         Ok(Self {
-            qkv: Linear::new(weight, Some(bias)),
-            attn_out: linear(h, h, att.pp("output").pp("dense"))?,
+            qkv: Dense::Float(Linear::new(weight, Some(bias))),
+            attn_out: Dense::Float(linear(h, h, att.pp("output").pp("dense"))?),
             attn_norm: layer_norm(h, cfg.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
-            inter: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
-            out: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            inter: Dense::Float(linear(
+                h,
+                cfg.intermediate_size,
+                vb.pp("intermediate").pp("dense"),
+            )?),
+            out: Dense::Float(linear(
+                cfg.intermediate_size,
+                h,
+                vb.pp("output").pp("dense"),
+            )?),
             out_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
         })
     }
@@ -172,6 +226,20 @@ impl BertModel {
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
+    }
+
+    /// The same model with every dense layer in INT8 per output channel ([`Int8Linear`]):
+    /// FP32 weights on CPU only.
+    pub fn into_int8(mut self) -> candle_core::Result<Self> {
+        if !self.device.is_cpu() || self.dtype != DType::F32 {
+            candle_core::bail!("INT8 dense layers take FP32 weights on CPU");
+        }
+        for l in &mut self.layers {
+            for dense in [&mut l.qkv, &mut l.attn_out, &mut l.inter, &mut l.out] {
+                *dense = dense.to_int8()?;
+            }
+        }
+        Ok(self)
     }
 
     /// The device the weights live on.

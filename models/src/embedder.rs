@@ -5,7 +5,10 @@
 //! `tokenizer.json`, and when present `1_Pooling/config.json`, `modules.json`,
 //! `sentence_bert_config.json`. Config parameters: `max_seq_length`, `pooling`
 //! (cls/mean/max/mean_sqrt_len), `normalize` (true/false) override what the files say;
-//! `dtype` (GPU only), `intra_op_threads`, and the weight sources of [`crate::weights`].
+//! `dtype` (GPU only), `matmul_weights` (`fp32`, the default, or `int8`: every dense layer
+//! rounded to 8 bits per output channel and multiplied in integers on CPU,
+//! [`crate::quant::Int8Linear`]), `intra_op_threads`, and the weight sources of
+//! [`crate::weights`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,8 @@ pub struct Embedder {
     output: String,
     spec: ModelSpec,
     threads: usize,
+    /// Dense layers in INT8 on CPU (`matmul_weights: int8`).
+    int8: bool,
 }
 
 /// A loaded model: the shared [`Embedder`] and its weights per (device, dtype), shared by
@@ -137,6 +142,19 @@ impl Embedder {
             None => normalizes(&dir).map_err(|e| bad(&e))?,
         };
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
+        let int8 = match spec
+            .parameter("matmul_weights")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("fp32") | Some("f32") => false,
+            Some("int8") => true,
+            Some(other) => {
+                return Err(bad(&format!(
+                    "parameter 'matmul_weights' = '{other}': use fp32 or int8"
+                )))
+            }
+        };
         tracing::info!(
             model = spec.name(),
             dir = %dir.display(),
@@ -155,10 +173,13 @@ impl Embedder {
             output,
             spec: spec.clone(),
             threads,
+            int8,
         })
     }
 
-    /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`.
+    /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`; with
+    /// `matmul_weights: int8`, FP32 ones on CPU get INT8 dense layers (other devices and
+    /// dtypes keep float ones).
     pub fn load_weights(
         &self,
         device: &candle_core::Device,
@@ -167,7 +188,11 @@ impl Embedder {
         let path = self.dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only; it must not change while loading.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
-        Ok(BertModel::load(&self.config, vb)?)
+        let model = BertModel::load(&self.config, vb)?;
+        if self.int8 && device.is_cpu() && dtype == DType::F32 {
+            return Ok(model.into_int8()?);
+        }
+        Ok(model)
     }
 
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.

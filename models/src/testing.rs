@@ -9,7 +9,7 @@ pub use crate::embedder::Embedder;
 pub use crate::fetch::PypiSource;
 pub use crate::generator::Generator;
 pub use crate::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
-pub use crate::quant::{Isa, PackedMatrix};
+pub use crate::quant::{Int8Linear, Isa, PackedMatrix};
 pub use crate::skinny::matmul_rows;
 pub use crate::weights::pypi_source;
 
@@ -176,7 +176,11 @@ pub fn write_tiny_gguf_typed(
     let k_blocks = [projections, embedding]
         .iter()
         .any(|t| t.block_size() == 256);
-    let (h, ffn) = if k_blocks { (256, 512) } else { (64usize, 128usize) };
+    let (h, ffn) = if k_blocks {
+        (256, 512)
+    } else {
+        (64usize, 128usize)
+    };
     let (layers, heads, kv_heads, context) = (2usize, 4u32, 2u32, 256u32);
     let mut tokens: Vec<String> = vec![
         "<|endoftext|>".into(),
@@ -237,30 +241,10 @@ pub fn write_tiny_gguf_typed(
         add(format!("{p}.attn_q.weight"), &[h, h], projections, 0.4)?;
         add(format!("{p}.attn_k.weight"), &[kv, h], projections, 0.4)?;
         add(format!("{p}.attn_v.weight"), &[kv, h], projections, 0.4)?;
-        add(
-            format!("{p}.attn_output.weight"),
-            &[h, h],
-            projections,
-            0.2,
-        )?;
-        add(
-            format!("{p}.ffn_gate.weight"),
-            &[ffn, h],
-            projections,
-            0.3,
-        )?;
-        add(
-            format!("{p}.ffn_up.weight"),
-            &[ffn, h],
-            projections,
-            0.3,
-        )?;
-        add(
-            format!("{p}.ffn_down.weight"),
-            &[h, ffn],
-            projections,
-            0.2,
-        )?;
+        add(format!("{p}.attn_output.weight"), &[h, h], projections, 0.2)?;
+        add(format!("{p}.ffn_gate.weight"), &[ffn, h], projections, 0.3)?;
+        add(format!("{p}.ffn_up.weight"), &[ffn, h], projections, 0.3)?;
+        add(format!("{p}.ffn_down.weight"), &[h, ffn], projections, 0.2)?;
     }
     let ones = Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?;
     for i in 0..layers {

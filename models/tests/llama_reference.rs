@@ -17,7 +17,10 @@ fn tiny() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-fn tiny_typed(projections: GgmlDType, embedding: GgmlDType) -> (tempfile::TempDir, std::path::PathBuf) {
+fn tiny_typed(
+    projections: GgmlDType,
+    embedding: GgmlDType,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     nereid_models::testing::write_tiny_gguf_typed(&path, projections, embedding).unwrap();
@@ -151,10 +154,9 @@ fn argmax(v: &[f32]) -> usize {
 /// (near ties may break either way).
 fn near_with_the_same_argmax(got: &Tensor, want: &Tensor, what: &str) {
     let (g, w) = (flat(got), flat(want));
-    let (num, den) = g
-        .iter()
-        .zip(&w)
-        .fold((0f32, 0f32), |(n, d), (x, y)| (n + (x - y).powi(2), d + y * y));
+    let (num, den) = g.iter().zip(&w).fold((0f32, 0f32), |(n, d), (x, y)| {
+        (n + (x - y).powi(2), d + y * y)
+    });
     let relative = (num / den).sqrt();
     let worst = g
         .iter()
@@ -169,7 +171,10 @@ fn near_with_the_same_argmax(got: &Tensor, want: &Tensor, what: &str) {
     if margin > 2.0 * worst {
         assert_eq!(argmax(&g), argmax(&w), "{what}");
     } else {
-        assert!(w[argmax(&g)] >= sorted[0] - 2.0 * worst, "{what}: a far-off choice");
+        assert!(
+            w[argmax(&g)] >= sorted[0] - 2.0 * worst,
+            "{what}: a far-off choice"
+        );
     }
 }
 
@@ -309,4 +314,3 @@ fn a_cache_started_from_another_prompts_prefix_continues_like_a_fresh_one() {
         "a layer short"
     );
 }
-

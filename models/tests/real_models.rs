@@ -50,6 +50,39 @@ async fn minilm_gives_the_model_cards_answer_and_batches_invariantly() {
     }
 }
 
+/// INT8 dense layers (`matmul_weights: int8`) against the FP32 model: the cosine distance
+/// each text's vector keeps from the FP32 one (the measured figure is in docs/MODELS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_in_int8_stays_near_its_fp32_vectors() {
+    let int8 = demo::MINILM.replace(
+        "parameters [",
+        "parameters [\n  { key: \"matmul_weights\" value: { string_value: \"int8\" } },",
+    );
+    let (fp32_repo, int8_repo) = (
+        repository(("minilm", demo::MINILM)),
+        repository(("minilm", int8.as_str())),
+    );
+    let (fp32, int8) = (engine(fp32_repo.path()), engine(int8_repo.path()));
+    assert_ready(&fp32, "minilm");
+    assert_ready(&int8, "minilm");
+    let texts = [
+        "This is an example sentence",
+        "Each sentence is converted",
+        "The quick brown fox jumps over the lazy dog while the cat watches from the window sill.",
+        "How do I bake sourdough bread at home?",
+        "Hi",
+    ];
+    let (want, got) = (
+        embed(&fp32, "minilm", &texts).await,
+        embed(&int8, "minilm", &texts).await,
+    );
+    for ((text, w), g) in texts.iter().zip(&want).zip(&got) {
+        let d = cosine_distance(w, g);
+        eprintln!("int8 against fp32, '{text}': cosine {}", 1.0 - d);
+        assert!(d < 2e-3, "'{text}': cosine distance {d}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smollm2_knows_the_capital_of_france() {
     let repo = repository(("smollm2", demo::SMOLLM2));

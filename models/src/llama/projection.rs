@@ -63,7 +63,10 @@ impl Projection {
     pub(super) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let candle = match self {
             Self::Packed(packed) => {
-                return Ok(xs.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(packed)?)
+                return Ok(xs
+                    .to_dtype(DType::F32)?
+                    .contiguous()?
+                    .apply_op1_no_bwd(packed)?)
             }
             Self::Candle(candle) => candle,
         };

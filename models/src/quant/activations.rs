@@ -109,7 +109,7 @@ impl QuantizedRows {
 /// 1.5 * 2^23 leaves the integer in the low mantissa bits, with no call to `roundf` and in a
 /// shape the compiler vectorises.
 #[inline(always)]
-fn round_to_i8(v: f32) -> i8 {
+pub(super) fn round_to_i8(v: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
     ((v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8
 }
@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn rows_round_trip_within_half_a_step_and_sum_by_group() {
         let k = 80; // two blocks and a half, padded to 128
-        let x: Vec<f32> = (0..2 * k).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3).collect();
+        let x: Vec<f32> = (0..2 * k)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3)
+            .collect();
         let q = QuantizedRows::new(&x, 2, k, 128, 16);
         for r in 0..2 {
             for i in 0..k {
@@ -139,7 +141,13 @@ mod tests {
             let spread: f32 = q.row_sum_lanes(r)[4..8].iter().sum();
             assert!((spread - sums[1]).abs() < 1e-5);
         }
-        for (v, want) in [(0.5f32, 0i8), (1.5, 2), (-2.5, -2), (126.7, 127), (-127.0, -127)] {
+        for (v, want) in [
+            (0.5f32, 0i8),
+            (1.5, 2),
+            (-2.5, -2),
+            (126.7, 127),
+            (-127.0, -127),
+        ] {
             assert_eq!(round_to_i8(v), want, "{v}");
         }
     }

@@ -148,8 +148,7 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
                 let mut mw = [_mm256_setzero_ps(); 2];
                 for o in 0..2 {
                     wv[o] = if NIBBLES {
-                        let v =
-                            _mm256_loadu_si256(w.codes[o].add(c * CHUNK / 2) as *const __m256i);
+                        let v = _mm256_loadu_si256(w.codes[o].add(c * CHUNK / 2) as *const __m256i);
                         if half == 0 {
                             _mm256_and_si256(v, low_nibbles)
                         } else {

@@ -37,10 +37,12 @@ mod activations;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod int8;
 mod pack;
 mod portable;
 
 pub(crate) use activations::QuantizedRows;
+pub use int8::Int8Linear;
 
 /// Values per chunk: the kernels' unit along `k`, one 512-bit vector of 8-bit codes.
 pub(crate) const CHUNK: usize = 64;
@@ -272,7 +274,11 @@ impl WeightRows<'_> {
             Codes::Nibbles => {
                 let (chunk, at) = (i / CHUNK, i % CHUNK);
                 let byte = row[chunk * CHUNK / 2 + at % (CHUNK / 2)];
-                i32::from(if at < CHUNK / 2 { byte & 0xF } else { byte >> 4 })
+                i32::from(if at < CHUNK / 2 {
+                    byte & 0xF
+                } else {
+                    byte >> 4
+                })
             }
             Codes::Bytes => i32::from(row[i] as i8),
         }
@@ -299,11 +305,7 @@ impl CustomOp1 for PackedMatrix {
         let x = crate::cpu_op::contiguous_f32(self.name(), xs, layout)?;
         let (rows, k) = layout.shape().dims2()?;
         if k != self.k {
-            candle_core::bail!(
-                "{}: rows of {k} against weights of {}",
-                self.name(),
-                self.k
-            );
+            candle_core::bail!("{}: rows of {k} against weights of {}", self.name(), self.k);
         }
         let y = self.matmul_rows(x, rows);
         Ok((CpuStorage::F32(y), Shape::from((rows, self.out))))

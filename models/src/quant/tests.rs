@@ -133,7 +133,10 @@ fn every_kernel_matches_the_references_for_every_type_and_row_count() {
                     (n + f64::from(t - p).powi(2), d + f64::from(*t).powi(2))
                 });
             let relative = (num / den).sqrt();
-            assert!(relative < 0.03, "{dtype:?}, {rows} rows: {relative} from candle");
+            assert!(
+                relative < 0.03,
+                "{dtype:?}, {rows} rows: {relative} from candle"
+            );
         }
     }
 }
@@ -159,5 +162,8 @@ fn sizes_are_the_layouts_bytes() {
     let packed = PackedMatrix::from_qtensor(&q).unwrap().unwrap();
     // 160 values padded to 192: 96 code bytes and 6 scales and offsets per row.
     assert_eq!(packed.bytes(), 8 * (96 + 2 * 2 * 6));
-    assert_eq!((packed.out(), packed.k(), packed.source()), (8, 160, GgmlDType::Q4_1));
+    assert_eq!(
+        (packed.out(), packed.k(), packed.source()),
+        (8, 160, GgmlDType::Q4_1)
+    );
 }
