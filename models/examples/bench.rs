@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         return match args[1].as_str() {
             "minilm" => minilm(threads, instances, "fp32"),
             "minilm-int8" => minilm(threads, instances, "int8"),
+            "minilm-bf16" => minilm(threads, instances, "bf16"),
             "smollm2" => smollm2(threads, "fp32"),
             "smollm2-fp16" => smollm2(threads, "fp16"),
             "smollm2-quantized" => smollm2(threads, "quantized"),
@@ -52,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     if which == "all" || which == "minilm" {
         runs.extend([
             ("minilm", 1, 1),
+            ("minilm-bf16", 1, 1),
             ("minilm-int8", 1, 1),
             ("minilm", 2, 1),
             ("minilm", 1, 2),

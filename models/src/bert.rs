@@ -8,7 +8,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::quant::Int8Linear;
+use crate::quant::{DenseFormat, PackedLinear};
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,17 +96,17 @@ fn linear(inputs: usize, outputs: usize, vb: VarBuilder) -> candle_core::Result<
 }
 
 /// A dense layer: candle's `Linear` in the model's dtype, or INT8 per output channel on
-/// CPU ([`Int8Linear`]).
+/// CPU, packed for our kernels ([`PackedLinear`]: INT8 or BF16).
 enum Dense {
     Float(Linear),
-    Int8(Int8Linear),
+    Packed(PackedLinear),
 }
 
 impl Dense {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Float(linear) => linear.forward(x),
-            Self::Int8(linear) => {
+            Self::Packed(linear) => {
                 let mut dims = x.dims().to_vec();
                 let k = *dims
                     .last()
@@ -122,20 +122,18 @@ impl Dense {
         }
     }
 
-    /// The same layer in INT8 (FP32 CPU weights only).
-    fn to_int8(&self) -> candle_core::Result<Self> {
+    /// The same layer packed in `format` (from FP32 CPU weights).
+    fn packed(&self, format: DenseFormat) -> candle_core::Result<Self> {
         let linear = match self {
-            Self::Int8(linear) => return Ok(Self::Int8(linear.clone())),
+            Self::Packed(_) => candle_core::bail!("the layer is packed already"),
             Self::Float(linear) => linear,
         };
         let (out, k) = linear.weight().dims2()?;
         let weight: Vec<f32> = linear.weight().flatten_all()?.to_vec1()?;
         let bias: Option<Vec<f32>> = linear.bias().map(|b| b.to_vec1()).transpose()?;
-        Ok(Self::Int8(Int8Linear::new(
-            &weight,
-            out,
-            k,
-            bias.as_deref(),
+        let bias = bias.as_deref();
+        Ok(Self::Packed(PackedLinear::new(
+            format, &weight, out, k, bias,
         )))
     }
 }
@@ -228,15 +226,15 @@ impl BertModel {
         })
     }
 
-    /// The same model with every dense layer in INT8 per output channel ([`Int8Linear`]):
-    /// FP32 weights on CPU only.
-    pub fn into_int8(mut self) -> candle_core::Result<Self> {
+    /// The same model with every dense layer packed in `format` for our CPU kernels
+    /// ([`PackedLinear`]): FP32 weights on CPU only.
+    pub fn into_packed(mut self, format: DenseFormat) -> candle_core::Result<Self> {
         if !self.device.is_cpu() || self.dtype != DType::F32 {
-            candle_core::bail!("INT8 dense layers take FP32 weights on CPU");
+            candle_core::bail!("packed dense layers take FP32 weights on CPU");
         }
         for l in &mut self.layers {
             for dense in [&mut l.qkv, &mut l.attn_out, &mut l.inter, &mut l.out] {
-                *dense = dense.to_int8()?;
+                *dense = dense.packed(format)?;
             }
         }
         Ok(self)

@@ -5,7 +5,7 @@
 //! `tokenizer.json`, and when present `1_Pooling/config.json`, `modules.json`,
 //! `sentence_bert_config.json`. Config parameters: `max_seq_length`, `pooling`
 //! (cls/mean/max/mean_sqrt_len), `normalize` (true/false) override what the files say;
-//! `dtype` (GPU only), `matmul_weights` (`fp32`, the default, or `int8`: every dense layer
+//! `dtype` (GPU only), `matmul_weights` (`fp32`, the default; `bf16` or `int8`: every dense layer
 //! rounded to 8 bits per output channel and multiplied in integers on CPU,
 //! [`crate::quant::Int8Linear`]), `intra_op_threads`, and the weight sources of
 //! [`crate::weights`].
@@ -25,6 +25,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::bert::{BertConfig, BertModel};
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
 use crate::pooling::{l2_normalize, normalizes, Pooling};
+use crate::quant::DenseFormat;
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
@@ -50,8 +51,8 @@ pub struct Embedder {
     output: String,
     spec: ModelSpec,
     threads: usize,
-    /// Dense layers in INT8 on CPU (`matmul_weights: int8`).
-    int8: bool,
+    /// Dense layers packed for our CPU kernels (`matmul_weights: bf16` or `int8`).
+    packed: Option<DenseFormat>,
 }
 
 /// A loaded model: the shared [`Embedder`] and its weights per (device, dtype), shared by
@@ -142,19 +143,28 @@ impl Embedder {
             None => normalizes(&dir).map_err(|e| bad(&e))?,
         };
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
-        let int8 = match spec
+        let packed = match spec
             .parameter("matmul_weights")
             .map(|v| v.trim().to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("") | Some("fp32") | Some("f32") => false,
-            Some("int8") => true,
+            None | Some("") | Some("fp32") | Some("f32") => None,
+            Some("bf16") => Some(DenseFormat::Bf16),
+            Some("int8") => Some(DenseFormat::Int8),
             Some(other) => {
                 return Err(bad(&format!(
-                    "parameter 'matmul_weights' = '{other}': use fp32 or int8"
+                    "parameter 'matmul_weights' = '{other}': use fp32, bf16 or int8"
                 )))
             }
         };
+        if let Some(format) = packed.filter(|f| f.vector_kernel().is_none()) {
+            tracing::warn!(
+                model = spec.name(),
+                ?format,
+                "this CPU lacks the AVX-512 instructions of the packed dense kernels: \
+                 the portable kernel runs instead, far slower than fp32"
+            );
+        }
         tracing::info!(
             model = spec.name(),
             dir = %dir.display(),
@@ -173,13 +183,13 @@ impl Embedder {
             output,
             spec: spec.clone(),
             threads,
-            int8,
+            packed,
         })
     }
 
     /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`; with
-    /// `matmul_weights: int8`, FP32 ones on CPU get INT8 dense layers (other devices and
-    /// dtypes keep float ones).
+    /// `matmul_weights: bf16`/`int8`, FP32 ones on CPU get packed dense layers (other
+    /// devices and dtypes keep float ones).
     pub fn load_weights(
         &self,
         device: &candle_core::Device,
@@ -189,10 +199,12 @@ impl Embedder {
         // SAFETY: the file is memory-mapped read-only; it must not change while loading.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
         let model = BertModel::load(&self.config, vb)?;
-        if self.int8 && device.is_cpu() && dtype == DType::F32 {
-            return Ok(model.into_int8()?);
+        match self.packed {
+            Some(format) if device.is_cpu() && dtype == DType::F32 => {
+                Ok(model.into_packed(format)?)
+            }
+            _ => Ok(model),
         }
-        Ok(model)
     }
 
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.

@@ -9,7 +9,7 @@ pub use crate::embedder::Embedder;
 pub use crate::fetch::PypiSource;
 pub use crate::generator::Generator;
 pub use crate::llama::{argmax, Chunk, KvCache, Llama, MatmulWeights};
-pub use crate::quant::{Int8Linear, Isa, PackedMatrix};
+pub use crate::quant::{DenseFormat, Isa, PackedLinear, PackedMatrix};
 pub use crate::skinny::matmul_rows;
 pub use crate::weights::pypi_source;
 

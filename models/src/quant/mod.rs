@@ -37,12 +37,12 @@ mod activations;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-mod int8;
+mod dense;
 mod pack;
 mod portable;
 
 pub(crate) use activations::QuantizedRows;
-pub use int8::Int8Linear;
+pub use dense::{DenseFormat, PackedLinear};
 
 /// Values per chunk: the kernels' unit along `k`, one 512-bit vector of 8-bit codes.
 pub(crate) const CHUNK: usize = 64;
