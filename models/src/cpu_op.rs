@@ -2,7 +2,7 @@
 //! [`crate::decode_attention`]) share.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, WithDType};
+use candle_core::{CpuStorage, Layout, Shape, WithDType};
 
 /// The values of a contiguous FP32 tensor given to the op named `op`; anything else is an
 /// error that names the op.
@@ -30,6 +30,23 @@ pub(crate) fn contiguous<'a, T: WithDType>(
         candle_core::bail!("{op} takes contiguous tensors only");
     };
     Ok(&data[start..end])
+}
+
+/// The forward pass of an op multiplying rows `xs (rows, k)` (contiguous FP32) by weights
+/// `(out, k)`: checks `k`, lets `multiply(x, rows)` compute, and shapes `(rows, out)`.
+pub(crate) fn rows_times_weights(
+    op: &str,
+    xs: &CpuStorage,
+    layout: &Layout,
+    (out, k): (usize, usize),
+    multiply: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = contiguous_f32(op, xs, layout)?;
+    let (rows, got) = layout.shape().dims2()?;
+    if got != k {
+        candle_core::bail!("{op}: rows of {got} against weights of {k}");
+    }
+    Ok((CpuStorage::F32(multiply(x, rows)), Shape::from((rows, out))))
 }
 
 /// `a · b` over `LANES` independent partial sums: a shape LLVM vectorises for whatever the

@@ -9,6 +9,7 @@
 
 use std::arch::x86_64::*;
 
+use super::tiles::{pairs, Activations, Kernel, TileSums, WeightPair};
 use super::{Codes, QuantizedRows, WeightRows, CHUNK};
 
 /// Most sequence rows per tile.
@@ -29,81 +30,31 @@ pub(super) unsafe fn block(w: &WeightRows, x: &QuantizedRows, dst: &mut [f32]) {
     }
 }
 
+/// [`block`] for one code kind (`NIBBLES`) and group size `G`.
 #[inline(always)]
 unsafe fn typed<const NIBBLES: bool, const G: usize>(
     w: &WeightRows,
     x: &QuantizedRows,
     dst: &mut [f32],
 ) {
-    // SAFETY: inlined into `block` (AVX2/FMA/F16C); the pointers handed to `tile` cover
-    // `chunks` whole chunks of their rows, and the scale buffers four floats past the groups.
-    unsafe {
-        let rows = x.rows;
-        let groups = w.groups();
-        let chunks = w.k_pad / CHUNK;
-        let row_bytes = w.row_code_bytes();
-        let mut scales = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let mut offsets = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let xq: Vec<*const i8> = (0..rows).map(|r| x.row(r).as_ptr()).collect();
-        let xl: Vec<*const f32> = (0..rows).map(|r| x.row_lanes(r).as_ptr()).collect();
-        let xs: Vec<*const f32> = (0..rows).map(|r| x.row_sum_lanes(r).as_ptr()).collect();
-        let mut o = 0;
-        while o < w.len() {
-            let pair = (w.len() - o).min(2);
-            for p in 0..pair {
-                let row = (o + p) * groups..(o + p + 1) * groups;
-                widen_halves(&w.scales[row.clone()], &mut scales[p]);
-                if NIBBLES {
-                    widen_halves(&w.offsets[row], &mut offsets[p]);
-                }
+    let chunks = w.k_pad / CHUNK;
+    let kernel = Kernel {
+        // SAFETY: inlined into `block` (F16C); `to` is longer than `from`.
+        widen: |from: &[half::f16], to: &mut [f32]| unsafe { widen_halves(from, to) },
+        before_pair: |_: usize| {},
+        tile_rows: |left: usize| left.min(TILE_ROWS),
+        // SAFETY: inlined into `block` (AVX2/FMA/F16C); `pairs` hands over whole rows of
+        // `chunks` chunks and scale buffers four floats past the groups.
+        tile: |pair: &WeightPair, rows: &Activations, n: usize| unsafe {
+            match n {
+                4 => tile::<NIBBLES, G, 4>(pair, rows, chunks),
+                3 => tile::<NIBBLES, G, 3>(pair, rows, chunks),
+                2 => tile::<NIBBLES, G, 2>(pair, rows, chunks),
+                _ => tile::<NIBBLES, G, 1>(pair, rows, chunks),
             }
-            let weights = WeightPair {
-                codes: [
-                    w.codes[o * row_bytes..].as_ptr(),
-                    w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
-                ],
-                scales: [scales[0].as_ptr(), scales[pair - 1].as_ptr()],
-                offsets: [offsets[0].as_ptr(), offsets[pair - 1].as_ptr()],
-            };
-            let mut first = 0;
-            while first < rows {
-                let n = (rows - first).min(TILE_ROWS);
-                let activations = Activations {
-                    q: &xq[first..first + n],
-                    lanes: &xl[first..first + n],
-                    sum_lanes: &xs[first..first + n],
-                };
-                let sums = match n {
-                    4 => tile::<NIBBLES, G, 4>(&weights, &activations, chunks),
-                    3 => tile::<NIBBLES, G, 3>(&weights, &activations, chunks),
-                    2 => tile::<NIBBLES, G, 2>(&weights, &activations, chunks),
-                    _ => tile::<NIBBLES, G, 1>(&weights, &activations, chunks),
-                };
-                for p in 0..pair {
-                    for r in 0..n {
-                        dst[(o + p) * rows + first + r] = sums[p][r];
-                    }
-                }
-                first += n;
-            }
-            o += pair;
-        }
-    }
-}
-
-/// Two weight rows as a tile reads them (the same row twice for a lone last one): codes,
-/// and FP32 scales and offsets (offsets for nibbles only).
-struct WeightPair {
-    codes: [*const u8; 2],
-    scales: [*const f32; 2],
-    offsets: [*const f32; 2],
-}
-
-/// Some activation rows as a tile reads them ([`QuantizedRows`]' rows, lanes and sum lanes).
-struct Activations<'a> {
-    q: &'a [*const i8],
-    lanes: &'a [*const f32],
-    sum_lanes: &'a [*const f32],
+        },
+    };
+    pairs(NIBBLES, w, x, dst, kernel);
 }
 
 /// FP16 values widened into the front of `to`, eight at a time.
@@ -130,7 +81,7 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
     w: &WeightPair,
     x: &Activations,
     chunks: usize,
-) -> [[f32; TILE_ROWS]; 2] {
+) -> TileSums {
     // SAFETY: inlined into `block` (AVX2/FMA/F16C); the caller's pointers cover `chunks`
     // chunks and `chunks * 64 / G + 4` scales and offsets.
     unsafe {
@@ -189,7 +140,7 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
                 }
             }
         }
-        let mut sums = [[0f32; TILE_ROWS]; 2];
+        let mut sums = TileSums::default();
         for o in 0..2 {
             for r in 0..R {
                 sums[o][r] = horizontal_sum(acc[o][r]);

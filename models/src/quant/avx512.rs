@@ -13,10 +13,8 @@
 
 use std::arch::x86_64::*;
 
+use super::tiles::{pairs, Activations, Kernel, TileSums, WeightPair};
 use super::{Codes, QuantizedRows, WeightRows, CHUNK};
-
-/// Most sequence rows per tile.
-const TILE_ROWS: usize = 8;
 
 /// `dst[o * rows + r] = w[o] · x[r]`.
 ///
@@ -40,84 +38,47 @@ unsafe fn typed<const NIBBLES: bool, const G: usize>(
     x: &QuantizedRows,
     dst: &mut [f32],
 ) {
-    // SAFETY: inlined into `block` (AVX-512 F/BW/VL/VNNI); every pointer handed to `tile`
-    // covers `chunks` whole chunks of its row, and the scale buffers four floats more than
-    // the groups (the 128-bit scale loads of the last chunk).
-    unsafe {
-        let rows = x.rows;
-        let groups = w.groups();
-        let chunks = w.k_pad / CHUNK;
-        let row_bytes = w.row_code_bytes();
-        let mut scales = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let mut offsets = [vec![0f32; groups + 4], vec![0f32; groups + 4]];
-        let xq: Vec<*const i8> = (0..rows).map(|r| x.row(r).as_ptr()).collect();
-        let xl: Vec<*const f32> = (0..rows).map(|r| x.row_lanes(r).as_ptr()).collect();
-        let xs: Vec<*const f32> = (0..rows).map(|r| x.row_sum_lanes(r).as_ptr()).collect();
-        let mut o = 0;
-        while o < w.len() {
-            let pair = (w.len() - o).min(2);
+    let chunks = w.k_pad / CHUNK;
+    let (groups, row_bytes) = (w.groups(), w.row_code_bytes());
+    let kernel = Kernel {
+        // SAFETY: inlined into `block` (AVX-512 F/BW); `to` is longer than `from`.
+        widen: |from: &[half::f16], to: &mut [f32]| unsafe { widen_halves(from, to) },
+        before_pair: |o: usize| {
             // The hardware prefetcher alone leaves these short rows waiting on memory: ask
             // for the pair after next while this one computes.
             let ahead = o + 4;
             if ahead < w.len() {
-                let rows_ahead = (w.len() - ahead).min(2);
-                prefetch(&w.codes[ahead * row_bytes..(ahead + rows_ahead) * row_bytes]);
-                prefetch(&w.scales[ahead * groups..(ahead + rows_ahead) * groups]);
-                if NIBBLES {
-                    prefetch(&w.offsets[ahead * groups..(ahead + rows_ahead) * groups]);
-                }
-            }
-            for p in 0..pair {
-                let row = (o + p) * groups..(o + p + 1) * groups;
-                widen_halves(&w.scales[row.clone()], &mut scales[p]);
-                if NIBBLES {
-                    widen_halves(&w.offsets[row], &mut offsets[p]);
-                }
-            }
-            let codes = [
-                w.codes[o * row_bytes..].as_ptr(),
-                w.codes[(o + pair - 1) * row_bytes..].as_ptr(),
-            ];
-            let weights = WeightPair {
-                codes,
-                scales: [scales[0].as_ptr(), scales[pair - 1].as_ptr()],
-                offsets: [offsets[0].as_ptr(), offsets[pair - 1].as_ptr()],
-            };
-            let mut first = 0;
-            while first < rows {
-                let n = (rows - first).min(TILE_ROWS);
-                // Powers of two only: fewer copies of the tile, and a leftover row count
-                // takes at most three passes over two weight rows that sit in L1.
-                let n = if n >= 8 {
-                    8
-                } else if n >= 4 {
-                    4
-                } else if n >= 2 {
-                    2
-                } else {
-                    1
-                };
-                let activations = Activations {
-                    q: &xq[first..first + n],
-                    lanes: &xl[first..first + n],
-                    sum_lanes: &xs[first..first + n],
-                };
-                let sums = match n {
-                    8 => tile::<NIBBLES, G, 8>(&weights, &activations, chunks),
-                    4 => tile::<NIBBLES, G, 4>(&weights, &activations, chunks),
-                    2 => tile::<NIBBLES, G, 2>(&weights, &activations, chunks),
-                    _ => tile::<NIBBLES, G, 1>(&weights, &activations, chunks),
-                };
-                for p in 0..pair {
-                    for r in 0..n {
-                        dst[(o + p) * rows + first + r] = sums[p][r];
+                let rows = ahead..(ahead + 2).min(w.len());
+                // SAFETY: prefetches never fault; every slice is inside `w`.
+                unsafe {
+                    prefetch(&w.codes[rows.start * row_bytes..rows.end * row_bytes]);
+                    prefetch(&w.scales[rows.start * groups..rows.end * groups]);
+                    if NIBBLES {
+                        prefetch(&w.offsets[rows.start * groups..rows.end * groups]);
                     }
                 }
-                first += n;
             }
-            o += pair;
-        }
-    }
+        },
+        // Powers of two only: fewer copies of the tile, and a leftover row count takes at
+        // most three passes over two weight rows that sit in L1.
+        tile_rows: |left: usize| match left {
+            8.. => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        },
+        // SAFETY: inlined into `block` (AVX-512 F/BW/VL/VNNI); `pairs` hands over whole
+        // rows of `chunks` chunks and scale buffers four floats past the groups.
+        tile: |pair: &WeightPair, rows: &Activations, n: usize| unsafe {
+            match n {
+                8 => tile::<NIBBLES, G, 8>(pair, rows, chunks),
+                4 => tile::<NIBBLES, G, 4>(pair, rows, chunks),
+                2 => tile::<NIBBLES, G, 2>(pair, rows, chunks),
+                _ => tile::<NIBBLES, G, 1>(pair, rows, chunks),
+            }
+        },
+    };
+    pairs(NIBBLES, w, x, dst, kernel);
 }
 
 /// Every cache line of `data` asked for, into all cache levels.
@@ -133,21 +94,6 @@ unsafe fn prefetch<T>(data: &[T]) {
             at += 64;
         }
     }
-}
-
-/// Two weight rows as a tile reads them (the same row twice for a lone last one): codes,
-/// and FP32 scales and offsets (offsets for nibbles only).
-struct WeightPair {
-    codes: [*const u8; 2],
-    scales: [*const f32; 2],
-    offsets: [*const f32; 2],
-}
-
-/// Some activation rows as a tile reads them ([`QuantizedRows`]' rows, lanes and sum lanes).
-struct Activations<'a> {
-    q: &'a [*const i8],
-    lanes: &'a [*const f32],
-    sum_lanes: &'a [*const f32],
 }
 
 /// FP16 values widened into the front of `to`, sixteen at a time.
@@ -174,7 +120,7 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
     w: &WeightPair,
     x: &Activations,
     chunks: usize,
-) -> [[f32; TILE_ROWS]; 2] {
+) -> TileSums {
     // SAFETY: inlined into `block` (AVX-512 F/BW/VL/VNNI); the caller's pointers cover
     // `chunks` chunks (codes, activations, 16 lanes each) and `chunks * 64 / G + 4` scales
     // and offsets.
@@ -231,7 +177,7 @@ unsafe fn tile<const NIBBLES: bool, const G: usize, const R: usize>(
                 }
             }
         }
-        let mut sums = [[0f32; TILE_ROWS]; 2];
+        let mut sums = TileSums::default();
         for o in 0..2 {
             for r in 0..R {
                 sums[o][r] = _mm512_reduce_add_ps(acc[o][r]);

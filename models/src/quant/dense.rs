@@ -289,15 +289,10 @@ impl CustomOp1 for PackedLinear {
         xs: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = crate::cpu_op::contiguous_f32(self.name(), xs, layout)?;
-        let (rows, k) = layout.shape().dims2()?;
-        if k != self.k {
-            candle_core::bail!("{}: rows of {k} against weights of {}", self.name(), self.k);
-        }
-        Ok((
-            CpuStorage::F32(self.forward_rows(x, rows)),
-            Shape::from((rows, self.out)),
-        ))
+        let shape = (self.out, self.k);
+        crate::cpu_op::rows_times_weights(self.name(), xs, layout, shape, |x, rows| {
+            self.forward_rows(x, rows)
+        })
     }
 }
 

@@ -40,6 +40,8 @@ mod avx512;
 mod dense;
 mod pack;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 pub(crate) use activations::QuantizedRows;
 pub use dense::{DenseFormat, PackedLinear};
@@ -302,13 +304,10 @@ impl CustomOp1 for PackedMatrix {
         xs: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = crate::cpu_op::contiguous_f32(self.name(), xs, layout)?;
-        let (rows, k) = layout.shape().dims2()?;
-        if k != self.k {
-            candle_core::bail!("{}: rows of {k} against weights of {}", self.name(), self.k);
-        }
-        let y = self.matmul_rows(x, rows);
-        Ok((CpuStorage::F32(y), Shape::from((rows, self.out))))
+        let shape = (self.out, self.k);
+        crate::cpu_op::rows_times_weights(self.name(), xs, layout, shape, |x, rows| {
+            self.matmul_rows(x, rows)
+        })
     }
 }
 
