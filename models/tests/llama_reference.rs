@@ -314,3 +314,43 @@ fn a_cache_started_from_another_prompts_prefix_continues_like_a_fresh_one() {
         "a layer short"
     );
 }
+
+/// A seeded request must sample the same tokens however its prompt was read: whole, in
+/// chunks, after a reused prefix, or beside another sequence. With 8-bit activation
+/// rounding any last-bit difference can change a logit, so the logits must be equal, not
+/// close.
+#[test]
+fn a_prompts_logits_are_the_same_bits_however_it_was_read() {
+    let (_dir, path) = tiny();
+    let model = ours(&path, MatmulWeights::Quantized);
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 13 % 250) as u32).collect();
+    let bits = |t: &Tensor| -> Vec<u32> { flat(t).iter().map(|v| v.to_bits()).collect() };
+    let whole = bits(&logits(&model, &mut KvCache::new(&model), &prompt));
+
+    let mut chunked = KvCache::new(&model);
+    logits(&model, &mut chunked, &prompt[..17]);
+    logits(&model, &mut chunked, &prompt[17..39]);
+    assert_eq!(bits(&logits(&model, &mut chunked, &prompt[39..])), whole, "in chunks");
+
+    let mut first = KvCache::new(&model);
+    logits(&model, &mut first, &prompt);
+    let prefix = first.prefix(39).unwrap();
+    let mut reused = model.cache_from_prefix(&prefix, 39).unwrap();
+    assert_eq!(bits(&logits(&model, &mut reused, &prompt[39..])), whole, "reused prefix");
+
+    let (mut other, mut mine) = (KvCache::new(&model), KvCache::new(&model));
+    logits(&model, &mut other, &[7, 8, 9]);
+    let both = model
+        .forward(&mut [
+            Chunk {
+                cache: &mut other,
+                tokens: &[10],
+            },
+            Chunk {
+                cache: &mut mine,
+                tokens: &prompt,
+            },
+        ])
+        .unwrap();
+    assert_eq!(bits(&both.get(1).unwrap()), whole, "beside another sequence");
+}

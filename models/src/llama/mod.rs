@@ -260,8 +260,14 @@ impl Llama {
     }
 
     /// Attention of every chunk of a step: `q` `(n, n_head, hd)` and new `k`/`v`
-    /// `(n, n_kv, hd)` for all their rows; returns `(n, n_head * hd)`. On CPU the
-    /// one-token (decode) chunks are attended together by [`decode_attention`].
+    /// `(n, n_kv, hd)` for all their rows; returns `(n, n_head * hd)`.
+    ///
+    /// On CPU every row, prompt or decode, meets its own sequence's cache up to its own
+    /// position in [`decode_attention`]: a row's result then depends on nothing but that
+    /// sequence's tokens, so a prompt read in one chunk, in several, or after a reused
+    /// prefix gives the same bits, and a seeded request samples the same tokens however it
+    /// was batched (8-bit activation rounding would turn the last-digit differences of two
+    /// attention paths into different logits).
     fn attention(
         &self,
         layer: usize,
@@ -270,45 +276,41 @@ impl Llama {
         k: &Tensor,
         v: &Tensor,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
         let together = self.device.is_cpu() && q.dtype() == DType::F32;
-        let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
-        let mut decoding = Vec::new(); // (chunk, row)
+        let mut outs = Vec::with_capacity(chunks.len());
+        let mut rows = Vec::new(); // (chunk, row in q, positions it sees)
         let mut row = 0;
         for (i, c) in chunks.iter_mut().enumerate() {
             let t = c.tokens.len();
             let (k, v) = (k.narrow(0, row, t)?, v.narrow(0, row, t)?);
-            if together && t == 1 {
-                let shape = (cfg.n_kv_head, 1, cfg.head_dim);
-                self.append(layer, c.cache, &k.reshape(shape)?, &v.reshape(shape)?)?;
-                decoding.push((i, row));
-                outs.push(None);
+            if together {
+                let start = c.cache.len;
+                self.append(
+                    layer,
+                    c.cache,
+                    &k.transpose(0, 1)?.contiguous()?,
+                    &v.transpose(0, 1)?.contiguous()?,
+                )?;
+                rows.extend((0..t).map(|j| (i, row + j, start + j + 1)));
             } else {
                 let q = q.narrow(0, row, t)?;
-                outs.push(Some(self.attend(layer, c.cache, &q, &k, &v)?));
+                outs.push(self.attend(layer, c.cache, &q, &k, &v)?);
             }
             row += t;
         }
-        if !decoding.is_empty() {
-            let decoded = self.decode_attention(layer, chunks, &decoding, q)?;
-            if decoding.len() == chunks.len() {
-                return Ok(decoded);
-            }
-            for (j, &(i, _)) in decoding.iter().enumerate() {
-                outs[i] = Some(decoded.narrow(0, j, 1)?);
-            }
+        if together {
+            return self.decode_attention(layer, chunks, &rows, q);
         }
-        let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
         Ok(Tensor::cat(&outs, 0)?)
     }
 
-    /// The attention of the `decoding` chunks (index, row in `q`), whose new keys and values
-    /// are already in their caches: `(decoding.len(), n_head * hd)`.
+    /// The attention of `rows` (chunk, row in `q`, positions of its cache it sees), whose
+    /// keys and values are already in their caches: `(rows.len(), n_head * hd)`.
     fn decode_attention(
         &self,
         layer: usize,
         chunks: &[Chunk],
-        decoding: &[(usize, usize)],
+        rows: &[(usize, usize, usize)],
         q: &Tensor,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
@@ -316,25 +318,25 @@ impl Llama {
         let q = q.contiguous()?;
         let (q_storage, q_layout) = q.storage_and_layout();
         let q_rows = decode_attention::cpu_f32(&q_storage, q_layout)?;
-        let caches: Vec<_> = decoding
+        let caches: Vec<_> = rows
             .iter()
-            .map(|&(i, _)| {
+            .map(|&(i, _, _)| {
                 let (k, v) = chunks[i].cache.layers[layer]
                     .as_ref()
                     .expect("appended before");
                 (k.storage_and_layout(), v.storage_and_layout())
             })
             .collect();
-        let queries = decoding
+        let queries = rows
             .iter()
             .zip(&caches)
-            .map(|(&(i, row), ((ks, kl), (vs, vl)))| {
+            .map(|(&(i, row, len), ((ks, kl), (vs, vl)))| {
                 Ok(DecodeQuery {
                     q: &q_rows[row * width..(row + 1) * width],
                     keys: decode_attention::cpu_f32(ks, kl)?,
                     values: decode_attention::cpu_f32(vs, vl)?,
                     capacity: chunks[i].cache.capacity,
-                    len: chunks[i].cache.len + 1,
+                    len,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -344,11 +346,7 @@ impl Llama {
             head_dim: cfg.head_dim,
         };
         let out = decode_attention::attend(&queries, heads)?;
-        Ok(Tensor::from_vec(
-            out,
-            (decoding.len(), width),
-            &self.device,
-        )?)
+        Ok(Tensor::from_vec(out, (rows.len(), width), &self.device)?)
     }
 
     /// Attention of one chunk: `q` `(t, n_head, hd)`, new `k`/`v` `(t, n_kv, hd)`; returns
