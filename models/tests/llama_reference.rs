@@ -330,13 +330,21 @@ fn a_prompts_logits_are_the_same_bits_however_it_was_read() {
     let mut chunked = KvCache::new(&model);
     logits(&model, &mut chunked, &prompt[..17]);
     logits(&model, &mut chunked, &prompt[17..39]);
-    assert_eq!(bits(&logits(&model, &mut chunked, &prompt[39..])), whole, "in chunks");
+    assert_eq!(
+        bits(&logits(&model, &mut chunked, &prompt[39..])),
+        whole,
+        "in chunks"
+    );
 
     let mut first = KvCache::new(&model);
     logits(&model, &mut first, &prompt);
     let prefix = first.prefix(39).unwrap();
     let mut reused = model.cache_from_prefix(&prefix, 39).unwrap();
-    assert_eq!(bits(&logits(&model, &mut reused, &prompt[39..])), whole, "reused prefix");
+    assert_eq!(
+        bits(&logits(&model, &mut reused, &prompt[39..])),
+        whole,
+        "reused prefix"
+    );
 
     let (mut other, mut mine) = (KvCache::new(&model), KvCache::new(&model));
     logits(&model, &mut other, &[7, 8, 9]);
@@ -352,5 +360,9 @@ fn a_prompts_logits_are_the_same_bits_however_it_was_read() {
             },
         ])
         .unwrap();
-    assert_eq!(bits(&both.get(1).unwrap()), whole, "beside another sequence");
+    assert_eq!(
+        bits(&both.get(1).unwrap()),
+        whole,
+        "beside another sequence"
+    );
 }
