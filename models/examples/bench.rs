@@ -87,9 +87,10 @@ fn main() -> anyhow::Result<()> {
 
 fn minilm(threads: usize, instances: usize, weights: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = nereid_models::demo::MINILM.replace(
-        "parameters [",
-        &format!("parameters [\n  {{ key: \"matmul_weights\" value: {{ string_value: \"{weights}\" }} }},"),
+    let config = nereid_models::testing::with_parameter(
+        nereid_models::demo::MINILM,
+        "matmul_weights",
+        weights,
     );
     let embedder = Arc::new(Embedder::load(&spec(&config), dir.path())?);
     let model = Arc::new(embedder.load_weights(&Device::Cpu, DType::F32)?);
@@ -127,9 +128,10 @@ fn minilm(threads: usize, instances: usize, weights: &str) -> anyhow::Result<()>
 
 fn smollm2(threads: usize, weights: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = nereid_models::demo::SMOLLM2.replace(
-        "parameters [",
-        &format!("parameters [\n  {{ key: \"matmul_weights\" value: {{ string_value: \"{weights}\" }} }},"),
+    let config = nereid_models::testing::with_parameter(
+        nereid_models::demo::SMOLLM2,
+        "matmul_weights",
+        weights,
     );
     let generator = Generator::load(&spec(&config), dir.path())?;
     let model = generator.load_weights(&Device::Cpu)?;

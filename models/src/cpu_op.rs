@@ -3,6 +3,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Shape, WithDType};
+use rayon::prelude::*;
 
 /// The values of a contiguous FP32 tensor given to the op named `op`; anything else is an
 /// error that names the op.
@@ -47,6 +48,36 @@ pub(crate) fn rows_times_weights(
         candle_core::bail!("{op}: rows of {got} against weights of {k}");
     }
     Ok((CpuStorage::F32(multiply(x, rows)), Shape::from((rows, out))))
+}
+
+/// The `(rows, out)` row-major products of `rows` activation rows with `out` weight rows,
+/// computed by weight row: `fill(first, dst)` writes `dst[o * rows + r]` for the weight rows
+/// `first..first + dst.len() / rows`, in tasks of `per_task` weight rows on the current rayon
+/// pool (a task owning whole weight rows needs no locks), then the result is turned.
+pub(crate) fn by_weight_rows(
+    rows: usize,
+    out: usize,
+    per_task: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    if rows == 0 || out == 0 {
+        return vec![0f32; rows * out];
+    }
+    let mut by_weight_row = vec![0f32; out * rows];
+    by_weight_row
+        .par_chunks_mut(per_task * rows)
+        .enumerate()
+        .for_each(|(task, dst)| fill(task * per_task, dst));
+    if rows == 1 {
+        return by_weight_row;
+    }
+    let mut y = vec![0f32; rows * out];
+    for (o, products) in by_weight_row.chunks_exact(rows).enumerate() {
+        for (r, &p) in products.iter().enumerate() {
+            y[r * out + o] = p;
+        }
+    }
+    y
 }
 
 /// `a · b` over `LANES` independent partial sums: a shape LLVM vectorises for whatever the

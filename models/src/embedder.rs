@@ -37,6 +37,22 @@ const OPTIONAL: &[&str] = &[
     "sentence_bert_config.json",
 ];
 
+/// The `matmul_weights` parameter: FP32 (`None`) or a packed format.
+struct DenseWeights(Option<DenseFormat>);
+
+impl std::str::FromStr for DenseWeights {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Self(None)),
+            "bf16" => Ok(Self(Some(DenseFormat::Bf16))),
+            "int8" => Ok(Self(Some(DenseFormat::Int8))),
+            _ => Err("use fp32, bf16 or int8".into()),
+        }
+    }
+}
+
 /// The `sentence_transformer` backend.
 pub(crate) struct SentenceTransformer;
 
@@ -143,20 +159,9 @@ impl Embedder {
             None => normalizes(&dir).map_err(|e| bad(&e))?,
         };
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
-        let packed = match spec
-            .parameter("matmul_weights")
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("") | Some("fp32") | Some("f32") => None,
-            Some("bf16") => Some(DenseFormat::Bf16),
-            Some("int8") => Some(DenseFormat::Int8),
-            Some(other) => {
-                return Err(bad(&format!(
-                    "parameter 'matmul_weights' = '{other}': use fp32, bf16 or int8"
-                )))
-            }
-        };
+        let packed = param::<DenseWeights>(spec, "matmul_weights")
+            .map_err(|e| bad(&e))?
+            .and_then(|w| w.0);
         if let Some(format) = packed.filter(|f| f.vector_kernel().is_none()) {
             tracing::warn!(
                 model = spec.name(),

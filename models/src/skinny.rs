@@ -11,9 +11,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use half::f16;
-use rayon::prelude::*;
 
-use crate::cpu_op::{contiguous, contiguous_f32, dot};
+use crate::cpu_op::{by_weight_rows, contiguous, contiguous_f32, dot};
 
 /// A weight element type the kernels stream: FP32, or FP16 widened to FP32 on load.
 pub trait Weight: Copy + Send + Sync + 'static {
@@ -52,29 +51,10 @@ pub fn matmul_rows<W: WeightLoad>(
 ) -> Vec<f32> {
     assert_eq!(x.len(), rows * k, "x is not rows x k");
     assert_eq!(w.len(), out * k, "w is not out x k");
-    if rows == 0 || out == 0 {
-        return vec![0f32; rows * out];
-    }
-    // Each task owns whole weight rows, so it fills `(out, rows)`; one row needs no turn.
-    let mut by_weight_row = vec![0f32; out * rows];
-    by_weight_row
-        .par_chunks_mut(ROWS_PER_TASK * rows)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let first = task * ROWS_PER_TASK;
-            let weight_rows = dst.len() / rows;
-            block(&w[first * k..(first + weight_rows) * k], x, rows, k, dst);
-        });
-    if rows == 1 {
-        return by_weight_row;
-    }
-    let mut y = vec![0f32; rows * out];
-    for (o, products) in by_weight_row.chunks_exact(rows).enumerate() {
-        for (r, &p) in products.iter().enumerate() {
-            y[r * out + o] = p;
-        }
-    }
-    y
+    by_weight_rows(rows, out, ROWS_PER_TASK, |first, dst| {
+        let weight_rows = dst.len() / rows;
+        block(&w[first * k..(first + weight_rows) * k], x, rows, k, dst);
+    })
 }
 
 /// [`matmul_rows`] as a candle op: `xs.apply_op2_no_bwd(&weight, &RowsTimesWeightT)` for

@@ -13,6 +13,20 @@ pub use crate::quant::{DenseFormat, Isa, PackedLinear, PackedMatrix};
 pub use crate::skinny::matmul_rows;
 pub use crate::weights::pypi_source;
 
+/// `config` (a `config.pbtxt` text with a `parameters [` list) with the string parameter
+/// `key` = `value` added first.
+pub fn with_parameter(config: &str, key: &str, value: &str) -> String {
+    assert!(
+        config.contains("parameters ["),
+        "the config has no parameters list"
+    );
+    config.replacen(
+        "parameters [",
+        &format!("parameters [\n  {{ key: \"{key}\" value: {{ string_value: \"{value}\" }} }},"),
+        1,
+    )
+}
+
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -67,10 +67,7 @@ async fn minilm_in_bf16_and_int8_stays_near_its_fp32_vectors() {
     ];
     let want = embed(&fp32, "minilm", &texts).await;
     for (format, most) in [("bf16", 1e-4), ("int8", 2e-3)] {
-        let config = demo::MINILM.replace(
-            "parameters [",
-            &format!("parameters [\n  {{ key: \"matmul_weights\" value: {{ string_value: \"{format}\" }} }},"),
-        );
+        let config = nereid_models::testing::with_parameter(demo::MINILM, "matmul_weights", format);
         let repo = repository(("minilm", config.as_str()));
         let packed = engine(repo.path());
         assert_ready(&packed, "minilm");

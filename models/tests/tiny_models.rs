@@ -24,12 +24,11 @@ fn tiny_repository() -> tempfile::TempDir {
     let llm = strip(nereid_models::demo::SMOLLM2)
         .replace("\"smollm2\"", "\"tiny_llm\"")
         .replace("max_batch_size: 8", "max_batch_size: 2");
-    let no_reuse = llm
-        .replace("\"tiny_llm\"", "\"tiny_llm_no_reuse\"")
-        .replace(
-            "parameters [",
-            "parameters [\n  { key: \"prefix_cache_mb\" value: { string_value: \"0\" } },",
-        );
+    let no_reuse = nereid_models::testing::with_parameter(
+        &llm.replace("\"tiny_llm\"", "\"tiny_llm_no_reuse\""),
+        "prefix_cache_mb",
+        "0",
+    );
     write_repository(
         dir.path(),
         [
@@ -228,4 +227,27 @@ async fn concurrent_generations_complete_and_a_dropped_stream_frees_its_slot() {
     assert!(third.completion_tokens >= 1);
     assert!(started.elapsed() < Duration::from_secs(60));
     drop(keep);
+}
+
+/// `matmul_weights` of a sentence transformer: a wrong value fails the load naming the
+/// parameter and the values it takes.
+#[test]
+fn a_wrong_matmul_weights_fails_the_load_naming_the_parameter() {
+    let repo = tiny_repository();
+    let config = std::fs::read_to_string(repo.path().join("tiny_st/config.pbtxt")).unwrap();
+    let load = |value: &str| {
+        let text = nereid_models::testing::with_parameter(&config, "matmul_weights", value);
+        let spec =
+            nereid_engine::ModelSpec::from_config(nereid_proto::parse_model_config(&text).unwrap())
+                .unwrap();
+        nereid_models::testing::Embedder::load(&spec, &repo.path().join("tiny_st/1"))
+    };
+    let err = load("int4").err().expect("int4 is refused").to_string();
+    assert!(
+        err.contains("parameter 'matmul_weights' = 'int4': use fp32, bf16 or int8"),
+        "{err}"
+    );
+    for value in ["fp32", "BF16", "int8"] {
+        assert!(load(value).is_ok(), "{value}");
+    }
 }

@@ -49,7 +49,7 @@ impl QuantizedRows {
                 let scale = amax / 127.0;
                 let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 for (dst, &v) in qr[start..end].iter_mut().zip(values) {
-                    *dst = round_to_i8(v * inverse);
+                    *dst = round_half_even(v * inverse) as i8;
                 }
                 scales[r * blocks + b] = scale;
                 let per_block = ACTIVATION_BLOCK / group;
@@ -105,13 +105,13 @@ impl QuantizedRows {
     }
 }
 
-/// `v` (within `[-127.5, 127.5]`) rounded to the nearest integer, ties to even: adding
+/// `v` (within `[-2^22, 2^22]`) rounded to the nearest integer, ties to even: adding
 /// 1.5 * 2^23 leaves the integer in the low mantissa bits, with no call to `roundf` and in a
 /// shape the compiler vectorises.
 #[inline(always)]
-pub(super) fn round_to_i8(v: f32) -> i8 {
+pub(super) fn round_half_even(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
-    ((v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 #[cfg(test)]
@@ -148,7 +148,7 @@ mod tests {
             (126.7, 127),
             (-127.0, -127),
         ] {
-            assert_eq!(round_to_i8(v), want, "{v}");
+            assert_eq!(round_half_even(v) as i8, want, "{v}");
         }
     }
 }

@@ -19,6 +19,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
+use super::activations::round_half_even;
 use super::Isa;
 
 /// Output channels per weight vector.
@@ -252,7 +253,7 @@ impl WideRows {
                     let scale = amax / limit;
                     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                     for (c, &v) in dst.iter_mut().zip(xr) {
-                        *c = round_to_i16(v * inverse) as u16;
+                        *c = round_half_even(v * inverse) as i16 as u16;
                     }
                     scales[r] = scale;
                 }
@@ -269,14 +270,6 @@ impl WideRows {
             scales,
         }
     }
-}
-
-/// `v` (within `[-32767.5, 32767.5]`) to the nearest integer, ties to even, without a call
-/// to `roundf`: adding 1.5 * 2^23 leaves the integer in the low mantissa bits.
-#[inline(always)]
-fn round_to_i16(v: f32) -> i16 {
-    const MAGIC: f32 = 12_582_912.0;
-    ((v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i16
 }
 
 impl CustomOp1 for PackedLinear {

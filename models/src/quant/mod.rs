@@ -30,7 +30,8 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
-use rayon::prelude::*;
+
+use crate::cpu_op::by_weight_rows;
 
 mod activations;
 #[cfg(target_arch = "x86_64")]
@@ -61,6 +62,16 @@ pub(crate) enum Codes {
     /// Signed 8-bit codes, one per byte; a scale per [`PackedMatrix::group`] values and no
     /// offset.
     Bytes,
+}
+
+impl Codes {
+    /// Bytes of codes in a row of `k_pad` values.
+    pub(crate) fn row_bytes(self, k_pad: usize) -> usize {
+        match self {
+            Self::Nibbles => k_pad / 2,
+            Self::Bytes => k_pad,
+        }
+    }
 }
 
 /// A weight matrix `(out, k)` repacked for the kernels.
@@ -157,20 +168,9 @@ impl PackedMatrix {
         (self.out.div_ceil(tasks).div_ceil(2) * 2).max(MIN_ROWS_PER_TASK)
     }
 
-    fn row_code_bytes(&self) -> usize {
-        match self.codes {
-            Codes::Nibbles => self.k_pad / 2,
-            Codes::Bytes => self.k_pad,
-        }
-    }
-
-    fn groups_per_row(&self) -> usize {
-        self.k_pad / self.group
-    }
-
     /// The weight rows `first..first + n` as the kernels take them.
     fn rows(&self, first: usize, n: usize) -> WeightRows<'_> {
-        let (cb, gb) = (self.row_code_bytes(), self.groups_per_row());
+        let (cb, gb) = (self.codes.row_bytes(self.k_pad), self.k_pad / self.group);
         WeightRows {
             codes: &self.code_bytes[first * cb..(first + n) * cb],
             scales: &self.scales[first * gb..(first + n) * gb],
@@ -206,39 +206,19 @@ impl PackedMatrix {
     pub fn matmul_rows_with(&self, isa: Isa, x: &[f32], rows: usize) -> Vec<f32> {
         assert!(isa.available(), "this CPU cannot run the {isa:?} kernel");
         assert_eq!(x.len(), rows * self.k, "x is not rows x k");
-        if rows == 0 || self.out == 0 {
-            return vec![0f32; rows * self.out];
-        }
         let xq = QuantizedRows::new(x, rows, self.k, self.k_pad, self.group);
-        // Each task owns whole weight rows and fills `(out, rows)`; one row needs no turn.
-        let mut by_weight_row = vec![0f32; self.out * rows];
-        let per_task = self.rows_per_task();
-        by_weight_row
-            .par_chunks_mut(per_task * rows)
-            .enumerate()
-            .for_each(|(task, dst)| {
-                let first = task * per_task;
-                let w = self.rows(first, dst.len() / rows);
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `available` confirmed the CPU has AVX-512 F/BW/VL/VNNI.
-                    Isa::Avx512Vnni => unsafe { avx512::block(&w, &xq, dst) },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `available` confirmed the CPU has AVX2, FMA and F16C.
-                    Isa::Avx2 => unsafe { avx2::block(&w, &xq, dst) },
-                    _ => portable::block(&w, &xq, dst),
-                }
-            });
-        if rows == 1 {
-            return by_weight_row;
-        }
-        let mut y = vec![0f32; rows * self.out];
-        for (o, products) in by_weight_row.chunks_exact(rows).enumerate() {
-            for (r, &p) in products.iter().enumerate() {
-                y[r * self.out + o] = p;
+        by_weight_rows(rows, self.out, self.rows_per_task(), |first, dst| {
+            let w = self.rows(first, dst.len() / rows);
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `available` confirmed the CPU has AVX-512 F/BW/VL/VNNI.
+                Isa::Avx512Vnni => unsafe { avx512::block(&w, &xq, dst) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `available` confirmed the CPU has AVX2, FMA and F16C.
+                Isa::Avx2 => unsafe { avx2::block(&w, &xq, dst) },
+                _ => portable::block(&w, &xq, dst),
             }
-        }
-        y
+        })
     }
 }
 
@@ -263,10 +243,7 @@ impl WeightRows<'_> {
     }
 
     fn row_code_bytes(&self) -> usize {
-        match self.kind {
-            Codes::Nibbles => self.k_pad / 2,
-            Codes::Bytes => self.k_pad,
-        }
+        self.kind.row_bytes(self.k_pad)
     }
 
     /// The code of value `i` of row `o` of these rows, as an integer.

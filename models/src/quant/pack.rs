@@ -167,10 +167,7 @@ pub(super) fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<PackedMatr
     let k_pad = k.div_ceil(CHUNK) * CHUNK;
     let groups = k_pad / layout.group;
     let group_per_block = layout.values / layout.group;
-    let row_code_bytes = match layout.codes {
-        Codes::Nibbles => k_pad / 2,
-        Codes::Bytes => k_pad,
-    };
+    let row_code_bytes = layout.codes.row_bytes(k_pad);
     let mut code_bytes = vec![0u8; out * row_code_bytes];
     let mut scales = vec![f16::ZERO; out * groups];
     let mut offsets = match layout.codes {
