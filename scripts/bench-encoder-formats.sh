@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# minilm with its dense layers in FP32 (the demo), BF16 and INT8 (`matmul_weights`), one
+# minilm with its dense layers in FP32, INT16 and BF16 (`matmul_weights`), one
 # after the other on one machine, for docs/BENCHMARKS.md:
 #  1. in-process, one thread (models/examples/bench.rs: 16-token texts, batches of 8 and 32);
 #  2. served: `nereid bench` over gRPC, 16 tokens per request, concurrency 32, against a
@@ -38,11 +38,12 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"id": i, "text": f"{i} {text}"}) + "\n")
 PY
 
-for format in fp32 bf16 int8; do
+for format in fp32 int16 bf16; do
   repo=$work/repo-$format
   mkdir -p "$repo/minilm/1"
-  sed "s/parameters \[/parameters [\n  { key: \"matmul_weights\" value: { string_value: \"$format\" } },/" \
-    "$cache/demo-repository/minilm/config.pbtxt" > "$repo/minilm/config.pbtxt"
+  grep -v '"matmul_weights"' "$cache/demo-repository/minilm/config.pbtxt" |
+    sed "s/parameters \[/parameters [\n  { key: \"matmul_weights\" value: { string_value: \"$format\" } },/" \
+      > "$repo/minilm/config.pbtxt"
   grep -q "\"$format\"" "$repo/minilm/config.pbtxt"
 
   echo "== $format: in-process, one thread"

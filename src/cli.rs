@@ -37,7 +37,8 @@ pub(crate) enum Command {
 /// `nereid models ...`
 #[derive(Subcommand, Debug)]
 pub(crate) enum ModelsCommand {
-    /// Download the demo models' weights into the cache (default: all of them).
+    /// Download the demo models' weights into the cache (default: all of them) and write
+    /// the demo repository's configs there.
     Pull {
         /// Model names (minilm, smollm2).
         models: Vec<String>,

@@ -50,7 +50,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Models(cmd) => {
             logging::init(cli::LogFormat::Text, 0);
             match cmd {
-                cli::ModelsCommand::Pull { models } => nereid_models::pull(&models),
+                cli::ModelsCommand::Pull { models } => {
+                    nereid_models::pull(&models)?;
+                    let repository = demo::prepare(cli::DemoModels::All)?;
+                    println!("demo repository: {}", repository.display());
+                    Ok(())
+                }
             }
         }
     }

@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         let instances: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
         return match args[1].as_str() {
             "minilm" => minilm(threads, instances, "fp32"),
-            "minilm-int8" => minilm(threads, instances, "int8"),
+            "minilm-int16" => minilm(threads, instances, "int16"),
             "minilm-bf16" => minilm(threads, instances, "bf16"),
             "smollm2" => smollm2(threads, "fp32"),
             "smollm2-fp16" => smollm2(threads, "fp16"),
@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         runs.extend([
             ("minilm", 1, 1),
             ("minilm-bf16", 1, 1),
-            ("minilm-int8", 1, 1),
+            ("minilm-int16", 1, 1),
             ("minilm", 2, 1),
             ("minilm", 1, 2),
         ]);

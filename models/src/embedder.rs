@@ -5,10 +5,9 @@
 //! `tokenizer.json`, and when present `1_Pooling/config.json`, `modules.json`,
 //! `sentence_bert_config.json`. Config parameters: `max_seq_length`, `pooling`
 //! (cls/mean/max/mean_sqrt_len), `normalize` (true/false) override what the files say;
-//! `dtype` (GPU only), `matmul_weights` (`fp32`, the default; `bf16` or `int8`: every dense layer
-//! rounded to 8 bits per output channel and multiplied in integers on CPU,
-//! [`crate::quant::Int8Linear`]), `intra_op_threads`, and the weight sources of
-//! [`crate::weights`].
+//! `dtype` (GPU only), `matmul_weights` (`fp32`, the default; `int16` or `bf16`: every dense
+//! layer packed for our CPU kernels, [`crate::quant::PackedLinear`]; `auto`: the fastest of
+//! the three on this CPU), `intra_op_threads`, and the weight sources of [`crate::weights`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +36,8 @@ const OPTIONAL: &[&str] = &[
     "sentence_bert_config.json",
 ];
 
-/// The `matmul_weights` parameter: FP32 (`None`) or a packed format.
+/// The `matmul_weights` parameter: FP32 (`None`) or a packed format; `auto` is the fastest
+/// on this CPU ([`DenseFormat::fastest`]).
 struct DenseWeights(Option<DenseFormat>);
 
 impl std::str::FromStr for DenseWeights {
@@ -46,9 +46,10 @@ impl std::str::FromStr for DenseWeights {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Self(None)),
+            "int16" => Ok(Self(Some(DenseFormat::Int16))),
             "bf16" => Ok(Self(Some(DenseFormat::Bf16))),
-            "int8" => Ok(Self(Some(DenseFormat::Int8))),
-            _ => Err("use fp32, bf16 or int8".into()),
+            "auto" => Ok(Self(DenseFormat::fastest())),
+            _ => Err("use fp32, int16, bf16 or auto".into()),
         }
     }
 }
@@ -67,7 +68,7 @@ pub struct Embedder {
     output: String,
     spec: ModelSpec,
     threads: usize,
-    /// Dense layers packed for our CPU kernels (`matmul_weights: bf16` or `int8`).
+    /// Dense layers packed for our CPU kernels (`matmul_weights: int16` or `bf16`).
     packed: Option<DenseFormat>,
 }
 
@@ -166,8 +167,9 @@ impl Embedder {
             tracing::warn!(
                 model = spec.name(),
                 ?format,
-                "this CPU lacks the AVX-512 instructions of the packed dense kernels: \
-                 the portable kernel runs instead, far slower than fp32"
+                "this CPU lacks the vector instructions of this packed format's kernels \
+                 (int16: AVX2 or AVX-512 VNNI; bf16: AVX-512 BF16): the portable kernel \
+                 runs instead, far slower than fp32"
             );
         }
         tracing::info!(
@@ -176,6 +178,7 @@ impl Embedder {
             ?pooling,
             normalize,
             max_seq_length = max_len,
+            dense_layers_on_cpu = %packed.map_or_else(|| "FP32".into(), |f| format!("{f:?}")),
             "sentence transformer loaded"
         );
         Ok(Self {
@@ -193,7 +196,7 @@ impl Embedder {
     }
 
     /// Loads the weights (memory-mapped `model.safetensors`) onto `device` in `dtype`; with
-    /// `matmul_weights: bf16`/`int8`, FP32 ones on CPU get packed dense layers (other
+    /// `matmul_weights: int16`/`bf16`, FP32 ones on CPU get packed dense layers (other
     /// devices and dtypes keep float ones).
     pub fn load_weights(
         &self,

@@ -14,12 +14,24 @@ pub use crate::skinny::matmul_rows;
 pub use crate::weights::pypi_source;
 
 /// `config` (a `config.pbtxt` text with a `parameters [` list) with the string parameter
-/// `key` = `value` added first.
+/// `key` = `value` first, in place of any entry `key` had (written
+/// `{ key: "..." value: { string_value: "..." } }`, as the demo configs are).
 pub fn with_parameter(config: &str, key: &str, value: &str) -> String {
     assert!(
         config.contains("parameters ["),
         "the config has no parameters list"
     );
+    let mut config = config.to_owned();
+    if let Some(start) = config.find(&format!("{{ key: \"{key}\"")) {
+        let end = start + config[start..].find("} }").expect("a string parameter") + 3;
+        let rest = &config[end..];
+        let (start, end) = match rest.trim_start().strip_prefix(',') {
+            Some(after) => (start, config.len() - after.len()),
+            // The last entry: drop the comma before it instead.
+            None => (config[..start].rfind(',').unwrap_or(start), end),
+        };
+        config.replace_range(start..end, "");
+    }
     config.replacen(
         "parameters [",
         &format!("parameters [\n  {{ key: \"{key}\" value: {{ string_value: \"{value}\" }} }},"),
@@ -296,4 +308,25 @@ fn byte_level_chars() -> Vec<char> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_parameter;
+
+    #[test]
+    fn with_parameter_replaces_an_entry_wherever_it_stands() {
+        let config = r#"name: "m"
+parameters [
+  { key: "a" value: { string_value: "1" } },
+  { key: "b" value: { string_value: "2" } }
+]
+"#;
+        for key in ["a", "b", "c"] {
+            let text = with_parameter(config, key, "9");
+            let parsed = nereid_proto::parse_model_config(&text).unwrap();
+            assert_eq!(parsed.parameters[key].string_value, "9", "{text}");
+            assert_eq!(parsed.parameters.len(), if key == "c" { 3 } else { 2 });
+        }
+    }
 }

@@ -244,10 +244,10 @@ fn a_wrong_matmul_weights_fails_the_load_naming_the_parameter() {
     };
     let err = load("int4").err().expect("int4 is refused").to_string();
     assert!(
-        err.contains("parameter 'matmul_weights' = 'int4': use fp32, bf16 or int8"),
+        err.contains("parameter 'matmul_weights' = 'int4': use fp32, int16, bf16 or auto"),
         "{err}"
     );
-    for value in ["fp32", "BF16", "int8"] {
+    for value in ["fp32", "BF16", "int16", "auto"] {
         assert!(load(value).is_ok(), "{value}");
     }
 }

@@ -43,7 +43,9 @@ def test_embeddings_known_answer(client):
         result = client.embeddings.create(model="minilm", input="This is an example sentence", encoding_format=fmt)
         vector = result.data[0].embedding
         assert len(vector) == 384
-        assert vector[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-4)
+        # The model card's numbers, within what the demo's packed dense layers keep (BF16 or
+        # 16-bit integers, whichever is fastest here: cosine >= 0.99997 to FP32; docs/MODELS.md).
+        assert vector[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-3)
         assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-3)
     assert result.model == "minilm"
     assert result.usage.total_tokens == result.usage.prompt_tokens
@@ -53,7 +55,7 @@ def test_embeddings_many_inputs_keep_their_order(client):
     texts = ["first text", "This is an example sentence", "a third one"] * 15  # over max_batch_size
     result = client.embeddings.create(model="minilm", input=texts)
     assert [d.index for d in result.data] == list(range(len(texts)))
-    assert result.data[1].embedding[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-4)
+    assert result.data[1].embedding[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-3)
     assert result.data[4].embedding == pytest.approx(result.data[1].embedding, abs=1e-5)
 
 

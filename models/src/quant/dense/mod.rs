@@ -1,6 +1,6 @@
-//! Dense layers for encoders in 16-bit pairs: INT8 weights per output channel with 16-bit
-//! integer activations, or BF16 weights and activations, multiplied by AVX-512 `vpdpwssd` /
-//! `vdpbf16ps` (32 multiply-adds an instruction, twice an FP32 FMA's 16).
+//! Dense layers for encoders in 16-bit pairs: 16-bit integer weights and activations, or
+//! BF16 ones, multiplied by AVX-512 `vpdpwssd` / `vdpbf16ps` (32 multiply-adds an
+//! instruction, twice an FP32 FMA's 16), or for integers by AVX2 `vpmaddwd`.
 //!
 //! An encoder's products are large (every token of every text at once), so unlike a decode
 //! step they are bound by arithmetic, not by weight bytes. The weights are laid out so that
@@ -8,11 +8,14 @@
 //! two activations broadcast against it accumulate sixteen outputs at once, no horizontal
 //! sums. Tiles of up to eight rows by 32 channels keep sixteen accumulators in registers.
 //!
-//! - [`DenseFormat::Int8`]: `y = scale_x * scale_w * sum(q * w) + bias`, weights rounded to
-//!   8 bits per output channel, each activation row to as many bits as keep its integer sums
-//!   inside 32 bits (`127 * max|q| * k < 2^31`: 14 bits at `k = 1536`). Activations rounded
-//!   to 8 bits per row kept MiniLM's vectors at a cosine of only 0.993 to FP32: a few large
-//!   channels set each row's scale and leave the rest a handful of steps.
+//! - [`DenseFormat::Int16`]: `y = scale_x * scale_w * sum(q * w) + bias`, weights rounded to
+//!   integers up to [`WEIGHT_LIMIT`] per output channel, each activation row to integers up
+//!   to 32767 unless its sums could then overflow 32 bits: the row's scale is chosen from
+//!   its own sum of magnitudes so that `WEIGHT_LIMIT * sum|q| < 2^31` whatever the weights
+//!   ([`activation_scale`]). The multiply is 16 bits by 16 bits whatever the weights' range,
+//!   so the split of the 31 bits between weights and activations is free to choose: on
+//!   MiniLM, 13-bit weights kept its vectors closest to FP32 (cosine distance about 1e-6;
+//!   11-bit 3e-6, 15-bit 8e-6; 8-bit weights, a first version, 2e-3).
 //! - [`DenseFormat::Bf16`]: weights and activations rounded to BF16 (8 significant bits),
 //!   products summed in FP32.
 
@@ -21,6 +24,13 @@ use rayon::prelude::*;
 
 use super::activations::round_half_even;
 use super::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
 
 /// Output channels per weight vector.
 const LANES: usize = 16;
@@ -31,30 +41,70 @@ const TILE_ROWS: usize = 8;
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
+/// Largest weight code of [`DenseFormat::Int16`]: 13-bit signed integers. More weight bits
+/// would take bits from the activations of rows with large sums (see [`activation_scale`]).
+pub(crate) const WEIGHT_LIMIT: i32 = 4095;
+/// Largest activation code of [`DenseFormat::Int16`].
+const ACTIVATION_LIMIT: f64 = 32767.0;
+
+/// Whether the CPU is AMD's (CPUID vendor "AuthenticAMD").
+fn amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// How a [`PackedLinear`] holds its weights and multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseFormat {
-    /// INT8 weights per output channel, 16-bit integer activations per row.
-    Int8,
+    /// Weights as integers up to [`WEIGHT_LIMIT`] per output channel, activations as 16-bit
+    /// integers per row; 32-bit integer sums.
+    Int16,
     /// BF16 weights and activations, FP32 sums.
     Bf16,
 }
 
 impl DenseFormat {
-    /// The vector kernel for this format, when the CPU has it.
-    pub fn vector_kernel(self) -> Option<Isa> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let vnni = Isa::detect() == Isa::Avx512Vnni;
-            let ok = match self {
-                Self::Int8 => vnni,
-                Self::Bf16 => vnni && std::arch::is_x86_feature_detected!("avx512bf16"),
-            };
-            if ok {
-                return Some(Isa::Avx512Vnni);
+    /// Whether this CPU can run the kernel `isa` for this format: the portable one always;
+    /// AVX-512 VNNI for both (BF16 also needs AVX512_BF16); AVX2 for integers.
+    pub fn runs_on(self, isa: Isa) -> bool {
+        match (self, isa) {
+            (_, Isa::Portable) => true,
+            #[cfg(target_arch = "x86_64")]
+            (Self::Bf16, Isa::Avx512Vnni) => {
+                isa.available() && std::arch::is_x86_feature_detected!("avx512bf16")
             }
+            (Self::Int16, _) => isa.available(),
+            _ => false,
         }
-        None
+    }
+
+    /// The fastest packed format on this CPU, as measured (docs/BENCHMARKS.md), or `None`
+    /// where FP32 is faster (no vector kernel). BF16 where `vdpbf16ps` runs at full rate,
+    /// on AMD's AVX-512 cores: there it does twice the work of `vpdpwssd` a cycle (minilm
+    /// 1.8x-2.0x FP32, against 1.4x-1.6x for INT16). Elsewhere INT16: on Intel's AVX-512
+    /// cores `vdpbf16ps` runs at half the rate (1.0x-1.2x FP32, INT16 1.4x-1.9x), and
+    /// without AVX512_BF16 only the integer kernels have vector code.
+    pub fn fastest() -> Option<Self> {
+        if Self::Bf16.runs_on(Isa::Avx512Vnni) && amd() {
+            return Some(Self::Bf16);
+        }
+        Self::Int16.vector_kernel().map(|_| Self::Int16)
+    }
+
+    /// The fastest vector kernel for this format that the CPU has.
+    pub fn vector_kernel(self) -> Option<Isa> {
+        [Isa::Avx512Vnni, Isa::Avx2]
+            .into_iter()
+            .find(|&isa| self.runs_on(isa))
     }
 }
 
@@ -68,7 +118,7 @@ pub struct PackedLinear {
     k_pad: usize,
     /// Channel blocks of [`LANES`]: `out` rounded up to an even number of them.
     blocks: usize,
-    /// `[block][pair][lane][2]`: 8-bit codes widened to 16 bits, or BF16 bits.
+    /// `[block][pair][lane][2]`: integer codes as 16 bits, or BF16 bits.
     packed: Vec<u16>,
     /// Per channel (padded): the weight scale (1 for BF16) and the bias.
     scales: Vec<f32>,
@@ -86,7 +136,8 @@ fn bf16_value(bits: u16) -> f32 {
 }
 
 impl PackedLinear {
-    /// Packs `weight` `(out, k)` row-major in `format` (INT8: scale `max |w| / 127` per row).
+    /// Packs `weight` `(out, k)` row-major in `format` (integers: scale
+    /// `max |w| / WEIGHT_LIMIT` per row).
     pub fn new(
         format: DenseFormat,
         weight: &[f32],
@@ -105,14 +156,19 @@ impl PackedLinear {
         for o in 0..out {
             let row = &weight[o * k..(o + 1) * k];
             let scale = match format {
-                DenseFormat::Int8 => row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0,
+                DenseFormat::Int16 => {
+                    row.iter().fold(0f32, |m, v| m.max(v.abs())) / WEIGHT_LIMIT as f32
+                }
                 DenseFormat::Bf16 => 1.0,
             };
             let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             for (i, &v) in row.iter().enumerate() {
                 let at = ((o / LANES * pairs + i / PAIR) * LANES + o % LANES) * PAIR + i % PAIR;
                 packed[at] = match format {
-                    DenseFormat::Int8 => (v * inverse).round().clamp(-127.0, 127.0) as i16 as u16,
+                    DenseFormat::Int16 => {
+                        let limit = WEIGHT_LIMIT as f32;
+                        (v * inverse).round().clamp(-limit, limit) as i16 as u16
+                    }
                     DenseFormat::Bf16 => bf16_bits(v),
                 };
             }
@@ -151,7 +207,7 @@ impl PackedLinear {
 
     fn weight(&self, at: usize) -> f32 {
         match self.format {
-            DenseFormat::Int8 => f32::from(self.packed[at] as i16),
+            DenseFormat::Int16 => f32::from(self.packed[at] as i16),
             DenseFormat::Bf16 => bf16_value(self.packed[at]),
         }
     }
@@ -163,11 +219,11 @@ impl PackedLinear {
         self.forward_rows_with(isa, x, rows)
     }
 
-    /// [`Self::forward_rows`] with the kernel `isa`: [`Isa::Portable`], or the format's
-    /// [`DenseFormat::vector_kernel`].
+    /// [`Self::forward_rows`] with the kernel `isa`, which must run this format on this CPU
+    /// ([`DenseFormat::runs_on`]).
     pub fn forward_rows_with(&self, isa: Isa, x: &[f32], rows: usize) -> Vec<f32> {
         assert!(
-            isa == Isa::Portable || self.format.vector_kernel() == Some(isa),
+            self.format.runs_on(isa),
             "this CPU cannot run the {isa:?} kernel for {:?}",
             self.format
         );
@@ -185,11 +241,14 @@ impl PackedLinear {
                 let xq = WideRows::new(self.format, rows, n, self.k, self.k_pad);
                 match (isa, self.format) {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `vector_kernel` confirmed AVX-512 F/BW/VL/VNNI.
-                    (Isa::Avx512Vnni, DenseFormat::Int8) => unsafe { vector::int8(self, &xq, y) },
+                    // SAFETY: `runs_on` confirmed AVX-512 F/BW/VL/VNNI.
+                    (Isa::Avx512Vnni, DenseFormat::Int16) => unsafe { avx512::int16(self, &xq, y) },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `vector_kernel` confirmed AVX-512 F/BW/VL/VNNI and BF16.
-                    (Isa::Avx512Vnni, DenseFormat::Bf16) => unsafe { vector::bf16(self, &xq, y) },
+                    // SAFETY: `runs_on` confirmed AVX-512 F/BW/VL/VNNI and BF16.
+                    (Isa::Avx512Vnni, DenseFormat::Bf16) => unsafe { avx512::bf16(self, &xq, y) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `runs_on` confirmed AVX2 and FMA.
+                    (Isa::Avx2, DenseFormat::Int16) => unsafe { avx2::int16(self, &xq, y) },
                     _ => self.portable(&xq, y),
                 }
             });
@@ -203,7 +262,7 @@ impl PackedLinear {
             for o in 0..self.out {
                 let lane = |p: usize| ((o / LANES * pairs + p) * LANES + o % LANES) * PAIR;
                 let sum = match self.format {
-                    DenseFormat::Int8 => {
+                    DenseFormat::Int16 => {
                         let mut sum = 0i32;
                         for p in 0..pairs {
                             for j in 0..PAIR {
@@ -230,9 +289,40 @@ impl PackedLinear {
     }
 }
 
+/// The scale of an activation row for [`DenseFormat::Int16`]: the smallest that rounds
+/// every value into 16 bits (`max |x| / 32767`) and keeps every partial sum of products with
+/// weights up to [`WEIGHT_LIMIT`] inside 32 bits, rounding included:
+/// `WEIGHT_LIMIT * (sum |x| / scale + k_pad / 2) < 2^31`.
+pub(crate) fn activation_scale(row: &[f32], k_pad: usize) -> f32 {
+    // Sixteen running maxima and sums, so that the loop vectorises; the FP32 sum's rounding
+    // (relative error under k * 2^-24) is covered by the 1e-3 margin.
+    let (mut maxima, mut sums) = ([0f32; 16], [0f32; 16]);
+    let chunks = row.chunks_exact(16);
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        maxima[i] = maxima[i].max(v.abs());
+        sums[i] += v.abs();
+    }
+    for chunk in chunks {
+        for i in 0..16 {
+            maxima[i] = maxima[i].max(chunk[i].abs());
+            sums[i] += chunk[i].abs();
+        }
+    }
+    let amax = f64::from(maxima.iter().fold(0f32, |m, &v| m.max(v)));
+    let l1 = f64::from(sums.iter().sum::<f32>()) * (1.0 + 1e-3);
+    let limit = f64::from(WEIGHT_LIMIT);
+    let budget = f64::from(i32::MAX) / limit - (k_pad / 2 + 1) as f64;
+    // Round up so that rounding the scale to FP32 cannot bring it under the bound.
+    let scale = (amax / ACTIVATION_LIMIT).max(l1 / budget) as f32;
+    if scale > 0.0 {
+        scale * (1.0 + f32::EPSILON)
+    } else {
+        0.0
+    }
+}
+
 /// Activation rows in the layer's format, zero-padded to whole pairs: 16-bit integers with a
-/// scale per row (`max |x| / limit`, `limit` the largest that keeps `127 * limit * k_pad`
-/// below 2^31), or BF16 bits with scale 1.
+/// scale per row ([`activation_scale`]), or BF16 bits with scale 1.
 struct WideRows {
     rows: usize,
     codes: Vec<u16>,
@@ -241,16 +331,14 @@ struct WideRows {
 
 impl WideRows {
     fn new(format: DenseFormat, x: &[f32], rows: usize, k: usize, k_pad: usize) -> Self {
-        let limit = (i32::MAX as usize / (127 * k_pad.max(1))).min(i16::MAX as usize) as f32;
         let mut codes = vec![0u16; rows * k_pad];
         let mut scales = vec![1f32; rows];
         for r in 0..rows {
             let xr = &x[r * k..(r + 1) * k];
             let dst = &mut codes[r * k_pad..r * k_pad + k];
             match format {
-                DenseFormat::Int8 => {
-                    let amax = xr.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = amax / limit;
+                DenseFormat::Int16 => {
+                    let scale = activation_scale(xr, k_pad);
                     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                     for (c, &v) in dst.iter_mut().zip(xr) {
                         *c = round_half_even(v * inverse) as i16 as u16;
@@ -286,221 +374,5 @@ impl CustomOp1 for PackedLinear {
         crate::cpu_op::rows_times_weights(self.name(), xs, layout, shape, |x, rows| {
             self.forward_rows(x, rows)
         })
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::needless_range_loop)] // register tiles read clearest as indexed loops
-mod vector {
-    use std::arch::x86_64::*;
-
-    use super::{PackedLinear, WideRows, LANES, PAIR, TILE_ROWS};
-
-    /// The INT8 layer: `vpdpwssd` into 32-bit integer sums.
-    ///
-    /// SAFETY: the CPU has AVX-512 F/BW/VL/VNNI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn int8(m: &PackedLinear, x: &WideRows, y: &mut [f32]) {
-        // SAFETY: the caller's guarantee covers `gemm`'s features.
-        unsafe { gemm::<false>(m, x, y) }
-    }
-
-    /// The BF16 layer: `vdpbf16ps` into FP32 sums.
-    ///
-    /// SAFETY: the CPU has AVX-512 F/BW/VL/VNNI and BF16.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")]
-    pub(super) unsafe fn bf16(m: &PackedLinear, x: &WideRows, y: &mut [f32]) {
-        // SAFETY: the caller's guarantee covers `gemm`'s features.
-        unsafe { gemm::<true>(m, x, y) }
-    }
-
-    /// `y (rows, out) = x Wᵀ + b` for the rows of `x`.
-    #[inline(always)]
-    unsafe fn gemm<const BF16: bool>(m: &PackedLinear, x: &WideRows, y: &mut [f32]) {
-        // SAFETY: inlined into `int8`/`bf16`; every pointer below stays inside `m.packed` (a
-        // block pair's `pairs * 32` codes), a row of `x.codes` (`k_pad` codes) or `y`;
-        // stores past `out` are masked.
-        unsafe {
-            let pairs = m.k_pad / PAIR;
-            for pair in 0..m.blocks / 2 {
-                let w = m.packed.as_ptr().add(pair * 2 * pairs * LANES * PAIR);
-                let mut first = 0;
-                while first < x.rows {
-                    let n = (x.rows - first).min(TILE_ROWS);
-                    let n = if n >= 8 {
-                        8
-                    } else if n >= 4 {
-                        4
-                    } else if n >= 2 {
-                        2
-                    } else {
-                        1
-                    };
-                    let acc = match n {
-                        8 => tile::<BF16, 8>(w, x, first, m.k_pad, pairs),
-                        4 => tile::<BF16, 4>(w, x, first, m.k_pad, pairs),
-                        2 => tile::<BF16, 2>(w, x, first, m.k_pad, pairs),
-                        _ => tile::<BF16, 1>(w, x, first, m.k_pad, pairs),
-                    };
-                    for j in 0..2 {
-                        let channel = (pair * 2 + j) * LANES;
-                        if channel >= m.out {
-                            break;
-                        }
-                        let valid = (m.out - channel).min(LANES);
-                        let mask: __mmask16 = if valid == LANES {
-                            !0
-                        } else {
-                            (1u16 << valid) - 1
-                        };
-                        let scale = _mm512_loadu_ps(m.scales.as_ptr().add(channel));
-                        let bias = _mm512_loadu_ps(m.bias.as_ptr().add(channel));
-                        for r in 0..n {
-                            let sums = if BF16 {
-                                _mm512_castsi512_ps(acc[r][j])
-                            } else {
-                                _mm512_cvtepi32_ps(acc[r][j])
-                            };
-                            let row_scale = _mm512_set1_ps(x.scales[first + r]);
-                            let v = _mm512_fmadd_ps(_mm512_mul_ps(sums, scale), row_scale, bias);
-                            let at = y.as_mut_ptr().add((first + r) * m.out + channel);
-                            _mm512_mask_storeu_ps(at, mask, v);
-                        }
-                    }
-                    first += n;
-                }
-            }
-        }
-    }
-
-    /// The sums of `R` rows from `first` against a pair of channel blocks at `w`: 32-bit
-    /// integers, or FP32 bits for BF16.
-    #[inline(always)]
-    unsafe fn tile<const BF16: bool, const R: usize>(
-        w: *const u16,
-        x: &WideRows,
-        first: usize,
-        k_pad: usize,
-        pairs: usize,
-    ) -> [[__m512i; 2]; TILE_ROWS] {
-        // SAFETY: inlined into `int8`/`bf16` (BF16 only into `bf16`); `w` holds two blocks
-        // of `pairs` 64-byte vectors and each row `k_pad = 2 * pairs` codes.
-        unsafe {
-            let zero = _mm512_setzero_si512();
-            let mut acc = [[zero; 2]; TILE_ROWS];
-            let rows: [*const u16; R] =
-                std::array::from_fn(|r| x.codes.as_ptr().add((first + r) * k_pad));
-            let second = w.add(pairs * LANES * PAIR);
-            for p in 0..pairs {
-                let w0 = _mm512_loadu_si512(w.add(p * LANES * PAIR) as *const _);
-                let w1 = _mm512_loadu_si512(second.add(p * LANES * PAIR) as *const _);
-                for r in 0..R {
-                    let two = (rows[r].add(p * PAIR) as *const i32).read_unaligned();
-                    let xb = _mm512_set1_epi32(two);
-                    for (j, wv) in [w0, w1].into_iter().enumerate() {
-                        acc[r][j] = if BF16 {
-                            let sums = _mm512_dpbf16_ps(
-                                _mm512_castsi512_ps(acc[r][j]),
-                                std::mem::transmute::<__m512i, __m512bh>(xb),
-                                std::mem::transmute::<__m512i, __m512bh>(wv),
-                            );
-                            _mm512_castps_si512(sums)
-                        } else {
-                            _mm512_dpwssd_epi32(acc[r][j], xb, wv)
-                        };
-                    }
-                }
-            }
-            acc
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Both formats and both kernels against the exact product with the rounded weights,
-    /// within the bound the rounded activations allow, for odd shapes (channels past a
-    /// block pair, `k` past a pair) and every row count up to 21.
-    #[test]
-    fn kernels_match_the_rounded_product_within_the_activation_rounding() {
-        for format in [DenseFormat::Int8, DenseFormat::Bf16] {
-            for (out, k) in [(37usize, 51usize), (64, 384), (5, 3)] {
-                check(format, out, k);
-            }
-        }
-    }
-
-    fn check(format: DenseFormat, out: usize, k: usize) {
-        let w = pseudo_random(out * k, 7);
-        let bias = pseudo_random(out, 9);
-        let layer = PackedLinear::new(format, &w, out, k, Some(&bias));
-        let rounded = layer.dequantize();
-        for (i, (a, b)) in rounded.iter().zip(&w).enumerate() {
-            let row = &w[i / k * k..(i / k + 1) * k];
-            let step = match format {
-                DenseFormat::Int8 => row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0,
-                DenseFormat::Bf16 => b.abs() / 128.0,
-            };
-            assert!((a - b).abs() <= step / 2.0 + 1e-7, "{format:?} weight {i}");
-        }
-        let vector = format.vector_kernel();
-        eprintln!("{format:?}: vector kernel {vector:?}");
-        for rows in 1..=21 {
-            let x = pseudo_random(rows * k, rows as u32 + 100);
-            let portable = layer.forward_rows_with(Isa::Portable, &x, rows);
-            let fast = vector.map(|isa| layer.forward_rows_with(isa, &x, rows));
-            for r in 0..rows {
-                let xr = &x[r * k..(r + 1) * k];
-                let amax = xr.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let limit = (i32::MAX as usize / (127 * k.div_ceil(2) * 2)).min(32767) as f32;
-                for o in 0..out {
-                    let wr = &rounded[o * k..(o + 1) * k];
-                    let exact: f64 = xr
-                        .iter()
-                        .zip(wr)
-                        .map(|(a, b)| f64::from(a * b))
-                        .sum::<f64>()
-                        + f64::from(bias[o]);
-                    // Each activation is off by at most half its step.
-                    let bound: f64 = xr
-                        .iter()
-                        .zip(wr)
-                        .map(|(v, w)| {
-                            let step = match format {
-                                DenseFormat::Int8 => amax / limit,
-                                DenseFormat::Bf16 => v.abs() / 128.0,
-                            };
-                            f64::from(w.abs() * step / 2.0)
-                        })
-                        .sum();
-                    let got = f64::from(portable[r * out + o]);
-                    assert!(
-                        (got - exact).abs() <= bound * 1.01 + 1e-4,
-                        "{format:?} {out}x{k}, {rows} rows, ({r}, {o}): {got} vs {exact}"
-                    );
-                    if let Some(v) = &fast {
-                        let (g, p) = (v[r * out + o], portable[r * out + o]);
-                        assert!(
-                            (g - p).abs() <= 1e-4 * g.abs().max(1.0),
-                            "{format:?} vector ({r}, {o}): {g} vs {p}"
-                        );
-                    }
-                }
-            }
-        }
     }
 }
