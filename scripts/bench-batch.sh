@@ -43,7 +43,7 @@ fi
 work=$(mktemp -d)
 log="$work/serve.log"
 server=
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 # The texts of the in-process run's generator, as Parquet for batch and as a perf_analyzer
 # input file for `nereid bench` (one text per sample; each request repeats it 32 times).
 .venv/bin/python - "$work" "$served_rows" "$prompts" <<'EOF'

@@ -21,7 +21,7 @@ echo "== $(date -u +%FT%TZ) $(git rev-parse --short HEAD) on $(nproc) cores ($(g
 work=$(mktemp -d)
 log=$work/server.log
 server=
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 source scripts/lib/serve.sh
 ./target/release/nereid models pull > /dev/null
 cache=${NEREID_CACHE:-$HOME/.cache/nereid}

@@ -31,7 +31,7 @@ printf '{"data":[{"TEXT":["%s"]}]}' "${words% }" > "$inputs"
 log=$(mktemp)
 repo=$(mktemp -d)
 server=
-trap 'kill $server 2>/dev/null; rm -rf "$inputs" "$log" "$repo"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$inputs" "$log" "$repo"' EXIT
 # serve FLAGS...: sets $http and $grpc.
 source scripts/lib/serve.sh
 minilm() {

@@ -36,7 +36,7 @@ gguf=$(find "$cache/pypi" -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -1)
 
 log=$(mktemp)
 server=
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 source scripts/lib/serve.sh
 
 load() {

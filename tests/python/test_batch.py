@@ -233,8 +233,11 @@ def test_minilm_against_a_server_matches_in_process_and_fails_only_the_bad_row(m
     assert summary(result.stderr)["failed"] == 1
     local_table = output(local)
     assert local_table["id"].to_pylist() == table["id"].to_pylist()
+    # In-process and served batches differ, and the demo's packed dense layers (BF16 or 16-bit
+    # integers, `matmul_weights: auto`) round each row: a last-bit difference from another
+    # batch shape can move a rounding, a few 1e-4 at most (docs/MODELS.md).
     np.testing.assert_allclose(np.array(local_table["EMBEDDING"].to_pylist(), dtype=np.float32), vectors,
-                               atol=2e-4)
+                               atol=1e-3)
     assert json.loads((local / "texts.part-00001.errors.jsonl").read_text())["key"] == {"id": ids[BAD]}
 
     # JSONL and CSV inputs, JSONL output: the same texts give the same vectors. A CSV key
@@ -262,7 +265,7 @@ def test_minilm_against_a_server_matches_in_process_and_fails_only_the_bad_row(m
     assert [r["id"] for r in cells] == [str(ids[i]) for i in picked[20:]]
     for r in lines + cells:
         assert set(r) == {"id", "EMBEDDING"}
-        np.testing.assert_allclose(np.array(r["EMBEDDING"], dtype=np.float32), by_id[int(r["id"])], atol=2e-4)
+        np.testing.assert_allclose(np.array(r["EMBEDDING"], dtype=np.float32), by_id[int(r["id"])], atol=1e-3)
 
 
 # Generation -------------------------------------------------------------------------------

@@ -255,8 +255,10 @@ def check(model, result, rows):
                 worst = max(worst, float(np.abs(first[text] - vector).max()))
             else:
                 first[text] = vector
-        # Equal up to float rounding: a text's batch mates (padding) may change the sums' order.
-        assert worst < 1e-4, f"one text, two vectors: max difference {worst}"
+        # Equal up to rounding: a text's batch mates (padding) may change the sums' order, and
+        # the demo's packed dense layers (`matmul_weights: auto`) round each row to BF16 or
+        # 16-bit integers, which can turn a last-bit difference into a few 1e-4.
+        assert worst < 1e-3, f"one text, two vectors: max difference {worst}"
         distinct = np.stack(list(first.values()))
         cosine = distinct @ distinct.T
         np.fill_diagonal(cosine, -1)

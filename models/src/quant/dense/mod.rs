@@ -15,7 +15,7 @@
 //!   ([`activation_scale`]). The multiply is 16 bits by 16 bits whatever the weights' range,
 //!   so the split of the 31 bits between weights and activations is free to choose: on
 //!   MiniLM, 13-bit weights kept its vectors closest to FP32 (cosine distance about 1e-6;
-//!   11-bit 3e-6, 15-bit 8e-6; 8-bit weights, a first version, 2e-3).
+//!   12-bit 3e-6, 15-bit 8e-6; 8-bit weights, a first version, 2e-3).
 //! - [`DenseFormat::Bf16`]: weights and activations rounded to BF16 (8 significant bits),
 //!   products summed in FP32.
 
