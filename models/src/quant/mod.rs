@@ -88,6 +88,7 @@ pub struct PackedMatrix {
     scales: Vec<f16>,
     /// Per-group offsets of [`Codes::Nibbles`]; empty for bytes.
     offsets: Vec<f16>,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     source: GgmlDType,
 }
 
@@ -142,21 +143,25 @@ const MIN_ROWS_PER_TASK: usize = 16;
 
 impl PackedMatrix {
     /// Output rows.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn out(&self) -> usize {
         self.out
     }
 
     /// Inner dimension.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn k(&self) -> usize {
         self.k
     }
 
     /// The GGUF block type this matrix came from.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn source(&self) -> GgmlDType {
         self.source
     }
 
     /// Bytes the kernels read per pass over the matrix.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn bytes(&self) -> usize {
         self.code_bytes.len() + 2 * (self.scales.len() + self.offsets.len())
     }
@@ -186,6 +191,7 @@ impl PackedMatrix {
     }
 
     /// The matrix as FP32 `(out, k)`, row-major: what the kernels multiply by.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn dequantize(&self) -> Vec<f32> {
         let mut y = Vec::with_capacity(self.out * self.k);
         for o in 0..self.out {
@@ -247,6 +253,7 @@ impl WeightRows<'_> {
     }
 
     /// The code of value `i` of row `o` of these rows, as an integer.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     fn code(&self, o: usize, i: usize) -> i32 {
         let row = &self.codes[o * self.row_code_bytes()..];
         match self.kind {
@@ -264,6 +271,7 @@ impl WeightRows<'_> {
     }
 
     /// Value `i` of row `o` as FP32.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     fn value(&self, o: usize, i: usize) -> f32 {
         let g = o * self.groups() + i / self.group;
         let offset = self.offsets.get(g).map_or(0.0, |m| m.to_f32());

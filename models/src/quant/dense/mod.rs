@@ -193,6 +193,7 @@ impl PackedLinear {
     }
 
     /// The weights as rounded, FP32 `(out, k)`: what the kernels multiply by.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     pub fn dequantize(&self) -> Vec<f32> {
         let pairs = self.k_pad / PAIR;
         let mut w = vec![0f32; self.out * self.k];
@@ -205,6 +206,7 @@ impl PackedLinear {
         w
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for tests and the examples
     fn weight(&self, at: usize) -> f32 {
         match self.format {
             DenseFormat::Int16 => f32::from(self.packed[at] as i16),
