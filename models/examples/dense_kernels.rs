@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use nereid_models::testing::{DenseFormat, Isa, PackedLinear};
+use nereid_models::testing::{pseudo_random, DenseFormat, Isa, PackedLinear};
 
 const ROWS: usize = 512;
 /// minilm's dense layers as (name, out, k).
@@ -22,18 +22,6 @@ const SHAPES: [(&str, usize, usize); 4] = [
     ("intermediate", 1536, 384),
     ("output", 384, 1536),
 ];
-
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect()
-}
 
 /// The best of five passes of `f`, in GFLOP/s for a product of `flops`.
 fn best(flops: f64, mut f: impl FnMut()) -> f64 {
@@ -51,8 +39,8 @@ fn main() -> candle_core::Result<()> {
     println!("{ROWS} rows, one thread unless RAYON_NUM_THREADS says otherwise; GFLOP/s");
     for (name, out, k) in SHAPES {
         let flops = 2.0 * (ROWS * out * k) as f64;
-        let x = values(ROWS * k, 1);
-        let w = values(out * k, 2);
+        let x = pseudo_random(ROWS * k, 1);
+        let w = pseudo_random(out * k, 2);
         let xt = Tensor::from_vec(x.clone(), (ROWS, k), &Device::Cpu)?;
         let wt = Tensor::from_vec(w.clone(), (out, k), &Device::Cpu)?.t()?;
         let mut line = format!(

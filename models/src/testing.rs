@@ -39,6 +39,20 @@ pub fn with_parameter(config: &str, key: &str, value: &str) -> String {
     )
 }
 
+/// `n` deterministic pseudo-random values in [-1, 1) (xorshift), for kernel tests and
+/// benchmarks.
+pub fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 use std::collections::HashMap;
 use std::path::Path;
 

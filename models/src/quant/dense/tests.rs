@@ -1,18 +1,7 @@
 //! Every format and kernel against the exact product.
 
 use super::*;
-
-fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect()
-}
+use crate::testing::pseudo_random;
 
 /// Both formats and both kernels against the exact product with the rounded weights,
 /// within the bound the rounded activations allow, for odd shapes (channels past a
