@@ -104,6 +104,10 @@ pub(crate) struct ServeArgs {
     /// Ready only when every model is ready (Triton's --strict-readiness).
     #[arg(long, env = "NEREID_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_readiness: bool,
+    /// The response cache, as Triton's flag: `local,size=BYTES` (repeatable). Models use it
+    /// when their config has `response_cache { enable: true }`.
+    #[arg(long = "cache-config", env = "NEREID_CACHE_CONFIG")]
+    pub cache_config: Vec<String>,
     /// Listeners, limits, logging and the frontends' flags.
     #[command(flatten)]
     pub doors: DoorArgs,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nereid_engine::{BackendRegistry, Engine, EngineOptions, ModelControlMode};
+use nereid_engine::{BackendRegistry, CacheSettings, Engine, EngineOptions, ModelControlMode};
 use nereid_otlp::{ExporterConfig, OtlpExporter, TraceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,6 +38,7 @@ pub(crate) fn run(args: ServeArgs, logging: &Logging) -> anyhow::Result<()> {
         strict_readiness: args.strict_readiness,
         max_inflight: args.doors.max_inflight(),
         trace: trace.settings,
+        response_cache: CacheSettings::parse(&args.cache_config).map_err(anyhow::Error::msg)?,
     };
     let mut backends = BackendRegistry::with_builtins();
     nereid_models::register(&mut backends);

@@ -10,6 +10,7 @@
 
 mod backend;
 pub mod builtin;
+mod cache;
 mod config;
 mod dtype;
 mod engine;
@@ -28,14 +29,17 @@ pub mod tensor;
 pub mod trace;
 mod upstream;
 mod validate;
+mod warmup;
 
 pub use backend::{
     Backend, BackendRegistry, BatchedInstance, DecoupledInstance, ExecBatch, Instance, LoadedModel,
     Sequence,
 };
+pub use cache::CacheSettings;
 pub use config::{
-    BatchingPolicy, Device, ModelSpec, QueuePolicy, TensorSpec, TimeoutPolicy,
-    DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER, MAX_INSTANCES,
+    field_support, BatchingPolicy, Device, FieldSupport, ModelSpec, QueuePolicy, TensorSpec,
+    TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT,
+    IGNORED_FIELDS_PARAMETER, MAX_INSTANCES,
 };
 pub use dtype::DataType;
 pub use engine::{
@@ -56,3 +60,4 @@ pub use stats::{
 pub use tensor::Tensor;
 pub use trace::{Origin, SpanExporter, TraceSettings};
 pub use upstream::{ControlFuture, Reply, Upstream, UpstreamModel};
+pub use warmup::WARMUP_FOLDER;

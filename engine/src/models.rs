@@ -99,16 +99,23 @@ pub struct RepositoryEntry {
 pub(crate) struct ModelTable {
     repository: Option<Repository>,
     backends: BackendRegistry,
+    /// Whether the server has a response cache for the models that enable it.
+    has_response_cache: bool,
     entries: RwLock<BTreeMap<String, ModelEntry>>,
     /// Serialises loads and unloads so two never race on one model.
     control: Mutex<()>,
 }
 
 impl ModelTable {
-    pub(crate) fn new(repository: Option<Repository>, backends: BackendRegistry) -> Self {
+    pub(crate) fn new(
+        repository: Option<Repository>,
+        backends: BackendRegistry,
+        has_response_cache: bool,
+    ) -> Self {
         Self {
             repository,
             backends,
+            has_response_cache,
             entries: RwLock::new(BTreeMap::new()),
             control: Mutex::new(()),
         }
@@ -228,7 +235,14 @@ impl ModelTable {
             None => repo.read_config(name)?,
         };
         let spec = Arc::new(ModelSpec::from_config(config)?);
+        if spec.response_cache && !self.has_response_cache {
+            return Err(EngineError::invalid(format!(
+                "model '{name}': field 'response_cache' enables the response cache, but this server \
+                 has none: start it with --cache-config local,size=BYTES"
+            )));
+        }
         let backend = self.backends.resolve(&spec)?;
+        let samples = crate::warmup::samples(&spec, &repo.model_dir(name))?;
         let mut loaded = BTreeMap::new();
         for (version, dir) in repo.version_dirs(name, &spec.config)? {
             let model = backend
@@ -236,7 +250,7 @@ impl ModelTable {
                 .map_err(|e| prefix(name, version, e))?;
             let mut instances = Vec::with_capacity(spec.instances.len());
             for (index, &device) in spec.instances.iter().enumerate() {
-                let instance = model
+                let mut instance = model
                     .create_instance(device, index)
                     .map_err(|e| prefix(name, version, e))?;
                 let decoupled = matches!(instance, Instance::Decoupled(_));
@@ -248,6 +262,8 @@ impl ModelTable {
                         spec.decoupled
                     )));
                 }
+                crate::warmup::warm(&spec, &mut instance, &samples)
+                    .map_err(|e| prefix(name, version, e))?;
                 instances.push(instance);
             }
             let stats = Arc::new(ModelStats::new(name, version));

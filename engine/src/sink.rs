@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::{CacheKey, ResponseCache};
 use crate::trace::RequestTrace;
 use crate::{EngineError, InferResponse, ModelStats, Parameters, Result, Tensor};
 
@@ -120,6 +121,14 @@ pub(crate) struct RequestContext {
     pub trace: Option<Box<RequestTrace>>,
     /// A response went out already (decoupled models).
     pub responded: bool,
+    /// Set when the request missed the response cache: its response is kept there.
+    pub cache_fill: Option<CacheFill>,
+}
+
+/// Where a request that missed the response cache keeps its response.
+pub(crate) struct CacheFill {
+    pub cache: Arc<ResponseCache>,
+    pub key: CacheKey,
 }
 
 impl RequestContext {
@@ -159,6 +168,11 @@ impl RequestContext {
     pub(crate) fn record(&mut self, outcome: &Result<InferResponse>) {
         if let Some(trace) = self.trace.take() {
             trace.finish(outcome.as_ref().err().map(ToString::to_string));
+        }
+        if let (Some(fill), Ok(response)) = (self.cache_fill.take(), outcome) {
+            let started = Instant::now();
+            fill.cache.insert(fill.key, response);
+            self.stats.record_cache_miss(0, started.elapsed());
         }
         self.inflight.release();
         let elapsed = self.received.elapsed();
@@ -343,6 +357,7 @@ mod tests {
             inflight: InflightGuard::new(&counter),
             trace: None,
             responded: false,
+            cache_fill: None,
         };
         (Responder::new(tx, ctx), rx, counter, stats)
     }

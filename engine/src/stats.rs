@@ -54,9 +54,10 @@ pub struct InferStatsSnapshot {
     pub compute_infer: DurationSnapshot,
     /// Time splitting outputs.
     pub compute_output: DurationSnapshot,
-    /// Response cache hits (no cache yet: always zero).
+    /// Response cache hits, with the time spent looking the response up.
     pub cache_hit: DurationSnapshot,
-    /// Response cache misses (no cache yet: always zero).
+    /// Response cache misses, with the time spent looking up and then inserting the
+    /// computed response.
     pub cache_miss: DurationSnapshot,
 }
 
@@ -118,6 +119,10 @@ struct Metrics {
     queue_seconds: Histogram,
     compute_seconds: Histogram,
     first_response_ms: Histogram,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_hit_us: Counter,
+    cache_miss_us: Counter,
 }
 
 /// Histogram of a request's time from arrival to its final answer, in seconds.
@@ -171,6 +176,8 @@ pub struct ModelStats {
     compute_input: DurationStat,
     compute_infer: DurationStat,
     compute_output: DurationStat,
+    cache_hit: DurationStat,
+    cache_miss: DurationStat,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
@@ -214,6 +221,10 @@ impl ModelStats {
             queue_seconds: histogram!(QUEUE_DURATION, &labels),
             compute_seconds: histogram!(COMPUTE_DURATION, &labels),
             first_response_ms: histogram!(FIRST_RESPONSE, &labels),
+            cache_hits: counter!("nv_cache_num_hits_per_model", &labels),
+            cache_misses: counter!("nv_cache_num_misses_per_model", &labels),
+            cache_hit_us: counter!("nv_cache_hit_duration_per_model", &labels),
+            cache_miss_us: counter!("nv_cache_miss_duration_per_model", &labels),
         };
         Self {
             name: name.to_string(),
@@ -224,6 +235,8 @@ impl ModelStats {
             compute_input: DurationStat::default(),
             compute_infer: DurationStat::default(),
             compute_output: DurationStat::default(),
+            cache_hit: DurationStat::default(),
+            cache_miss: DurationStat::default(),
             inference_count: AtomicU64::default(),
             execution_count: AtomicU64::default(),
             last_inference_ms: AtomicU64::default(),
@@ -263,6 +276,26 @@ impl ModelStats {
             .request_duration_us
             .increment(total.as_micros() as u64);
         self.metrics.request_seconds.record(total.as_secs_f64());
+    }
+
+    /// A request was answered from the response cache after `lookup`.
+    pub fn record_cache_hit(&self, lookup: Duration) {
+        self.cache_hit.add(1, lookup);
+        self.metrics.cache_hits.increment(1);
+        self.metrics
+            .cache_hit_us
+            .increment(lookup.as_micros() as u64);
+    }
+
+    /// Time `spent` on a request that was not in the response cache: looking it up
+    /// (`misses` is 1), or later keeping its response (`misses` is 0: one miss, counted
+    /// once).
+    pub fn record_cache_miss(&self, misses: u64, spent: Duration) {
+        self.cache_miss.add(misses, spent);
+        self.metrics.cache_misses.increment(misses);
+        self.metrics
+            .cache_miss_us
+            .increment(spent.as_micros() as u64);
     }
 
     /// A request left the queue after waiting `waited`.
@@ -384,8 +417,8 @@ impl ModelStats {
                 compute_input: self.compute_input.snapshot(),
                 compute_infer: self.compute_infer.snapshot(),
                 compute_output: self.compute_output.snapshot(),
-                cache_hit: DurationSnapshot::default(),
-                cache_miss: DurationSnapshot::default(),
+                cache_hit: self.cache_hit.snapshot(),
+                cache_miss: self.cache_miss.snapshot(),
             },
             batch_stats,
         }

@@ -19,6 +19,7 @@ fn start(dir: &std::path::Path, mode: ModelControlMode, load: &[&str]) -> Engine
         strict_readiness: true,
         max_inflight: None,
         trace: Default::default(),
+        response_cache: None,
     };
     Engine::start(options, BackendRegistry::with_builtins()).unwrap()
 }

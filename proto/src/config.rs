@@ -10,7 +10,10 @@ use prost_reflect::{
 use crate::descriptor::{descriptor_pool, MODEL_CONFIG_MESSAGE};
 use crate::inference::ModelConfig;
 
+mod fields;
 mod pbtxt;
+
+pub use fields::{model_config_field_paths, model_config_set_fields};
 
 /// Why a model configuration (text or JSON) could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,8 @@ pub mod inference {
 }
 
 pub use config::{
-    model_config_from_json, model_config_to_json, parse_model_config, ConfigTextError,
+    model_config_field_paths, model_config_from_json, model_config_set_fields,
+    model_config_to_json, parse_model_config, ConfigTextError,
 };
 pub use descriptor::{descriptor_pool, FILE_DESCRIPTOR_SET, MODEL_CONFIG_MESSAGE, SERVICE_NAME};
 

@@ -28,7 +28,7 @@ THROUGH_GATEWAY = os.environ.get("NEREID_E2E_GATEWAY") == "1"
 # Flags of `serve` alone (each takes one value); every other flag is a door's, and a
 # gateway gets it too, so a limit a test sets holds at the door the test talks to.
 SERVE_ONLY = {"--model-repository", "--demo-models", "--model-control-mode", "--load-model",
-              "--repository-poll-secs", "--strict-readiness"}
+              "--repository-poll-secs", "--strict-readiness", "--cache-config"}
 
 
 # Configs tests write into their own repositories (a temporary folder each, so parallel

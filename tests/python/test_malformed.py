@@ -529,8 +529,10 @@ BROKEN_CONFIGS = {
     "unknown_backend": (cfg("unknown_backend", 'backend: "nope"\nmax_batch_size: 4'), "unknown backend 'nope'", None),
     "no_backend": (cfg("no_backend", "max_batch_size: 4"), "config names no backend", None),
     "sequence_batching": (cfg("sequence_batching", IDENTITY + "sequence_batching { }"),
-                          "sequence_batching is not supported", None),
-    "ensemble": (cfg("ensemble", IDENTITY + "ensemble_scheduling { }"), "ensemble_scheduling is not supported", None),
+                          "field 'sequence_batching' is not supported", None),
+    "ensemble": (cfg("ensemble", IDENTITY + "ensemble_scheduling { }"), "field 'ensemble_scheduling' is not supported", None),
+    "model_operations": (cfg("model_operations", IDENTITY + 'model_operations { op_library_filename: "libops.so" }'),
+                         "field 'model_operations' is not supported: custom operation libraries", None),
     "preferred_batch_size": (cfg("preferred_batch_size", IDENTITY + "dynamic_batching { preferred_batch_size: [ 16 ] }"),
                              "preferred_batch_size 16 must be between 1 and max_batch_size 4", None),
     "default_priority_level": (cfg("default_priority_level", IDENTITY +

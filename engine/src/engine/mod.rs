@@ -12,10 +12,11 @@ use nereid_proto::inference::ModelConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::{CacheSettings, ResponseCache};
 use crate::logs::LogControl;
 use crate::models::{LoadCause, ModelFacts, ModelTable, RepositoryEntry};
 use crate::scheduler::Queued;
-use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
+use crate::sink::{CacheFill, InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
 use crate::trace::{TraceSettings, Tracer};
 use crate::upstream::{Reply, Upstream};
 use crate::validate::validate;
@@ -56,6 +57,9 @@ pub struct EngineOptions {
     /// Which requests are traced at start (Triton's `--trace-config`); the trace API
     /// changes them at run time.
     pub trace: TraceSettings,
+    /// The server's response cache (Triton's `--cache-config local,size=BYTES`), used by
+    /// models whose config enables it; `None`: no cache, and such models fail to load.
+    pub response_cache: Option<CacheSettings>,
 }
 
 /// Server metadata.
@@ -100,6 +104,7 @@ struct Inner {
     inflight: Arc<InflightCounter>,
     tracer: Tracer,
     logs: LogControl,
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl Inner {
@@ -165,8 +170,15 @@ impl Engine {
             .transpose()?;
         let engine = Self {
             inner: Arc::new(Inner {
-                models: Models::Local(ModelTable::new(repository, backends)),
+                models: Models::Local(ModelTable::new(
+                    repository,
+                    backends,
+                    options.response_cache.is_some(),
+                )),
                 tracer: Tracer::new(options.trace.clone(), "engine"),
+                cache: options
+                    .response_cache
+                    .map(|settings| Arc::new(ResponseCache::new(settings))),
                 options,
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
@@ -234,6 +246,7 @@ impl Engine {
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
                 logs: LogControl::default(),
+                cache: None,
             }),
         }
     }
@@ -476,6 +489,7 @@ impl Engine {
             inflight,
             trace,
             responded: false,
+            cache_fill: None,
         };
         let model = match (target, &self.inner.models) {
             (Target::Local(model), _) => model,
@@ -487,6 +501,24 @@ impl Engine {
             }
             (Target::Remote(_), Models::Local(_)) => unreachable!("resolved by this engine"),
         };
+        if let Some(cache) = self.inner.cache.as_ref().filter(|_| spec.response_cache) {
+            let started = Instant::now();
+            let key = cache.key(spec.name(), ctx.model_version, &request);
+            if let Some(cached) = cache.get(&key) {
+                ctx.stats.record_cache_hit(started.elapsed());
+                let response = InferResponse {
+                    id: ctx.id.clone(),
+                    ..(*cached).clone()
+                };
+                sink.finish(&mut ctx, Ok(response));
+                return Ok(spec.decoupled);
+            }
+            ctx.stats.record_cache_miss(1, started.elapsed());
+            ctx.cache_fill = Some(CacheFill {
+                cache: cache.clone(),
+                key,
+            });
+        }
         let policy = &spec.levels[admission.level];
         let timeout = match admission.timeout {
             Some(t) if policy.allow_timeout_override || policy.default_timeout.is_none() => Some(t),

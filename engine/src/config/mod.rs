@@ -10,6 +10,10 @@ use nereid_proto::inference::{
 
 use crate::{DataType, EngineError, Result};
 
+mod fields;
+
+pub use fields::{field_support, FieldSupport, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER};
+
 /// Queue bound used where the config says `max_queue_size: 0` (Triton's "unlimited"): every
 /// queue here is bounded.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 16_384;
@@ -97,6 +101,9 @@ pub struct ModelSpec {
     /// Longest one batch may compute (the `execution_timeout_ms` parameter): past it the
     /// batch's requests fail and the instance is replaced by a fresh one.
     pub execution_timeout: Option<Duration>,
+    /// Whether identical requests are answered from the server's response cache
+    /// (`response_cache { enable: true }`).
+    pub response_cache: bool,
 }
 
 impl ModelSpec {
@@ -125,10 +132,16 @@ impl ModelSpec {
 
     /// Validates a config and derives the scheduler's view of it.
     pub fn from_config(mut config: ModelConfig) -> Result<Self> {
-        let bad = |msg: String| EngineError::invalid(format!("model '{}': {msg}", config.name));
         if config.name.is_empty() {
             return Err(EngineError::invalid("model config has an empty 'name'"));
         }
+        if let Err(msg) = fields::check_fields(&mut config) {
+            return Err(EngineError::invalid(format!(
+                "model '{}': {msg}",
+                config.name
+            )));
+        }
+        let bad = |msg: String| EngineError::invalid(format!("model '{}': {msg}", config.name));
         if config.max_batch_size < 0 {
             return Err(bad(format!(
                 "max_batch_size must be >= 0, got {}",
@@ -184,6 +197,14 @@ impl ModelSpec {
         };
 
         let execution_timeout = execution_timeout(&config, decoupled).map_err(bad)?;
+        let response_cache = config.response_cache.is_some_and(|c| c.enable);
+        if response_cache && decoupled {
+            return Err(bad(
+                "field 'response_cache' is not supported for decoupled models (as in Triton): \
+                 their responses stream and are not kept"
+                    .into(),
+            ));
+        }
 
         let dynamic = match &config.scheduling_choice {
             Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
@@ -279,6 +300,7 @@ impl ModelSpec {
             default_priority,
             instances,
             execution_timeout,
+            response_cache,
         })
     }
 }
@@ -425,165 +447,4 @@ fn queue_levels(d: &ModelDynamicBatching) -> Result<(Vec<QueuePolicy>, usize), S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use nereid_proto::parse_model_config;
-
-    fn spec(text: &str) -> Result<ModelSpec> {
-        ModelSpec::from_config(parse_model_config(text).expect("parses"))
-    }
-
-    const SIMPLE: &str = r#"
-        name: "simple"
-        backend: "add_sub"
-        max_batch_size: 8
-        input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
-                { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
-        output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
-                 { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
-        dynamic_batching { preferred_batch_size: [ 8, 4 ] max_queue_delay_microseconds: 100 }
-        instance_group [ { count: 2 kind: KIND_CPU } ]
-    "#;
-
-    #[test]
-    fn live_sequences_default_to_the_batch_size_for_decoupled_models() {
-        let decoupled = |extra: &str| {
-            spec(&format!(
-                r#"name: "d" max_batch_size: 8 model_transaction_policy {{ decoupled: true }}
-                output {{ name: "Y" data_type: TYPE_FP32 dims: [1] }} {extra}"#
-            ))
-            .unwrap()
-            .max_sequences
-        };
-        assert_eq!(decoupled(""), 8);
-        let sixteen = r#"parameters { key: "max_sequences" value: { string_value: " 16 " } }"#;
-        assert_eq!(decoupled(sixteen), 16);
-        assert_eq!(spec(SIMPLE).unwrap().max_sequences, 1);
-        let unbatched = spec(
-            r#"name: "r" model_transaction_policy { decoupled: true }
-            output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#,
-        )
-        .unwrap();
-        assert_eq!(unbatched.max_sequences, 1);
-    }
-
-    #[test]
-    fn triton_simple_example_validates() {
-        let s = spec(SIMPLE).unwrap();
-        assert_eq!(s.max_batch_size, 8);
-        assert_eq!(s.inputs[1].dtype, DataType::Int32);
-        assert_eq!(s.inputs[0].dims, vec![16]);
-        let b = s.batching.unwrap();
-        assert_eq!(b.preferred_batch_sizes, vec![4, 8]);
-        assert_eq!(b.max_queue_delay, Duration::from_micros(100));
-        assert_eq!(s.instances, vec![Device::Cpu, Device::Cpu]);
-        assert_eq!(s.config.instance_group[0].name, "simple_0");
-        assert_eq!(s.levels.len(), 1);
-        assert_eq!(s.levels[0].max_queue_size, DEFAULT_MAX_QUEUE_SIZE);
-    }
-
-    #[test]
-    fn queue_policies_and_priorities() {
-        let s = spec(
-            r#"name: "p" max_batch_size: 4
-            input { name: "X" data_type: TYPE_FP32 dims: [-1] }
-            output { name: "Y" data_type: TYPE_FP32 dims: [-1] }
-            dynamic_batching {
-              priority_levels: 2 default_priority_level: 2
-              default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1000
-                                     allow_timeout_override: true max_queue_size: 4 }
-              priority_queue_policy { key: 1 value: { max_queue_size: 2 } }
-            }
-            instance_group { kind: KIND_GPU gpus: [0, 1] count: 2 }"#,
-        )
-        .unwrap();
-        assert_eq!(s.default_priority, 2);
-        assert_eq!(s.levels[1].timeout_action, TimeoutPolicy::Delay);
-        assert_eq!(s.levels[1].default_timeout, Some(Duration::from_millis(1)));
-        assert_eq!(s.levels[0].max_queue_size, 2);
-        assert_eq!(s.levels[0].timeout_action, TimeoutPolicy::Reject);
-        assert_eq!(
-            s.instances,
-            vec![
-                Device::Gpu(0),
-                Device::Gpu(0),
-                Device::Gpu(1),
-                Device::Gpu(1)
-            ]
-        );
-    }
-
-    #[test]
-    fn broken_configs_name_the_problem() {
-        let cases = [
-            (
-                r#"name: "m" max_batch_size: 4 output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                dynamic_batching { preferred_batch_size: [8] }"#,
-                "preferred_batch_size 8",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [-2] }"#,
-                "invalid dimension -2",
-            ),
-            (
-                r#"name: "m" output { name: "Y" dims: [1] }"#,
-                "'Y': data_type 0",
-            ),
-            (
-                r#"name: "m" input { name: "X" data_type: TYPE_FP32 dims: [1] }
-                input { name: "X" data_type: TYPE_FP32 dims: [1] }
-                output { name: "Y" data_type: TYPE_FP32 dims: [1] }"#,
-                "'X': declared twice",
-            ),
-            (r#"name: "m""#, "declares no output"),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                dynamic_batching { priority_levels: 2 default_priority_level: 3 }"#,
-                "default_priority_level 3",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                parameters { key: "max_sequences" value: { string_value: "4" } }"#,
-                "'max_sequences' applies to decoupled models only",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                model_transaction_policy { decoupled: true }
-                parameters { key: "max_sequences" value: { string_value: "0" } }"#,
-                "'max_sequences' = '0' is not a positive integer",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                parameters { key: "execution_timeout_ms" value: { string_value: "soon" } }"#,
-                "'execution_timeout_ms' = 'soon' is not a positive number of milliseconds",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                parameters { key: "execution_timeout_ms" value: { string_value: "0" } }"#,
-                "'execution_timeout_ms' = '0'",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                model_transaction_policy { decoupled: true }
-                parameters { key: "execution_timeout_ms" value: { string_value: "100" } }"#,
-                "'execution_timeout_ms' applies to models that are not decoupled",
-            ),
-            (
-                r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-                instance_group [ { count: 2147483647 kind: KIND_GPU gpus: [ 0, 1 ] } ]"#,
-                "at most 1024",
-            ),
-        ];
-        let timed = spec(
-            r#"name: "m" output { name: "Y" data_type: TYPE_FP32 dims: [1] }
-            parameters { key: "execution_timeout_ms" value: { string_value: " 250 " } }"#,
-        )
-        .unwrap();
-        assert_eq!(timed.execution_timeout, Some(Duration::from_millis(250)));
-        for (text, needle) in cases {
-            let err = spec(text).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
-            assert!(err.contains("'m'"), "{err}");
-        }
-    }
-}
+mod tests;
