@@ -2,6 +2,7 @@
 JSON and binary tensors, compression, concurrency, metadata, model control errors,
 generate, and the status of each bad input."""
 
+import asyncio
 import gzip
 import json
 import pathlib
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from conftest import start_server
@@ -117,6 +119,33 @@ def test_compression_both_ways(client, algorithm):
             response_compression_algorithm=algorithm,
         )
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+
+
+def test_only_inference_responses_are_compressed_as_in_triton(server):
+    base = "http://%s" % server.http
+    for path in ("/v2", "/v2/models/simple", "/v2/models/simple/config", "/v2/models/simple/stats"):
+        r = requests.get(base + path, headers={"accept-encoding": "gzip"}, stream=True)
+        assert r.status_code == 200 and "content-encoding" not in r.headers, (path, r.headers)
+        json.loads(r.raw.read())
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    body = {"inputs": [{"name": n, "shape": [1, 16], "datatype": "INT32", "data": a.flatten().tolist()}
+                       for n in ("INPUT0", "INPUT1")]}
+    r = requests.post(base + "/v2/models/simple/infer", json=body, headers={"accept-encoding": "gzip"}, stream=True)
+    assert r.headers.get("content-encoding") == "gzip", r.headers
+    out = json.loads(gzip.decompress(r.raw.read()))
+    assert out["outputs"][0]["data"] == (2 * a).flatten().tolist()
+
+    # tritonclient.http.aio turns automatic decompression off and parses what comes.
+    async def statistics_and_config():
+        client = httpaio.InferenceServerClient(server.http)
+        try:
+            return (await client.get_inference_statistics("simple"),
+                    await client.get_model_config("simple"))
+        finally:
+            await client.close()
+
+    stats, config = asyncio.run(statistics_and_config())
+    assert stats["model_stats"][0]["name"] == "simple" and config["name"] == "simple"
 
 
 def test_concurrent_async_requests(client):

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pin_project_lite::pin_project;
+use tower::util::MapRequestLayer;
 use tower::{Layer, Service};
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -77,6 +78,22 @@ pub fn app(routes: Router, args: &RestArgs, doors: &[Door]) -> Router {
         .layer(RequestDecompressionLayer::new())
         .layer(ShapeErrorsLayer { shaping })
         .layer(CompressionLayer::new())
+        .layer(MapRequestLayer::new(compress_only_where_triton_does))
+}
+
+/// Triton compresses inference responses, when asked, and nothing else of its API: a
+/// client such as `tritonclient.http.aio`, which turns automatic decompression off, reads
+/// every other `/v2` answer as plain JSON. So the other `/v2` routes are answered
+/// uncompressed whatever the request accepts; the routes of other doors (OpenAI, TEI) are
+/// compressed when asked, as their clients expect.
+fn compress_only_where_triton_does(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let triton_uncompressed = (path == "/v2" || path.starts_with("/v2/"))
+        && !(path.starts_with("/v2/models/") && path.ends_with("/infer"));
+    if triton_uncompressed {
+        request.headers_mut().remove(header::ACCEPT_ENCODING);
+    }
+    request
 }
 
 /// The door's edge: refuses a request without an accepted API key (when keys are set),
