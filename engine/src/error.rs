@@ -48,6 +48,18 @@ impl EngineError {
         Self::Unavailable(msg.into())
     }
 
+    /// A model the server does not know, in Triton's words (clients match them).
+    pub fn unknown_model(name: &str) -> Self {
+        Self::NotFound(format!("Request for unknown model: '{name}' is not found"))
+    }
+
+    /// A version the server does not have of a model it knows, in Triton's words.
+    pub fn unknown_version(name: &str, version: i64) -> Self {
+        Self::NotFound(format!(
+            "Request for unknown model: '{name}' version {version} is not found"
+        ))
+    }
+
     /// The failure reason label Triton uses on `nv_inference_request_failure`.
     pub fn failure_reason(&self) -> &'static str {
         match self {

@@ -130,15 +130,13 @@ impl ModelTable {
         let entries = self.entries.read();
         let entry = entries
             .get(name)
-            .ok_or_else(|| EngineError::NotFound(format!("unknown model '{name}'")))?;
+            .ok_or_else(|| EngineError::unknown_model(name))?;
         match version {
             Some(v) => match entry.versions.get(&v) {
                 Some(m) if m.runner.fault().is_none() => Ok(m.clone()),
                 Some(_) => Err(not_ready(name, entry)),
                 None if entry.versions.is_empty() => Err(not_ready(name, entry)),
-                None => Err(EngineError::NotFound(format!(
-                    "model '{name}' has no version {v}"
-                ))),
+                None => Err(EngineError::unknown_version(name, v)),
             },
             None => entry
                 .newest_ready()
@@ -292,7 +290,7 @@ impl ModelTable {
                 if self.repository.as_ref().is_some_and(|r| r.contains(name)) {
                     return Ok(());
                 }
-                return Err(EngineError::NotFound(format!("unknown model '{name}'")));
+                return Err(EngineError::unknown_model(name));
             };
             let old = std::mem::take(entry);
             entry.reason = Some(UNLOADED.into());

@@ -178,7 +178,7 @@ fn find<'t>(table: &'t Table, name: &str, version: Option<i64>) -> Result<&'t Ro
     let entry = table
         .models
         .get(name)
-        .ok_or_else(|| EngineError::NotFound(format!("unknown model '{name}'")))?;
+        .ok_or_else(|| EngineError::unknown_model(name))?;
     let not_ready = || {
         let reason = if entry.reason.is_empty() {
             "no version is loaded"
@@ -192,9 +192,7 @@ fn find<'t>(table: &'t Table, name: &str, version: Option<i64>) -> Result<&'t Ro
         Some(v) => match entry.versions.get(&v) {
             Some(route) => Ok(route),
             None if entry.versions.is_empty() => Err(not_ready()),
-            None => Err(EngineError::NotFound(format!(
-                "model '{name}' has no version {v}"
-            ))),
+            None => Err(EngineError::unknown_version(name, v)),
         },
     }
 }

@@ -231,7 +231,7 @@ def test_unary_on_decoupled_model_says_to_stream(client):
 @pytest.mark.parametrize(
     "case,status,needle",
     [
-        ("unknown model", "StatusCode.NOT_FOUND", "unknown model 'nope'"),
+        ("unknown model", "StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found"),
         ("wrong dtype", "StatusCode.INVALID_ARGUMENT", "datatype FP32"),
         ("wrong shape", "StatusCode.INVALID_ARGUMENT", "shape [1, 8]"),
         ("batch over max", "StatusCode.INVALID_ARGUMENT", "batch size 9"),

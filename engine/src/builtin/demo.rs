@@ -45,6 +45,49 @@ output [
 instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
+/// Triton's `simple_string`: `simple` over BYTES elements that are integers written in
+/// UTF-8, answering with their sums and differences as text.
+pub const SIMPLE_STRING: &str = r#"name: "simple_string"
+backend: "add_sub"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_STRING dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_STRING dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_STRING dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_STRING dims: [ 16 ] }
+]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// Triton's `simple_int8`: `simple` over INT8 (wrapping, as the C++ example does).
+pub const SIMPLE_INT8: &str = r#"name: "simple_int8"
+backend: "add_sub"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT8 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT8 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT8 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT8 dims: [ 16 ] }
+]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// Triton's `simple_identity`: BYTES in, the same BYTES out.
+pub const SIMPLE_IDENTITY: &str = r#"name: "simple_identity"
+backend: "identity"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
 /// `sleep` with one instance (not a demo model: tests add it to fill a queue).
 pub const SLEEP: &str = r#"name: "sleep"
 backend: "sleep"
@@ -55,10 +98,13 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// The built-in demo models as (name, config.pbtxt text).
-pub const BUILTIN_MODELS: [(&str, &str); 3] = [
+pub const BUILTIN_MODELS: [(&str, &str); 6] = [
     ("simple", SIMPLE),
     ("identity_fp32", IDENTITY_FP32),
     ("repeat_int32", REPEAT_INT32),
+    ("simple_string", SIMPLE_STRING),
+    ("simple_int8", SIMPLE_INT8),
+    ("simple_identity", SIMPLE_IDENTITY),
 ];
 
 /// Writes `<root>/<name>/config.pbtxt` and an empty version folder `<root>/<name>/1` for

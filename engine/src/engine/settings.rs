@@ -58,7 +58,7 @@ impl Engine {
         if self.repository_index(false).iter().any(|e| e.name == name) {
             Ok(())
         } else {
-            Err(EngineError::NotFound(format!("unknown model '{name}'")))
+            Err(EngineError::unknown_model(name))
         }
     }
 }

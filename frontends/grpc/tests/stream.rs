@@ -139,7 +139,8 @@ async fn errors_come_back_in_band_and_the_stream_stays_open() {
     tx.send(unknown).await.unwrap();
     let msg = next(&mut inbound).await;
     assert!(
-        msg.error_message.contains("unknown model 'nope'"),
+        msg.error_message
+            .contains("Request for unknown model: 'nope' is not found"),
         "{}",
         msg.error_message
     );

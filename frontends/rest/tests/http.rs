@@ -31,7 +31,9 @@ async fn health_metadata_config_and_docs() {
     assert_eq!(get(&s, "/v2/models/simple/versions/1").await.status, 200);
     let r = get(&s, "/v2/models/nope").await;
     assert_eq!(r.status, 404);
-    assert!(r.error().contains("unknown model 'nope'"));
+    assert!(r
+        .error()
+        .contains("Request for unknown model: 'nope' is not found"));
     let r = get(&s, "/v2/models/simple/versions/x").await;
     assert_eq!(r.status, 400);
     assert!(r.error().contains("version 'x'"));
@@ -362,7 +364,7 @@ async fn statistics_and_repository_index() {
             .as_array()
             .unwrap()
             .len(),
-        6,
+        nereid_engine::builtin::demo::BUILTIN_MODELS.len() + 3,
         "the demo models, identity_all, echo_text and sleep"
     );
     assert_eq!(
@@ -393,7 +395,10 @@ async fn statistics_and_repository_index() {
         .iter()
         .all(|e| e["state"] == "READY"));
     let r = post_raw(&s, "/v2/repository/index", &[], "").await;
-    assert_eq!(r.json().as_array().unwrap().len(), 6);
+    assert_eq!(
+        r.json().as_array().unwrap().len(),
+        nereid_engine::builtin::demo::BUILTIN_MODELS.len() + 3
+    );
 
     // Control mode none: load and unload are refused.
     let r = post_json(&s, "/v2/repository/models/simple/load", &json!({})).await;
