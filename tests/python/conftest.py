@@ -41,6 +41,22 @@ output [ { name: "OUT" data_type: TYPE_UINT32 dims: [ 1 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
+# The demo's decoupled repeat_int32 under the name NAME (`REPEAT_CONFIG % NAME`).
+REPEAT_CONFIG = """name: "%s"
+backend: "repeat"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
+  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true }
+]
+output [
+  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
 SIMPLE_CONFIG = """name: "simple"
 backend: "add_sub"
 max_batch_size: 8

@@ -23,7 +23,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import conftest
-from conftest import SIMPLE_CONFIG, start_server
+from conftest import REPEAT_CONFIG, SIMPLE_CONFIG, start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,20 +34,6 @@ ENGINE_STATS = pytest.mark.engine_only("cache hits and executions are counted by
 CACHE_ON = "response_cache { enable: true }\n"
 ZERO, RANDOM = "zero_data: true", "random_data: true"
 
-REPEAT_CONFIG = """name: "%s"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
 
 
 # Configs --------------------------------------------------------------------------------

@@ -8,27 +8,14 @@ import time
 
 import pytest
 
-from conftest import start_server
+from conftest import REPEAT_CONFIG, start_server
 
 pytestmark = pytest.mark.timeout(120)
 
 # repeat_int32 with four sequences live at once, so every stream gets its first event at
 # once; each then waits DELAY microseconds before its next element.
-REPEAT_WIDE = """name: "repeat_wide"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-parameters { key: "max_sequences" value: { string_value: "4" } }
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
+REPEAT_WIDE = (REPEAT_CONFIG % "repeat_wide").replace(
+    "instance_group", 'parameters { key: "max_sequences" value: { string_value: "4" } }\ninstance_group')
 
 
 @pytest.fixture(scope="module")
