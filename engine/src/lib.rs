@@ -23,6 +23,7 @@ mod models;
 mod repository;
 mod request;
 mod scheduler;
+mod shm;
 mod sink;
 mod stats;
 pub mod tensor;
@@ -51,6 +52,10 @@ pub use models::{ModelFacts, RepositoryEntry};
 pub use nereid_proto::inference::ModelConfig;
 pub use repository::{Repository, CONFIG_FILE};
 pub use request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
+pub use shm::{
+    SharedMemory, SharedMemoryRef, SharedMemoryRegion, BYTE_SIZE_PARAMETER, OFFSET_PARAMETER,
+    REGION_PARAMETER,
+};
 pub use sink::{Responder, ResponsePermit, ResponseStream, STREAM_BUFFER};
 pub use stats::{
     BatchStatsSnapshot, DurationSnapshot, InferStatsSnapshot, ModelStats, ModelStatsSnapshot,

@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use nereid_engine::tensor::element_count;
-use nereid_engine::{EngineError, InferResponse, ParamValue, RequestedOutput, Tensor};
+use nereid_engine::{
+    EngineError, InferResponse, ParamValue, RequestedOutput, SharedMemory, Tensor,
+};
 
 use crate::request::{TensorData, TensorHeader};
 
@@ -84,12 +86,14 @@ pub(crate) fn take_tensors(
     headers: Vec<TensorHeader>,
     binary: Bytes,
     kind: &str,
+    shm: &SharedMemory,
 ) -> Result<Vec<Tensor>, EngineError> {
     let mut offset = 0usize;
     let mut tensors = Vec::with_capacity(headers.len());
     for t in headers {
         let data = match t.data {
             TensorData::Json(bytes) => bytes,
+            TensorData::Shared(at) => shm.read(&at, &format!("{kind} '{}'", t.name))?,
             TensorData::Binary(size) => {
                 let name = &t.name;
                 if let Some(elem) = t.dtype.element_size() {
@@ -168,7 +172,7 @@ mod tests {
                        {"name":"B","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":1}}]}"#;
         let body = Bytes::from([&json[..], &[1, 0, 0, 0, 2, 0, 0, 0, 9]].concat());
         let split = Body::split(body.clone(), Some(json.len())).unwrap();
-        let req = decode_infer_request(split.clone()).unwrap();
+        let req = decode_infer_request(split.clone(), &Default::default()).unwrap();
         assert_eq!(req.inputs[0].to_vec::<i32>().unwrap(), vec![1, 2]);
         assert_eq!(&req.inputs[1].data[..], &[9]);
         assert_eq!(req.inputs[0].data.as_ptr(), body[json.len()..].as_ptr());
@@ -177,13 +181,17 @@ mod tests {
             binary: split.binary.slice(..5),
             ..split.clone()
         };
-        let err = decode_infer_request(short).unwrap_err().to_string();
+        let err = decode_infer_request(short, &Default::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runs past"), "{err}");
         let long = Body {
             binary: Bytes::from([&split.binary[..], &[0]].concat()),
             ..split
         };
-        let err = decode_infer_request(long).unwrap_err().to_string();
+        let err = decode_infer_request(long, &Default::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("add up to 9"), "{err}");
 
         let err = Body::split(body.clone(), Some(body.len() + 1))
@@ -199,7 +207,9 @@ mod tests {
             header: Bytes::from_static(json),
             binary: Bytes::from_static(&[0; 4]),
         };
-        let err = decode_infer_request(body).unwrap_err().to_string();
+        let err = decode_infer_request(body, &Default::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs 4000000000000 bytes"), "{err}");
     }
 

@@ -2,7 +2,7 @@
 //! (and a gateway talking KServe JSON) use these, so clients and server share one format.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use nereid_engine::{EngineError, InferResponse, Tensor};
+use nereid_engine::{EngineError, InferResponse, SharedMemory, Tensor};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -62,7 +62,12 @@ pub fn decode_infer_response(body: Body) -> Result<InferResponse, EngineError> {
     if let Some(error) = message.error {
         return Err(EngineError::internal(format!("server error: {error}")));
     }
-    let outputs = take_tensors(message.tensors, body.binary, "output")?;
+    let outputs = take_tensors(
+        message.tensors,
+        body.binary,
+        "output",
+        &SharedMemory::default(),
+    )?;
     let model_version = parse_version(message.model_version.as_deref().unwrap_or(""))?;
     Ok(InferResponse {
         model_name: message.model_name.unwrap_or_default(),
@@ -88,6 +93,7 @@ impl Serialize for RequestJson<'_> {
             &TensorsJson {
                 tensors: self.inputs,
                 binary: Binary::All(self.binary_inputs),
+                placed: &[],
             },
         )?;
         if self.binary_outputs {
@@ -116,7 +122,7 @@ mod tests {
             let encoded = encode_infer_request(&inputs(), binary, binary).unwrap();
             assert_eq!(encoded.header_length.is_some(), binary);
             let body = Body::split(encoded.body, encoded.header_length).unwrap();
-            let decoded = decode_infer_request(body).unwrap();
+            let decoded = decode_infer_request(body, &Default::default()).unwrap();
             assert_eq!(decoded.inputs, inputs(), "binary {binary}");
             assert_eq!(
                 decoded.header.parameters.contains_key(BINARY_DATA_OUTPUT),
@@ -137,7 +143,8 @@ mod tests {
         };
         for binary in [false, true] {
             let flags = binary_outputs(&response, &[], &Parameters::new(), binary);
-            let mut body = write_infer_response(&response, &flags, ResponseForm::Unary).unwrap();
+            let mut body =
+                write_infer_response(&response, &flags, &[], ResponseForm::Unary).unwrap();
             let header_length = body.len();
             for (t, _) in response.outputs.iter().zip(&flags).filter(|(_, &b)| b) {
                 body.extend_from_slice(&t.data);

@@ -45,8 +45,13 @@ fn target(name: &str) -> Target {
 
 #[test]
 fn fuzz_json_infer_request() {
-    target("kserve_json_infer")
-        .run(|bytes| decode_infer_request(Body::json(Bytes::copy_from_slice(bytes))).is_ok());
+    target("kserve_json_infer").run(|bytes| {
+        decode_infer_request(
+            Body::json(Bytes::copy_from_slice(bytes)),
+            &Default::default(),
+        )
+        .is_ok()
+    });
 }
 
 /// The first four bytes are the `Inference-Header-Content-Length` (little-endian;
@@ -67,7 +72,7 @@ fn fuzz_binary_infer_request() {
         let length = u32::from_le_bytes(*length);
         let length = (length != u32::MAX).then_some(length as usize);
         Body::split(Bytes::copy_from_slice(body), length)
-            .and_then(decode_infer_request)
+            .and_then(|body| decode_infer_request(body, &Default::default()))
             .is_ok()
     });
 }

@@ -20,7 +20,7 @@
 //! let body = Body::json(Bytes::from_static(
 //!     br#"{"id":"1","inputs":[{"name":"X","datatype":"INT32","shape":[2],"data":[1,2]}]}"#,
 //! ));
-//! let request = decode_infer_request(body).unwrap();
+//! let request = decode_infer_request(body, &Default::default()).unwrap();
 //! assert_eq!(request.header.id, "1");
 //! assert_eq!(request.inputs[0].to_vec::<i32>().unwrap(), vec![1, 2]);
 //! ```
@@ -36,6 +36,21 @@ mod request;
 mod response;
 mod restrict;
 mod version;
+
+/// The Triton protocol extensions this server speaks, as server metadata reports them on
+/// both doors (Triton reports one server-wide list, whatever the protocol asked).
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "parameters",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "statistics",
+    "generate",
+    "trace",
+    "logging",
+    "system_shared_memory",
+];
 
 pub use auth::{ApiKeys, UNAUTHORIZED};
 pub use binary::{

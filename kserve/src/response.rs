@@ -1,6 +1,6 @@
 //! Writing infer and generate responses as JSON, elements straight from tensor bytes.
 
-use nereid_engine::{EngineError, InferResponse, Tensor};
+use nereid_engine::{EngineError, InferResponse, Parameters, Tensor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
@@ -23,12 +23,14 @@ pub enum ResponseForm {
 pub fn write_infer_response(
     response: &InferResponse,
     binary: &[bool],
+    placed: &[Option<Parameters>],
     form: ResponseForm,
 ) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::with_capacity(estimate(&response.outputs, binary));
     let json = InferResponseJson {
         response,
         binary,
+        placed,
         form,
     };
     serde_json::to_writer(&mut out, &json)
@@ -66,6 +68,7 @@ fn estimate(outputs: &[Tensor], binary: &[bool]) -> usize {
 struct InferResponseJson<'a> {
     response: &'a InferResponse,
     binary: &'a [bool],
+    placed: &'a [Option<Parameters>],
     form: ResponseForm,
 }
 
@@ -82,6 +85,7 @@ impl Serialize for InferResponseJson<'_> {
             &TensorsJson {
                 tensors: &r.outputs,
                 binary: Binary::Each(self.binary),
+                placed: self.placed,
             },
         )?;
         if self.form == ResponseForm::Streamed {
@@ -125,6 +129,8 @@ pub(crate) enum Binary<'a> {
 pub(crate) struct TensorsJson<'a> {
     pub(crate) tensors: &'a [Tensor],
     pub(crate) binary: Binary<'a>,
+    /// By position, the parameters of tensors written to shared memory instead (no data).
+    pub(crate) placed: &'a [Option<Parameters>],
 }
 
 impl Serialize for TensorsJson<'_> {
@@ -135,7 +141,12 @@ impl Serialize for TensorsJson<'_> {
                 Binary::All(b) => b,
                 Binary::Each(flags) => flags.get(i).copied().unwrap_or(false),
             };
-            seq.serialize_element(&TensorJson { tensor, binary })?;
+            let placed = self.placed.get(i).and_then(Option::as_ref);
+            seq.serialize_element(&TensorJson {
+                tensor,
+                binary,
+                placed,
+            })?;
         }
         seq.end()
     }
@@ -144,6 +155,7 @@ impl Serialize for TensorsJson<'_> {
 struct TensorJson<'a> {
     tensor: &'a Tensor,
     binary: bool,
+    placed: Option<&'a Parameters>,
 }
 
 impl Serialize for TensorJson<'_> {
@@ -153,7 +165,9 @@ impl Serialize for TensorJson<'_> {
         map.serialize_entry("name", &t.name)?;
         map.serialize_entry("datatype", t.dtype.as_str())?;
         map.serialize_entry("shape", &t.shape)?;
-        if self.binary {
+        if let Some(params) = self.placed {
+            map.serialize_entry("parameters", &ParamsJson(params))?;
+        } else if self.binary {
             map.serialize_entry("parameters", &Flag(BINARY_DATA_SIZE, t.data.len()))?;
         } else {
             map.serialize_entry(
@@ -225,7 +239,7 @@ mod tests {
     fn infer_response_json_and_binary_forms() {
         let r = response();
         let text = String::from_utf8(
-            write_infer_response(&r, &[false, false], ResponseForm::Unary).unwrap(),
+            write_infer_response(&r, &[false, false], &[], ResponseForm::Unary).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -233,7 +247,7 @@ mod tests {
             r#"{"id":"r1","model_name":"m","model_version":"3","parameters":{"triton_final_response":true},"outputs":[{"name":"A","datatype":"INT32","shape":[1,2],"data":[5,-6]},{"name":"T","datatype":"BYTES","shape":[1],"data":["hi"]}]}"#
         );
         let text = String::from_utf8(
-            write_infer_response(&r, &[true, false], ResponseForm::Streamed).unwrap(),
+            write_infer_response(&r, &[true, false], &[], ResponseForm::Streamed).unwrap(),
         )
         .unwrap();
         assert!(text.contains(

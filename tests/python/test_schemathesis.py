@@ -67,6 +67,11 @@ OPERATIONS = [
     op("POST", "/v2/models/{model}/trace/setting"),
     op("GET", "/v2/logging"),
     op("POST", "/v2/logging"),
+    op("GET", "/v2/systemsharedmemory/status"),
+    op("GET", "/v2/systemsharedmemory/region/{region}/status"),
+    op("POST", "/v2/systemsharedmemory/region/{region}/register"),
+    op("POST", "/v2/systemsharedmemory/region/{region}/unregister"),
+    op("POST", "/v2/systemsharedmemory/unregister"),
 ]
 MODEL_CONTROL = "/v2/repository/models/"
 
@@ -210,6 +215,12 @@ REAL = [
     # An unload of a model the server never knew (404) has its own test with its own server in
     # test_malformed.py: today it deadlocks the server (FINDING 15).
     real("POST", "/v2/repository/models/{model}/unload", 400, {"parameters": []}, model="identity_fp32"),
+    real("GET", "/v2/systemsharedmemory/status", 200),
+    real("GET", "/v2/systemsharedmemory/region/{region}/status", 404, region="nope"),
+    real("POST", "/v2/systemsharedmemory/region/{region}/register", 400,
+         {"key": "/nereid-no-such-object", "byte_size": 8}, region="r"),
+    real("POST", "/v2/systemsharedmemory/region/{region}/register", 400, {"key": "/k", "byte_size": "8"}, region="r"),
+    real("POST", "/v2/systemsharedmemory/region/{region}/unregister", 200, region="nope"),
 ]
 
 

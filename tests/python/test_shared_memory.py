@@ -19,10 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import start_server
 
-# The extension's contract, written ahead of it: every test fails today (the routes answer
-# 501 / UNIMPLEMENTED); strict, so the first one that passes must have its mark removed.
-pytestmark = [pytest.mark.timeout(180),
-              pytest.mark.xfail(strict=True, reason="system shared memory is not built yet (issue 18)")]
+pytestmark = pytest.mark.timeout(180)
 
 PROTOCOLS = ("http", "grpc")
 MODULES = {"http": httpclient, "grpc": grpcclient}

@@ -22,7 +22,7 @@ use crate::upstream::{Reply, Upstream};
 use crate::validate::validate;
 use crate::{
     BackendRegistry, EngineError, InferRequest, InferResponse, ModelStats, ModelStatsSnapshot,
-    Repository, ResponseStream, Result,
+    Repository, ResponseStream, Result, SharedMemory,
 };
 
 /// How models get loaded, as Triton's `--model-control-mode`.
@@ -105,6 +105,7 @@ struct Inner {
     tracer: Tracer,
     logs: LogControl,
     cache: Option<Arc<ResponseCache>>,
+    shared_memory: SharedMemory,
 }
 
 impl Inner {
@@ -179,6 +180,7 @@ impl Engine {
                 cache: options
                     .response_cache
                     .map(|settings| Arc::new(ResponseCache::new(settings))),
+                shared_memory: SharedMemory::default(),
                 options,
                 draining: AtomicBool::new(false),
                 inflight: Arc::default(),
@@ -247,6 +249,7 @@ impl Engine {
                 inflight: Arc::default(),
                 logs: LogControl::default(),
                 cache: None,
+                shared_memory: SharedMemory::default(),
             }),
         }
     }
@@ -545,6 +548,12 @@ impl Engine {
                 .record_failure(received.elapsed(), e.failure_reason());
         })?;
         Ok(spec.decoupled)
+    }
+
+    /// The system shared-memory regions clients registered: the doors read inputs from
+    /// them and write outputs into them (a gateway's regions are on its own host).
+    pub fn shared_memory(&self) -> &SharedMemory {
+        &self.inner.shared_memory
     }
 
     /// Requests accepted and not yet answered.

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use anyhow::Context;
-use nereid_engine::{DataType, EngineError, InferRequest, InferResponse, Tensor};
+use nereid_engine::{DataType, EngineError, InferRequest, InferResponse, SharedMemory, Tensor};
 use nereid_proto::inference::*;
 use nereid_proto::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tonic::transport::server::TcpIncoming;
@@ -147,7 +147,8 @@ impl GrpcInferenceService for Bare {
         &self,
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let request = convert::request_from_wire(req.into_inner(), None).map_err(to_status)?;
+        let request = convert::request_from_wire(req.into_inner(), None, &SharedMemory::default())
+            .map_err(to_status)?;
         only_simple(&request.model_name)?;
         let outputs = add_sub(&request).map_err(to_status)?;
         let response = InferResponse {
@@ -158,7 +159,11 @@ impl GrpcInferenceService for Bare {
             is_final: true,
             ..Default::default()
         };
-        Ok(Response::new(convert::response_to_wire(response, false)))
+        Ok(Response::new(convert::response_to_wire(
+            response,
+            false,
+            &[],
+        )))
     }
 
     type ModelStreamInferStream = crate::OutStream;

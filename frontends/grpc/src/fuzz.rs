@@ -46,7 +46,7 @@ fn fuzz_model_infer_request() {
     target.run(|bytes| {
         ModelInferRequest::decode(bytes)
             .ok()
-            .and_then(|message| request_from_wire(message, None).ok())
+            .and_then(|message| request_from_wire(message, None, &Default::default()).ok())
             .is_some()
     });
 }

@@ -1,7 +1,7 @@
 //! `inference.GRPCInferenceService` over the engine: each RPC decodes its message, calls
 //! the engine, and encodes the answer. Status codes come only from [`crate::status`].
 
-use nereid_engine::{Engine, Origin};
+use nereid_engine::{Engine, Origin, SharedMemory};
 use nereid_proto::inference::*;
 use nereid_proto::GrpcInferenceService;
 use tonic::{Request, Response, Status, Streaming};
@@ -51,7 +51,8 @@ fn version(v: &str) -> Result<Option<i64>, Status> {
 }
 
 /// Why the shared-memory RPCs answer UNIMPLEMENTED.
-const NO_SHARED_MEMORY: &str = "shared memory is not supported; send tensors in the request";
+const NO_CUDA_SHARED_MEMORY: &str =
+    "CUDA shared memory is not supported; use system shared memory or send tensors in the request";
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
@@ -109,16 +110,21 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = Deadline::of(&req);
         let origin = origin_of(&req);
-        let mut request =
-            convert::request_from_wire(req.into_inner(), deadline.instant()).map_err(to_status)?;
+        let shm = self.engine.shared_memory();
+        let mut request = convert::request_from_wire(req.into_inner(), deadline.instant(), shm)
+            .map_err(to_status)?;
         request.origin = origin;
+        let in_shared_memory = SharedMemory::take_placements(&mut request.outputs);
         let model = self
             .access_log
             .then(|| CalledModel(request.model_name.clone()));
         // Dropping this future (client gone, deadline passed: see `DeadlineLayer`) takes the
         // request out of the engine's queue.
-        let response = self.engine.infer(request).await.map_err(to_status)?;
-        let mut response = Response::new(convert::response_to_wire(response, false));
+        let mut response = self.engine.infer(request).await.map_err(to_status)?;
+        let placed = shm
+            .place_outputs(&in_shared_memory, &mut response)
+            .map_err(to_status)?;
+        let mut response = Response::new(convert::response_to_wire(response, false, &placed));
         if let Some(model) = model {
             response.extensions_mut().insert(model);
         }
@@ -206,44 +212,73 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
+        req: Request<SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(not_built("SystemSharedMemoryStatus", NO_SHARED_MEMORY))
+        let regions = self
+            .engine
+            .shared_memory()
+            .status(&req.into_inner().name)
+            .map_err(to_status)?;
+        Ok(Response::new(SystemSharedMemoryStatusResponse {
+            regions: regions
+                .into_iter()
+                .map(|r| {
+                    let status = system_shared_memory_status_response::RegionStatus {
+                        name: r.name.clone(),
+                        key: r.key,
+                        offset: r.offset,
+                        byte_size: r.byte_size,
+                    };
+                    (r.name, status)
+                })
+                .collect(),
+        }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
+        req: Request<SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(not_built("SystemSharedMemoryRegister", NO_SHARED_MEMORY))
+        let req = req.into_inner();
+        self.engine
+            .shared_memory()
+            .register(&req.name, &req.key, req.offset, req.byte_size)
+            .map_err(to_status)?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
+        req: Request<SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(not_built("SystemSharedMemoryUnregister", NO_SHARED_MEMORY))
+        self.engine
+            .shared_memory()
+            .unregister(&req.into_inner().name);
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
         &self,
         _: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(not_built("CudaSharedMemoryStatus", NO_SHARED_MEMORY))
+        Err(not_built("CudaSharedMemoryStatus", NO_CUDA_SHARED_MEMORY))
     }
 
     async fn cuda_shared_memory_register(
         &self,
         _: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(not_built("CudaSharedMemoryRegister", NO_SHARED_MEMORY))
+        Err(not_built("CudaSharedMemoryRegister", NO_CUDA_SHARED_MEMORY))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(not_built("CudaSharedMemoryUnregister", NO_SHARED_MEMORY))
+        Err(not_built(
+            "CudaSharedMemoryUnregister",
+            NO_CUDA_SHARED_MEMORY,
+        ))
     }
 
     async fn trace_setting(

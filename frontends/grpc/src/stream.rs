@@ -12,7 +12,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use nereid_engine::{Engine, EngineError, Origin, ResponseStream};
+use nereid_engine::{Engine, EngineError, Origin, ResponseStream, REGION_PARAMETER};
 use nereid_proto::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -144,10 +144,22 @@ async fn submit(
         send_empty_final: params::wire_bool(&msg.parameters, params::ENABLE_EMPTY_FINAL)
             .unwrap_or(false),
     };
-    let submitted = convert::request_from_wire(msg, deadline.instant()).and_then(|mut r| {
-        r.origin = origin.clone();
-        engine.infer_stream(r)
-    });
+    let submitted = convert::request_from_wire(msg, deadline.instant(), engine.shared_memory())
+        .and_then(|mut r| {
+            if let Some(o) = r
+                .outputs
+                .iter()
+                .find(|o| o.parameters.contains_key(REGION_PARAMETER))
+            {
+                return Err(EngineError::Unimplemented(format!(
+                    "output '{}' asks for shared memory, which ModelStreamInfer does not write; \
+                     use ModelInfer, or receive the output in the stream",
+                    o.name
+                )));
+            }
+            r.origin = origin.clone();
+            engine.infer_stream(r)
+        });
     match submitted {
         Ok(responses) => {
             info.send_empty_final |= !responses.is_decoupled();
@@ -175,7 +187,7 @@ async fn forward(mut responses: ResponseStream, info: RequestInfo, tx: Sender) {
                 let is_final = resp.is_final;
                 let message = ModelStreamInferResponse {
                     error_message: String::new(),
-                    infer_response: Some(convert::response_to_wire(resp, true)),
+                    infer_response: Some(convert::response_to_wire(resp, true, &[])),
                 };
                 if is_final {
                     let _ = tx.send(Ok(message)).await;

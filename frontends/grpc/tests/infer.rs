@@ -413,19 +413,10 @@ async fn metadata_config_statistics_and_repository() {
 }
 
 #[tokio::test]
-async fn rpcs_not_built_answer_unimplemented() {
+async fn cuda_shared_memory_rpcs_answer_unimplemented() {
     let server = TestServer::start().await;
     let mut c = server.raw().await;
     let codes = [
-        c.system_shared_memory_status(SystemSharedMemoryStatusRequest::default())
-            .await
-            .map(|_| ()),
-        c.system_shared_memory_register(SystemSharedMemoryRegisterRequest::default())
-            .await
-            .map(|_| ()),
-        c.system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest::default())
-            .await
-            .map(|_| ()),
         c.cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
             .await
             .map(|_| ()),

@@ -52,7 +52,7 @@ async fn bare_infer(
     }
     let body = read_body(body, crate::args::DEFAULT_MAX_INPUT_SIZE).await?;
     let body = nereid_kserve::Body::split(body, binary::header_length(&headers)?)?;
-    let decoded = nereid_kserve::decode_infer_request(body)?;
+    let decoded = nereid_kserve::decode_infer_request(body, &Default::default())?;
     let requested = decoded.header.outputs.clone();
     let parameters = decoded.header.parameters.clone();
     let request = decoded.into_request(model.clone(), None);
@@ -89,7 +89,11 @@ async fn bare_infer(
         is_final: true,
     };
     let flags = nereid_kserve::binary_outputs(&response, &requested, &parameters, false);
-    let json =
-        nereid_kserve::write_infer_response(&response, &flags, nereid_kserve::ResponseForm::Unary)?;
+    let json = nereid_kserve::write_infer_response(
+        &response,
+        &flags,
+        &[],
+        nereid_kserve::ResponseForm::Unary,
+    )?;
     Ok(binary::respond(json, &response, &flags))
 }

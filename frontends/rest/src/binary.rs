@@ -62,6 +62,11 @@ pub(crate) fn check_output_parameters(requested: &[RequestedOutput]) -> ApiResul
                 output.name
             )));
         }
+        // A malformed placement fails before the model computes.
+        nereid_engine::SharedMemoryRef::from_params(
+            &output.parameters,
+            &format!("output '{}'", output.name),
+        )?;
     }
     Ok(())
 }

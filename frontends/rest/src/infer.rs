@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
-use nereid_engine::{Engine, Origin};
+use nereid_engine::{Engine, Origin, SharedMemory};
 use nereid_kserve::{binary_outputs, decode_infer_request, write_infer_response, ResponseForm};
 
 use crate::binary;
@@ -24,15 +24,22 @@ pub(crate) async fn run(
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
     let body = nereid_kserve::Body::split(body, binary::header_length(headers)?)?;
-    let decoded = decode_infer_request(body)?;
+    let shm = engine.shared_memory();
+    let decoded = decode_infer_request(body, shm)?;
     binary::check_output_parameters(&decoded.header.outputs)?;
     let requested = decoded.header.outputs.clone();
     let parameters = decoded.header.parameters.clone();
     let mut request = decoded.into_request(model.to_string(), version);
+    let in_shared_memory = SharedMemory::take_placements(&mut request.outputs);
     request.origin = origin;
-    let response = engine.infer(request).await?;
-    let flags = binary_outputs(&response, &requested, &parameters, false);
-    let json = write_infer_response(&response, &flags, ResponseForm::Unary)?;
+    let mut response = engine.infer(request).await?;
+    let placed = shm.place_outputs(&in_shared_memory, &mut response)?;
+    let mut flags = binary_outputs(&response, &requested, &parameters, false);
+    // An output written to shared memory has no bytes to send.
+    for (flag, placed) in flags.iter_mut().zip(&placed) {
+        *flag &= placed.is_none();
+    }
+    let json = write_infer_response(&response, &flags, &placed, ResponseForm::Unary)?;
     Ok(binary::respond(json, &response, &flags))
 }
 async fn infer(

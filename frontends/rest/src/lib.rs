@@ -30,13 +30,13 @@ mod repository;
 mod routes;
 mod server;
 mod settings;
+mod shared_memory;
 mod state;
 mod streams;
 
 pub use args::{parse_size, RestArgs, DEFAULT_MAX_INPUT_SIZE};
 pub use bare::{bare_router, serve_bare};
 pub use layers::{app, Door, ErrorShape};
-pub use metadata::EXTENSIONS;
 pub use routes::{openapi, router, routes};
 pub use server::{
     listen, serve, server, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, SHUTDOWN_GRACE,

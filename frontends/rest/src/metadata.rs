@@ -4,24 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use nereid_kserve::EXTENSIONS;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{answers, schema};
 use crate::state::{path_version, AppState};
-
-/// Protocol extensions this server speaks (the `extensions` of server metadata).
-pub const EXTENSIONS: &[&str] = &[
-    "binary_tensor_data",
-    "parameters",
-    "model_configuration",
-    "model_repository",
-    "schedule_policy",
-    "statistics",
-    "generate",
-    "trace",
-    "logging",
-];
 
 /// Server metadata.
 #[utoipa::path(get, path = "/v2", tag = "server",

@@ -24,7 +24,8 @@ use utoipa::OpenApi;
         (name = "statistics", description = "Triton's statistics extension"),
         (name = "repository", description = "Model repository extension: index, load, unload"),
         (name = "trace", description = "Triton's trace extension: which requests are traced"),
-        (name = "logging", description = "Triton's logging extension: what the server logs")
+        (name = "logging", description = "Triton's logging extension: what the server logs"),
+        (name = "shared memory", description = "Triton's system shared-memory extension")
     )
 )]
 pub(crate) struct ApiDoc;
@@ -227,6 +228,30 @@ pub(crate) mod schema {
         pub data: String,
         /// The event type: `message`, the default.
         pub event: Option<String>,
+    }
+
+    /// A registered system shared-memory region.
+    #[derive(ToSchema)]
+    pub(crate) struct SharedMemoryRegion {
+        /// Region name.
+        pub name: String,
+        /// The POSIX shared-memory object's key (`/name`).
+        pub key: String,
+        /// Where the region starts in the object.
+        pub offset: u64,
+        /// The region's size in bytes.
+        pub byte_size: u64,
+    }
+
+    /// `POST /v2/systemsharedmemory/region/{region}/register` body.
+    #[derive(ToSchema)]
+    pub(crate) struct SharedMemoryRegisterRequest {
+        /// The POSIX shared-memory object's key (`/name`), created by the client.
+        pub key: String,
+        /// Where the region starts in the object (default 0).
+        pub offset: Option<u64>,
+        /// The region's size in bytes.
+        pub byte_size: u64,
     }
 
     /// `POST /v2/repository/index` body.

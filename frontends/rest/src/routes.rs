@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::openapi::{docs_page, ApiDoc};
 use crate::state::AppState;
-use crate::{generate, infer, layers, metadata, repository, settings, RestArgs};
+use crate::{generate, infer, layers, metadata, repository, settings, shared_memory, RestArgs};
 
 /// The KServe v2 routes with their OpenAPI annotations.
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -49,6 +49,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
             settings::update_model_trace_setting
         ))
         .routes(routes!(settings::logging, settings::update_logging))
+        .routes(routes!(shared_memory::status))
+        .routes(routes!(shared_memory::region_status))
+        .routes(routes!(shared_memory::register))
+        .routes(routes!(shared_memory::unregister))
+        .routes(routes!(shared_memory::unregister_all))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -93,7 +98,6 @@ pub fn routes(engine: Engine, args: &RestArgs) -> Router {
                 async move { Html(page.to_string()) }
             }),
         )
-        .route("/v2/systemsharedmemory/{*rest}", any(unsupported))
         .route("/v2/cudasharedmemory/{*rest}", any(unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -105,7 +109,7 @@ pub fn router(engine: Engine, args: &RestArgs) -> Router {
     layers::app(routes(engine, args), args, &[])
 }
 
-/// Triton extensions Nereid does not have (shared memory): a clear 501
+/// Triton extensions Nereid does not have (CUDA shared memory): a clear 501
 /// rather than a 404 that looks like a typo.
 async fn unsupported(uri: Uri) -> ApiError {
     ApiError::unimplemented(format!("{} is not supported by this server", uri.path()))

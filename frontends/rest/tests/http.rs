@@ -76,7 +76,7 @@ async fn health_metadata_config_and_docs() {
     let r = get(&s, "/v2/nothing/here").await;
     assert_eq!(r.status, 404);
     assert!(r.error().contains("/v2/nothing/here"));
-    let r = get(&s, "/v2/systemsharedmemory/status").await;
+    let r = get(&s, "/v2/cudasharedmemory/status").await;
     assert_eq!(r.status, 501);
     s.stop().await;
 }

@@ -8,7 +8,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use nereid_engine::{DataType, EngineError, InferRequest, Parameters, RequestedOutput, Tensor};
+use nereid_engine::{
+    DataType, EngineError, InferRequest, Parameters, RequestedOutput, SharedMemory,
+    SharedMemoryRef, Tensor,
+};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -63,8 +66,9 @@ impl DecodedRequest {
     }
 }
 
-/// Decodes an infer request. Errors are InvalidArgument naming the field or input.
-pub fn decode_infer_request(body: Body) -> Result<DecodedRequest, EngineError> {
+/// Decodes an infer request, reading inputs placed in system shared memory from `shm`.
+/// Errors are InvalidArgument naming the field or input.
+pub fn decode_infer_request(body: Body, shm: &SharedMemory) -> Result<DecodedRequest, EngineError> {
     let message = decode_message(&body.header, Direction::Request)?;
     if !message.has_tensors {
         return Err(EngineError::invalid(
@@ -76,7 +80,7 @@ pub fn decode_infer_request(body: Body) -> Result<DecodedRequest, EngineError> {
             "invalid request: parameter '{BINARY_DATA_OUTPUT}' must be a bool"
         )));
     }
-    let inputs = take_tensors(message.tensors, body.binary, "input")?;
+    let inputs = take_tensors(message.tensors, body.binary, "input", shm)?;
     Ok(DecodedRequest {
         header: RequestHeader {
             id: message.id,
@@ -127,6 +131,8 @@ pub(crate) enum TensorData {
     Json(Bytes),
     /// The next this-many bytes of the binary section (`binary_data_size`).
     Binary(usize),
+    /// In a registered system shared-memory region (`shared_memory_*` parameters).
+    Shared(SharedMemoryRef),
 }
 
 /// Decodes a header of either direction.
@@ -394,6 +400,22 @@ impl<'de> Visitor<'de> for TensorSeed {
                     })?,
             ),
         };
+        let shared = SharedMemoryRef::from_params(&params, &format!("{kind} '{name}'"))
+            .map_err(de::Error::custom)?;
+        if let Some(at) = shared {
+            if data.is_some() || binary.is_some() {
+                return Err(de::Error::custom(format!(
+                    "{kind} '{name}' is in shared memory and also has 'data' or \
+                     'binary_data_size'; give one"
+                )));
+            }
+            return Ok(TensorHeader {
+                name,
+                dtype,
+                shape,
+                data: TensorData::Shared(at),
+            });
+        }
         let data = match (data, binary) {
             (Some(_), Some(_)) => {
                 return Err(de::Error::custom(format!(
@@ -536,9 +558,12 @@ mod tests {
     #[test]
     fn malformed_headers_name_the_problem() {
         let err = |t: &str| {
-            decode_infer_request(Body::json(Bytes::copy_from_slice(t.as_bytes())))
-                .unwrap_err()
-                .to_string()
+            decode_infer_request(
+                Body::json(Bytes::copy_from_slice(t.as_bytes())),
+                &Default::default(),
+            )
+            .unwrap_err()
+            .to_string()
         };
         assert!(err("{").contains("invalid JSON"));
         assert!(err("{}").contains("invalid request: the request has no 'inputs'"));

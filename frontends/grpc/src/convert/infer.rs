@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use nereid_engine::{DataType, EngineError, InferRequest, InferResponse, RequestedOutput, Tensor};
+use nereid_engine::{
+    DataType, EngineError, InferRequest, InferResponse, Parameters, RequestedOutput, SharedMemory,
+    SharedMemoryRef, Tensor, REGION_PARAMETER,
+};
 use nereid_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use nereid_proto::inference::model_infer_response::InferOutputTensor;
 use nereid_proto::{InferParameter, ModelInferRequest, ModelInferResponse};
@@ -14,34 +17,40 @@ use nereid_proto::{InferParameter, ModelInferRequest, ModelInferResponse};
 use super::contents::{is_empty, tensor_from_contents};
 use super::params::{params_from_wire, params_to_wire, wire_bool, FINAL_RESPONSE};
 
-/// Tensor parameters through which Triton clients name shared-memory regions.
-const SHARED_MEMORY_PARAMS: [&str; 3] = [
-    "shared_memory_region",
-    "shared_memory_byte_size",
-    "shared_memory_offset",
-];
-
-fn uses_shared_memory(params: &HashMap<String, InferParameter>) -> bool {
-    SHARED_MEMORY_PARAMS.iter().any(|p| params.contains_key(*p))
+/// Where an input or output is in system shared memory, if its parameters say so.
+fn shared_memory_ref(
+    params: &HashMap<String, InferParameter>,
+    what: &str,
+) -> Result<Option<SharedMemoryRef>, EngineError> {
+    if !params.keys().any(|k| k.starts_with("shared_memory_")) {
+        return Ok(None);
+    }
+    SharedMemoryRef::from_params(&params_from_wire(params.clone()), what)
 }
 
-/// Decodes a wire request into an engine request with the given client deadline.
+/// Decodes a wire request into an engine request with the given client deadline, reading
+/// inputs placed in system shared memory from `shm`.
 ///
-/// Either every input carries typed `contents` or the request carries one
-/// `raw_input_contents` entry per input, in input order; anything else, a bad datatype
-/// string, or typed contents that disagree with the shape is INVALID_ARGUMENT naming the
-/// input. Shared memory and classification are UNIMPLEMENTED.
+/// Either every input not in shared memory carries typed `contents`, or the request
+/// carries one `raw_input_contents` entry per such input, in input order; anything else, a
+/// bad datatype string, or typed contents that disagree with the shape is INVALID_ARGUMENT
+/// naming the input. Classification is UNIMPLEMENTED.
 pub fn request_from_wire(
     msg: ModelInferRequest,
     deadline: Option<Instant>,
+    shm: &SharedMemory,
 ) -> Result<InferRequest, EngineError> {
     let model_version = nereid_kserve::parse_version(&msg.model_version)?;
     let raw = msg.raw_input_contents;
-    if !raw.is_empty() && raw.len() != msg.inputs.len() {
+    let in_request = msg
+        .inputs
+        .iter()
+        .filter(|i| !i.parameters.contains_key(REGION_PARAMETER))
+        .count();
+    if !raw.is_empty() && raw.len() != in_request {
         return Err(EngineError::invalid(format!(
-            "the request has {} inputs but {} raw_input_contents entries; send exactly one raw entry \
-             per input, in the order of 'inputs'",
-            msg.inputs.len(),
+            "the request has {in_request} inputs outside shared memory but {} raw_input_contents \
+             entries; send exactly one raw entry per such input, in the order of 'inputs'",
             raw.len()
         )));
     }
@@ -56,15 +65,15 @@ pub fn request_from_wire(
             parameters,
             contents,
         } = input;
-        if uses_shared_memory(&parameters) {
-            return Err(EngineError::Unimplemented(format!(
-                "input '{name}' names a shared-memory region, but Nereid does not support shared memory \
-                 yet: send the tensor in the request"
-            )));
-        }
         let dtype: DataType = datatype
             .parse()
             .map_err(|e: EngineError| EngineError::invalid(format!("input '{name}': {e}")))?;
+        let what = format!("input '{name}'");
+        if let Some(at) = shared_memory_ref(&parameters, &what)? {
+            let data = shm.read(&at, &what)?;
+            inputs.push(Tensor::new(name, dtype, shape, data));
+            continue;
+        }
         let typed = contents.filter(|c| !is_empty(c));
         let tensor = match (use_raw, typed) {
             (true, Some(_)) => {
@@ -83,11 +92,8 @@ pub fn request_from_wire(
     }
     let mut outputs = Vec::with_capacity(msg.outputs.len());
     for InferRequestedOutputTensor { name, parameters } in msg.outputs {
-        if uses_shared_memory(&parameters) {
-            return Err(EngineError::Unimplemented(format!(
-                "output '{name}' names a shared-memory region, but Nereid does not support shared memory yet"
-            )));
-        }
+        // Checked here so a bad output placement fails before the model computes.
+        shared_memory_ref(&parameters, &format!("output '{name}'"))?;
         if parameters.contains_key("classification") {
             return Err(EngineError::Unimplemented(format!(
                 "output '{name}' asks for classification, which Nereid does not support yet"
@@ -127,7 +133,14 @@ fn split_raw<T>(
 
 /// Encodes an engine response with raw outputs (what tritonclient reads). `final_flag`
 /// adds the `triton_final_response` parameter that streamed responses carry.
-pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResponse {
+/// Encodes an engine response for the wire; `placed` gives, by output position, the
+/// parameters of outputs written to shared memory (their raw entry is then empty, as in
+/// Triton, so the other outputs keep their positions).
+pub fn response_to_wire(
+    resp: InferResponse,
+    final_flag: bool,
+    placed: &[Option<Parameters>],
+) -> ModelInferResponse {
     let mut parameters = params_to_wire(&resp.parameters);
     if final_flag {
         parameters.insert(
@@ -135,13 +148,18 @@ pub fn response_to_wire(resp: InferResponse, final_flag: bool) -> ModelInferResp
             super::params::param_to_wire(&nereid_engine::ParamValue::Bool(resp.is_final)),
         );
     }
-    let (outputs, raw) = split_raw(resp.outputs, |name, datatype, shape| InferOutputTensor {
+    let (mut outputs, raw) = split_raw(resp.outputs, |name, datatype, shape| InferOutputTensor {
         name,
         datatype,
         shape,
         parameters: HashMap::new(),
         contents: None,
     });
+    for (output, params) in outputs.iter_mut().zip(placed) {
+        if let Some(params) = params {
+            output.parameters = params_to_wire(params);
+        }
+    }
     ModelInferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version.to_string(),
@@ -230,6 +248,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use nereid_engine::ParamValue;
+    use nereid_proto::inference::infer_parameter::ParameterChoice;
     use nereid_proto::InferTensorContents;
 
     fn input(
@@ -263,7 +282,7 @@ mod tests {
             inputs: vec![input("X", "INT32", vec![1, 2], ints(vec![7, 8]))],
             ..Default::default()
         };
-        let t = request_from_wire(typed, None).unwrap();
+        let t = request_from_wire(typed, None, &SharedMemory::default()).unwrap();
         assert_eq!(t.model_version, Some(2));
         let raw_bytes = Bytes::from(vec![7u8, 0, 0, 0, 8, 0, 0, 0]);
         let raw = ModelInferRequest {
@@ -272,10 +291,22 @@ mod tests {
             raw_input_contents: vec![raw_bytes.clone()],
             ..Default::default()
         };
-        let r = request_from_wire(raw, None).unwrap();
+        let r = request_from_wire(raw, None, &SharedMemory::default()).unwrap();
         assert_eq!(r.inputs, t.inputs);
         // Zero-copy: the tensor points into the received buffer.
         assert_eq!(r.inputs[0].data.as_ptr(), raw_bytes.as_ptr());
+    }
+
+    fn string_param(s: &str) -> InferParameter {
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam(s.into())),
+        }
+    }
+
+    fn uint_param(n: u64) -> InferParameter {
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::Uint64Param(n)),
+        }
     }
 
     #[test]
@@ -286,7 +317,7 @@ mod tests {
             raw_input_contents: raw,
             ..Default::default()
         };
-        let err = |r| request_from_wire(r, None).unwrap_err();
+        let err = |r| request_from_wire(r, None, &SharedMemory::default()).unwrap_err();
         let e = err(req(
             vec![input("X", "FLOAT", vec![1], ints(vec![1]))],
             vec![],
@@ -311,7 +342,7 @@ mod tests {
             vec![Bytes::new()],
         ));
         assert!(
-            matches!(&e, EngineError::InvalidArgument(m) if m.contains("2 inputs but 1")),
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("2 inputs outside shared memory but 1 raw_input_contents")),
             "{e}"
         );
         let e = err(req(
@@ -324,11 +355,14 @@ mod tests {
         );
         let mut shm = input("X", "INT32", vec![1], None);
         shm.parameters
-            .insert("shared_memory_region".into(), InferParameter::default());
-        assert!(matches!(
-            err(req(vec![shm], vec![])),
-            EngineError::Unimplemented(_)
-        ));
+            .insert("shared_memory_region".into(), string_param("r"));
+        shm.parameters
+            .insert("shared_memory_byte_size".into(), uint_param(4));
+        let e = err(req(vec![shm], vec![]));
+        assert!(
+            matches!(&e, EngineError::InvalidArgument(m) if m.contains("input 'X' names shared-memory region 'r', which is not registered")),
+            "{e}"
+        );
         let bad_version = ModelInferRequest {
             model_version: "x".into(),
             ..Default::default()
@@ -347,7 +381,7 @@ mod tests {
             ..Default::default()
         };
         resp.parameters.insert("k".into(), ParamValue::Int(1));
-        let wire = response_to_wire(resp.clone(), true);
+        let wire = response_to_wire(resp.clone(), true, &[]);
         assert_eq!(wire_bool(&wire.parameters, FINAL_RESPONSE), Some(false));
         assert_eq!(wire.outputs[0].datatype, "BYTES");
         assert_eq!(response_from_wire(wire).unwrap().outputs, resp.outputs);
@@ -366,7 +400,8 @@ mod tests {
             name: "Y".into(),
             parameters: Default::default(),
         });
-        let back = request_from_wire(request_to_wire(req.clone()), None).unwrap();
+        let back = request_from_wire(request_to_wire(req.clone()), None, &SharedMemory::default())
+            .unwrap();
         assert_eq!(
             (back.model_version, back.inputs, back.outputs),
             (req.model_version, req.inputs, req.outputs)

@@ -13,21 +13,15 @@ use nereid_proto::inference::{
     StatisticDuration,
 };
 
-/// Protocol extensions the gRPC frontend serves, as Triton names them in server metadata.
-pub const EXTENSIONS: &[&str] = &[
-    "model_repository",
-    "schedule_policy",
-    "model_configuration",
-    "parameters",
-    "statistics",
-];
-
-/// Server metadata with this frontend's extensions.
+/// Server metadata with the server's extensions.
 pub fn server_metadata_to_wire(m: ServerMetadata) -> ServerMetadataResponse {
     ServerMetadataResponse {
         name: m.name,
         version: m.version,
-        extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        extensions: nereid_kserve::EXTENSIONS
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
     }
 }
 

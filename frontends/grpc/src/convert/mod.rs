@@ -12,6 +12,6 @@ pub mod settings;
 pub use infer::{request_from_wire, request_to_wire, response_from_wire, response_to_wire};
 pub use meta::{
     index_to_wire, load_config_from_wire, metadata_from_wire, metadata_to_wire,
-    server_metadata_to_wire, stats_to_wire, EXTENSIONS,
+    server_metadata_to_wire, stats_to_wire,
 };
 pub use params::{params_from_wire, params_to_wire, ENABLE_EMPTY_FINAL, FINAL_RESPONSE};

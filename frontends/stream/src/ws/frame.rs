@@ -152,7 +152,8 @@ pub(crate) fn parse_binary(frame: Bytes, defaults: &Defaults) -> Result<Incoming
 }
 
 fn parse(body: Body, binary_frame: bool, defaults: &Defaults) -> Result<Incoming, Rejected> {
-    let decoded = match decode_infer_request(body.clone()) {
+    // WebSocket frames carry their tensors: no shared-memory region is known here.
+    let decoded = match decode_infer_request(body.clone(), &Default::default()) {
         Ok(decoded) => decoded,
         Err(error) => {
             return Err(Rejected {
@@ -219,10 +220,11 @@ struct WireError<'a> {
 /// length-prefixed and followed by the binary outputs when any output goes binary.
 pub(crate) fn response(id: &str, response: &InferResponse, encoding: &Encoding) -> Message {
     let flags = encoding.flags(response);
-    let json = match nereid_kserve::write_infer_response(response, &flags, ResponseForm::Streamed) {
-        Ok(json) => json,
-        Err(e) => return error(Some(id), &e),
-    };
+    let json =
+        match nereid_kserve::write_infer_response(response, &flags, &[], ResponseForm::Streamed) {
+            Ok(json) => json,
+            Err(e) => return error(Some(id), &e),
+        };
     if !flags.iter().any(|&b| b) {
         return Message::Text(String::from_utf8(json).expect("JSON is UTF-8").into());
     }
