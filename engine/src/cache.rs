@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use metrics::{gauge, Gauge};
 use parking_lot::Mutex;
 
+use crate::sink::{CacheFill, RequestContext};
 use crate::{InferRequest, InferResponse, Tensor};
 
 /// Request parameters that change how a request is scheduled or encoded, never what the
@@ -129,6 +131,30 @@ impl ResponseCache {
             hash_request(h, model, version, request);
         }
         CacheKey(ha.finish(), hb.finish())
+    }
+
+    /// Looks a request up: a hit is counted and answered with the request's own id; a miss
+    /// is counted and marks the request to fill the cache with its response.
+    pub(crate) fn lookup(
+        self: &Arc<Self>,
+        request: &InferRequest,
+        ctx: &mut RequestContext,
+    ) -> Option<InferResponse> {
+        let started = Instant::now();
+        let key = self.key(&ctx.model_name, ctx.model_version, request);
+        if let Some(cached) = self.get(&key) {
+            ctx.stats.record_cache_hit(started.elapsed());
+            return Some(InferResponse {
+                id: ctx.id.clone(),
+                ..(*cached).clone()
+            });
+        }
+        ctx.stats.record_cache_miss(1, started.elapsed());
+        ctx.cache_fill = Some(CacheFill {
+            cache: self.clone(),
+            key,
+        });
+        None
     }
 
     /// The cached response for `key`, marked as just used.

@@ -20,9 +20,11 @@ mod fuzz;
 pub mod generation;
 mod logs;
 mod models;
+mod order;
 mod repository;
 mod request;
 mod scheduler;
+mod sequence;
 mod shm;
 mod sink;
 mod stats;
@@ -38,8 +40,9 @@ pub use backend::{
 };
 pub use cache::CacheSettings;
 pub use config::{
-    field_support, BatchingPolicy, Device, FieldSupport, ModelSpec, QueuePolicy, TensorSpec,
-    TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE, EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT,
+    field_support, BatchingPolicy, ControlKind, Device, FieldSupport, ModelSpec, QueuePolicy,
+    SequenceControl, SequenceSpec, SequenceState, SequenceStrategy, TensorSpec, TimeoutPolicy,
+    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SEQUENCE_IDLE, EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT,
     IGNORED_FIELDS_PARAMETER, MAX_INSTANCES,
 };
 pub use dtype::DataType;
@@ -50,8 +53,10 @@ pub use error::{EngineError, Result};
 pub use logs::{ApplyLogSettings, LogSettings, LogValue, LOG_FORMATS};
 pub use models::{ModelFacts, RepositoryEntry};
 pub use nereid_proto::inference::ModelConfig;
+pub use order::SequenceOrder;
 pub use repository::{Repository, CONFIG_FILE};
 pub use request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
+pub use sequence::INITIAL_STATE_FOLDER;
 pub use shm::{
     SharedMemory, SharedMemoryRef, SharedMemoryRegion, BYTE_SIZE_PARAMETER, OFFSET_PARAMETER,
     REGION_PARAMETER,

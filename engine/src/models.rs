@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::generation::GenerationIo;
 use crate::scheduler::ModelRunner;
+use crate::sequence::SequenceTable;
 use crate::{
     BackendRegistry, EngineError, Instance, LoadedModel, ModelSpec, ModelStats, Repository, Result,
 };
@@ -19,6 +20,8 @@ pub(crate) struct ModelVersion {
     pub version: i64,
     pub stats: Arc<ModelStats>,
     pub runner: ModelRunner,
+    /// The live sequences of a model with `sequence_batching`.
+    pub sequences: Option<Arc<SequenceTable>>,
     /// Kept for its per-request check.
     pub loaded: Arc<dyn LoadedModel>,
 }
@@ -266,6 +269,14 @@ impl ModelTable {
             }
             let stats = Arc::new(ModelStats::new(name, version));
             let runner = ModelRunner::start(spec.clone(), stats.clone(), instances, model.clone())?;
+            let sequences = match spec.sequence {
+                Some(_) => Some(SequenceTable::start(
+                    spec.clone(),
+                    &repo.model_dir(name),
+                    runner.submitter(),
+                )?),
+                None => None,
+            };
             loaded.insert(
                 version,
                 Arc::new(ModelVersion {
@@ -273,6 +284,7 @@ impl ModelTable {
                     version,
                     stats,
                     runner,
+                    sequences,
                     loaded: model.clone(),
                 }),
             );
@@ -398,6 +410,9 @@ fn prefix(name: &str, version: i64, e: EngineError) -> EngineError {
 fn stop_entry(entry: Option<ModelEntry>) {
     let Some(entry) = entry else { return };
     for m in entry.versions.into_values() {
+        if let Some(sequences) = &m.sequences {
+            sequences.close();
+        }
         m.runner.stop();
     }
 }

@@ -87,6 +87,21 @@ impl InferRequest {
     pub fn input(&self, name: &str) -> Option<&Tensor> {
         self.inputs.iter().find(|t| t.name == name)
     }
+
+    /// The sequence the request belongs to, from its `sequence_id` parameter (a non-zero
+    /// number or a non-empty string; numbers and strings never share a key). Requests with
+    /// one key must reach the same engine, and their answers leave in order.
+    pub fn sequence_key(&self) -> Option<String> {
+        match self.parameters.get("sequence_id")? {
+            ParamValue::String(s) if !s.is_empty() => Some(format!("s:{s}")),
+            v => v.as_u64().filter(|&n| n != 0).map(|n| format!("n:{n}")),
+        }
+    }
+
+    /// Whether the request ends its sequence (`sequence_end: true`).
+    pub fn ends_sequence(&self) -> bool {
+        self.parameters.get("sequence_end") == Some(&ParamValue::Bool(true))
+    }
 }
 
 /// One response. Non-decoupled models send exactly one, final; decoupled models send any

@@ -123,6 +123,9 @@ pub(crate) struct RequestContext {
     pub responded: bool,
     /// Set when the request missed the response cache: its response is kept there.
     pub cache_fill: Option<CacheFill>,
+    /// Set when the request is its sequence's turn: answering it (or dropping it) passes
+    /// the turn on.
+    pub turn: Option<crate::sequence::Turn>,
 }
 
 /// Where a request that missed the response cache keeps its response.
@@ -199,7 +202,13 @@ impl Sink {
     }
 
     /// Sends the one and only response of a non-decoupled request.
-    pub(crate) fn finish(self, ctx: &mut RequestContext, outcome: Result<InferResponse>) {
+    pub(crate) fn finish(self, ctx: &mut RequestContext, mut outcome: Result<InferResponse>) {
+        // The sequence's next request is released only after this response is out, so a
+        // stream's answers leave in their sequence's order.
+        let turn = ctx.turn.take().map(|mut turn| {
+            turn.take_state(&mut outcome);
+            turn
+        });
         ctx.record(&outcome);
         match self {
             Self::Unary(tx) => {
@@ -211,6 +220,7 @@ impl Sink {
                 let _ = tx.try_send(outcome);
             }
         }
+        drop(turn);
     }
 }
 
@@ -358,6 +368,7 @@ mod tests {
             trace: None,
             responded: false,
             cache_fill: None,
+            turn: None,
         };
         (Responder::new(tx, ctx), rx, counter, stats)
     }

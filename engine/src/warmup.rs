@@ -273,6 +273,7 @@ fn run(spec: &ModelSpec, instance: &mut Instance, sample: &WarmupSample) -> Resu
                 trace: None,
                 responded: false,
                 cache_fill: None,
+                turn: None,
             };
             model.admit(Sequence {
                 inputs: sample.inputs.clone(),

@@ -181,6 +181,21 @@ pub(crate) fn pick_two<'a>(candidates: &'a [&'a Arc<Backend>]) -> Option<&'a Arc
     }
 }
 
+/// Rendezvous hashing: the backend whose hash with `key` is highest. The same key goes to
+/// the same backend while that backend is a candidate, and only the keys of a backend that
+/// leaves move. A sequence's requests must all reach the engine that holds its state.
+pub(crate) fn pick_by_key<'a>(
+    candidates: &'a [&'a Arc<Backend>],
+    key: &str,
+) -> Option<&'a Arc<Backend>> {
+    use std::hash::{Hash, Hasher};
+    candidates.iter().copied().max_by_key(|b| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (b.address.as_str(), key).hash(&mut hasher);
+        hasher.finish()
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -193,6 +208,36 @@ pub(crate) mod tests {
             .unwrap();
         let _guard = runtime.enter();
         Backend::new(address, &ClientOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_key_stays_on_its_backend_until_that_backend_leaves() {
+        let all: Vec<Arc<Backend>> = (1..=4)
+            .map(|port| backend(&format!("127.0.0.1:{port}")))
+            .collect();
+        let refs: Vec<&Arc<Backend>> = all.iter().collect();
+        let keys: Vec<String> = (0..64).map(|k| format!("seq-{k}")).collect();
+        let first: Vec<String> = keys
+            .iter()
+            .map(|k| pick_by_key(&refs, k).unwrap().address.clone())
+            .collect();
+        // Every backend gets some of the keys, and asking again gives the same answer.
+        for b in &all {
+            assert!(first.contains(&b.address), "{} got no key", b.address);
+        }
+        for (k, chosen) in keys.iter().zip(&first) {
+            assert_eq!(&pick_by_key(&refs, k).unwrap().address, chosen);
+        }
+        // Without the first backend, only its keys move.
+        let rest: Vec<&Arc<Backend>> = all[1..].iter().collect();
+        for (k, chosen) in keys.iter().zip(&first) {
+            let now = &pick_by_key(&rest, k).unwrap().address;
+            if chosen != &all[0].address {
+                assert_eq!(now, chosen);
+            } else {
+                assert_ne!(now, chosen);
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use nereid_engine::{EngineError, InferRequest, InferResponse, ParamValue, Reply}
 use nereid_grpc::client::ClientError;
 use tonic::Code;
 
-use crate::backend::{pick_two, Backend};
+use crate::backend::{pick_by_key, pick_two, Backend};
 use crate::{metrics, Shared};
 
 /// How one attempt on one backend ended.
@@ -25,8 +25,25 @@ enum Attempt {
 }
 
 /// Forwards a request on a task of its own and answers `reply` with the outcome.
+/// Requests of one sequence are forwarded one after the other, in the order they came:
+/// the engine must see them in that order.
 pub(crate) fn spawn(shared: Arc<Shared>, request: InferRequest, reply: Reply) {
-    tokio::spawn(forward(shared, request, reply));
+    let turn = request
+        .sequence_key()
+        .map(|key| shared.sequences.lock().next(key, request.ends_sequence()));
+    tokio::spawn(async move {
+        let done = match turn {
+            Some((after, done)) => {
+                if let Some(previous) = after {
+                    let _ = previous.await;
+                }
+                Some(done)
+            }
+            None => None,
+        };
+        forward(shared, request, reply).await;
+        drop(done);
+    });
 }
 
 async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
@@ -52,7 +69,12 @@ async fn forward(shared: Arc<Shared>, request: InferRequest, mut reply: Reply) {
         } else {
             healthy
         };
-        let Some(backend) = pick_two(&candidates).cloned() else {
+        // A sequence's engine holds its state: all its requests go there.
+        let picked = match request.sequence_key() {
+            Some(key) => pick_by_key(&candidates, &key),
+            None => pick_two(&candidates),
+        };
+        let Some(backend) = picked.cloned() else {
             if let Some(status) = refused {
                 reply
                     .finish(Err(nereid_grpc::status::from_status(&status)))

@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     catalog: Catalog,
     /// Wakes the discovery loop (a backend was admitted).
     refresh: Arc<Notify>,
+    /// Keeps each sequence's requests in their order on the way to its engine.
+    sequences: parking_lot::Mutex<nereid_engine::SequenceOrder>,
 }
 
 /// The gateway: forwards an engine's requests to a fleet of engines. Its loops run on the
@@ -149,6 +151,7 @@ impl Gateway {
             backends: RwLock::default(),
             catalog: Catalog::default(),
             refresh: Arc::default(),
+            sequences: Default::default(),
         });
         discovery::first_round(&shared).await;
         discovery::spawn_loops(&shared);

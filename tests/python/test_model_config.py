@@ -334,8 +334,9 @@ REFUSED = {  # name: (config, warmup files, what the load error must say)
     "refuse_agents": (simple_config("refuse_agents", 'model_repository_agents { agents [ { name: "checksum" } ] }\n'),
                       None, ["field 'model_repository_agents' is not supported: "]),
     # dynamic_batching and sequence_batching are one oneof: drop the first to set the second.
-    "refuse_sequences": (replaced(simple_config("refuse_sequences"), "dynamic_batching { }", "sequence_batching { }"),
-                         None, ["field 'sequence_batching' is not supported: "]),
+    "refuse_iterative": (replaced(simple_config("refuse_iterative"), "dynamic_batching { }",
+                                  "sequence_batching { iterative_sequence: true }"),
+                         None, ["field 'sequence_batching.iterative_sequence' is not supported: "]),
 }
 
 

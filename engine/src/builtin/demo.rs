@@ -88,6 +88,71 @@ dynamic_batching { }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
+/// Triton's `simple_sequence`: OUTPUT = INPUT, plus 1 on a sequence's first request
+/// (direct strategy, START and READY controls).
+pub const SIMPLE_SEQUENCE: &str = r#"name: "simple_sequence"
+backend: "sequence"
+max_batch_size: 8
+sequence_batching {
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] }
+  ]
+}
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
+/// Triton's `simple_dyna_sequence`: `simple_sequence` plus the correlation id on the last
+/// request (oldest strategy, START, END, READY and a UINT64 CORRID).
+pub const SIMPLE_DYNA_SEQUENCE: &str = r#"name: "simple_dyna_sequence"
+backend: "sequence"
+max_batch_size: 8
+sequence_batching {
+  max_sequence_idle_microseconds: 10000000
+  oldest { max_candidate_sequences: 1024 max_queue_delay_microseconds: 10000 }
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "END" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }
+  ]
+}
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"#;
+
+/// Triton's `simple_string_dyna_sequence`: the running sum of a sequence's inputs (kept
+/// in implicit state), plus the correlation id (a string holding an integer) on the last.
+pub const SIMPLE_STRING_DYNA_SEQUENCE: &str = r#"name: "simple_string_dyna_sequence"
+backend: "accumulate"
+max_batch_size: 8
+sequence_batching {
+  max_sequence_idle_microseconds: 10000000
+  oldest { max_candidate_sequences: 1024 max_queue_delay_microseconds: 10000 }
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "END" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_STRING } ] }
+  ]
+  state [
+    {
+      input_name: "ACCUMULATOR_IN"
+      output_name: "ACCUMULATOR_OUT"
+      data_type: TYPE_INT32
+      dims: [ 1 ]
+      initial_state { name: "zero" data_type: TYPE_INT32 dims: [ 1 ] zero_data: true }
+    }
+  ]
+}
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"#;
+
 /// `sleep` with one instance (not a demo model: tests add it to fill a queue).
 pub const SLEEP: &str = r#"name: "sleep"
 backend: "sleep"
@@ -98,13 +163,16 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// The built-in demo models as (name, config.pbtxt text).
-pub const BUILTIN_MODELS: [(&str, &str); 6] = [
+pub const BUILTIN_MODELS: [(&str, &str); 9] = [
     ("simple", SIMPLE),
     ("identity_fp32", IDENTITY_FP32),
     ("repeat_int32", REPEAT_INT32),
     ("simple_string", SIMPLE_STRING),
     ("simple_int8", SIMPLE_INT8),
     ("simple_identity", SIMPLE_IDENTITY),
+    ("simple_sequence", SIMPLE_SEQUENCE),
+    ("simple_dyna_sequence", SIMPLE_DYNA_SEQUENCE),
+    ("simple_string_dyna_sequence", SIMPLE_STRING_DYNA_SEQUENCE),
 ];
 
 /// Writes `<root>/<name>/config.pbtxt` and an empty version folder `<root>/<name>/1` for

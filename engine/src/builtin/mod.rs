@@ -1,11 +1,13 @@
 //! Backends built into the engine, cheap enough to carry conformance tests and protocol
-//! benchmarks: `add_sub` (Triton's `simple`), `identity`, the decoupled `repeat`, and
-//! `sleep` (holds its instance, for tests of queues and cancellation).
+//! benchmarks: `add_sub` (Triton's `simple`), `identity`, the decoupled `repeat`, the
+//! stateful `sequence` and `accumulate` (for the sequence batcher), and `sleep` (holds its
+//! instance, for tests of queues and cancellation).
 
 mod add_sub;
 pub mod demo;
 mod identity;
 mod repeat;
+mod sequence;
 mod sleep;
 
 use std::path::Path;
@@ -22,6 +24,8 @@ pub fn register(registry: &mut BackendRegistry) {
     registry.register("identity", Arc::new(Stateless(identity::instance)));
     registry.register("repeat", Arc::new(Stateless(repeat::instance)));
     registry.register("sleep", Arc::new(Stateless(sleep::instance)));
+    registry.register("sequence", Arc::new(Stateless(sequence::sequence)));
+    registry.register("accumulate", Arc::new(Stateless(sequence::accumulate)));
 }
 
 /// A backend with no weights: every instance is made from the spec alone.

@@ -60,9 +60,18 @@ pub const FIELD_SUPPORT: &[(&str, FieldSupport)] = &[
         Ignored("backend optimisation settings; Nereid's backends choose their own kernels"),
     ),
     ("dynamic_batching", Honoured),
+    ("sequence_batching", Honoured),
     (
-        "sequence_batching",
-        Refused("the sequence batcher is not supported yet; use dynamic_batching"),
+        "sequence_batching.iterative_sequence",
+        Refused("iterative sequences are not supported: a sequence advances one request at a time"),
+    ),
+    (
+        "sequence_batching.state.use_same_buffer_for_input_output",
+        Ignored("a buffer-sharing hint; state is kept as the output the model returned"),
+    ),
+    (
+        "sequence_batching.state.use_growable_memory",
+        Ignored("a buffer-sharing hint; state is kept as the output the model returned"),
     ),
     (
         "ensemble_scheduling",
@@ -214,7 +223,18 @@ mod tests {
         let Kind::Message(child) = field.kind() else {
             panic!("{} is a scalar", field.name())
         };
-        format!("{} {{ {} }}", field.name(), setting(child, &segments[1..]))
+        // A message that is refused without its own required fields gets them.
+        let required = match child.full_name() {
+            "inference.ModelSequenceBatching.State" => {
+                r#"input_name: "SI" output_name: "SO" data_type: TYPE_FP32 dims: [ 1 ] "#
+            }
+            _ => "",
+        };
+        format!(
+            "{} {{ {required}{} }}",
+            field.name(),
+            setting(child, &segments[1..])
+        )
     }
 
     /// The text that follows a field's name to give it a value other than its default.

@@ -11,8 +11,13 @@ use nereid_proto::inference::{
 use crate::{DataType, EngineError, Result};
 
 mod fields;
+mod sequence;
 
 pub use fields::{field_support, FieldSupport, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER};
+pub use sequence::{
+    ControlKind, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
+    DEFAULT_SEQUENCE_IDLE,
+};
 
 /// Queue bound used where the config says `max_queue_size: 0` (Triton's "unlimited"): every
 /// queue here is bounded.
@@ -104,6 +109,9 @@ pub struct ModelSpec {
     /// Whether identical requests are answered from the server's response cache
     /// (`response_cache { enable: true }`).
     pub response_cache: bool,
+    /// Present for a stateful model (`sequence_batching`): its requests carry a sequence
+    /// id and flags, and run in order one at a time per sequence.
+    pub sequence: Option<SequenceSpec>,
 }
 
 impl ModelSpec {
@@ -206,19 +214,36 @@ impl ModelSpec {
             ));
         }
 
+        let mut sequence_batching = None;
         let dynamic = match &config.scheduling_choice {
             Some(SchedulingChoice::DynamicBatching(d)) => Some(d.clone()),
-            Some(SchedulingChoice::SequenceBatching(_)) => {
-                return Err(bad(
-                    "sequence_batching is not supported yet; use dynamic_batching".into(),
-                ))
+            Some(SchedulingChoice::SequenceBatching(s)) => {
+                if decoupled {
+                    return Err(bad(
+                        "field 'sequence_batching' is not supported for decoupled models".into(),
+                    ));
+                }
+                if response_cache {
+                    return Err(bad(
+                        "field 'response_cache' is not supported with sequence_batching: a \
+                         sequence's responses depend on its earlier requests"
+                            .into(),
+                    ));
+                }
+                if !config.model_warmup.is_empty() {
+                    return Err(bad(
+                        "field 'model_warmup' is not supported with sequence_batching".into(),
+                    ));
+                }
+                sequence_batching = Some(s.clone());
+                None
             }
             Some(SchedulingChoice::EnsembleScheduling(_)) => {
                 return Err(bad("ensemble_scheduling is not supported yet".into()))
             }
             None => None,
         };
-        let batching = match &dynamic {
+        let mut batching = match &dynamic {
             Some(d) if max_batch_size > 0 => Some(batching_policy(d, max_batch_size).map_err(bad)?),
             _ => None,
         };
@@ -288,6 +313,16 @@ impl ModelSpec {
             }
         }
 
+        let sequence = match &sequence_batching {
+            Some(s) => {
+                let parsed = sequence::parse(s, max_batch_size, instances.len(), &inputs, &outputs)
+                    .map_err(bad)?;
+                batching = parsed.batching;
+                Some(parsed.spec)
+            }
+            None => None,
+        };
+
         Ok(Self {
             config,
             inputs,
@@ -301,6 +336,7 @@ impl ModelSpec {
             instances,
             execution_timeout,
             response_cache,
+            sequence,
         })
     }
 }

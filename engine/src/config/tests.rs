@@ -158,3 +158,118 @@ fn broken_configs_name_the_problem() {
         assert!(err.contains("'m'"), "{err}");
     }
 }
+
+fn sequence_model(batching: &str) -> String {
+    format!(
+        r#"name: "s" backend: "sequence" max_batch_size: 4
+        input [ {{ name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+        output [ {{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+        instance_group [ {{ count: 3 kind: KIND_CPU }} ]
+        sequence_batching {{ {batching} }}"#
+    )
+}
+
+#[test]
+fn sequence_batching_reads_strategies_controls_and_state() {
+    let direct = spec(&sequence_model(
+        r#"direct { max_queue_delay_microseconds: 700 minimum_slot_utilization: 0.5 }
+        control_input [
+          { name: "S" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] },
+          { name: "C" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_STRING } ] }
+        ]"#,
+    ))
+    .unwrap();
+    let seq = direct.sequence.as_ref().unwrap();
+    assert_eq!(seq.strategy, SequenceStrategy::Direct);
+    assert_eq!(seq.max_live, 12, "max_batch_size sequences per instance");
+    assert_eq!(seq.max_idle, DEFAULT_SEQUENCE_IDLE);
+    let start = seq.control(ControlKind::Start).unwrap();
+    assert_eq!((start.input.as_str(), start.dtype), ("S", DataType::Fp32));
+    assert_eq!(
+        start.false_true.as_ref().unwrap()[1].as_ref(),
+        1.0f32.to_le_bytes()
+    );
+    assert_eq!(
+        seq.control(ControlKind::CorrelationId).unwrap().dtype,
+        DataType::Bytes
+    );
+    let batching = direct.batching.unwrap();
+    assert_eq!(batching.preferred_batch_sizes, vec![2]);
+    assert_eq!(batching.max_queue_delay, Duration::from_micros(700));
+
+    let oldest = spec(&sequence_model(
+        r#"max_sequence_idle_microseconds: 2500
+        oldest { max_candidate_sequences: 9 preferred_batch_size: [ 4, 2 ] preserve_ordering: true }
+        state [ { input_name: "AI" output_name: "AO" data_type: TYPE_INT64 dims: [ 2 ] } ]"#,
+    ))
+    .unwrap();
+    let seq = oldest.sequence.as_ref().unwrap();
+    assert_eq!((seq.strategy, seq.max_live), (SequenceStrategy::Oldest, 9));
+    assert_eq!(seq.max_idle, Duration::from_micros(2500));
+    assert_eq!(seq.states[0].dims, vec![2]);
+    assert!(seq.fills_input("AI") && !seq.fills_input("INPUT"));
+    let batching = oldest.batching.unwrap();
+    assert_eq!(batching.preferred_batch_sizes, vec![2, 4]);
+    assert!(batching.preserve_ordering);
+}
+
+#[test]
+fn bad_sequence_batching_is_refused_naming_the_field() {
+    let refused = |batching: &str| spec(&sequence_model(batching)).unwrap_err().to_string();
+    let start = r#"{ kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] }"#;
+    for (batching, says) in [
+        (
+            "oldest { max_candidate_sequences: 0 }".to_string(),
+            "max_candidate_sequences must be at least 1",
+        ),
+        (
+            format!(r#"control_input [ {{ name: "INPUT" control [ {start} ] }} ]"#),
+            "'INPUT' is filled by the server",
+        ),
+        (
+            format!(
+                r#"control_input [ {{ name: "A" control [ {start} ] }}, {{ name: "B" control [ {start} ] }} ]"#
+            ),
+            "a second control of kind Start",
+        ),
+        (
+            r#"control_input [ { name: "A" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 1 ] } ] } ]"#
+                .to_string(),
+            "needs two values",
+        ),
+        (
+            r#"control_input [ { name: "A" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_FP32 } ] } ]"#
+                .to_string(),
+            "CONTROL_SEQUENCE_CORRID needs data_type",
+        ),
+        (
+            r#"state [ { input_name: "AI" output_name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]"#
+                .to_string(),
+            "output 'OUTPUT' is kept by the server",
+        ),
+        (
+            r#"state [ { input_name: "AI" output_name: "AO" data_type: TYPE_INT32 dims: [ -1 ] } ]"#
+                .to_string(),
+            "must all be fixed",
+        ),
+        (
+            "iterative_sequence: true".to_string(),
+            "sequence_batching.iterative_sequence",
+        ),
+        (
+            "direct { minimum_slot_utilization: 1.5 }".to_string(),
+            "minimum_slot_utilization 1.5 is outside",
+        ),
+    ] {
+        let error = refused(&batching);
+        assert!(error.contains(says), "{batching}: {error}");
+    }
+    let decoupled = sequence_model("").replace(
+        "max_batch_size: 4",
+        "max_batch_size: 4 model_transaction_policy { decoupled: true }",
+    );
+    assert!(spec(&decoupled)
+        .unwrap_err()
+        .to_string()
+        .contains("'sequence_batching' is not supported for decoupled models"));
+}

@@ -16,7 +16,7 @@ use crate::cache::{CacheSettings, ResponseCache};
 use crate::logs::LogControl;
 use crate::models::{LoadCause, ModelFacts, ModelTable, RepositoryEntry};
 use crate::scheduler::Queued;
-use crate::sink::{CacheFill, InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
+use crate::sink::{InflightCounter, InflightGuard, RequestContext, Sink, STREAM_BUFFER};
 use crate::trace::{TraceSettings, Tracer};
 use crate::upstream::{Reply, Upstream};
 use crate::validate::validate;
@@ -493,6 +493,7 @@ impl Engine {
             trace,
             responded: false,
             cache_fill: None,
+            turn: None,
         };
         let model = match (target, &self.inner.models) {
             (Target::Local(model), _) => model,
@@ -505,22 +506,10 @@ impl Engine {
             (Target::Remote(_), Models::Local(_)) => unreachable!("resolved by this engine"),
         };
         if let Some(cache) = self.inner.cache.as_ref().filter(|_| spec.response_cache) {
-            let started = Instant::now();
-            let key = cache.key(spec.name(), ctx.model_version, &request);
-            if let Some(cached) = cache.get(&key) {
-                ctx.stats.record_cache_hit(started.elapsed());
-                let response = InferResponse {
-                    id: ctx.id.clone(),
-                    ..(*cached).clone()
-                };
+            if let Some(response) = cache.lookup(&request, &mut ctx) {
                 sink.finish(&mut ctx, Ok(response));
                 return Ok(spec.decoupled);
             }
-            ctx.stats.record_cache_miss(1, started.elapsed());
-            ctx.cache_fill = Some(CacheFill {
-                cache: cache.clone(),
-                key,
-            });
         }
         let policy = &spec.levels[admission.level];
         let timeout = match admission.timeout {
@@ -542,7 +531,11 @@ impl Engine {
             queue_deadline: timeout.map(|t| received + t),
             timeout_action: policy.timeout_action,
         };
-        model.runner.submit(queued).inspect_err(|e| {
+        let submitted = match &model.sequences {
+            Some(table) => table.submit(queued),
+            None => model.runner.submit(queued),
+        };
+        submitted.inspect_err(|e| {
             model
                 .stats
                 .record_failure(received.elapsed(), e.failure_reason());

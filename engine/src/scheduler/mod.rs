@@ -102,6 +102,58 @@ impl Shared {
     }
 }
 
+/// A request the queue refused, with the reason, to be answered by the caller.
+pub(crate) type Refused = Box<(EngineError, Queued)>;
+
+/// Queues requests for one model version.
+#[derive(Clone)]
+pub(crate) struct Submitter(Arc<Shared>);
+
+impl Submitter {
+    /// Puts a validated request on the queue; a full queue (or a model that stopped) is an
+    /// immediate UNAVAILABLE, and the request comes back to be answered.
+    pub(crate) fn submit(&self, q: Queued) -> std::result::Result<(), Refused> {
+        let shared = &self.0;
+        if !shared.accepting.load(Acquire) {
+            return Err(Box::new((shared.refusal(), q)));
+        }
+        shared.submitting.fetch_add(1, AcqRel);
+        let level = q.level;
+        let max = shared.spec.levels[level].max_queue_size;
+        let result = if shared.level_counts[level].fetch_add(1, AcqRel) >= max {
+            shared.level_counts[level].fetch_sub(1, AcqRel);
+            Err(Box::new((
+                EngineError::unavailable(format!(
+                    "queue of model '{}' is full ({max} requests waiting at priority level {})",
+                    shared.spec.name(),
+                    level + 1
+                )),
+                q,
+            )))
+        } else {
+            // Counted before the push: the scheduler may dequeue it at once.
+            shared.stats.add_pending(1);
+            match shared.queue.push(q) {
+                Ok(()) => Ok(()),
+                Err(q) => {
+                    shared.stats.add_pending(-1);
+                    shared.level_counts[level].fetch_sub(1, AcqRel);
+                    Err(Box::new((
+                        EngineError::unavailable(format!(
+                            "queue of model '{}' is full",
+                            shared.spec.name()
+                        )),
+                        q,
+                    )))
+                }
+            }
+        };
+        shared.submitting.fetch_sub(1, AcqRel);
+        shared.unparker.unpark();
+        result
+    }
+}
+
 /// The running scheduler and instances of one model version.
 pub(crate) struct ModelRunner {
     shared: Arc<Shared>,
@@ -243,38 +295,13 @@ impl ModelRunner {
 
     /// Puts a validated request on the queue; a full queue is an immediate UNAVAILABLE.
     pub(crate) fn submit(&self, q: Queued) -> Result<()> {
-        let shared = &self.shared;
-        if !shared.accepting.load(Acquire) {
-            return Err(shared.refusal());
-        }
-        shared.submitting.fetch_add(1, AcqRel);
-        let level = q.level;
-        let max = shared.spec.levels[level].max_queue_size;
-        let result = if shared.level_counts[level].fetch_add(1, AcqRel) >= max {
-            shared.level_counts[level].fetch_sub(1, AcqRel);
-            Err(EngineError::unavailable(format!(
-                "queue of model '{}' is full ({max} requests waiting at priority level {})",
-                shared.spec.name(),
-                level + 1
-            )))
-        } else {
-            // Counted before the push: the scheduler may dequeue it at once.
-            shared.stats.add_pending(1);
-            match shared.queue.push(q) {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    shared.stats.add_pending(-1);
-                    shared.level_counts[level].fetch_sub(1, AcqRel);
-                    Err(EngineError::unavailable(format!(
-                        "queue of model '{}' is full",
-                        shared.spec.name()
-                    )))
-                }
-            }
-        };
-        shared.submitting.fetch_sub(1, AcqRel);
-        shared.unparker.unpark();
-        result
+        self.submitter().submit(q).map_err(|refused| refused.0)
+    }
+
+    /// A handle that queues requests for this model from elsewhere (the sequence batcher
+    /// releasing a sequence's next request).
+    pub(crate) fn submitter(&self) -> Submitter {
+        Submitter(self.shared.clone())
     }
 
     /// The internal error that stopped this model's scheduler, if one did.

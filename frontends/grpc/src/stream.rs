@@ -5,14 +5,16 @@
 //! `infer_stream` (decoupled models answer many times, the others exactly once); every
 //! accepted request gets its own task forwarding its responses into one bounded outgoing
 //! channel, so a slow request never holds up the others. A request that fails is answered
-//! with `error_message` and the stream stays open. When the client goes away the outgoing
+//! with `error_message` and the stream stays open. Requests of one sequence (same
+//! `sequence_id`) are answered in the order they came: each one's task waits for the task
+//! of the one before. When the client goes away the outgoing
 //! channel closes, every task returns, and dropping their engine streams takes the
 //! requests out of the queue.
 
 use std::pin::Pin;
 
 use futures::Stream;
-use nereid_engine::{Engine, EngineError, Origin, ResponseStream, REGION_PARAMETER};
+use nereid_engine::{Engine, EngineError, Origin, ResponseStream, SequenceOrder, REGION_PARAMETER};
 use nereid_proto::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -105,6 +107,7 @@ async fn read_requests(
     mut stop: Stop,
     tx: Sender,
 ) {
+    let mut order = SequenceOrder::default();
     loop {
         let next = tokio::select! {
             next = inbound.message() => next,
@@ -114,7 +117,7 @@ async fn read_requests(
         };
         match next {
             Ok(Some(msg)) => {
-                if !submit(&engine, msg, deadline, &origin, &tx).await {
+                if !submit(&engine, msg, deadline, &origin, &tx, &mut order).await {
                     return;
                 }
             }
@@ -136,6 +139,7 @@ async fn submit(
     deadline: Deadline,
     origin: &Origin,
     tx: &Sender,
+    order: &mut SequenceOrder,
 ) -> bool {
     let mut info = RequestInfo {
         model_name: msg.model_name.clone(),
@@ -158,12 +162,32 @@ async fn submit(
                 )));
             }
             r.origin = origin.clone();
-            engine.infer_stream(r)
+            let sequence = r.sequence_key().map(|key| (key, r.ends_sequence()));
+            engine
+                .infer_stream(r)
+                .map(|responses| (responses, sequence))
         });
     match submitted {
-        Ok(responses) => {
+        Ok((responses, sequence)) => {
             info.send_empty_final |= !responses.is_decoupled();
-            tokio::spawn(forward(responses, info, tx.clone()));
+            let (after, done) = match sequence {
+                Some((key, ends)) => {
+                    let (after, done) = order.next(key, ends);
+                    (after, Some(done))
+                }
+                None => (None, None),
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(previous) = after {
+                    tokio::select! {
+                        _ = previous => {}
+                        () = tx.closed() => return,
+                    }
+                }
+                forward(responses, info, tx).await;
+                drop(done);
+            });
             true
         }
         Err(error) => tx.send(Ok(info.error(&error))).await.is_ok(),
