@@ -97,8 +97,17 @@ pub trait DecoupledInstance: Send {
     /// `Responder::try_reserve`), so what it computes always has room. Sequences that
     /// finish (or whose client went away) are dropped from the live set.
     fn step(&mut self) -> Result<()>;
-    /// Number of live sequences.
+    /// Number of live sequences: [`step`](Self::step) is called while there are any.
     fn live(&self) -> usize;
+    /// How many of the instance's places (of [`ModelSpec::max_sequences`]) its sequences
+    /// hold: a new sequence is admitted when one is given up. By default every live
+    /// sequence holds one until it ends; a model may give a place up earlier (and go on
+    /// answering) or keep it after the sequence ended.
+    ///
+    /// [`ModelSpec::max_sequences`]: crate::ModelSpec::max_sequences
+    fn held(&self) -> usize {
+        self.live()
+    }
     /// For a model with a KV cache: the positions its live sequences hold in it, and the
     /// most one sequence may hold (the context length). The engine reports held over
     /// context times the sequences the instance may run as its KV-cache utilisation.

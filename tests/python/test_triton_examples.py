@@ -4,6 +4,9 @@ are what a Triton user runs first against a new server: the `simple_string`,
 written exactly as those examples do, and Triton's error texts that clients match on.
 Written in our own code after the examples' flows."""
 
+import queue
+import time
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -108,3 +111,60 @@ def test_unknown_models_and_versions_get_tritons_texts(server, protocol):
     with pytest.raises(InferenceServerException) as err:
         client.get_model_metadata("no_such_model")
     assert "Request for unknown model: 'no_such_model' is not found" in str(err.value)
+
+
+def repeat_inputs(values, delays_us=None, wait_us=None):
+    """repeat_int32's inputs as the custom-repeat example builds them: IN, DELAY and WAIT."""
+    tensors = [grpcclient.InferInput("IN", [len(values)], "INT32")]
+    tensors[-1].set_data_from_numpy(np.array(values, dtype=np.int32))
+    if delays_us is not None:
+        tensors.append(grpcclient.InferInput("DELAY", [len(values)], "UINT32"))
+        tensors[-1].set_data_from_numpy(np.array(delays_us, dtype=np.uint32))
+    if wait_us is not None:
+        tensors.append(grpcclient.InferInput("WAIT", [1], "UINT32"))
+        tensors[-1].set_data_from_numpy(np.array([wait_us], dtype=np.uint32))
+    return tensors
+
+
+def stream_repeat(server, requests, count):
+    """Sends each (request id, inputs) on one stream, back to back, and returns the first
+    `count` answers as (request id, OUT, seconds since the first request went out)."""
+    answers = queue.Queue()
+    with grpcclient.InferenceServerClient(server.grpc) as client:
+        client.start_stream(callback=lambda result, error: answers.put(error or result))
+        started = time.monotonic()
+        for request_id, inputs in requests:
+            client.async_stream_infer("repeat_int32", inputs, request_id=request_id)
+        got = []
+        for _ in range(count):
+            item = answers.get(timeout=30)
+            assert not isinstance(item, InferenceServerException), item
+            got.append((item.get_response().id, int(item.as_numpy("OUT")[0]),
+                        time.monotonic() - started))
+        client.stop_stream()
+    return got
+
+
+def test_custom_repeat_example_with_delay_and_wait(server):
+    # The example's request: ten values from 100, each response DELAY after the last, and
+    # a WAIT: the ten come back in order.
+    got = stream_repeat(server, [("r", repeat_inputs(list(range(100, 110)), [1000] * 10, 1000))], 10)
+    assert [out for _, out, _ in got] == list(range(100, 110))
+
+
+def test_wait_shorter_than_the_delays_lets_the_next_request_in(server):
+    # The first request gives its place up at once (WAIT 0) but answers over 0.6 s; the
+    # second, on the same single instance, answers in between.
+    slow = repeat_inputs([1, 2, 3], [0, 300_000, 300_000], 0)
+    got = stream_repeat(server, [("slow", slow), ("quick", repeat_inputs([9]))], 4)
+    order = [request for request, _, _ in got]
+    assert order.index("quick") < order.index("slow") + 2, order
+    assert [out for request, out, _ in got if request == "slow"] == [1, 2, 3]
+
+
+def test_wait_longer_than_the_responses_holds_the_instance(server):
+    # The first request answers at once but keeps the instance for 0.5 s.
+    got = stream_repeat(server, [("held", repeat_inputs([1], None, 500_000)), ("next", repeat_inputs([2]))], 2)
+    timing = {request: at for request, _, at in got}
+    assert timing["next"] >= 0.45, timing
+    assert timing["held"] < timing["next"]

@@ -36,7 +36,8 @@ max_batch_size: 0
 model_transaction_policy { decoupled: true }
 input [
   { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true }
+  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] optional: true },
+  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] optional: true }
 ]
 output [
   { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },

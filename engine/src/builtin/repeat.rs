@@ -1,6 +1,11 @@
 //! A decoupled model after Triton's `repeat_int32`: for each element of `IN` it sends one
 //! response `OUT` = [element], `IDX` = [index], waiting `DELAY[i]` microseconds (if given)
 //! before each; the last response is final. An empty `IN` gets one final empty response.
+//! `WAIT` (if given) is how long the request holds its place in the instance, whatever its
+//! responses do: shorter than the delays lets the next request in while this one still
+//! streams (their responses intermix), longer keeps the next one out after this one is
+//! done. Without it a request holds its place until its last response. Triton's backend
+//! reads DELAY and WAIT in milliseconds; here they are microseconds, so tests run fast.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +19,25 @@ struct Live {
     delays: Vec<u32>,
     next: usize,
     due: Instant,
+    /// When the request gives up its place in the instance (`WAIT`); `None`: at its end.
+    release: Option<Instant>,
     responder: Responder,
+}
+
+impl Live {
+    fn finished(&self) -> bool {
+        self.responder.is_done() || self.responder.is_cancelled()
+    }
+
+    /// Whether it still holds its place in the instance at `now`.
+    fn holds(&self, now: Instant) -> bool {
+        match self.release {
+            // A client that leaves before the end gives the place up; after its last
+            // response it has left anyway.
+            Some(at) => at > now && (self.responder.is_done() || !self.responder.is_cancelled()),
+            None => !self.finished(),
+        }
+    }
 }
 
 /// Streams its input back one element per response, stepping every live request together.
@@ -26,6 +49,7 @@ pub(super) struct Repeat {
 struct RepeatNames {
     input: String,
     delay: Option<String>,
+    wait: Option<String>,
     out: String,
     idx: Option<String>,
 }
@@ -50,6 +74,7 @@ pub(super) fn instance(spec: &ModelSpec) -> Result<Instance> {
     let names = RepeatNames {
         input: input.name.clone(),
         delay: spec.inputs.get(1).map(|t| t.name.clone()),
+        wait: spec.inputs.get(2).map(|t| t.name.clone()),
         out: out.name.clone(),
         idx: spec.outputs.get(1).map(|t| t.name.clone()),
     };
@@ -78,22 +103,37 @@ impl DecoupledInstance for Repeat {
             },
             None => Vec::new(),
         };
+        let wait = match self.names.wait.as_ref().and_then(|n| seq.input(n)) {
+            Some(t) => match t.to_vec::<u32>().map(|w| w.first().copied()) {
+                Ok(Some(w)) => Some(Duration::from_micros(u64::from(w))),
+                Ok(None) => None,
+                Err(e) => return seq.responder.fail(e),
+            },
+            None => None,
+        };
+        let now = Instant::now();
+        let release = wait.map(|w| now + w);
         if values.is_empty() {
-            return seq.responder.finish(Vec::new());
+            seq.responder.finish(Vec::new());
+            if release.is_none() {
+                return;
+            }
         }
         let first_delay = Duration::from_micros(delays.first().copied().unwrap_or(0) as u64);
         self.live.push(Live {
             values,
             delays,
             next: 0,
-            due: Instant::now() + first_delay,
+            due: now + first_delay,
+            release,
             responder: seq.responder,
         });
     }
 
     fn step(&mut self) -> Result<()> {
         let now = Instant::now();
-        if let Some(earliest) = self.live.iter().map(|l| l.due).min() {
+        let next_event = |l: &Live| if l.finished() { l.release } else { Some(l.due) };
+        if let Some(earliest) = self.live.iter().filter_map(next_event).min() {
             if earliest > now {
                 // Nothing is due: wait a little (bounded so new requests are admitted soon).
                 std::thread::sleep((earliest - now).min(Duration::from_millis(2)));
@@ -101,7 +141,7 @@ impl DecoupledInstance for Repeat {
         }
         let now = Instant::now();
         for l in &mut self.live {
-            if l.due > now {
+            if l.due > now || l.finished() {
                 continue;
             }
             // A reader that is behind (or gone) holds its sequence back.
@@ -129,13 +169,18 @@ impl DecoupledInstance for Repeat {
             let delay = l.delays.get(l.next).copied().unwrap_or(0);
             l.due = now + Duration::from_micros(delay as u64);
         }
-        self.live
-            .retain(|l| !l.responder.is_done() && !l.responder.is_cancelled());
+        let now = Instant::now();
+        self.live.retain(|l| !l.finished() || l.holds(now));
         Ok(())
     }
 
     fn live(&self) -> usize {
         self.live.len()
+    }
+
+    fn held(&self) -> usize {
+        let now = Instant::now();
+        self.live.iter().filter(|l| l.holds(now)).count()
     }
 
     fn abort_all(&mut self, error: EngineError) {

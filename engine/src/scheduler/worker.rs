@@ -82,6 +82,7 @@ impl Worker {
         let mut open = true;
         loop {
             let live_before = instance.live();
+            let held_before = instance.held();
             let mut incoming = Vec::new();
             if live_before == 0 {
                 if !open {
@@ -150,7 +151,7 @@ impl Worker {
                 .kv_cache()
                 .map(|(held, context)| (held, context * slots));
             stats.record_decoupled(self.index, live_now, kv_cache);
-            let freed = (live_before + admitted).saturating_sub(live_now);
+            let freed = (held_before + admitted).saturating_sub(instance.held());
             for _ in 0..freed {
                 if self.idle_tx.send(self.index).is_err() {
                     open = false;
