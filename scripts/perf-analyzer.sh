@@ -22,22 +22,19 @@ PYTHON=$ROOT/.venv/bin/python
 [[ -x $PYTHON ]] || PYTHON=python3
 DIR=${XDG_CACHE_HOME:-$HOME/.cache}/nereid/perf-analyzer/$VERSION-trixie
 
-if [[ ! -e $DIR/ready ]]; then
-  mkdir -p "$(dirname "$DIR")"
-  tmp=$(mktemp -d "$DIR.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
-  ( # A subshell: perf_analyzer's own relative paths (-f, --input-data) stay the caller's.
-  cd "$tmp"
-  # The wheel for its own platform, not this one; unpacked, not installed.
+# Fills the folder $1; in a subshell, so perf_analyzer still starts in the caller's directory.
+setup() (
+  cd "$1"
+  # The wheel for its own platform, not this one's; unpacked, not installed.
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: \
     --platform manylinux_2_38_x86_64 -d . "perf-analyzer==$VERSION"
   echo "$WHEEL_SHA256  $WHEEL" | sha256sum -c --quiet
   "$PYTHON" -m zipfile -e "$WHEEL" wheel
   chmod +x wheel/perf_analyzer/bin/perf_analyzer
-  # Trixie's runtime libraries: signed Release -> Packages.xz's SHA256 -> each .deb's SHA256.
+  # Trixie's libraries: signed Release -> each Packages.xz's SHA256 -> each .deb's SHA256.
   curl -fsSLo InRelease "$DEBIAN/dists/trixie/InRelease"
-  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg -o Release InRelease 2>gpgv.log ||
-    { cat gpgv.log >&2; exit 1; }
+  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg -o Release InRelease \
+    2>gpgv.log || { cat gpgv.log >&2; exit 1; }
   for component in main non-free; do
     index=$component/binary-amd64/Packages.xz
     curl -fsSLo Packages.xz "$DEBIAN/dists/trixie/$index"
@@ -48,18 +45,25 @@ if [[ ! -e $DIR/ready ]]; then
   done
   for package in libc6 libstdc++6 libgcc-s1 libcudart12; do
     read -r file sha < <(awk -v p="$package" '$1 == "Package:" {hit = $2 == p}
-      hit && $1 == "Filename:" {f = $2} hit && $1 == "SHA256:" {print f, $2; exit}' Packages)
+      hit && $1 == "Filename:" {f = $2} hit && $1 == "SHA256:" {print f, $2; exit}' Packages) ||
+      { echo "$0: no $package in Debian trixie's index" >&2; exit 1; }
     curl -fsSLo "$package.deb" "$DEBIAN/$file"
     echo "$sha  $package.deb" | sha256sum -c --quiet
     dpkg-deb -x "$package.deb" root
   done
-  # perf_analyzer dlopens "libcudart.so" for any --shared-memory, system included (a GPU
-  # build: its shared-memory manager holds a CUDA library handle); nothing calls into it
-  # without CUDA shared memory, and it loads without a GPU or driver.
+  # The wheel's perf_analyzer is a GPU build: its shared-memory manager dlopens
+  # "libcudart.so" for any --shared-memory, system included, and throws without it. Only
+  # CUDA shared memory calls into it; it loads without a GPU or driver.
   ln -s libcudart.so.12 root/usr/lib/x86_64-linux-gnu/libcudart.so
   rm -f ./*.deb Packages* InRelease Release gpgv.log "$WHEEL"
   touch ready
-  )
+)
+
+if [[ ! -e $DIR/ready ]]; then
+  mkdir -p "$(dirname "$DIR")"
+  tmp=$(mktemp -d "$DIR.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  setup "$tmp"
   # A concurrent first run may have finished first: then keep its folder.
   mv -T "$tmp" "$DIR" 2>/dev/null || rm -rf "$tmp"
   trap - EXIT

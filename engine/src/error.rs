@@ -60,6 +60,21 @@ impl EngineError {
         ))
     }
 
+    /// The same error, its message prefixed with `context` (`"CONTEXT: MESSAGE"`).
+    pub fn in_context(self, context: &str) -> Self {
+        let wrap = |msg: String| format!("{context}: {msg}");
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(wrap(m)),
+            Self::NotFound(m) => Self::NotFound(wrap(m)),
+            Self::Unavailable(m) => Self::Unavailable(wrap(m)),
+            Self::Unimplemented(m) => Self::Unimplemented(wrap(m)),
+            Self::ResourceExhausted(m) => Self::ResourceExhausted(wrap(m)),
+            Self::Cancelled(m) => Self::Cancelled(wrap(m)),
+            Self::DeadlineExceeded(m) => Self::DeadlineExceeded(wrap(m)),
+            Self::Internal(m) => Self::Internal(wrap(m)),
+        }
+    }
+
     /// The failure reason label Triton uses on `nv_inference_request_failure`.
     pub fn failure_reason(&self) -> &'static str {
         match self {

@@ -14,6 +14,7 @@ mod cache;
 mod config;
 mod dtype;
 mod engine;
+mod ensemble;
 mod error;
 #[cfg(test)]
 mod fuzz;
@@ -40,10 +41,10 @@ pub use backend::{
 };
 pub use cache::CacheSettings;
 pub use config::{
-    field_support, BatchingPolicy, ControlKind, Device, FieldSupport, ModelSpec, QueuePolicy,
-    SequenceControl, SequenceSpec, SequenceState, SequenceStrategy, TensorSpec, TimeoutPolicy,
-    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SEQUENCE_IDLE, EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT,
-    IGNORED_FIELDS_PARAMETER, MAX_INSTANCES,
+    field_support, BatchingPolicy, ControlKind, Device, EnsembleSpec, EnsembleStep, FieldSupport,
+    ModelSpec, QueuePolicy, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
+    TensorSpec, TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SEQUENCE_IDLE, ENSEMBLE_PLATFORM,
+    EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER, MAX_INSTANCES,
 };
 pub use dtype::DataType;
 pub use engine::{

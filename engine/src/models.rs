@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::ensemble::Ensemble;
 use crate::generation::GenerationIo;
 use crate::scheduler::ModelRunner;
 use crate::sequence::SequenceTable;
@@ -19,11 +20,21 @@ pub(crate) struct ModelVersion {
     pub spec: Arc<ModelSpec>,
     pub version: i64,
     pub stats: Arc<ModelStats>,
-    pub runner: ModelRunner,
+    /// The scheduler and instances; `None` for an ensemble, which has none of its own.
+    pub runner: Option<ModelRunner>,
+    /// The graph of an ensemble.
+    pub ensemble: Option<Arc<Ensemble>>,
     /// The live sequences of a model with `sequence_batching`.
     pub sequences: Option<Arc<SequenceTable>>,
-    /// Kept for its per-request check.
-    pub loaded: Arc<dyn LoadedModel>,
+    /// Kept for its per-request check; `None` for an ensemble.
+    pub loaded: Option<Arc<dyn LoadedModel>>,
+}
+
+impl ModelVersion {
+    /// The internal error that stopped this version's scheduler, if one did.
+    pub(crate) fn fault(&self) -> Option<&str> {
+        self.runner.as_ref().and_then(ModelRunner::fault)
+    }
 }
 
 /// What a frontend needs to know of a ready model version, typed: the version requests go
@@ -78,10 +89,7 @@ pub(crate) enum LoadCause {
 impl ModelEntry {
     /// The newest version still serving (one whose scheduler failed is skipped).
     fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
-        self.versions
-            .values()
-            .rev()
-            .find(|m| m.runner.fault().is_none())
+        self.versions.values().rev().find(|m| m.fault().is_none())
     }
 }
 
@@ -136,7 +144,7 @@ impl ModelTable {
             .ok_or_else(|| EngineError::unknown_model(name))?;
         match version {
             Some(v) => match entry.versions.get(&v) {
-                Some(m) if m.runner.fault().is_none() => Ok(m.clone()),
+                Some(m) if m.fault().is_none() => Ok(m.clone()),
                 Some(_) => Err(not_ready(name, entry)),
                 None if entry.versions.is_empty() => Err(not_ready(name, entry)),
                 None => Err(EngineError::unknown_version(name, v)),
@@ -175,8 +183,20 @@ impl ModelTable {
         cause: LoadCause,
     ) -> Result<()> {
         let _control = self.control.lock();
+        self.load_locked(name, config, cause, 0)
+    }
+
+    /// [`load`](Self::load) with the control lock held; `depth` counts the ensembles whose
+    /// loading asked for this one.
+    fn load_locked(
+        &self,
+        name: &str,
+        config: Option<nereid_proto::inference::ModelConfig>,
+        cause: LoadCause,
+        depth: usize,
+    ) -> Result<()> {
         let fingerprint = self.repository.as_ref().map(|r| r.fingerprint(name));
-        match self.build(name, config) {
+        match self.build(name, config, cause, depth) {
             Ok(loaded) => {
                 let old = {
                     let mut entries = self.entries.write();
@@ -216,6 +236,8 @@ impl ModelTable {
         &self,
         name: &str,
         config: Option<nereid_proto::inference::ModelConfig>,
+        cause: LoadCause,
+        depth: usize,
     ) -> Result<BTreeMap<i64, Arc<ModelVersion>>> {
         let repo = self.repository.as_ref().ok_or_else(|| {
             EngineError::unavailable("the server has no model repository to load from")
@@ -241,6 +263,9 @@ impl ModelTable {
                 "model '{name}': field 'response_cache' enables the response cache, but this server \
                  has none: start it with --cache-config local,size=BYTES"
             )));
+        }
+        if spec.ensemble.is_some() {
+            return self.build_ensemble(repo, &spec, cause, depth);
         }
         let backend = self.backends.resolve(&spec)?;
         let samples = crate::warmup::samples(&spec, &repo.model_dir(name))?;
@@ -283,13 +308,60 @@ impl ModelTable {
                     spec: spec.clone(),
                     version,
                     stats,
-                    runner,
+                    runner: Some(runner),
                     sequences,
-                    loaded: model.clone(),
+                    ensemble: None,
+                    loaded: Some(model.clone()),
                 }),
             );
         }
         Ok(loaded)
+    }
+
+    /// An ensemble's versions, after loading the models of its steps that are not serving
+    /// (as Triton does) and checking the steps against them.
+    fn build_ensemble(
+        &self,
+        repo: &Repository,
+        spec: &Arc<ModelSpec>,
+        cause: LoadCause,
+        depth: usize,
+    ) -> Result<BTreeMap<i64, Arc<ModelVersion>>> {
+        let name = spec.name();
+        let graph = spec.ensemble.as_ref().expect("an ensemble");
+        for (i, step) in graph.steps.iter().enumerate() {
+            if self.resolve(&step.model, None).is_ok() || !repo.contains(&step.model) {
+                continue;
+            }
+            if depth >= MAX_ENSEMBLE_DEPTH {
+                return Err(EngineError::invalid(format!(
+                    "ensemble '{name}': ensembles nest more than {MAX_ENSEMBLE_DEPTH} deep (does \
+                     one contain itself?)"
+                )));
+            }
+            self.load_locked(&step.model, None, cause, depth + 1)
+                .map_err(|e| e.in_context(&format!("ensemble '{name}' {}", step.label(i))))?;
+        }
+        crate::ensemble::check_steps(spec, |model, version| {
+            Ok(self.resolve(model, version)?.spec.clone())
+        })?;
+        let ensemble = Arc::new(Ensemble::new(spec.clone()));
+        Ok(repo
+            .version_dirs(name, &spec.config)?
+            .into_iter()
+            .map(|(version, _)| {
+                let model = ModelVersion {
+                    spec: spec.clone(),
+                    version,
+                    stats: Arc::new(ModelStats::new(name, version)),
+                    runner: None,
+                    ensemble: Some(ensemble.clone()),
+                    sequences: None,
+                    loaded: None,
+                };
+                (version, Arc::new(model))
+            })
+            .collect())
     }
 
     /// Unloads a model: it takes no new requests, finishes queued ones, then stops.
@@ -389,7 +461,7 @@ impl ModelTable {
 const UNLOADED: &str = "unloaded";
 
 fn not_ready(name: &str, entry: &ModelEntry) -> EngineError {
-    let fault = entry.versions.values().find_map(|m| m.runner.fault());
+    let fault = entry.versions.values().find_map(|m| m.fault());
     let reason = entry
         .reason
         .as_deref()
@@ -397,6 +469,9 @@ fn not_ready(name: &str, entry: &ModelEntry) -> EngineError {
         .unwrap_or("no version is loaded");
     EngineError::unavailable(format!("model '{name}' is not ready: {reason}"))
 }
+
+/// How deep ensembles may contain ensembles.
+const MAX_ENSEMBLE_DEPTH: usize = 8;
 
 fn prefix(name: &str, version: i64, e: EngineError) -> EngineError {
     let msg = format!("model '{name}' version {version}: {e}");
@@ -413,6 +488,8 @@ fn stop_entry(entry: Option<ModelEntry>) {
         if let Some(sequences) = &m.sequences {
             sequences.close();
         }
-        m.runner.stop();
+        if let Some(runner) = &m.runner {
+            runner.stop();
+        }
     }
 }

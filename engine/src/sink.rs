@@ -201,6 +201,14 @@ impl Sink {
         }
     }
 
+    /// Resolves when the client has gone away.
+    pub(crate) async fn closed(&mut self) {
+        match self {
+            Self::Unary(tx) => tx.closed().await,
+            Self::Stream(tx) => tx.closed().await,
+        }
+    }
+
     /// Sends the one and only response of a non-decoupled request.
     pub(crate) fn finish(self, ctx: &mut RequestContext, mut outcome: Result<InferResponse>) {
         // The sequence's next request is released only after this response is out, so a

@@ -174,7 +174,7 @@ def test_health_metadata_config_stats_index(client):
     stats = client.get_inference_statistics("simple")["model_stats"][0]
     assert stats["name"] == "simple" and int(stats["inference_stats"]["success"]["count"]) >= 1
     demo = {"simple", "identity_fp32", "repeat_int32", "simple_string", "simple_int8", "simple_identity",
-            "simple_sequence", "simple_dyna_sequence", "simple_string_dyna_sequence"}
+            "simple_sequence", "simple_dyna_sequence", "simple_string_dyna_sequence", "ensemble_add_sub"}
     assert len(client.get_inference_statistics()["model_stats"]) == len(demo)
     index = client.get_model_repository_index()
     assert {m["name"] for m in index} == demo

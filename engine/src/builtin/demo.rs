@@ -154,6 +154,52 @@ output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
+/// An ensemble over `simple`: step 1 gives SUM and DIFF of the inputs; steps 2 and 3 both
+/// wait on it and then run at once, giving OUTPUT0 = 2*INPUT0, OUTPUT1 = 2*INPUT1,
+/// OUTPUT2 = 2*INPUT0 and OUTPUT3 = -2*INPUT1. Listed out of order: the graph decides.
+pub const ENSEMBLE_ADD_SUB: &str = r#"name: "ensemble_add_sub"
+platform: "ensemble"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT2" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT3" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+ensemble_scheduling {
+  step [
+    {
+      model_name: "simple"
+      model_version: -1
+      input_map { key: "INPUT0" value: "SUM" }
+      input_map { key: "INPUT1" value: "DIFF" }
+      output_map { key: "OUTPUT0" value: "OUTPUT0" }
+      output_map { key: "OUTPUT1" value: "OUTPUT1" }
+    },
+    {
+      model_name: "simple"
+      model_version: -1
+      input_map { key: "INPUT0" value: "DIFF" }
+      input_map { key: "INPUT1" value: "SUM" }
+      output_map { key: "OUTPUT0" value: "OUTPUT2" }
+      output_map { key: "OUTPUT1" value: "OUTPUT3" }
+    },
+    {
+      model_name: "simple"
+      model_version: -1
+      input_map { key: "INPUT0" value: "INPUT0" }
+      input_map { key: "INPUT1" value: "INPUT1" }
+      output_map { key: "OUTPUT0" value: "SUM" }
+      output_map { key: "OUTPUT1" value: "DIFF" }
+    }
+  ]
+}
+"#;
+
 /// `sleep` with one instance (not a demo model: tests add it to fill a queue).
 pub const SLEEP: &str = r#"name: "sleep"
 backend: "sleep"
@@ -164,7 +210,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 "#;
 
 /// The built-in demo models as (name, config.pbtxt text).
-pub const BUILTIN_MODELS: [(&str, &str); 9] = [
+pub const BUILTIN_MODELS: [(&str, &str); 10] = [
     ("simple", SIMPLE),
     ("identity_fp32", IDENTITY_FP32),
     ("repeat_int32", REPEAT_INT32),
@@ -174,6 +220,7 @@ pub const BUILTIN_MODELS: [(&str, &str); 9] = [
     ("simple_sequence", SIMPLE_SEQUENCE),
     ("simple_dyna_sequence", SIMPLE_DYNA_SEQUENCE),
     ("simple_string_dyna_sequence", SIMPLE_STRING_DYNA_SEQUENCE),
+    ("ensemble_add_sub", ENSEMBLE_ADD_SUB),
 ];
 
 /// Writes `<root>/<name>/config.pbtxt` and an empty version folder `<root>/<name>/1` for

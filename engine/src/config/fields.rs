@@ -73,9 +73,10 @@ pub const FIELD_SUPPORT: &[(&str, FieldSupport)] = &[
         "sequence_batching.state.use_growable_memory",
         Ignored("a buffer-sharing hint; state is kept as the output the model returned"),
     ),
+    ("ensemble_scheduling", Honoured),
     (
-        "ensemble_scheduling",
-        Refused("ensembles are not supported yet"),
+        "ensemble_scheduling.step.model_namespace",
+        Refused("model namespaces are not supported: model names are global"),
     ),
     ("instance_group", Honoured),
     (

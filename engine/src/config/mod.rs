@@ -10,9 +10,11 @@ use nereid_proto::inference::{
 
 use crate::{DataType, EngineError, Result};
 
+mod ensemble;
 mod fields;
 mod sequence;
 
+pub use ensemble::{EnsembleSpec, EnsembleStep, ENSEMBLE_PLATFORM};
 pub use fields::{field_support, FieldSupport, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER};
 pub use sequence::{
     ControlKind, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
@@ -112,6 +114,9 @@ pub struct ModelSpec {
     /// Present for a stateful model (`sequence_batching`): its requests carry a sequence
     /// id and flags, and run in order one at a time per sequence.
     pub sequence: Option<SequenceSpec>,
+    /// Present for an ensemble (`platform: "ensemble"`): its requests run through its
+    /// steps' models; it has no instances of its own.
+    pub ensemble: Option<EnsembleSpec>,
 }
 
 impl ModelSpec {
@@ -238,10 +243,37 @@ impl ModelSpec {
                 sequence_batching = Some(s.clone());
                 None
             }
-            Some(SchedulingChoice::EnsembleScheduling(_)) => {
-                return Err(bad("ensemble_scheduling is not supported yet".into()))
-            }
+            Some(SchedulingChoice::EnsembleScheduling(_)) => None,
             None => None,
+        };
+        let ensemble = match &config.scheduling_choice {
+            Some(SchedulingChoice::EnsembleScheduling(e)) => {
+                if config.platform != ENSEMBLE_PLATFORM {
+                    return Err(bad(format!(
+                        "ensemble_scheduling needs platform: \"{ENSEMBLE_PLATFORM}\""
+                    )));
+                }
+                for (set, field) in [
+                    (decoupled, "model_transaction_policy"),
+                    (response_cache, "response_cache"),
+                    (!config.model_warmup.is_empty(), "model_warmup"),
+                    (!config.instance_group.is_empty(), "instance_group"),
+                ] {
+                    if set {
+                        return Err(bad(format!(
+                            "field '{field}' is not supported for an ensemble: its steps' \
+                             models have their own"
+                        )));
+                    }
+                }
+                Some(ensemble::parse(e, &inputs, &outputs).map_err(bad)?)
+            }
+            _ if config.platform == ENSEMBLE_PLATFORM => {
+                return Err(bad(
+                    "platform \"ensemble\" needs ensemble_scheduling with its steps".into(),
+                ))
+            }
+            _ => None,
         };
         let mut batching = match &dynamic {
             Some(d) if max_batch_size > 0 => Some(batching_policy(d, max_batch_size).map_err(bad)?),
@@ -251,7 +283,7 @@ impl ModelSpec {
             queue_levels(dynamic.as_ref().unwrap_or(&ModelDynamicBatching::default()))
                 .map_err(bad)?;
 
-        if config.instance_group.is_empty() {
+        if config.instance_group.is_empty() && ensemble.is_none() {
             config.instance_group.push(ModelInstanceGroup {
                 name: config.name.clone(),
                 count: 1,
@@ -337,6 +369,7 @@ impl ModelSpec {
             execution_timeout,
             response_cache,
             sequence,
+            ensemble,
         })
     }
 }

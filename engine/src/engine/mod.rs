@@ -467,7 +467,10 @@ impl Engine {
             )));
         }
         let checked = validate(&spec, &request).and_then(|admission| match &target {
-            Target::Local(model) => model.loaded.check_request(&request).map(|()| admission),
+            Target::Local(model) => match &model.loaded {
+                Some(loaded) => loaded.check_request(&request).map(|()| admission),
+                None => Ok(admission),
+            },
             Target::Remote(_) => Ok(admission),
         });
         let admission = match checked {
@@ -511,6 +514,11 @@ impl Engine {
                 return Ok(spec.decoupled);
             }
         }
+        if let Some(ensemble) = &model.ensemble {
+            return ensemble
+                .submit(self.clone(), request, sink, ctx)
+                .map(|()| spec.decoupled);
+        }
         let policy = &spec.levels[admission.level];
         let timeout = match admission.timeout {
             Some(t) if policy.allow_timeout_override || policy.default_timeout.is_none() => Some(t),
@@ -533,7 +541,10 @@ impl Engine {
         };
         let submitted = match &model.sequences {
             Some(table) => table.submit(queued),
-            None => model.runner.submit(queued),
+            None => match &model.runner {
+                Some(runner) => runner.submit(queued),
+                None => Err(EngineError::internal("a model without a scheduler")),
+            },
         };
         submitted.inspect_err(|e| {
             model

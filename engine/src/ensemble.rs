@@ -1,0 +1,241 @@
+//! Ensembles: a request to an ensemble runs its steps as a graph, each step as soon as
+//! its inputs exist, each through its model's own queue and batcher (so the steps'
+//! statistics count it and its batches share with direct requests). Orchestration only:
+//! it runs on the async runtime, the steps' models compute on their own threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::sink::{RequestContext, Sink};
+use crate::{
+    Engine, EngineError, EnsembleSpec, InferRequest, ModelSpec, RequestedOutput, Result, Tensor,
+};
+
+/// A loaded ensemble version: its graph and its in-flight bound.
+pub(crate) struct Ensemble {
+    spec: Arc<ModelSpec>,
+    inflight: Option<Arc<Semaphore>>,
+}
+
+impl Ensemble {
+    pub(crate) fn new(spec: Arc<ModelSpec>) -> Self {
+        let inflight = spec
+            .ensemble
+            .as_ref()
+            .and_then(|e| e.max_inflight)
+            .map(|n| Arc::new(Semaphore::new(n)));
+        Self { spec, inflight }
+    }
+
+    fn graph(&self) -> &EnsembleSpec {
+        self.spec
+            .ensemble
+            .as_ref()
+            .expect("an ensemble's spec has its graph")
+    }
+
+    /// Runs a validated request through the steps on a task of its own and answers `sink`;
+    /// a client that goes away cancels the steps still queued.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        engine: Engine,
+        request: InferRequest,
+        mut sink: Sink,
+        mut ctx: RequestContext,
+    ) -> Result<()> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| EngineError::internal("ensembles run on the server's async runtime"))?;
+        let ensemble = self.clone();
+        runtime.spawn(async move {
+            let outcome = tokio::select! {
+                outcome = ensemble.run(&engine, request) => outcome,
+                () = sink.closed() => return,
+            };
+            let outcome = outcome.map(|outputs| ctx.response(outputs, true));
+            sink.finish(&mut ctx, outcome);
+        });
+        Ok(())
+    }
+
+    /// The ensemble's outputs, in config order.
+    async fn run(&self, engine: &Engine, request: InferRequest) -> Result<Vec<Tensor>> {
+        let _permit = match &self.inflight {
+            Some(s) => Some(s.acquire().await.map_err(|_| {
+                EngineError::unavailable(format!("ensemble '{}' is unloading", self.spec.name()))
+            })?),
+            None => None,
+        };
+        let graph = self.graph();
+        let mut tensors: HashMap<String, Tensor> = request
+            .inputs
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        let mut waiting: Vec<usize> = (0..graph.steps.len()).collect();
+        // Dropped on an error or a client gone: the steps still queued are cancelled.
+        let mut running = JoinSet::new();
+        loop {
+            let ready: Vec<usize> = waiting
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    graph.steps[i]
+                        .inputs
+                        .iter()
+                        .all(|(_, t)| tensors.contains_key(t))
+                })
+                .collect();
+            waiting.retain(|i| !ready.contains(i));
+            for i in ready {
+                let step_request = self.step_request(i, &request, &tensors);
+                let engine = engine.clone();
+                running.spawn(async move { (i, engine.infer(step_request).await) });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, outcome) = joined.map_err(|e| {
+                EngineError::internal(format!(
+                    "ensemble '{}': a step failed: {e}",
+                    self.spec.name()
+                ))
+            })?;
+            let step = &graph.steps[i];
+            let response = outcome.map_err(|e| self.step_error(i, e))?;
+            for (output, tensor) in &step.outputs {
+                let mut t = response.output(output).cloned().ok_or_else(|| {
+                    EngineError::internal(format!(
+                        "ensemble '{}' {}: no output '{output}' in its response",
+                        self.spec.name(),
+                        step.label(i)
+                    ))
+                })?;
+                t.name = tensor.clone();
+                tensors.insert(tensor.clone(), t);
+            }
+        }
+        if let Some(&i) = waiting.first() {
+            return Err(EngineError::internal(format!(
+                "ensemble '{}' {} never got its inputs",
+                self.spec.name(),
+                graph.steps[i].label(i)
+            )));
+        }
+        self.spec
+            .outputs
+            .iter()
+            .map(|o| {
+                tensors.remove(&o.name).ok_or_else(|| {
+                    EngineError::internal(format!(
+                        "ensemble '{}': no step made output '{}'",
+                        self.spec.name(),
+                        o.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Step `i`'s request: its inputs renamed from the ensemble's tensors, its mapped
+    /// outputs asked for, the ensemble request's parameters, deadline and origin.
+    fn step_request(
+        &self,
+        i: usize,
+        request: &InferRequest,
+        tensors: &HashMap<String, Tensor>,
+    ) -> InferRequest {
+        let step = &self.graph().steps[i];
+        InferRequest {
+            model_name: step.model.clone(),
+            model_version: step.version,
+            id: request.id.clone(),
+            inputs: step
+                .inputs
+                .iter()
+                .map(|(input, tensor)| {
+                    let mut t = tensors[tensor].clone();
+                    t.name = input.clone();
+                    t
+                })
+                .collect(),
+            outputs: step
+                .outputs
+                .iter()
+                .map(|(output, _)| RequestedOutput {
+                    name: output.clone(),
+                    parameters: Default::default(),
+                })
+                .collect(),
+            parameters: request.parameters.clone(),
+            deadline: request.deadline,
+            origin: request.origin.clone(),
+        }
+    }
+
+    /// A step's error, of the same kind, naming the ensemble and the step.
+    fn step_error(&self, i: usize, error: EngineError) -> EngineError {
+        let context = format!(
+            "ensemble '{}' {}",
+            self.spec.name(),
+            self.graph().steps[i].label(i)
+        );
+        error.in_context(&context)
+    }
+}
+
+/// Validates an ensemble against the models it is made of, as loaded now: each step's
+/// inputs and outputs exist with the ensemble tensors' datatypes.
+pub(crate) fn check_steps(
+    spec: &ModelSpec,
+    step_spec: impl Fn(&str, Option<i64>) -> Result<Arc<ModelSpec>>,
+) -> Result<()> {
+    let graph = spec.ensemble.as_ref().expect("an ensemble");
+    let mut dtypes: HashMap<&str, crate::DataType> = spec
+        .inputs
+        .iter()
+        .chain(&spec.outputs)
+        .map(|t| (t.name.as_str(), t.dtype))
+        .collect();
+    let bad = |msg: String| EngineError::invalid(format!("ensemble '{}': {msg}", spec.name()));
+    for (i, step) in graph.steps.iter().enumerate() {
+        let model = step_spec(&step.model, step.version)
+            .map_err(|e| bad(format!("{}: {e}", step.label(i))))?;
+        if model.decoupled {
+            return Err(bad(format!(
+                "{}: decoupled models cannot be ensemble steps here",
+                step.label(i)
+            )));
+        }
+        let pairs = step
+            .inputs
+            .iter()
+            .map(|(name, tensor)| (name, tensor, model.input(name), "input"))
+            .chain(
+                step.outputs
+                    .iter()
+                    .map(|(name, tensor)| (name, tensor, model.output(name), "output")),
+            );
+        for (name, tensor, found, what) in pairs {
+            let found = found.ok_or_else(|| {
+                bad(format!(
+                    "{}: the model has no {what} '{name}'",
+                    step.label(i)
+                ))
+            })?;
+            match dtypes.insert(tensor.as_str(), found.dtype) {
+                Some(d) if d != found.dtype => {
+                    return Err(bad(format!(
+                        "{}: {what} '{name}' is {}, but ensemble tensor '{tensor}' is {d}",
+                        step.label(i),
+                        found.dtype
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

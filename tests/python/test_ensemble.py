@@ -1,0 +1,186 @@
+"""Ensembles (`platform: "ensemble"`, `ensemble_scheduling`) through tritonclient over
+HTTP and gRPC: the demo repository's `ensemble_add_sub` (a graph over `simple` whose
+second and third steps wait on the first and then run together), statistics for the
+ensemble and for its composing model, a failing step named in the error, loading an
+ensemble loading its steps' models, and ensembles refused at load with the reason."""
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import SIMPLE_CONFIG, THROUGH_GATEWAY, start_server
+
+SIMPLE_STRING_CONFIG = SIMPLE_CONFIG.replace('"simple"', '"simple_string"').replace("TYPE_INT32", "TYPE_STRING")
+
+PROTOCOLS = ("http", "grpc")
+
+
+def client_for(srv, protocol):
+    if protocol == "http":
+        return httpclient, httpclient.InferenceServerClient(srv.http)
+    return grpcclient, grpcclient.InferenceServerClient(srv.grpc)
+
+
+def pair(door, a, b, datatype="INT32"):
+    tensors = [door.InferInput("INPUT0", list(a.shape), datatype), door.InferInput("INPUT1", list(b.shape), datatype)]
+    tensors[0].set_data_from_numpy(a)
+    tensors[1].set_data_from_numpy(b)
+    return tensors
+
+
+def successes(client, protocol, model):
+    stats = client.get_inference_statistics(model)
+    if protocol == "http":
+        return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+    return stats.model_stats[0].inference_stats.success.count
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ensemble_add_sub_runs_its_graph(server, protocol):
+    door, client = client_for(server, protocol)
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    b = np.full((2, 16), 3, dtype=np.int32)
+    before = successes(client, protocol, "simple"), successes(client, protocol, "ensemble_add_sub")
+    result = client.infer("ensemble_add_sub", pair(door, a, b), request_id="ens-1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), 2 * a)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), 2 * b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT2"), 2 * a)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT3"), -2 * b)
+    response = result.get_response()
+    assert (response["id"] if protocol == "http" else response.id) == "ens-1"
+    # The ensemble counts one request, its composing model one per step (in the engine
+    # that ran them: a gateway counts the requests it forwards).
+    after = successes(client, protocol, "simple"), successes(client, protocol, "ensemble_add_sub")
+    assert after[1] - before[1] == 1
+    if not THROUGH_GATEWAY:
+        assert after[0] - before[0] >= 3
+    # Asking for some outputs only.
+    result = client.infer("ensemble_add_sub", pair(door, a, b), outputs=[door.InferRequestedOutput("OUTPUT3")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT3"), -2 * b)
+    assert result.as_numpy("OUTPUT0") is None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ensemble_metadata_and_config(server, protocol):
+    _, client = client_for(server, protocol)
+    metadata = client.get_model_metadata("ensemble_add_sub")
+    config = client.get_model_config("ensemble_add_sub")
+    if protocol == "http":
+        assert metadata["platform"] == "ensemble"
+        assert [o["name"] for o in metadata["outputs"]] == ["OUTPUT0", "OUTPUT1", "OUTPUT2", "OUTPUT3"]
+        assert len(config["ensemble_scheduling"]["step"]) == 3
+        assert "instance_group" not in config or not config["instance_group"]
+    else:
+        assert metadata.platform == "ensemble"
+        assert len(config.config.ensemble_scheduling.step) == 3
+
+
+def test_ensemble_input_errors_are_the_ensembles(server):
+    door, client = client_for(server, "grpc")
+    wrong = door.InferInput("INPUT0", [1, 16], "FP32")
+    wrong.set_data_from_numpy(np.zeros((1, 16), np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("ensemble_add_sub", [wrong])
+    assert "model 'ensemble_add_sub'" in str(err.value) and "INPUT0" in str(err.value)
+
+
+STRING_STEP = """name: "text_sum"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "A" data_type: TYPE_STRING dims: [ 16 ] }, { name: "B" data_type: TYPE_STRING dims: [ 16 ] } ]
+output [ { name: "SUM" data_type: TYPE_STRING dims: [ 16 ] } ]
+ensemble_scheduling { step [ {
+  model_name: "simple_string" model_version: -1
+  input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }
+  output_map { key: "OUTPUT0" value: "SUM" }
+} ] }
+"""
+
+BAD = {
+    "unknown_step": ("""name: "unknown_step"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "nope" model_version: -1
+  input_map { key: "INPUT0" value: "X" } output_map { key: "OUTPUT0" value: "Y" } } ] }
+""", "step 1 (model 'nope')"),
+    "wrong_type": ("""name: "wrong_type"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "Z" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "simple" model_version: -1
+  input_map { key: "INPUT0" value: "X" } input_map { key: "INPUT1" value: "Z" }
+  output_map { key: "OUTPUT0" value: "Y" } } ] }
+""", "input 'INPUT0' is INT32, but ensemble tensor 'X' is FP32"),
+    "cycle": ("""name: "cycle"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [
+  { model_name: "simple" model_version: -1 input_map { key: "INPUT0" value: "X" } input_map { key: "INPUT1" value: "Q" }
+    output_map { key: "OUTPUT0" value: "P" } },
+  { model_name: "simple" model_version: -1 input_map { key: "INPUT0" value: "P" } input_map { key: "INPUT1" value: "X" }
+    output_map { key: "OUTPUT0" value: "Q" } output_map { key: "OUTPUT1" value: "Y" } } ] }
+""", "ensemble steps wait on each other in a cycle"),
+    "unmade_output": ("""name: "unmade_output"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "W" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "simple" model_version: -1
+  input_map { key: "INPUT0" value: "X" } input_map { key: "INPUT1" value: "X" } output_map { key: "OUTPUT0" value: "Y" } } ] }
+""", "ensemble output 'W' is made by no step"),
+    "no_steps": ("""name: "no_steps"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] } ]
+""", "platform \"ensemble\" needs ensemble_scheduling"),
+}
+
+
+@pytest.fixture(scope="module")
+def explicit_server(tmp_path_factory):
+    """Explicit model control over `simple`, `simple_string` and the ensembles above:
+    nothing is loaded until asked for."""
+    root = tmp_path_factory.mktemp("ensembles")
+    models = [("simple", SIMPLE_CONFIG), ("simple_string", SIMPLE_STRING_CONFIG), ("text_sum", STRING_STEP)]
+    for name, text in models + [(n, t) for n, (t, _) in BAD.items()]:
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(text)
+    srv = start_server(["--model-repository", str(root), "--model-control-mode", "explicit"])
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_loading_an_ensemble_loads_its_steps_and_a_step_error_names_the_step(explicit_server, protocol):
+    door, client = client_for(explicit_server, protocol)
+    client.load_model("text_sum")
+    assert client.is_model_ready("text_sum") and client.is_model_ready("simple_string")
+    words = np.array([str(i).encode() for i in range(16)], dtype=np.object_).reshape(1, 16)
+    tensors = [door.InferInput("A", [1, 16], "BYTES"), door.InferInput("B", [1, 16], "BYTES")]
+    tensors[0].set_data_from_numpy(words)
+    tensors[1].set_data_from_numpy(words)
+    got = client.infer("text_sum", tensors).as_numpy("SUM")
+    assert [int(x) for x in got.flatten()] == [2 * i for i in range(16)]
+    bad = words.copy()
+    bad[0][5] = b"five"
+    tensors[1].set_data_from_numpy(bad)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("text_sum", tensors)
+    assert "ensemble 'text_sum' step 1 (model 'simple_string'): " in str(err.value)
+    assert "element 5 is \"five\"" in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_broken_ensemble_is_refused_at_load_with_the_reason(explicit_server, name):
+    _, client = client_for(explicit_server, "http")
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model(name)
+    assert BAD[name][1] in str(err.value), str(err.value)
