@@ -205,6 +205,20 @@ impl SharedMemory {
             })
     }
 
+    /// The CUDA regions registered: this server registers none (it has no CUDA shared
+    /// memory; registering is refused), so the list is empty and a name is NotFound. A
+    /// client's unregister of CUDA regions, as perf_analyzer sends on exit, has nothing to
+    /// do and succeeds, as on a Triton built without GPUs.
+    pub fn cuda_status(&self, name: &str) -> Result<Vec<SharedMemoryRegion>> {
+        if name.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(EngineError::NotFound(format!(
+            "CUDA shared-memory region '{name}' is not registered: this server has no CUDA \
+             shared memory"
+        )))
+    }
+
     /// The mapping `at` names and the byte range it covers in it, bounds checked.
     fn locate(&self, at: &SharedMemoryRef, what: &str) -> Result<(Arc<Mapping>, usize, usize)> {
         let mapping = self

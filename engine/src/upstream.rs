@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nereid_proto::inference::ModelConfig;
 
@@ -71,6 +72,8 @@ pub type ControlFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'stati
 pub struct Reply {
     sink: Option<Sink>,
     ctx: RequestContext,
+    /// When the first attempt on an engine began.
+    forwarded: Option<Instant>,
 }
 
 impl Reply {
@@ -78,6 +81,7 @@ impl Reply {
         Self {
             sink: Some(sink),
             ctx,
+            forwarded: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl Reply {
     /// gives the trace context to send it with: the attempt's own when traced, else the
     /// one the request came with.
     pub fn begin_attempt(&mut self, backend: &str, request: &InferRequest) -> Option<TraceParent> {
+        self.forwarded.get_or_insert_with(Instant::now);
         match &mut self.ctx.trace {
             Some(trace) => Some(trace.begin_forward(backend)),
             None => request.origin.trace_parent,
@@ -118,8 +123,17 @@ impl Reply {
         }
     }
 
-    /// Sends the final outcome and counts it.
+    /// Sends the final outcome and counts it. A forwarded request that succeeded also
+    /// counts in the statistics' queue (its time here before the first attempt) and as
+    /// one execution of batch size 1 whose compute is the engines' round trip: a gateway's
+    /// statistics describe what it forwards, so tools that look for the version whose
+    /// queue count grew (perf_analyzer) find it.
     pub async fn finish(mut self, outcome: Result<InferResponse>) {
+        if let (Ok(_), Some(forwarded)) = (&outcome, self.forwarded) {
+            let stats = &self.ctx.stats;
+            stats.record_queue(forwarded.saturating_duration_since(self.ctx.received));
+            stats.record_execution(1, 1, Duration::ZERO, forwarded.elapsed(), Duration::ZERO);
+        }
         self.ctx.record(&outcome);
         match self.sink.take() {
             Some(Sink::Unary(tx)) => {

@@ -165,8 +165,9 @@ impl Serialize for TensorJson<'_> {
         map.serialize_entry("name", &t.name)?;
         map.serialize_entry("datatype", t.dtype.as_str())?;
         map.serialize_entry("shape", &t.shape)?;
-        if let Some(params) = self.placed {
-            map.serialize_entry("parameters", &ParamsJson(params))?;
+        if self.placed.is_some() {
+            // As Triton: an output written to shared memory is its name, type and shape
+            // alone. Triton's C++ client reads any output with parameters as binary data.
         } else if self.binary {
             map.serialize_entry("parameters", &Flag(BINARY_DATA_SIZE, t.data.len()))?;
         } else {

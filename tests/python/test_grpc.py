@@ -285,7 +285,7 @@ def test_stream_deadline(server):
 
 def test_unimplemented_rpcs_say_so(client):
     with pytest.raises(InferenceServerException) as e:
-        client.get_cuda_shared_memory_status()
+        client.register_cuda_shared_memory("gpu", b"\x00" * 64, 0, 64)
     assert e.value.status() == "StatusCode.UNIMPLEMENTED"
     assert "not implemented by Nereid" in e.value.message()
     infer_simple(client)

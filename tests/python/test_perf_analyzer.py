@@ -24,7 +24,7 @@ import time
 import pytest
 import tritonclient.http as httpclient
 
-from conftest import ROOT, THROUGH_GATEWAY, start_server
+from conftest import ROOT, start_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,21 +32,6 @@ SCRIPT = ROOT / "scripts" / "perf-analyzer.sh"
 WINDOW = ["-p", "300", "--concurrency-range", "1:2", "-s", "1000"]
 SHM = ["--shared-memory", "system", "--output-shared-memory-size", "4096"]
 SIMPLE_REGIONS = {"INPUT0_0_0", "INPUT1_0_0", "OUTPUT0", "OUTPUT1"}
-
-# FINDING: without a version (-x), perf_analyzer takes the statistics of the version whose
-# queue count grew during the window; the gateway's statistics count successes only
-# (queue, compute, inference and execution counts stay 0), so every run through it ends
-# with "failed to find the requested model version" (exit 99).
-GATEWAY_STATS = pytest.mark.xfail(
-    THROUGH_GATEWAY, strict=True,
-    reason="FINDING: the gateway's model statistics never count queue/inference/execution")
-# FINDING: Nereid's HTTP response names an output's region in its "parameters"
-# (shared_memory_region, shared_memory_byte_size); Triton sends no parameters for an output
-# in shared memory, and Triton's C++ HTTP client requires "binary_data_size" in any output
-# that has parameters: "attempt to access non-existing object member 'binary_data_size'".
-HTTP_SHM_PARAMETERS = pytest.mark.xfail(
-    strict=True, reason="FINDING: HTTP shm outputs carry parameters without binary_data_size")
-
 
 @pytest.fixture(scope="module")
 def perf_analyzer():
@@ -124,7 +109,7 @@ CASES = [
     pytest.param("simple", "grpc", False, id="simple-grpc"),
     pytest.param("simple", "http", False, id="simple-http"),
     pytest.param("simple", "grpc", True, id="simple-grpc-shm"),
-    pytest.param("simple", "http", True, id="simple-http-shm", marks=HTTP_SHM_PARAMETERS),
+    pytest.param("simple", "http", True, id="simple-http-shm"),
     pytest.param("simple_sequence", "grpc", False, id="simple_sequence-grpc"),
     pytest.param("simple_sequence", "http", False, id="simple_sequence-http"),
     pytest.param("simple_dyna_sequence", "grpc", False, id="simple_dyna_sequence-grpc"),
@@ -132,7 +117,6 @@ CASES = [
 ]
 
 
-@GATEWAY_STATS
 @pytest.mark.parametrize("model,protocol,shm", CASES)
 def test_perf_analyzer_measures_and_the_server_counts(perf_analyzer, srv, tmp_path,
                                                       model, protocol, shm):
@@ -148,7 +132,7 @@ def test_perf_analyzer_measures_and_the_server_counts(perf_analyzer, srv, tmp_pa
 
 def test_shared_memory_regions_are_gone_after_a_run(perf_analyzer, srv, tmp_path):
     """perf_analyzer unregisters every region and unlinks its own at exit (also when a run
-    fails, as through the gateway now). Regions another run on the host holds are left."""
+    fails). Regions another run on the host holds are left."""
     ours = [pathlib.Path("/dev/shm", name) for name in SIMPLE_REGIONS]
     ours = [path for path in ours if not path.exists()]
     try:
@@ -166,10 +150,9 @@ def test_shared_memory_regions_are_gone_after_a_run(perf_analyzer, srv, tmp_path
                 os.unlink(path)
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: CUDA shared-memory unregister answers 501 "
-                   "(HTTP) / UNIMPLEMENTED (gRPC); a Triton without GPUs answers it OK")
-def test_a_shared_memory_run_ends_without_errors(perf_analyzer, srv, tmp_path):
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_shared_memory_run_ends_without_errors(perf_analyzer, srv, tmp_path, protocol):
     """At exit perf_analyzer unregisters all system, then all CUDA regions; a failure of
     either prints "Unable to unregister all shared memory regions"."""
-    proc, _, _ = run(perf_analyzer, srv, "simple", "grpc", tmp_path, *SHM)
+    proc, _, _ = run(perf_analyzer, srv, "simple", protocol, tmp_path, *SHM)
     assert "Unable to unregister" not in proc.stdout + proc.stderr, proc.stderr

@@ -72,6 +72,10 @@ OPERATIONS = [
     op("POST", "/v2/systemsharedmemory/region/{region}/register"),
     op("POST", "/v2/systemsharedmemory/region/{region}/unregister"),
     op("POST", "/v2/systemsharedmemory/unregister"),
+    op("GET", "/v2/cudasharedmemory/status"),
+    op("GET", "/v2/cudasharedmemory/region/{region}/status"),
+    op("POST", "/v2/cudasharedmemory/region/{region}/unregister"),
+    op("POST", "/v2/cudasharedmemory/unregister"),
 ]
 MODEL_CONTROL = "/v2/repository/models/"
 
@@ -221,6 +225,10 @@ REAL = [
          {"key": "/nereid-no-such-object", "byte_size": 8}, region="r"),
     real("POST", "/v2/systemsharedmemory/region/{region}/register", 400, {"key": "/k", "byte_size": "8"}, region="r"),
     real("POST", "/v2/systemsharedmemory/region/{region}/unregister", 200, region="nope"),
+    real("GET", "/v2/cudasharedmemory/status", 200),
+    real("GET", "/v2/cudasharedmemory/region/{region}/status", 404, region="nope"),
+    real("POST", "/v2/cudasharedmemory/region/{region}/unregister", 200, region="nope"),
+    real("POST", "/v2/cudasharedmemory/unregister", 200),
 ]
 
 

@@ -95,11 +95,15 @@ def assert_serving(client, protocol):
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
 
 
-def output_region(result, protocol, name):
+def assert_placed(result, protocol, name, region):
+    """An output written to REGION: over HTTP, as Triton answers, the output is its name,
+    datatype and shape alone (Triton's C++ client reads any output with parameters as
+    binary data); over gRPC its parameters name the region."""
     out = result.get_output(name)
     if protocol == "http":
-        return out["parameters"]["shared_memory_region"]
-    return out.parameters["shared_memory_region"].string_param
+        assert set(out) == {"name", "datatype", "shape"}, out
+    else:
+        assert out.parameters["shared_memory_region"].string_param == region
 
 
 def bytes_in_response(result, protocol, name):
@@ -143,7 +147,7 @@ def test_inputs_and_outputs_in_shared_memory(clients, protocol):
         np.testing.assert_array_equal(read(hout, 0), A + B)
         np.testing.assert_array_equal(read(hout, TENSOR), A - B)
         for name in ("OUTPUT0", "OUTPUT1"):
-            assert output_region(result, protocol, name) == out
+            assert_placed(result, protocol, name, out)
             assert bytes_in_response(result, protocol, name) == 0, name
         np.testing.assert_array_equal(read(hin, 0), A)  # inputs are only read
 
@@ -160,7 +164,7 @@ def test_shared_memory_and_request_tensors_mix(clients, protocol):
                        {"OUTPUT0": (out, TENSOR, 0), "OUTPUT1": None})
         np.testing.assert_array_equal(read(hout, 0), A + B)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
-        assert output_region(result, protocol, "OUTPUT0") == out
+        assert_placed(result, protocol, "OUTPUT0", out)
         assert bytes_in_response(result, protocol, "OUTPUT0") == 0
 
 
@@ -289,3 +293,21 @@ def test_one_region_for_inputs_and_outputs(clients, protocol):
         np.testing.assert_array_equal(read(handle, 0), A)
         np.testing.assert_array_equal(read(handle, TENSOR), 2 * A)
         np.testing.assert_array_equal(read(handle, 2 * TENSOR), np.zeros_like(A))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cuda_regions_are_none_and_unregistering_them_succeeds(clients, protocol):
+    # This server has no CUDA shared memory: it lists none, knows no name, refuses to
+    # register one, and unregistering (as perf_analyzer does on exit) has nothing to do.
+    c = clients[protocol]
+    status = c.get_cuda_shared_memory_status()
+    assert (status if protocol == "http" else list(status.regions)) == []
+    with pytest.raises(InferenceServerException) as err:
+        c.get_cuda_shared_memory_status("gpu0")
+    assert "CUDA shared-memory region 'gpu0' is not registered" in str(err.value)
+    c.unregister_cuda_shared_memory("gpu0")
+    c.unregister_cuda_shared_memory()
+    with pytest.raises(InferenceServerException) as err:
+        c.register_cuda_shared_memory("gpu0", b"\x00" * 64, 0, 64)
+    assert "not" in str(err.value) and "CUDA" in str(err.value).upper()
+    assert_serving(c, protocol)

@@ -259,9 +259,14 @@ impl GrpcInferenceService for InferenceService {
 
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
+        req: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(not_built("CudaSharedMemoryStatus", NO_CUDA_SHARED_MEMORY))
+        // No CUDA region is ever registered: an empty list, or NOT_FOUND for a name.
+        self.engine
+            .shared_memory()
+            .cuda_status(&req.into_inner().name)
+            .map_err(to_status)?;
+        Ok(Response::new(CudaSharedMemoryStatusResponse::default()))
     }
 
     async fn cuda_shared_memory_register(
@@ -275,10 +280,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(not_built(
-            "CudaSharedMemoryUnregister",
-            NO_CUDA_SHARED_MEMORY,
-        ))
+        // Nothing is registered, so there is nothing to unregister (as in Triton).
+        Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(

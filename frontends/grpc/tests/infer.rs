@@ -413,29 +413,32 @@ async fn metadata_config_statistics_and_repository() {
 }
 
 #[tokio::test]
-async fn cuda_shared_memory_rpcs_answer_unimplemented() {
+async fn cuda_shared_memory_lists_none_and_refuses_to_register() {
     let server = TestServer::start().await;
     let mut c = server.raw().await;
-    let codes = [
-        c.cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
-            .await
-            .map(|_| ()),
-        c.cuda_shared_memory_register(CudaSharedMemoryRegisterRequest::default())
-            .await
-            .map(|_| ()),
-        c.cuda_shared_memory_unregister(CudaSharedMemoryUnregisterRequest::default())
-            .await
-            .map(|_| ()),
-    ];
-    for result in codes {
-        let err = result.unwrap_err();
-        assert_eq!(err.code(), Code::Unimplemented);
-        assert!(
-            err.message().contains("not implemented by Nereid"),
-            "{}",
-            err.message()
-        );
-    }
+    let status = c
+        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
+        .await
+        .unwrap();
+    assert!(status.into_inner().regions.is_empty());
+    let named = c
+        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest { name: "gpu".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(named.code(), Code::NotFound);
+    c.cuda_shared_memory_unregister(CudaSharedMemoryUnregisterRequest::default())
+        .await
+        .unwrap();
+    let err = c
+        .cuda_shared_memory_register(CudaSharedMemoryRegisterRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("not implemented by Nereid"),
+        "{}",
+        err.message()
+    );
     good(&mut c).await;
 }
 

@@ -54,6 +54,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(shared_memory::register))
         .routes(routes!(shared_memory::unregister))
         .routes(routes!(shared_memory::unregister_all))
+        .routes(routes!(shared_memory::cuda_status))
+        .routes(routes!(shared_memory::cuda_region_status))
+        .routes(routes!(shared_memory::cuda_unregister))
+        .routes(routes!(shared_memory::cuda_unregister_all))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -109,7 +113,7 @@ pub fn router(engine: Engine, args: &RestArgs) -> Router {
     layers::app(routes(engine, args), args, &[])
 }
 
-/// Triton extensions Nereid does not have (CUDA shared memory): a clear 501
+/// What Nereid does not have of CUDA shared memory (registering a region): a clear 501
 /// rather than a 404 that looks like a typo.
 async fn unsupported(uri: Uri) -> ApiError {
     ApiError::unimplemented(format!("{} is not supported by this server", uri.path()))

@@ -97,3 +97,40 @@ pub(crate) async fn unregister_all(State(state): State<AppState>) -> StatusCode 
     state.engine.shared_memory().unregister("");
     StatusCode::OK
 }
+
+/// The CUDA regions: none, as this server has no CUDA shared memory (registering one is
+/// 501); listed so that clients that list or unregister every kind of region on start and
+/// exit (perf_analyzer) work.
+#[utoipa::path(get, path = "/v2/cudasharedmemory/status", tag = "shared memory",
+    responses((status = 200, description = "No regions", body = Vec<schema::SharedMemoryRegion>)))]
+pub(crate) async fn cuda_status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(status_json(state.engine.shared_memory().cuda_status("")?))
+}
+
+/// One CUDA region: never registered here, so always 404.
+#[utoipa::path(get, path = "/v2/cudasharedmemory/region/{region}/status", tag = "shared memory",
+    params(("region" = String, Path, description = "Region name")),
+    responses((status = 404, description = "No CUDA region is registered", body = schema::ErrorBody)))]
+pub(crate) async fn cuda_region_status(
+    State(state): State<AppState>,
+    Path(region): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(status_json(
+        state.engine.shared_memory().cuda_status(&region)?,
+    ))
+}
+
+/// Unregisters one CUDA region: there is none, so nothing to do (as in Triton).
+#[utoipa::path(post, path = "/v2/cudasharedmemory/region/{region}/unregister", tag = "shared memory",
+    params(("region" = String, Path, description = "Region name")),
+    responses((status = 200, description = "Nothing was registered")))]
+pub(crate) async fn cuda_unregister(Path(_region): Path<String>) -> StatusCode {
+    StatusCode::OK
+}
+
+/// Unregisters every CUDA region: there is none.
+#[utoipa::path(post, path = "/v2/cudasharedmemory/unregister", tag = "shared memory",
+    responses((status = 200, description = "Nothing was registered")))]
+pub(crate) async fn cuda_unregister_all() -> StatusCode {
+    StatusCode::OK
+}

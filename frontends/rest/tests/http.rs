@@ -76,7 +76,15 @@ async fn health_metadata_config_and_docs() {
     let r = get(&s, "/v2/nothing/here").await;
     assert_eq!(r.status, 404);
     assert!(r.error().contains("/v2/nothing/here"));
+    // No CUDA shared memory: none listed, registering refused with a 501.
     let r = get(&s, "/v2/cudasharedmemory/status").await;
+    assert_eq!((r.status, r.json()), (200, serde_json::json!([])));
+    let r = post_json(
+        &s,
+        "/v2/cudasharedmemory/region/gpu/register",
+        &serde_json::json!({"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 8}),
+    )
+    .await;
     assert_eq!(r.status, 501);
     s.stop().await;
 }
