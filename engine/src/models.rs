@@ -342,10 +342,10 @@ impl ModelTable {
             self.load_locked(&step.model, None, cause, depth + 1)
                 .map_err(|e| e.in_context(&format!("ensemble '{name}' {}", step.label(i))))?;
         }
-        crate::ensemble::check_steps(spec, |model, version| {
+        let streams = crate::ensemble::check_steps(spec, |model, version| {
             Ok(self.resolve(model, version)?.spec.clone())
         })?;
-        let ensemble = Arc::new(Ensemble::new(spec.clone()));
+        let ensemble = Arc::new(Ensemble::new(spec.clone(), streams));
         Ok(repo
             .version_dirs(name, &spec.config)?
             .into_iter()

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import SIMPLE_CONFIG, THROUGH_GATEWAY, start_server
+from conftest import REPEAT_CONFIG, SIMPLE_CONFIG, THROUGH_GATEWAY, start_server
 
 SIMPLE_STRING_CONFIG = SIMPLE_CONFIG.replace('"simple"', '"simple_string"').replace("TYPE_INT32", "TYPE_STRING")
 
@@ -98,6 +98,35 @@ ensemble_scheduling { step [ {
 } ] }
 """
 
+ADD_ONE = """name: "add_one"
+backend: "add_sub"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "INPUT1" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+# A decoupled step (repeat) whose every response flows on through add_one, beside a step
+# (double) that runs once on the request's own input.
+STREAMED = """name: "streamed"
+platform: "ensemble"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] }, { name: "OFFSET" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [
+  { name: "SUM" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "INDEX" data_type: TYPE_UINT32 dims: [ 1 ] },
+  { name: "DOUBLE" data_type: TYPE_INT32 dims: [ 1 ] }
+]
+ensemble_scheduling { step [
+  { model_name: "repeat_step" model_version: -1 input_map { key: "IN" value: "IN" }
+    output_map { key: "OUT" value: "value" } output_map { key: "IDX" value: "INDEX" } },
+  { model_name: "add_one" model_version: -1 input_map { key: "INPUT0" value: "value" } input_map { key: "INPUT1" value: "OFFSET" }
+    output_map { key: "OUTPUT0" value: "SUM" } },
+  { model_name: "add_one" model_version: -1 input_map { key: "INPUT0" value: "OFFSET" } input_map { key: "INPUT1" value: "OFFSET" }
+    output_map { key: "OUTPUT0" value: "DOUBLE" } }
+] }
+"""
+
 BAD = {
     "unknown_step": ("""name: "unknown_step"
 platform: "ensemble"
@@ -135,6 +164,9 @@ output [ { name: "Y" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "W" data_type
 ensemble_scheduling { step [ { model_name: "simple" model_version: -1
   input_map { key: "INPUT0" value: "X" } input_map { key: "INPUT1" value: "X" } output_map { key: "OUTPUT0" value: "Y" } } ] }
 """, "ensemble output 'W' is made by no step"),
+    "not_decoupled": (STREAMED.replace('name: "streamed"', 'name: "not_decoupled"')
+                      .replace("model_transaction_policy { decoupled: true }", ""),
+                      "step 1 (model 'repeat_step'): the model is decoupled, so the ensemble must be too"),
     "no_steps": ("""name: "no_steps"
 platform: "ensemble"
 max_batch_size: 8
@@ -149,7 +181,8 @@ def explicit_server(tmp_path_factory):
     """Explicit model control over `simple`, `simple_string` and the ensembles above:
     nothing is loaded until asked for."""
     root = tmp_path_factory.mktemp("ensembles")
-    models = [("simple", SIMPLE_CONFIG), ("simple_string", SIMPLE_STRING_CONFIG), ("text_sum", STRING_STEP)]
+    models = [("simple", SIMPLE_CONFIG), ("simple_string", SIMPLE_STRING_CONFIG), ("text_sum", STRING_STEP),
+              ("repeat_step", REPEAT_CONFIG % "repeat_step"), ("add_one", ADD_ONE), ("streamed", STREAMED)]
     for name, text in models + [(n, t) for n, (t, _) in BAD.items()]:
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(text)
@@ -222,3 +255,31 @@ def test_minilm_ensemble_gives_minilms_embeddings(full_demo, protocol):
     ids = tokens.as_numpy("input_ids")
     assert ids.dtype == np.int64 and ids.shape == (1, 4)  # [CLS] hello world [SEP]
     np.testing.assert_array_equal(tokens.as_numpy("attention_mask"), np.ones((1, 4), np.int64))
+
+
+def test_a_decoupled_step_streams_through_the_rest_of_the_graph(explicit_server):
+    import queue  # noqa: PLC0415
+
+    client = grpcclient.InferenceServerClient(explicit_server.grpc)
+    client.load_model("streamed")
+    values = np.array([5, 7, 11, 13], dtype=np.int32)
+    inputs = [grpcclient.InferInput("IN", [4], "INT32"), grpcclient.InferInput("OFFSET", [1], "INT32")]
+    inputs[0].set_data_from_numpy(values)
+    inputs[1].set_data_from_numpy(np.array([100], dtype=np.int32))
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put(error or result))
+    client.async_stream_infer("streamed", inputs, request_id="s1", enable_empty_final_response=True)
+    got = []
+    while True:
+        item = answers.get(timeout=30)
+        assert not isinstance(item, InferenceServerException), item
+        response = item.get_response()
+        if response.parameters["triton_final_response"].bool_param and not response.outputs:
+            break
+        got.append((int(item.as_numpy("INDEX")[0]), int(item.as_numpy("SUM")[0]), int(item.as_numpy("DOUBLE")[0])))
+    client.stop_stream()
+    assert sorted(got) == [(i, int(v) + 100, 200) for i, v in enumerate(values)]
+    # A unary call to a decoupled ensemble is refused, as for any decoupled model.
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("streamed", inputs)
+    assert "decoupled" in str(err.value)

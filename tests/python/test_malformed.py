@@ -533,7 +533,7 @@ BROKEN_CONFIGS = {
     "no_backend": (cfg("no_backend", "max_batch_size: 4"), "config names no backend", None),
     "sequence_batching": (cfg("sequence_batching", IDENTITY + "sequence_batching { oldest { max_candidate_sequences: 0 } }"),
                           "sequence_batching.oldest.max_candidate_sequences must be at least 1", None),
-    "ensemble": (cfg("ensemble", IDENTITY + "ensemble_scheduling { }"), "field 'ensemble_scheduling' is not supported", None),
+    "ensemble": (cfg("ensemble", IDENTITY + "ensemble_scheduling { }"), 'ensemble_scheduling needs platform: "ensemble"', None),
     "model_operations": (cfg("model_operations", IDENTITY + 'model_operations { op_library_filename: "libops.so" }'),
                          "field 'model_operations' is not supported: custom operation libraries", None),
     "preferred_batch_size": (cfg("preferred_batch_size", IDENTITY + "dynamic_batching { preferred_batch_size: [ 16 ] }"),

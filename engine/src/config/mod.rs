@@ -254,7 +254,6 @@ impl ModelSpec {
                     )));
                 }
                 for (set, field) in [
-                    (decoupled, "model_transaction_policy"),
                     (response_cache, "response_cache"),
                     (!config.model_warmup.is_empty(), "model_warmup"),
                     (!config.instance_group.is_empty(), "instance_group"),

@@ -9,25 +9,34 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod stream;
+
 use crate::sink::{RequestContext, Sink};
 use crate::{
     Engine, EngineError, EnsembleSpec, InferRequest, ModelSpec, RequestedOutput, Result, Tensor,
 };
 
-/// A loaded ensemble version: its graph and its in-flight bound.
+/// A loaded ensemble version: its graph, which of its steps stream, and its in-flight
+/// bound.
 pub(crate) struct Ensemble {
     spec: Arc<ModelSpec>,
+    /// By step: its model is decoupled (as loaded when the ensemble was).
+    streams: Vec<bool>,
     inflight: Option<Arc<Semaphore>>,
 }
 
 impl Ensemble {
-    pub(crate) fn new(spec: Arc<ModelSpec>) -> Self {
+    pub(crate) fn new(spec: Arc<ModelSpec>, streams: Vec<bool>) -> Self {
         let inflight = spec
             .ensemble
             .as_ref()
             .and_then(|e| e.max_inflight)
             .map(|n| Arc::new(Semaphore::new(n)));
-        Self { spec, inflight }
+        Self {
+            spec,
+            streams,
+            inflight,
+        }
     }
 
     fn graph(&self) -> &EnsembleSpec {
@@ -49,6 +58,21 @@ impl Ensemble {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| EngineError::internal("ensembles run on the server's async runtime"))?;
         let ensemble = self.clone();
+        if self.spec.decoupled {
+            let Sink::Stream(answers) = sink else {
+                return Err(EngineError::internal("a decoupled ensemble needs a stream"));
+            };
+            runtime.spawn(async move {
+                let outcome = tokio::select! {
+                    outcome = ensemble.stream(&engine, &request, &mut ctx, &answers) => outcome,
+                    () = answers.closed() => return,
+                };
+                let last = outcome.map(|()| ctx.response(Vec::new(), true));
+                ctx.record(&last);
+                let _ = answers.send(last).await;
+            });
+            return Ok(());
+        }
         runtime.spawn(async move {
             let outcome = tokio::select! {
                 outcome = ensemble.run(&engine, request) => outcome,
@@ -60,14 +84,31 @@ impl Ensemble {
         Ok(())
     }
 
+    /// A decoupled ensemble's responses, one per branch that makes its outputs.
+    async fn stream(
+        &self,
+        engine: &Engine,
+        request: &InferRequest,
+        ctx: &mut RequestContext,
+        answers: &tokio::sync::mpsc::Sender<Result<crate::InferResponse>>,
+    ) -> Result<()> {
+        let _permit = self.permit().await?;
+        self.run_branches(engine, request, ctx, answers).await
+    }
+
+    /// A place among the requests computing at once, when the ensemble bounds them.
+    async fn permit(&self) -> Result<Option<tokio::sync::SemaphorePermit<'_>>> {
+        match &self.inflight {
+            Some(s) => Ok(Some(s.acquire().await.map_err(|_| {
+                EngineError::unavailable(format!("ensemble '{}' is unloading", self.spec.name()))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
     /// The ensemble's outputs, in config order.
     async fn run(&self, engine: &Engine, request: InferRequest) -> Result<Vec<Tensor>> {
-        let _permit = match &self.inflight {
-            Some(s) => Some(s.acquire().await.map_err(|_| {
-                EngineError::unavailable(format!("ensemble '{}' is unloading", self.spec.name()))
-            })?),
-            None => None,
-        };
+        let _permit = self.permit().await?;
         let graph = self.graph();
         let mut tensors: HashMap<String, Tensor> = request
             .inputs
@@ -103,19 +144,8 @@ impl Ensemble {
                     self.spec.name()
                 ))
             })?;
-            let step = &graph.steps[i];
             let response = outcome.map_err(|e| self.step_error(i, e))?;
-            for (output, tensor) in &step.outputs {
-                let mut t = response.output(output).cloned().ok_or_else(|| {
-                    EngineError::internal(format!(
-                        "ensemble '{}' {}: no output '{output}' in its response",
-                        self.spec.name(),
-                        step.label(i)
-                    ))
-                })?;
-                t.name = tensor.clone();
-                tensors.insert(tensor.clone(), t);
-            }
+            tensors.extend(self.step_outputs(i, &response)?);
         }
         if let Some(&i) = waiting.first() {
             return Err(EngineError::internal(format!(
@@ -191,7 +221,8 @@ impl Ensemble {
 pub(crate) fn check_steps(
     spec: &ModelSpec,
     step_spec: impl Fn(&str, Option<i64>) -> Result<Arc<ModelSpec>>,
-) -> Result<()> {
+) -> Result<Vec<bool>> {
+    let mut streams = Vec::new();
     let graph = spec.ensemble.as_ref().expect("an ensemble");
     let mut dtypes: HashMap<&str, crate::DataType> = spec
         .inputs
@@ -203,12 +234,14 @@ pub(crate) fn check_steps(
     for (i, step) in graph.steps.iter().enumerate() {
         let model = step_spec(&step.model, step.version)
             .map_err(|e| bad(format!("{}: {e}", step.label(i))))?;
-        if model.decoupled {
+        if model.decoupled && !spec.decoupled {
             return Err(bad(format!(
-                "{}: decoupled models cannot be ensemble steps here",
+                "{}: the model is decoupled, so the ensemble must be too \
+                 (model_transaction_policy {{ decoupled: true }}): it answers once per response",
                 step.label(i)
             )));
         }
+        streams.push(model.decoupled);
         let pairs = step
             .inputs
             .iter()
@@ -237,5 +270,5 @@ pub(crate) fn check_steps(
             }
         }
     }
-    Ok(())
+    Ok(streams)
 }

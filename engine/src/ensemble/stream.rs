@@ -1,0 +1,225 @@
+//! A decoupled ensemble: some step streams (its model is decoupled), and each of its
+//! responses carries the request on down the graph as a branch of its own, so the
+//! ensemble answers once per branch that makes its outputs, then ends with an empty final
+//! response.
+//!
+//! A branch holds the tensors made so far and which steps it started. A decoupled step's
+//! response forks a child branch (a copy of its parent plus the response's outputs); a
+//! one-response step's outputs go to the branch that started it and to every branch forked
+//! from it since, which copied its start but not its outputs.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+use super::Ensemble;
+use crate::sink::RequestContext;
+use crate::{Engine, EngineError, InferRequest, InferResponse, Result, Tensor};
+
+/// Events step tasks send: a response of `step` started by `branch` (`None`: the step is
+/// done).
+struct StepEvent {
+    branch: usize,
+    step: usize,
+    outcome: Result<Option<InferResponse>>,
+}
+
+struct Branch {
+    tensors: HashMap<String, Tensor>,
+    started: Vec<bool>,
+    children: Vec<usize>,
+    answered: bool,
+}
+
+/// Room for step events not yet handled; a step's task waits when it is full.
+const EVENTS: usize = 64;
+
+impl Ensemble {
+    /// Runs the graph, sending the ensemble's outputs through `answer` once per branch that
+    /// makes them all. Returns when every step is done, or at the first error.
+    pub(super) async fn run_branches(
+        &self,
+        engine: &Engine,
+        request: &InferRequest,
+        ctx: &mut RequestContext,
+        answers: &mpsc::Sender<Result<InferResponse>>,
+    ) -> Result<()> {
+        let graph = self.graph();
+        let steps = graph.steps.len();
+        let mut branches = vec![Branch {
+            tensors: request
+                .inputs
+                .iter()
+                .map(|t| (t.name.clone(), t.clone()))
+                .collect(),
+            started: vec![false; steps],
+            children: Vec::new(),
+            answered: false,
+        }];
+        let (events_tx, mut events) = mpsc::channel::<StepEvent>(EVENTS);
+        // Dropped at return: the tasks of steps still running see a closed channel and end,
+        // dropping their requests, which cancels them.
+        let mut running = 0usize;
+        let mut ready = vec![0usize];
+        loop {
+            while let Some(b) = ready.pop() {
+                running += self.launch(engine, request, &mut branches[b], b, &events_tx);
+                if let Some(outputs) = self.complete(&mut branches[b]) {
+                    ctx.responding();
+                    if answers
+                        .send(Ok(ctx.response(outputs, false)))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(()); // the client is gone
+                    }
+                }
+            }
+            if running == 0 {
+                return Ok(());
+            }
+            let Some(event) = events.recv().await else {
+                return Ok(());
+            };
+            let response = match event.outcome.map_err(|e| self.step_error(event.step, e))? {
+                Some(response) => response,
+                None => {
+                    running -= 1;
+                    continue;
+                }
+            };
+            let outputs = self.step_outputs(event.step, &response)?;
+            if self.streams[event.step] {
+                let parent = &branches[event.branch];
+                let mut tensors = parent.tensors.clone();
+                tensors.extend(outputs);
+                let child = Branch {
+                    tensors,
+                    started: parent.started.clone(),
+                    children: Vec::new(),
+                    answered: false,
+                };
+                branches.push(child);
+                let id = branches.len() - 1;
+                branches[event.branch].children.push(id);
+                ready.push(id);
+            } else {
+                // The branch that started it and every branch forked from it since.
+                let mut reach = vec![event.branch];
+                while let Some(b) = reach.pop() {
+                    branches[b].tensors.extend(outputs.iter().cloned());
+                    reach.extend(branches[b].children.iter().copied());
+                    ready.push(b);
+                }
+            }
+        }
+    }
+
+    /// Starts the steps of `branch` whose inputs it now has; returns how many.
+    fn launch(
+        &self,
+        engine: &Engine,
+        request: &InferRequest,
+        branch: &mut Branch,
+        id: usize,
+        events: &mpsc::Sender<StepEvent>,
+    ) -> usize {
+        let graph = self.graph();
+        let mut launched = 0;
+        for (i, step) in graph.steps.iter().enumerate() {
+            if branch.started[i]
+                || !step
+                    .inputs
+                    .iter()
+                    .all(|(_, t)| branch.tensors.contains_key(t))
+            {
+                continue;
+            }
+            branch.started[i] = true;
+            launched += 1;
+            let step_request = self.step_request(i, request, &branch.tensors);
+            let (engine, events, streams) = (engine.clone(), events.clone(), self.streams[i]);
+            tokio::spawn(async move {
+                let send = |outcome| {
+                    events.send(StepEvent {
+                        branch: id,
+                        step: i,
+                        outcome,
+                    })
+                };
+                if !streams {
+                    let outcome = engine.infer(step_request).await;
+                    let failed = outcome.is_err();
+                    if send(outcome.map(Some)).await.is_ok() && !failed {
+                        let _ = send(Ok(None)).await;
+                    }
+                    return;
+                }
+                let mut responses = match engine.infer_stream(step_request) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(outcome) = responses.recv().await {
+                    let outcome = match outcome {
+                        // A final response without outputs only ends the stream.
+                        Ok(r) if r.is_final && r.outputs.is_empty() => break,
+                        other => other,
+                    };
+                    let stop = outcome.as_ref().map_or(true, |r| r.is_final);
+                    if send(outcome.map(Some)).await.is_err() || stop {
+                        break;
+                    }
+                }
+                let _ = send(Ok(None)).await;
+            });
+        }
+        launched
+    }
+
+    /// The branch's outputs, once, when it has them all.
+    fn complete(&self, branch: &mut Branch) -> Option<Vec<Tensor>> {
+        if branch.answered
+            || !self
+                .spec
+                .outputs
+                .iter()
+                .all(|o| branch.tensors.contains_key(&o.name))
+        {
+            return None;
+        }
+        branch.answered = true;
+        Some(
+            self.spec
+                .outputs
+                .iter()
+                .map(|o| branch.tensors[&o.name].clone())
+                .collect(),
+        )
+    }
+
+    /// A step's mapped outputs, renamed to their ensemble tensors.
+    pub(super) fn step_outputs(
+        &self,
+        i: usize,
+        response: &InferResponse,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let step = &self.graph().steps[i];
+        step.outputs
+            .iter()
+            .map(|(output, tensor)| {
+                let mut t = response.output(output).cloned().ok_or_else(|| {
+                    EngineError::internal(format!(
+                        "ensemble '{}' {}: no output '{output}' in its response",
+                        self.spec.name(),
+                        step.label(i)
+                    ))
+                })?;
+                t.name = tensor.clone();
+                Ok((tensor.clone(), t))
+            })
+            .collect()
+    }
+}
