@@ -91,6 +91,8 @@ struct Entries {
     by_use: BTreeMap<u64, CacheKey>,
     bytes: usize,
     clock: u64,
+    /// Entries evicted since the start.
+    evictions: u64,
 }
 
 struct CacheMetrics {
@@ -104,7 +106,6 @@ pub(crate) struct ResponseCache {
     size: usize,
     seeds: [RandomState; 2],
     entries: Mutex<Entries>,
-    evictions: Mutex<u64>,
     metrics: CacheMetrics,
 }
 
@@ -114,7 +115,6 @@ impl ResponseCache {
             size: settings.size,
             seeds: [RandomState::new(), RandomState::new()],
             entries: Mutex::new(Entries::default()),
-            evictions: Mutex::new(0),
             metrics: CacheMetrics {
                 entries: gauge!("nv_cache_num_entries"),
                 evictions: gauge!("nv_cache_num_evictions"),
@@ -185,6 +185,8 @@ impl ResponseCache {
         // The outputs may be slices of a whole batch's buffer: copy them, so the cache
         // holds (and counts) only its own bytes.
         let response = Arc::new(InferResponse {
+            model_name: response.model_name.clone(),
+            model_version: response.model_version,
             id: String::new(),
             outputs: response
                 .outputs
@@ -198,10 +200,11 @@ impl ResponseCache {
                     )
                 })
                 .collect(),
-            ..response.clone()
+            parameters: response.parameters.clone(),
+            is_final: response.is_final,
         });
         let mut evicted = 0;
-        let (count, used) = {
+        let (count, used, evictions) = {
             let mut guard = self.entries.lock();
             let entries = &mut *guard;
             if let Some(old) = entries.by_key.remove(&key) {
@@ -229,12 +232,11 @@ impl ResponseCache {
                 },
             );
             entries.bytes += bytes;
-            (entries.by_key.len(), entries.bytes)
+            entries.evictions += evicted;
+            (entries.by_key.len(), entries.bytes, entries.evictions)
         };
         if evicted > 0 {
-            let mut total = self.evictions.lock();
-            *total += evicted;
-            self.metrics.evictions.set(*total as f64);
+            self.metrics.evictions.set(evictions as f64);
         }
         self.metrics.entries.set(count as f64);
         self.metrics.utilization.set(used as f64 / self.size as f64);

@@ -110,6 +110,8 @@ struct Mapping {
 #[derive(Default)]
 pub struct SharedMemory {
     regions: RwLock<BTreeMap<String, Arc<Mapping>>>,
+    /// Set for the registry of a door that reads no shared memory: why, for its errors.
+    refusal: Option<&'static str>,
 }
 
 impl std::fmt::Debug for SharedMemory {
@@ -219,8 +221,23 @@ impl SharedMemory {
         )))
     }
 
+    /// An empty registry for a door that reads no shared memory; a tensor naming a region
+    /// is refused with `why` (say, "WebSocket frames carry their tensors").
+    pub fn refused(why: &'static str) -> Self {
+        Self {
+            regions: RwLock::default(),
+            refusal: Some(why),
+        }
+    }
+
     /// The mapping `at` names and the byte range it covers in it, bounds checked.
     fn locate(&self, at: &SharedMemoryRef, what: &str) -> Result<(Arc<Mapping>, usize, usize)> {
+        if let Some(why) = self.refusal {
+            return Err(EngineError::invalid(format!(
+                "{what} names shared-memory region '{}', but shared memory is not read here: {why}",
+                at.region
+            )));
+        }
         let mapping = self
             .regions
             .read()
@@ -323,11 +340,6 @@ impl SharedMemory {
             }
         }
         placed
-    }
-
-    /// Whether any region is registered (a request naming none is then cheap to check).
-    pub fn is_empty(&self) -> bool {
-        self.regions.read().is_empty()
     }
 }
 

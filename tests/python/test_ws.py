@@ -126,3 +126,19 @@ def test_cancel_and_disconnect_free_the_only_slot(server):
         while not read(ws)[0]["final"]:
             pass
     assert time.monotonic() - started < 3
+
+
+def test_a_tensor_in_shared_memory_is_refused_as_such(server):
+    # Frames carry their tensors: an input naming a region gets a 400 that says so (not
+    # that the region is unknown), and the socket goes on.
+    request = simple("shm", np.zeros(16, np.int32), np.zeros(16, np.int32))
+    del request["inputs"][1]["data"]
+    request["inputs"][1]["parameters"] = {"shared_memory_region": "r", "shared_memory_byte_size": 64}
+    with connect("ws://%s/v2/ws" % server.http) as ws:
+        ws.send(json.dumps(request))
+        frame, _ = read(ws)
+        assert (frame["id"], frame["code"]) == ("shm", 400)
+        assert "WebSocket frames carry their tensors" in frame["error"], frame
+        ws.send(json.dumps(simple("ok", np.ones(16, np.int32), np.ones(16, np.int32))))
+        frame, _ = read(ws)
+        assert frame["id"] == "ok" and frame["final"]

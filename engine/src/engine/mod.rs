@@ -1,7 +1,10 @@
 //! The engine handle frontends hold: server and model state, and the two ways in for a
 //! request (unary and streamed). Its trace and log settings are in [`settings`].
 
+mod metadata;
 mod settings;
+
+pub use metadata::{ModelMetadata, ServerMetadata, TensorMetadata};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nereid_proto::inference::ModelConfig;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{CacheSettings, ResponseCache};
@@ -60,41 +62,6 @@ pub struct EngineOptions {
     /// The server's response cache (Triton's `--cache-config local,size=BYTES`), used by
     /// models whose config enables it; `None`: no cache, and such models fail to load.
     pub response_cache: Option<CacheSettings>,
-}
-
-/// Server metadata.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerMetadata {
-    /// Server name.
-    pub name: String,
-    /// Server version.
-    pub version: String,
-}
-
-/// A tensor as model metadata describes it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TensorMetadata {
-    /// Tensor name.
-    pub name: String,
-    /// KServe datatype name.
-    pub datatype: String,
-    /// Shape with -1 for variable dimensions, including the batch dimension when batching.
-    pub shape: Vec<i64>,
-}
-
-/// Model metadata (KServe's model metadata response).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ModelMetadata {
-    /// Model name.
-    pub name: String,
-    /// Ready versions.
-    pub versions: Vec<String>,
-    /// Platform (or backend) from the config.
-    pub platform: String,
-    /// Inputs.
-    pub inputs: Vec<TensorMetadata>,
-    /// Outputs.
-    pub outputs: Vec<TensorMetadata>,
 }
 
 struct Inner {
@@ -330,32 +297,7 @@ impl Engine {
                 .map(|(v, _)| v.to_string())
                 .collect(),
         };
-        let describe = |specs: &[crate::TensorSpec]| {
-            specs
-                .iter()
-                .map(|t| TensorMetadata {
-                    name: t.name.clone(),
-                    datatype: t.dtype.as_str().into(),
-                    shape: if spec.max_batch_size > 0 {
-                        std::iter::once(-1).chain(t.dims.iter().copied()).collect()
-                    } else {
-                        t.dims.clone()
-                    },
-                })
-                .collect()
-        };
-        let cfg = &spec.config;
-        Ok(ModelMetadata {
-            name: name.to_string(),
-            versions,
-            platform: if cfg.platform.is_empty() {
-                cfg.backend.clone()
-            } else {
-                cfg.platform.clone()
-            },
-            inputs: describe(&spec.inputs),
-            outputs: describe(&spec.outputs),
-        })
+        Ok(ModelMetadata::of(name, versions, &spec))
     }
 
     /// The config of a ready model, as loaded and completed.

@@ -129,6 +129,14 @@ pub(crate) struct Defaults {
     pub origin: Origin,
 }
 
+/// WebSocket frames carry their tensors: a tensor naming a region is refused as such.
+static NO_SHARED_MEMORY: std::sync::LazyLock<nereid_engine::SharedMemory> =
+    std::sync::LazyLock::new(|| {
+        nereid_engine::SharedMemory::refused(
+            "WebSocket frames carry their tensors; use HTTP or gRPC for shared memory",
+        )
+    });
+
 /// Parses a text frame (its bytes are decoded where they are, not copied first).
 pub(crate) fn parse_text(text: Utf8Bytes, defaults: &Defaults) -> Result<Incoming, Rejected> {
     match serde_json::from_str(text.as_str()) {
@@ -152,8 +160,7 @@ pub(crate) fn parse_binary(frame: Bytes, defaults: &Defaults) -> Result<Incoming
 }
 
 fn parse(body: Body, binary_frame: bool, defaults: &Defaults) -> Result<Incoming, Rejected> {
-    // WebSocket frames carry their tensors: no shared-memory region is known here.
-    let decoded = match decode_infer_request(body.clone(), &Default::default()) {
+    let decoded = match decode_infer_request(body.clone(), &NO_SHARED_MEMORY) {
         Ok(decoded) => decoded,
         Err(error) => {
             return Err(Rejected {
