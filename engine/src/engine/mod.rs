@@ -120,6 +120,14 @@ impl Target {
     }
 }
 
+/// Who a request comes from: a client, subject to draining and `--max-inflight`, or a
+/// request already accepted (an ensemble's step), which is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Client,
+    Step,
+}
+
 /// The engine: cheap to clone, shared by every frontend.
 #[derive(Clone)]
 pub struct Engine {
@@ -371,8 +379,30 @@ impl Engine {
     /// Runs a request and waits for its one response. Dropping the future cancels the
     /// request if it has not started computing.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+        self.unary(request, Admit::Client).await
+    }
+
+    /// Runs a request whose responses stream back: many for decoupled models, exactly one
+    /// (final) otherwise; the stream says which. Dropping the stream cancels the request.
+    pub fn infer_stream(&self, request: InferRequest) -> Result<ResponseStream> {
+        self.streamed(request, Admit::Client)
+    }
+
+    /// [`infer`](Self::infer) for a step of a request already accepted (an ensemble's):
+    /// taken while the server drains and past `--max-inflight`, as its request was, so an
+    /// accepted request is finished.
+    pub(crate) async fn infer_step(&self, request: InferRequest) -> Result<InferResponse> {
+        self.unary(request, Admit::Step).await
+    }
+
+    /// [`infer_stream`](Self::infer_stream) for a step of a request already accepted.
+    pub(crate) fn stream_step(&self, request: InferRequest) -> Result<ResponseStream> {
+        self.streamed(request, Admit::Step)
+    }
+
+    async fn unary(&self, request: InferRequest, admit: Admit) -> Result<InferResponse> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(request, Sink::Unary(tx))?;
+        self.enqueue(request, Sink::Unary(tx), admit)?;
         rx.await.unwrap_or_else(|_| {
             Err(EngineError::internal(
                 "the request was dropped without a response",
@@ -380,24 +410,26 @@ impl Engine {
         })
     }
 
-    /// Runs a request whose responses stream back: many for decoupled models, exactly one
-    /// (final) otherwise; the stream says which. Dropping the stream cancels the request.
-    pub fn infer_stream(&self, request: InferRequest) -> Result<ResponseStream> {
+    fn streamed(&self, request: InferRequest, admit: Admit) -> Result<ResponseStream> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let decoupled = self.enqueue(request, Sink::Stream(tx))?;
+        let decoupled = self.enqueue(request, Sink::Stream(tx), admit)?;
         Ok(ResponseStream::new(rx, decoupled))
     }
 
     /// Validates and queues a request; returns whether its model is decoupled.
-    fn enqueue(&self, request: InferRequest, sink: Sink) -> Result<bool> {
+    fn enqueue(&self, request: InferRequest, sink: Sink, admit: Admit) -> Result<bool> {
         let received = Instant::now();
-        if self.inner.draining.load(Ordering::Acquire) {
+        if admit == Admit::Client && self.inner.draining.load(Ordering::Acquire) {
             return Err(EngineError::unavailable(
                 "the server is shutting down and takes no new requests",
             ));
         }
         // Counted from here, so a request refused later is uncounted by the guard's drop.
-        let inflight = InflightGuard::admit(&self.inner.inflight, self.inner.options.max_inflight)?;
+        let limit = match admit {
+            Admit::Client => self.inner.options.max_inflight,
+            Admit::Step => None,
+        };
+        let inflight = InflightGuard::admit(&self.inner.inflight, limit)?;
         let target = self.resolve(&request.model_name, request.model_version)?;
         let spec = target.spec().clone();
         let stats = target.stats();

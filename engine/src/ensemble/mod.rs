@@ -133,7 +133,7 @@ impl Ensemble {
             for i in ready {
                 let step_request = self.step_request(i, &request, &tensors);
                 let engine = engine.clone();
-                running.spawn(async move { (i, engine.infer(step_request).await) });
+                running.spawn(async move { (i, engine.infer_step(step_request).await) });
             }
             let Some(joined) = running.join_next().await else {
                 break;

@@ -148,14 +148,14 @@ impl Ensemble {
                     })
                 };
                 if !streams {
-                    let outcome = engine.infer(step_request).await;
+                    let outcome = engine.infer_step(step_request).await;
                     let failed = outcome.is_err();
                     if send(outcome.map(Some)).await.is_ok() && !failed {
                         let _ = send(Ok(None)).await;
                     }
                     return;
                 }
-                let mut responses = match engine.infer_stream(step_request) {
+                let mut responses = match engine.stream_step(step_request) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = send(Err(e)).await;
