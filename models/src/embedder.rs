@@ -172,26 +172,13 @@ impl Embedder {
                     .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?,
             );
         }
-        let width = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
         let n = texts.len();
-        let pad = self.config.pad_token_id;
-        let (mut ids, mut types, mut mask) = (
-            vec![pad; n * width],
-            vec![0u32; n * width],
-            vec![0u32; n * width],
-        );
-        for (row, e) in encodings.iter().enumerate() {
-            let at = row * width;
-            let len = e.get_ids().len();
-            ids[at..at + len].copy_from_slice(e.get_ids());
-            types[at..at + len].copy_from_slice(e.get_type_ids());
-            mask[at..at + len].fill(1);
-        }
+        let Padded {
+            width,
+            ids,
+            types,
+            mask,
+        } = Padded::of(&encodings, self.config.pad_token_id);
         let dev = model.device();
         let ids = CTensor::from_vec(ids, (n, width), dev)?;
         let types = CTensor::from_vec(types, (n, width), dev)?;
@@ -210,6 +197,45 @@ impl Embedder {
     /// Width of the vectors.
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
+    }
+}
+
+/// Token ids, token types and attention mask of a batch of encodings, row-major, each row
+/// padded (ids with the pad token, types and mask with 0) to the longest.
+pub(crate) struct Padded {
+    pub(crate) width: usize,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) types: Vec<u32>,
+    pub(crate) mask: Vec<u32>,
+}
+
+impl Padded {
+    pub(crate) fn of(encodings: &[tokenizers::Encoding], pad: u32) -> Self {
+        let width = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let n = encodings.len();
+        let (mut ids, mut types, mut mask) = (
+            vec![pad; n * width],
+            vec![0u32; n * width],
+            vec![0u32; n * width],
+        );
+        for (row, e) in encodings.iter().enumerate() {
+            let at = row * width;
+            let len = e.get_ids().len();
+            ids[at..at + len].copy_from_slice(e.get_ids());
+            types[at..at + len].copy_from_slice(e.get_type_ids());
+            mask[at..at + len].fill(1);
+        }
+        Self {
+            width,
+            ids,
+            types,
+            mask,
+        }
     }
 }
 

@@ -21,7 +21,9 @@ use nereid_engine::{
 use tokenizers::Tokenizer;
 
 use crate::bert::{BertConfig, BertModel};
-use crate::embedder::{dense_weights, load_tokenizer, load_weights, pooling_of, read_config};
+use crate::embedder::{
+    dense_weights, load_tokenizer, load_weights, pooling_of, read_config, Padded,
+};
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error};
 use crate::pooling::{l2_normalize, Pooling};
 use crate::quant::DenseFormat;
@@ -281,26 +283,11 @@ impl StageParts {
                     .map_err(|e| EngineError::invalid(format!("tokenizer: {e}")))?,
             );
         }
-        let width = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
         let n = encodings.len();
-        let (mut ids, mut types, mut mask) = (
-            vec![i64::from(self.pad); n * width],
-            vec![0i64; n * width],
-            vec![0i64; n * width],
-        );
-        for (row, e) in encodings.iter().enumerate() {
-            let at = row * width;
-            for (k, (&id, &ty)) in e.get_ids().iter().zip(e.get_type_ids()).enumerate() {
-                ids[at + k] = i64::from(id);
-                types[at + k] = i64::from(ty);
-                mask[at + k] = 1;
-            }
-        }
+        let padded = Padded::of(&encodings, self.pad);
+        let width = padded.width;
+        let wide = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
+        let (ids, types, mask) = (wide(padded.ids), wide(padded.types), wide(padded.mask));
         let shape = vec![n as i64, width as i64];
         let mut out = vec![
             Tensor::from_vec(IDS, DataType::Int64, shape.clone(), ids),
