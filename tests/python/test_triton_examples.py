@@ -163,8 +163,20 @@ def test_wait_shorter_than_the_delays_lets_the_next_request_in(server):
 
 
 def test_wait_longer_than_the_responses_holds_the_instance(server):
-    # The first request answers at once but keeps the instance for 0.5 s.
-    got = stream_repeat(server, [("held", repeat_inputs([1], None, 500_000)), ("next", repeat_inputs([2]))], 2)
-    timing = {request: at for request, _, at in got}
-    assert timing["next"] >= 0.45, timing
-    assert timing["held"] < timing["next"]
+    # The first request answers at once but keeps the instance for 0.5 s: a second one
+    # sent once the first has answered (so it surely arrives second, also through a
+    # gateway) is answered only after that.
+    answers = queue.Queue()
+    with grpcclient.InferenceServerClient(server.grpc) as client:
+        client.start_stream(callback=lambda result, error: answers.put(error or result))
+        started = time.monotonic()
+        client.async_stream_infer("repeat_int32", repeat_inputs([1], None, 500_000), request_id="held")
+        first = answers.get(timeout=30)
+        assert not isinstance(first, InferenceServerException), first
+        client.async_stream_infer("repeat_int32", repeat_inputs([2]), request_id="next")
+        second = answers.get(timeout=30)
+        assert not isinstance(second, InferenceServerException), second
+        waited = time.monotonic() - started
+        client.stop_stream()
+    assert (first.get_response().id, second.get_response().id) == ("held", "next")
+    assert waited >= 0.45, waited
