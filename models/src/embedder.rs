@@ -66,6 +66,8 @@ pub struct Embedder {
     normalize: bool,
     input: String,
     output: String,
+    /// The output counting each text's tokens, when the config declares one.
+    tokens: Option<String>,
     spec: ModelSpec,
     threads: usize,
     /// Dense layers packed for our CPU kernels (`matmul_weights: int16` or `bf16`).
@@ -100,7 +102,7 @@ impl Embedder {
     /// config's inputs and outputs fit.
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
-        let (input, output) = check_io(spec).map_err(|e| bad(&e))?;
+        let (input, output, tokens) = check_io(spec).map_err(|e| bad(&e))?;
         let dir = resolve(
             spec,
             version_dir,
@@ -111,9 +113,9 @@ impl Embedder {
         )
         .map_err(|e| bad(&format!("{e:#}")))?;
         let config = read_config(&dir).map_err(|e| bad(&e))?;
-        if let Some(&d) = spec.outputs[0]
-            .dims
-            .first()
+        if let Some(&d) = spec
+            .output(&output)
+            .and_then(|o| o.dims.first())
             .filter(|&&d| d != -1 && d as usize != config.hidden_size)
         {
             return Err(bad(&format!(
@@ -142,6 +144,7 @@ impl Embedder {
             normalize,
             input,
             output,
+            tokens,
             spec: spec.clone(),
             threads,
             packed,
@@ -161,8 +164,17 @@ impl Embedder {
 
     /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
+        Ok(self.embed_counting(model, texts)?.0)
+    }
+
+    /// [`embed`](Self::embed), and how many tokens each text became (after truncation).
+    pub fn embed_counting(
+        &self,
+        model: &BertModel,
+        texts: &[&str],
+    ) -> anyhow::Result<(Vec<f32>, Vec<i32>)> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut encodings = Vec::with_capacity(texts.len());
         for text in texts {
@@ -188,10 +200,12 @@ impl Embedder {
         if self.normalize {
             pooled = l2_normalize(&pooled)?;
         }
-        Ok(pooled
+        let counts = encodings.iter().map(|e| e.get_ids().len() as i32).collect();
+        let vectors = pooled
             .to_device(&candle_core::Device::Cpu)?
             .flatten_all()?
-            .to_vec1::<f32>()?)
+            .to_vec1::<f32>()?;
+        Ok((vectors, counts))
     }
 
     /// Width of the vectors.
@@ -332,13 +346,32 @@ pub(crate) fn load_weights(
 }
 
 /// One BYTES input and one FP32 output.
-fn check_io(spec: &ModelSpec) -> std::result::Result<(String, String), String> {
+/// The text input, the vectors output and the optional token-count output.
+type Io = (String, String, Option<String>);
+
+/// One BYTES input; one FP32 output, and optionally an INT32 `[1]` output that counts each
+/// text's tokens (what `/v1/embeddings` reports as usage).
+fn check_io(spec: &ModelSpec) -> std::result::Result<Io, String> {
     let [input] = spec.inputs.as_slice() else {
         return Err("needs exactly one input (BYTES text)".into());
     };
-    let [output] = spec.outputs.as_slice() else {
-        return Err("needs exactly one output (FP32 vectors)".into());
+    let vectors = |t: &&nereid_engine::TensorSpec| t.dtype == DataType::Fp32;
+    let (output, tokens) = match spec.outputs.as_slice() {
+        [output] => (output, None),
+        [a, b] if vectors(&a) && !vectors(&b) => (a, Some(b)),
+        [a, b] if vectors(&b) && !vectors(&a) => (b, Some(a)),
+        _ => {
+            return Err(
+                "needs one output of FP32 vectors, and optionally one of INT32 token counts".into(),
+            )
+        }
     };
+    if let Some(t) = tokens.filter(|t| t.dtype != DataType::Int32 || t.dims != [1]) {
+        return Err(format!(
+            "output '{}' (token counts) must be TYPE_INT32 with dims [1]",
+            t.name
+        ));
+    }
     if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
         return Err(format!(
             "input '{}' must be TYPE_STRING with dims [1]",
@@ -354,7 +387,11 @@ fn check_io(spec: &ModelSpec) -> std::result::Result<(String, String), String> {
     if spec.decoupled {
         return Err("cannot be decoupled".into());
     }
-    Ok((input.name.clone(), output.name.clone()))
+    Ok((
+        input.name.clone(),
+        output.name.clone(),
+        tokens.map(|t| t.name.clone()),
+    ))
 }
 
 impl EmbedderModel {
@@ -447,12 +484,24 @@ impl BatchedInstance for EmbedderInstance {
                 EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input))
             })?;
         let model = &self.model;
-        let vectors = self.pool.run(|| e.embed(model, &texts)).map_err(internal)?;
-        Ok(vec![Tensor::from_vec(
+        let (vectors, counts) = self
+            .pool
+            .run(|| e.embed_counting(model, &texts))
+            .map_err(internal)?;
+        let mut outputs = vec![Tensor::from_vec(
             e.output.clone(),
             DataType::Fp32,
             vec![texts.len() as i64, e.hidden_size() as i64],
             vectors,
-        )])
+        )];
+        if let Some(tokens) = &e.tokens {
+            outputs.push(Tensor::from_vec(
+                tokens.clone(),
+                DataType::Int32,
+                vec![texts.len() as i64, 1],
+                counts,
+            ));
+        }
+        Ok(outputs)
     }
 }

@@ -218,8 +218,10 @@ def test_minilm_against_a_server_matches_in_process_and_fails_only_the_bad_row(m
     assert temporaries(remote) == []
 
     table = output(remote)
-    assert table.column_names == ["id", "EMBEDDING"]
+    assert table.column_names == ["id", "EMBEDDING", "TOKENS"]
     assert table.schema.field("EMBEDDING").type == pa.list_(pa.float32(), 384)
+    # Each text's token count: [CLS] and [SEP] and at least one word piece.
+    assert all(count >= 3 for count in table["TOKENS"].to_pylist())
     assert table["id"].to_pylist() == ids[:BAD] + ids[BAD + 1:]
     vectors = np.array(table["EMBEDDING"].to_pylist(), dtype=np.float32)
     assert vectors.shape == (rows - 1, 384)
@@ -264,7 +266,7 @@ def test_minilm_against_a_server_matches_in_process_and_fails_only_the_bad_row(m
     assert [r["id"] for r in lines] == [ids[i] for i in picked[:20]]
     assert [r["id"] for r in cells] == [str(ids[i]) for i in picked[20:]]
     for r in lines + cells:
-        assert set(r) == {"id", "EMBEDDING"}
+        assert set(r) == {"id", "EMBEDDING", "TOKENS"}
         np.testing.assert_allclose(np.array(r["EMBEDDING"], dtype=np.float32), by_id[int(r["id"])], atol=1e-3)
 
 

@@ -48,6 +48,8 @@ def test_embeddings_known_answer(client):
         assert vector[:3] == pytest.approx([0.0676569, 0.0634959, 0.0487131], abs=1e-3)
         assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-3)
     assert result.model == "minilm"
+    # [CLS] this is an example sentence [SEP]: the model's own count (its TOKENS output).
+    assert result.usage.prompt_tokens == 7
     assert result.usage.total_tokens == result.usage.prompt_tokens
 
 
