@@ -243,8 +243,10 @@ def check(model, result, rows):
         assert np.array_equal(out0, in0 + in1), "OUTPUT0 is not INPUT0 + INPUT1"
         assert np.array_equal(out1, in0 - in1), "OUTPUT1 is not INPUT0 - INPUT1"
     elif model == "minilm":
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in result["prediction"]])
+        # minilm gives its vector and the text's token count: a struct of the two.
+        vectors = np.stack([np.asarray(p["EMBEDDING"], dtype=np.float32) for p in result["prediction"]])
         assert vectors.shape == (rows, 384), vectors.shape
+        assert all(p["TOKENS"] >= 3 for p in result["prediction"]), "[CLS], a word piece, [SEP]"
         assert np.all(np.isfinite(vectors))
         norms = np.linalg.norm(vectors, axis=1)
         assert np.allclose(norms, 1.0, atol=1e-4), (norms.min(), norms.max())
