@@ -31,6 +31,9 @@ use crate::{ControlKind, EngineError, ModelSpec, Result, SequenceSpec, Tensor};
 /// The folder, beside a model's versions, that `initial_state { data_file }` names are in.
 pub const INITIAL_STATE_FOLDER: &str = "initial_state";
 
+/// A finished turn: the sequence, the state its request left (if any), whether it ended.
+type Done = (SequenceId, Option<Vec<Tensor>>, bool);
+
 /// A request waiting for its sequence's turn (or for a live slot).
 struct Waiting {
     queued: Queued,
@@ -47,6 +50,19 @@ struct Live {
     /// Its last request so far carried `sequence_end`.
     ended: bool,
     last_seen: Instant,
+}
+
+impl Live {
+    /// A sequence that has just started, with nothing computing yet.
+    fn new(now: Instant) -> Self {
+        Self {
+            state: Vec::new(),
+            pending: VecDeque::new(),
+            busy: false,
+            ended: false,
+            last_seen: now,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -157,10 +173,7 @@ impl SequenceTable {
         {
             let mut seqs = self.sequences.lock();
             if seqs.closed {
-                return Err(EngineError::unavailable(format!(
-                    "model '{}' is unloading and takes no new requests",
-                    self.spec.name()
-                )));
+                return Err(self.unloading());
             }
             let bound = self.spec.levels[0].max_queue_size;
             let waiting = Waiting { queued, position };
@@ -189,21 +202,15 @@ impl SequenceTable {
                     seqs.waiting += 1;
                 }
                 None => {
-                    let live = seqs.live.entry(id.clone()).or_insert(Live {
-                        state: Vec::new(),
-                        pending: VecDeque::new(),
-                        busy: false,
-                        ended: false,
-                        last_seen: now,
-                    });
+                    let live = seqs.live.entry(id.clone()).or_insert(Live::new(now));
                     self.dispatch(&id, live, waiting, &mut actions)?;
                 }
             }
         }
         // The request's own refusal (a full model queue) goes back to its caller.
-        let mut first = actions.submit.pop().map(|q| self.submitter.submit(q));
+        let first = actions.submit.pop().map(|q| self.submitter.submit(q));
         self.run(actions);
-        match first.take() {
+        match first {
             Some(Err(refused)) => {
                 let (e, q) = *refused;
                 drop(q); // its turn passes to the sequence's next request
@@ -219,24 +226,25 @@ impl SequenceTable {
         {
             let mut seqs = self.sequences.lock();
             seqs.closed = true;
-            let refusal = || {
-                EngineError::unavailable(format!(
-                    "model '{}' is unloading and takes no new requests",
-                    self.spec.name()
-                ))
-            };
             let backlog = std::mem::take(&mut seqs.backlog);
             for w in backlog {
-                actions.fail.push((w.queued, refusal()));
+                actions.fail.push((w.queued, self.unloading()));
             }
             for live in seqs.live.values_mut() {
                 for w in live.pending.drain(..) {
-                    actions.fail.push((w.queued, refusal()));
+                    actions.fail.push((w.queued, self.unloading()));
                 }
             }
             seqs.waiting = 0;
         }
         self.run(actions);
+    }
+
+    fn unloading(&self) -> EngineError {
+        EngineError::unavailable(format!(
+            "model '{}' is unloading and takes no new requests",
+            self.spec.name()
+        ))
     }
 
     fn full(&self, bound: usize) -> EngineError {
@@ -317,7 +325,12 @@ impl SequenceTable {
     /// the sequence's next request gets its turn; an ended sequence frees its slot for the
     /// backlog.
     fn advance(self: &Arc<Self>, id: SequenceId, state: Option<Vec<Tensor>>, end: bool) {
-        let mut done = vec![(id, state, end)];
+        self.advance_all(vec![(id, state, end)]);
+    }
+
+    /// [`advance`](Self::advance) for several, and for the turns of requests the model's
+    /// queue refused on the way: a loop, so a long run of refusals does not recurse.
+    fn advance_all(self: &Arc<Self>, mut done: Vec<Done>) {
         while !done.is_empty() {
             let mut actions = Actions::default();
             {
@@ -326,17 +339,7 @@ impl SequenceTable {
                     self.next_turn(&mut seqs, &id, state, end, &mut actions);
                 }
             }
-            for q in std::mem::take(&mut actions.submit) {
-                if let Err(refused) = self.submitter.submit(q) {
-                    let (e, mut q) = *refused;
-                    // Answered here and advanced by this loop, not by the turn's drop: a
-                    // long run of refusals must not recurse.
-                    let turn = q.ctx.turn.take().map(Turn::defuse);
-                    q.sink.finish(&mut q.ctx, Err(e));
-                    done.extend(turn.map(|(id, end)| (id, None, end)));
-                }
-            }
-            self.run(actions);
+            done = self.carry_out(actions);
         }
     }
 
@@ -392,13 +395,10 @@ impl SequenceTable {
                 seqs.waiting += 1;
                 continue;
             }
-            let live = seqs.live.entry(id.clone()).or_insert(Live {
-                state: Vec::new(),
-                pending: VecDeque::new(),
-                busy: false,
-                ended: false,
-                last_seen: Instant::now(),
-            });
+            let live = seqs
+                .live
+                .entry(id.clone())
+                .or_insert(Live::new(Instant::now()));
             let _ = self.dispatch(&id, live, w, actions);
         }
     }
@@ -427,8 +427,16 @@ impl SequenceTable {
         closed
     }
 
-    /// Carries out what a change of the table left to do, outside its lock.
+    /// Carries out what a change of the table left to do, outside its lock, and then
+    /// what that leads to.
     fn run(self: &Arc<Self>, actions: Actions) {
+        let done = self.carry_out(actions);
+        self.advance_all(done);
+    }
+
+    /// Answers the failed requests and queues the others; a request the model's queue
+    /// refuses is answered here and its turn, disarmed, is returned to be advanced.
+    fn carry_out(self: &Arc<Self>, actions: Actions) -> Vec<Done> {
         for (mut q, error) in actions.fail {
             q.sink.finish(&mut q.ctx, Err(error));
         }
@@ -438,12 +446,10 @@ impl SequenceTable {
                 let (e, mut q) = *refused;
                 let turn = q.ctx.turn.take().map(Turn::defuse);
                 q.sink.finish(&mut q.ctx, Err(e));
-                done.extend(turn);
+                done.extend(turn.map(|(id, end)| (id, None, end)));
             }
         }
-        for (id, end) in done {
-            self.advance(id, None, end);
-        }
+        done
     }
 }
 
