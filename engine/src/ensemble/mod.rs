@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 mod stream;
+
+use stream::Answer;
 
 use crate::sink::{RequestContext, Sink};
 use crate::{
@@ -93,7 +94,8 @@ impl Ensemble {
         answers: &tokio::sync::mpsc::Sender<Result<crate::InferResponse>>,
     ) -> Result<()> {
         let _permit = self.permit().await?;
-        self.run_branches(engine, request, ctx, answers).await
+        self.walk(engine, request, &mut Respond { ctx, answers })
+            .await
     }
 
     /// A place among the requests computing at once, when the ensemble bounds them.
@@ -106,67 +108,17 @@ impl Ensemble {
         }
     }
 
-    /// The ensemble's outputs, in config order.
+    /// The ensemble's outputs, in config order: its one branch's answer.
     async fn run(&self, engine: &Engine, request: InferRequest) -> Result<Vec<Tensor>> {
         let _permit = self.permit().await?;
-        let graph = self.graph();
-        let mut tensors: HashMap<String, Tensor> = request
-            .inputs
-            .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
-        let mut waiting: Vec<usize> = (0..graph.steps.len()).collect();
-        // Dropped on an error or a client gone: the steps still queued are cancelled.
-        let mut running = JoinSet::new();
-        loop {
-            let ready: Vec<usize> = waiting
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    graph.steps[i]
-                        .inputs
-                        .iter()
-                        .all(|(_, t)| tensors.contains_key(t))
-                })
-                .collect();
-            waiting.retain(|i| !ready.contains(i));
-            for i in ready {
-                let step_request = self.step_request(i, &request, &tensors);
-                let engine = engine.clone();
-                running.spawn(async move { (i, engine.infer_step(step_request).await) });
-            }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            let (i, outcome) = joined.map_err(|e| {
-                EngineError::internal(format!(
-                    "ensemble '{}': a step failed: {e}",
-                    self.spec.name()
-                ))
-            })?;
-            let response = outcome.map_err(|e| self.step_error(i, e))?;
-            tensors.extend(self.step_outputs(i, &response)?);
-        }
-        if let Some(&i) = waiting.first() {
-            return Err(EngineError::internal(format!(
-                "ensemble '{}' {} never got its inputs",
-                self.spec.name(),
-                graph.steps[i].label(i)
-            )));
-        }
-        self.spec
-            .outputs
-            .iter()
-            .map(|o| {
-                tensors.remove(&o.name).ok_or_else(|| {
-                    EngineError::internal(format!(
-                        "ensemble '{}': no step made output '{}'",
-                        self.spec.name(),
-                        o.name
-                    ))
-                })
-            })
-            .collect()
+        let mut outputs = Keep(None);
+        self.walk(engine, &request, &mut outputs).await?;
+        outputs.0.ok_or_else(|| {
+            EngineError::internal(format!(
+                "ensemble '{}': its steps never made all its outputs",
+                self.spec.name()
+            ))
+        })
     }
 
     /// Step `i`'s request: its inputs renamed from the ensemble's tensors, its mapped
@@ -213,6 +165,31 @@ impl Ensemble {
             self.graph().steps[i].label(i)
         );
         error.in_context(&context)
+    }
+}
+
+/// A decoupled ensemble's answer: one response per branch, to the client's stream.
+struct Respond<'a> {
+    ctx: &'a mut RequestContext,
+    answers: &'a tokio::sync::mpsc::Sender<Result<crate::InferResponse>>,
+}
+
+impl Answer for Respond<'_> {
+    fn answer(&mut self, outputs: Vec<Tensor>) -> impl std::future::Future<Output = bool> + Send {
+        self.ctx.responding();
+        let response = self.ctx.response(outputs, false);
+        let answers = self.answers;
+        async move { answers.send(Ok(response)).await.is_ok() }
+    }
+}
+
+/// A one-response ensemble's answer: its one branch's outputs, kept.
+struct Keep(Option<Vec<Tensor>>);
+
+impl Answer for Keep {
+    fn answer(&mut self, outputs: Vec<Tensor>) -> impl std::future::Future<Output = bool> + Send {
+        self.0 = Some(outputs);
+        std::future::ready(true)
     }
 }
 

@@ -1,7 +1,7 @@
-//! A decoupled ensemble: some step streams (its model is decoupled), and each of its
-//! responses carries the request on down the graph as a branch of its own, so the
-//! ensemble answers once per branch that makes its outputs, then ends with an empty final
-//! response.
+//! Running an ensemble's graph. A step whose model is decoupled streams, and each of its
+//! responses carries the request on down the graph as a branch of its own, so a decoupled
+//! ensemble answers once per branch that makes its outputs (then ends with an empty final
+//! response). Without such a step there is one branch, answered once.
 //!
 //! A branch holds the tensors made so far and which steps it started. A decoupled step's
 //! response forks a child branch (a copy of its parent plus the response's outputs); a
@@ -9,12 +9,19 @@
 //! from it since, which copied its start but not its outputs.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::Ensemble;
-use crate::sink::RequestContext;
 use crate::{Engine, EngineError, InferRequest, InferResponse, Result, Tensor};
+
+/// Where a branch's outputs go.
+pub(super) trait Answer {
+    /// Takes one branch's outputs; false when the client is gone (the walk stops).
+    fn answer(&mut self, outputs: Vec<Tensor>) -> impl Future<Output = bool> + Send;
+}
 
 /// Events step tasks send: a response of `step` started by `branch` (`None`: the step is
 /// done).
@@ -35,14 +42,14 @@ struct Branch {
 const EVENTS: usize = 64;
 
 impl Ensemble {
-    /// Runs the graph, sending the ensemble's outputs through `answer` once per branch that
-    /// makes them all. Returns when every step is done, or at the first error.
-    pub(super) async fn run_branches(
+    /// Runs the graph, handing the ensemble's outputs to `answer` once per branch that
+    /// makes them all (false from it: the client is gone, stop). Returns when every step is
+    /// done, or at the first error.
+    pub(super) async fn walk(
         &self,
         engine: &Engine,
         request: &InferRequest,
-        ctx: &mut RequestContext,
-        answers: &mpsc::Sender<Result<InferResponse>>,
+        answer: &mut impl Answer,
     ) -> Result<()> {
         let graph = self.graph();
         let steps = graph.steps.len();
@@ -57,21 +64,18 @@ impl Ensemble {
             answered: false,
         }];
         let (events_tx, mut events) = mpsc::channel::<StepEvent>(EVENTS);
-        // Dropped at return: the tasks of steps still running see a closed channel and end,
-        // dropping their requests, which cancels them.
+        // Aborted when dropped at return (an error, the client gone): the steps still
+        // running drop their requests, which cancels them.
+        let mut tasks = JoinSet::new();
         let mut running = 0usize;
         let mut ready = vec![0usize];
         loop {
             while let Some(b) = ready.pop() {
-                running += self.launch(engine, request, &mut branches[b], b, &events_tx);
+                running +=
+                    self.launch(engine, request, &mut branches[b], b, &events_tx, &mut tasks);
                 if let Some(outputs) = self.complete(&mut branches[b]) {
-                    ctx.responding();
-                    if answers
-                        .send(Ok(ctx.response(outputs, false)))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(()); // the client is gone
+                    if !answer.answer(outputs).await {
+                        return Ok(());
                     }
                 }
             }
@@ -123,6 +127,7 @@ impl Ensemble {
         branch: &mut Branch,
         id: usize,
         events: &mpsc::Sender<StepEvent>,
+        tasks: &mut JoinSet<()>,
     ) -> usize {
         let graph = self.graph();
         let mut launched = 0;
@@ -139,7 +144,7 @@ impl Ensemble {
             launched += 1;
             let step_request = self.step_request(i, request, &branch.tensors);
             let (engine, events, streams) = (engine.clone(), events.clone(), self.streams[i]);
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let send = |outcome| {
                     events.send(StepEvent {
                         branch: id,
