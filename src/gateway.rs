@@ -67,6 +67,13 @@ pub(crate) fn run(args: GatewayArgs, logging: &Logging) -> anyhow::Result<()> {
         );
         let (settings, apply) = logging.control();
         engine.set_log_control(settings, apply);
-        serve::serve(engine, args.doors, trace.exporter, metrics).await
+        serve::serve(
+            engine,
+            args.doors,
+            trace.exporter,
+            metrics,
+            nereid_console::Role::Gateway,
+        )
+        .await
     })
 }

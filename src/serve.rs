@@ -53,7 +53,13 @@ pub(crate) fn run(args: ServeArgs, logging: &Logging) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let served = runtime.block_on(serve(engine, args.doors, trace.exporter, metrics));
+    let served = runtime.block_on(serve(
+        engine,
+        args.doors,
+        trace.exporter,
+        metrics,
+        nereid_console::Role::Engine,
+    ));
     // A model thread still computing past the exit timeout must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
@@ -100,6 +106,7 @@ pub(crate) async fn serve(
     mut args: DoorArgs,
     exporter: Option<ExporterConfig>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    role: nereid_console::Role,
 ) -> anyhow::Result<()> {
     // Running once a collector is named (or tracing is on), so tracing turned on later
     // through the trace API has somewhere to go; idle while nothing is traced.
@@ -129,6 +136,7 @@ pub(crate) async fn serve(
         );
     }
     let keys = nereid_kserve::ApiKeys::new(&keys);
+    let api_key_required = keys.required();
     args.rest.api_keys = keys.clone();
     args.grpc.api_keys = keys;
     let bind = |port: u16| {
@@ -158,14 +166,38 @@ pub(crate) async fn serve(
 
     // Every door is built (TLS files read, routes assembled) before the server announces
     // itself: a configuration that cannot serve fails here, with nothing announced.
+    let console = nereid_console::router(nereid_console::ConsoleSettings {
+        role,
+        grpc_port: grpc_addr.port(),
+        grpc_tls: args.grpc.tls_enabled(),
+        api_key_required,
+        model_control_mode: match engine.control_mode() {
+            ModelControlMode::None => "none",
+            ModelControlMode::Explicit => "explicit",
+            ModelControlMode::Poll => "poll",
+        },
+        metrics: {
+            let metrics = metrics.clone();
+            Arc::new(move || metrics.render())
+        },
+    });
     let http_app = nereid_rest::app(
         nereid_rest::routes(engine.clone(), &args.rest)
-            .merge(nereid_stream::router(engine.clone())),
+            .merge(nereid_stream::router(engine.clone()))
+            .merge(console),
         &args.rest,
-        &[nereid_rest::Door {
-            prefix: "/v1/",
-            shape: nereid_stream::error::shape,
-        }],
+        &[
+            nereid_rest::Door {
+                prefix: "/v1/",
+                shape: nereid_stream::error::shape,
+                public: nereid_rest::Door::no_public_paths,
+            },
+            nereid_rest::Door {
+                prefix: nereid_console::PREFIX,
+                shape: nereid_rest::error::kserve_shape,
+                public: nereid_console::is_public,
+            },
+        ],
     );
     let http_server = nereid_rest::server(http_app, http, &args.rest, stopped())
         .context("cannot start the HTTP server")?;

@@ -5,6 +5,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nereid_engine::EngineError;
 
+/// An error in KServe's shape, `{"error": "..."}`: for a [`crate::Door`] whose clients
+/// read errors as the KServe routes word them.
+pub fn kserve_shape(status: StatusCode, message: String) -> Response {
+    ApiError::new(status, message).into_response()
+}
+
 /// Status for a client that went away (nginx's "client closed request"); nobody reads it,
 /// but access logs and metrics do.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;

@@ -13,6 +13,9 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
             ApiGroup::Inference
         });
     }
+    if path == "/console/metrics" {
+        return Some(ApiGroup::Statistics);
+    }
     let rest = path.strip_prefix("/v2")?;
     Some(match rest {
         "" | "/" => ApiGroup::Metadata,
@@ -53,6 +56,8 @@ mod tests {
     fn every_route_has_the_group_triton_gives_it() {
         for (path, group) in [
             ("/v2", Some(ApiGroup::Metadata)),
+            ("/console/metrics", Some(ApiGroup::Statistics)),
+            ("/console/app.js", None),
             ("/v2/health/ready", Some(ApiGroup::Health)),
             ("/v2/models/m", Some(ApiGroup::Metadata)),
             ("/v2/models/m/versions/2", Some(ApiGroup::Metadata)),

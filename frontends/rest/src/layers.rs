@@ -39,6 +39,15 @@ pub struct Door {
     pub prefix: &'static str,
     /// How the door words an error.
     pub shape: ErrorShape,
+    /// Which of its paths are served without an API key (a page's static files).
+    pub public: fn(&str) -> bool,
+}
+
+impl Door {
+    /// Paths of a door that all need the key when keys are set.
+    pub fn no_public_paths(_: &str) -> bool {
+        false
+    }
 }
 
 /// How much of a plain-text error body is kept as the message.
@@ -175,6 +184,7 @@ where
         if keys.required()
             && request.method() != Method::OPTIONS
             && !OPEN_PATHS.contains(&path)
+            && !door.is_some_and(|door| (door.public)(path))
             && !keys.allows(
                 request
                     .headers()
