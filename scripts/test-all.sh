@@ -20,8 +20,9 @@ cargo test --workspace --locked
 echo "== system packages"
 # curl: the end-to-end tests drive the server with it too (HTTP/1.1 and h2c).
 # debootstrap: the container tests make their Debian base image with it (no registry).
+# chromium: the console's browser tests drive it through Playwright.
 missing=()
-for package in curl debootstrap; do
+for package in curl debootstrap chromium; do
   command -v "$package" >/dev/null || missing+=("$package")
 done
 if ((${#missing[@]})); then
