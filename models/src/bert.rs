@@ -40,6 +40,10 @@ pub struct BertConfig {
     /// Only `absolute` is supported.
     #[serde(default)]
     pub position_embedding_type: Option<String>,
+    /// `bert`, or a family laid out like it: `roberta`, `xlm-roberta` and `camembert`
+    /// number positions after the padding id ([`BertConfig::position_offset`]).
+    #[serde(default)]
+    pub model_type: Option<String>,
 }
 
 fn default_act() -> String {
@@ -53,8 +57,30 @@ fn default_eps() -> f64 {
 }
 
 impl BertConfig {
+    /// The first position id. RoBERTa-family models count positions from `pad_token_id
+    /// + 1` (their embedding table reserves the rows up to the padding id), BERT from 0.
+    pub fn position_offset(&self) -> usize {
+        match self.model_type.as_deref() {
+            Some("roberta" | "xlm-roberta" | "camembert") => self.pad_token_id as usize + 1,
+            _ => 0,
+        }
+    }
+
+    /// The most tokens one text may have: the positions the table holds after the offset.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
+    }
+
     /// Checks that the encoder can run this config.
     pub fn validate(&self) -> candle_core::Result<()> {
+        if self.max_tokens() < 2 {
+            candle_core::bail!(
+                "max_position_embeddings {} leaves no room for a text after position {}",
+                self.max_position_embeddings,
+                self.position_offset()
+            );
+        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
@@ -188,6 +214,7 @@ pub struct BertModel {
     word: Embedding,
     position: Embedding,
     token_type: Embedding,
+    position_offset: u32,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
@@ -197,13 +224,15 @@ pub struct BertModel {
 }
 
 impl BertModel {
-    /// Loads the weights (`embeddings.*`, `encoder.layer.N.*`, optionally under `bert.`).
+    /// Loads the weights (`embeddings.*`, `encoder.layer.N.*`, optionally under `bert.` or
+    /// `roberta.`, as classification checkpoints keep them).
     pub fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         cfg.validate()?;
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb
+        let vb = match ["bert", "roberta"].into_iter().find(|prefix| {
+            vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight"))
+        }) {
+            Some(prefix) => vb.pp(prefix),
+            None => vb,
         };
         let emb = vb.pp("embeddings");
         let h = cfg.hidden_size;
@@ -217,6 +246,7 @@ impl BertModel {
             word: embedding(cfg.vocab_size, "word_embeddings")?,
             position: embedding(cfg.max_position_embeddings, "position_embeddings")?,
             token_type: embedding(cfg.type_vocab_size, "token_type_embeddings")?,
+            position_offset: cfg.position_offset() as u32,
             embed_norm: layer_norm(h, cfg.layer_norm_eps, emb.pp("LayerNorm"))?,
             layers,
             heads: cfg.num_attention_heads,
@@ -254,7 +284,9 @@ impl BertModel {
         mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let (batch, seq) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
+        // Padded tokens get positions too; the mask keeps them out of every real token.
+        let first = self.position_offset;
+        let positions = Tensor::arange(first, first + seq as u32, &self.device)?;
         let x = self.word.forward(ids)?;
         let x = (x + self.token_type.forward(types)?)?;
         let x = x.broadcast_add(&self.position.forward(&positions)?)?;
@@ -397,6 +429,61 @@ pub(crate) mod tests {
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn roberta_positions_start_after_the_padding_id() {
+        // A RoBERTa with padding id 1 reads position rows 2.. where a BERT reads 0..: the
+        // same weights with the table shifted by two rows give the same hidden states.
+        let bert = tiny_config(50);
+        let mut roberta = bert.clone();
+        roberta.model_type = Some("roberta".into());
+        roberta.pad_token_id = 1;
+        assert_eq!(roberta.position_offset(), 2);
+        assert_eq!(roberta.max_tokens(), 62);
+        let mut weights = tiny_weights(&roberta, 3);
+        let table = "embeddings.position_embeddings.weight";
+        let full = weights[table].clone();
+        let mut shifted = weights.clone();
+        let rows = full.narrow(0, 2, 62).unwrap();
+        let pad = full.narrow(0, 0, 2).unwrap();
+        shifted.insert(table.into(), Tensor::cat(&[&rows, &pad], 0).unwrap());
+        // Classification checkpoints keep the encoder under `roberta.`.
+        weights = weights
+            .into_iter()
+            .map(|(k, v)| (format!("roberta.{k}"), v))
+            .collect();
+        let dev = Device::Cpu;
+        let as_roberta = BertModel::load(
+            &roberta,
+            VarBuilder::from_tensors(weights, DType::F32, &dev),
+        )
+        .unwrap();
+        let as_bert =
+            BertModel::load(&bert, VarBuilder::from_tensors(shifted, DType::F32, &dev)).unwrap();
+        let ids = Tensor::new(&[[0u32, 7, 9, 2]], &dev).unwrap();
+        let run = |m: &BertModel| -> Vec<f32> {
+            m.forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b) = (run(&as_roberta), run(&as_bert));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        // And a BERT reading the unshifted table differs: the offset matters.
+        let plain = BertModel::load(
+            &bert,
+            VarBuilder::from_tensors(tiny_weights(&roberta, 3), DType::F32, &dev),
+        )
+        .unwrap();
+        assert!(run(&plain)
+            .iter()
+            .zip(&a)
+            .any(|(x, y)| (x - y).abs() > 1e-3));
     }
 
     #[test]

@@ -276,8 +276,8 @@ pub(crate) fn load_tokenizer(
         .unwrap_or_default();
     let max_len = param::<usize>(spec, "max_seq_length")?
         .or(st.max_seq_length)
-        .unwrap_or(config.max_position_embeddings)
-        .clamp(2, config.max_position_embeddings);
+        .unwrap_or(config.max_tokens())
+        .clamp(2, config.max_tokens());
     let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|e| format!("tokenizer.json: {e}"))?;
     tokenizer.with_padding(None);
