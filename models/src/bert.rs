@@ -15,16 +15,21 @@ use crate::quant::{DenseFormat, PackedLinear};
 pub struct BertConfig {
     /// Vocabulary size.
     pub vocab_size: usize,
-    /// Width of every hidden state.
+    /// Width of every hidden state (DistilBERT's `dim`).
+    #[serde(alias = "dim")]
     pub hidden_size: usize,
-    /// Number of encoder layers.
+    /// Number of encoder layers (DistilBERT's `n_layers`).
+    #[serde(alias = "n_layers")]
     pub num_hidden_layers: usize,
-    /// Attention heads per layer.
+    /// Attention heads per layer (DistilBERT's `n_heads`).
+    #[serde(alias = "n_heads")]
     pub num_attention_heads: usize,
-    /// Width of the feed-forward layer.
+    /// Width of the feed-forward layer (DistilBERT's `hidden_dim`).
+    #[serde(alias = "hidden_dim")]
     pub intermediate_size: usize,
-    /// Feed-forward activation (`gelu`, `gelu_new`, `gelu_pytorch_tanh`, `relu`).
-    #[serde(default = "default_act")]
+    /// Feed-forward activation (`gelu`, `gelu_new`, `gelu_pytorch_tanh`, `relu`;
+    /// DistilBERT's `activation`).
+    #[serde(default = "default_act", alias = "activation")]
     pub hidden_act: String,
     /// Longest sequence the position embeddings cover.
     pub max_position_embeddings: usize,
@@ -41,7 +46,8 @@ pub struct BertConfig {
     #[serde(default)]
     pub position_embedding_type: Option<String>,
     /// `bert`, or a family laid out like it: `roberta`, `xlm-roberta` and `camembert`
-    /// number positions after the padding id ([`BertConfig::position_offset`]).
+    /// number positions after the padding id ([`BertConfig::position_offset`]);
+    /// `distilbert` names its weights its own way and has no token types.
     #[serde(default)]
     pub model_type: Option<String>,
 }
@@ -64,6 +70,11 @@ impl BertConfig {
             Some("roberta" | "xlm-roberta" | "camembert") => self.pad_token_id as usize + 1,
             _ => 0,
         }
+    }
+
+    /// Whether the weights follow DistilBERT's names (`transformer.layer.N.attention.q_lin`).
+    fn distilbert(&self) -> bool {
+        self.model_type.as_deref() == Some("distilbert")
     }
 
     /// The most tokens one text may have: the positions the table holds after the offset.
@@ -177,10 +188,35 @@ struct Layer {
 impl Layer {
     fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
-        let att = vb.pp("attention");
-        let parts = ["query", "key", "value"].map(|n| linear(h, h, att.pp("self").pp(n)));
-        let [q, k, v] = parts;
-        let (q, k, v) = (q?, k?, v?);
+        let eps = cfg.layer_norm_eps;
+        // (query, key, value, attention output, attention norm, up, down, output norm)
+        let names: [VarBuilder; 8] = if cfg.distilbert() {
+            let att = vb.pp("attention");
+            [
+                att.pp("q_lin"),
+                att.pp("k_lin"),
+                att.pp("v_lin"),
+                att.pp("out_lin"),
+                vb.pp("sa_layer_norm"),
+                vb.pp("ffn").pp("lin1"),
+                vb.pp("ffn").pp("lin2"),
+                vb.pp("output_layer_norm"),
+            ]
+        } else {
+            let att = vb.pp("attention");
+            [
+                att.pp("self").pp("query"),
+                att.pp("self").pp("key"),
+                att.pp("self").pp("value"),
+                att.pp("output").pp("dense"),
+                att.pp("output").pp("LayerNorm"),
+                vb.pp("intermediate").pp("dense"),
+                vb.pp("output").pp("dense"),
+                vb.pp("output").pp("LayerNorm"),
+            ]
+        };
+        let [q, k, v, attn_out, attn_norm, up, down, out_norm] = names;
+        let (q, k, v) = (linear(h, h, q)?, linear(h, h, k)?, linear(h, h, v)?);
         let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
         let bias = Tensor::cat(
             &[
@@ -192,19 +228,11 @@ impl Layer {
         )?;
         Ok(Self {
             qkv: Dense::Float(Linear::new(weight, Some(bias))),
-            attn_out: Dense::Float(linear(h, h, att.pp("output").pp("dense"))?),
-            attn_norm: layer_norm(h, cfg.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
-            inter: Dense::Float(linear(
-                h,
-                cfg.intermediate_size,
-                vb.pp("intermediate").pp("dense"),
-            )?),
-            out: Dense::Float(linear(
-                cfg.intermediate_size,
-                h,
-                vb.pp("output").pp("dense"),
-            )?),
-            out_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            attn_out: Dense::Float(linear(h, h, attn_out)?),
+            attn_norm: layer_norm(h, eps, attn_norm)?,
+            inter: Dense::Float(linear(h, cfg.intermediate_size, up)?),
+            out: Dense::Float(linear(cfg.intermediate_size, h, down)?),
+            out_norm: layer_norm(h, eps, out_norm)?,
         })
     }
 }
@@ -213,7 +241,8 @@ impl Layer {
 pub struct BertModel {
     word: Embedding,
     position: Embedding,
-    token_type: Embedding,
+    /// None for DistilBERT, which has no token types.
+    token_type: Option<Embedding>,
     position_offset: u32,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
@@ -228,9 +257,11 @@ impl BertModel {
     /// `roberta.`, as classification checkpoints keep them).
     pub fn load(cfg: &BertConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         cfg.validate()?;
-        let vb = match ["bert", "roberta"].into_iter().find(|prefix| {
-            vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight"))
-        }) {
+        let vb = match ["bert", "roberta", "distilbert"]
+            .into_iter()
+            .find(|prefix| {
+                vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight"))
+            }) {
             Some(prefix) => vb.pp(prefix),
             None => vb,
         };
@@ -239,13 +270,22 @@ impl BertModel {
         let embedding = |n: usize, name: &str| -> candle_core::Result<Embedding> {
             Ok(Embedding::new(emb.pp(name).get((n, h), "weight")?, h))
         };
+        let stack = if cfg.distilbert() {
+            vb.pp("transformer")
+        } else {
+            vb.pp("encoder")
+        };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(cfg, vb.pp("encoder").pp("layer").pp(i.to_string())))
+            .map(|i| Layer::load(cfg, stack.pp("layer").pp(i.to_string())))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             word: embedding(cfg.vocab_size, "word_embeddings")?,
             position: embedding(cfg.max_position_embeddings, "position_embeddings")?,
-            token_type: embedding(cfg.type_vocab_size, "token_type_embeddings")?,
+            token_type: if cfg.distilbert() {
+                None
+            } else {
+                Some(embedding(cfg.type_vocab_size, "token_type_embeddings")?)
+            },
             position_offset: cfg.position_offset() as u32,
             embed_norm: layer_norm(h, cfg.layer_norm_eps, emb.pp("LayerNorm"))?,
             layers,
@@ -288,7 +328,10 @@ impl BertModel {
         let first = self.position_offset;
         let positions = Tensor::arange(first, first + seq as u32, &self.device)?;
         let x = self.word.forward(ids)?;
-        let x = (x + self.token_type.forward(types)?)?;
+        let x = match &self.token_type {
+            Some(token_type) => (x + token_type.forward(types)?)?,
+            None => x,
+        };
         let x = x.broadcast_add(&self.position.forward(&positions)?)?;
         let mut x = self.embed_norm.forward(&x)?;
         // Additive bias (batch, 1, 1, seq): 0 where real, a large finite negative where padded.
@@ -484,6 +527,55 @@ pub(crate) mod tests {
             .iter()
             .zip(&a)
             .any(|(x, y)| (x - y).abs() > 1e-3));
+    }
+
+    #[test]
+    fn distilbert_reads_its_own_names_and_matches_bert_without_token_types() {
+        let bert = tiny_config(50);
+        let distil: BertConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "distilbert", "vocab_size": 50, "dim": 16, "n_layers": 2,
+            "n_heads": 4, "hidden_dim": 32, "max_position_embeddings": 64,
+            "activation": "gelu", "pad_token_id": 0
+        }))
+        .unwrap();
+        let mut weights = tiny_weights(&bert, 5);
+        // BERT adds token type 0's row; with it zero the two encoders compute the same.
+        let types = "embeddings.token_type_embeddings.weight";
+        weights.insert(types.into(), weights[types].zeros_like().unwrap());
+        let renamed: HashMap<String, Tensor> = weights
+            .iter()
+            .filter(|(k, _)| k.as_str() != types)
+            .map(|(k, v)| {
+                let k = k
+                    .replace("encoder.layer", "transformer.layer")
+                    .replace("attention.self.query", "attention.q_lin")
+                    .replace("attention.self.key", "attention.k_lin")
+                    .replace("attention.self.value", "attention.v_lin")
+                    .replace("attention.output.dense", "attention.out_lin")
+                    .replace("attention.output.LayerNorm", "sa_layer_norm")
+                    .replace("intermediate.dense", "ffn.lin1")
+                    .replace("output.dense", "ffn.lin2")
+                    .replace("output.LayerNorm", "output_layer_norm");
+                (format!("distilbert.{k}"), v.clone())
+            })
+            .collect();
+        let dev = Device::Cpu;
+        let as_bert =
+            BertModel::load(&bert, VarBuilder::from_tensors(weights, DType::F32, &dev)).unwrap();
+        let as_distil =
+            BertModel::load(&distil, VarBuilder::from_tensors(renamed, DType::F32, &dev)).unwrap();
+        let ids = Tensor::new(&[[2u32, 7, 9, 4]], &dev).unwrap();
+        let run = |m: &BertModel| -> Vec<f32> {
+            m.forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (x, y) in run(&as_bert).iter().zip(&run(&as_distil)) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
     }
 
     #[test]
