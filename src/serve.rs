@@ -171,10 +171,12 @@ pub(crate) async fn serve(
         grpc_port: grpc_addr.port(),
         grpc_tls: args.grpc.tls_enabled(),
         api_key_required,
-        model_control_mode: match engine.control_mode() {
-            ModelControlMode::None => "none",
-            ModelControlMode::Explicit => "explicit",
-            ModelControlMode::Poll => "poll",
+        model_control_mode: match (role, engine.control_mode()) {
+            // A gateway passes load and unload on; each engine decides (and a refusal is
+            // shown as its error).
+            (nereid_console::Role::Gateway, _) | (_, ModelControlMode::Explicit) => "explicit",
+            (_, ModelControlMode::None) => "none",
+            (_, ModelControlMode::Poll) => "poll",
         },
         metrics: {
             let metrics = metrics.clone();

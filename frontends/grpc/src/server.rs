@@ -163,7 +163,9 @@ fn cors() -> CorsLayer {
             tonic::codegen::http::Method::POST,
             tonic::codegen::http::Method::OPTIONS,
         ])
-        .allow_headers(tower_http::cors::Any)
+        // Mirrored rather than `*`: the wildcard does not cover `Authorization` (the Fetch
+        // standard), so browsers other than Chromium would refuse a call with an API key.
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
         .max_age(std::time::Duration::from_secs(24 * 60 * 60))
 }

@@ -200,14 +200,20 @@ async fn grpc_web_over_http1_with_cors() {
     let preflight = format!(
         "OPTIONS /inference.GRPCInferenceService/ModelInfer HTTP/1.1\r\nHost: {}\r\n\
          Origin: http://example.com\r\nAccess-Control-Request-Method: POST\r\n\
-         Access-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n",
+         Access-Control-Request-Headers: content-type,x-grpc-web,authorization\r\n\
+         Connection: close\r\n\r\n",
         server.addr
     );
     let (head, _) = common::http1(server.addr, &preflight, &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = head.to_ascii_lowercase();
     assert!(
-        head.to_ascii_lowercase()
-            .contains("access-control-allow-origin: http://example.com"),
+        head.contains("access-control-allow-origin: http://example.com"),
+        "{head}"
+    );
+    // Named, not `*`: a wildcard does not cover Authorization in every browser.
+    assert!(
+        head.contains("access-control-allow-headers: content-type,x-grpc-web,authorization"),
         "{head}"
     );
 }
