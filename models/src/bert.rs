@@ -474,6 +474,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// The hidden states of one unpadded text of token `ids`, flattened.
+    fn hidden(model: &BertModel, ids: &[u32]) -> Vec<f32> {
+        let ids = Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        model
+            .forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     #[test]
     fn roberta_positions_start_after_the_padding_id() {
         // A RoBERTa with padding id 1 reads position rows 2.. where a BERT reads 0..: the
@@ -504,15 +519,7 @@ pub(crate) mod tests {
         .unwrap();
         let as_bert =
             BertModel::load(&bert, VarBuilder::from_tensors(shifted, DType::F32, &dev)).unwrap();
-        let ids = Tensor::new(&[[0u32, 7, 9, 2]], &dev).unwrap();
-        let run = |m: &BertModel| -> Vec<f32> {
-            m.forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
+        let run = |m: &BertModel| hidden(m, &[0, 7, 9, 2]);
         let (a, b) = (run(&as_roberta), run(&as_bert));
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
@@ -564,15 +571,7 @@ pub(crate) mod tests {
             BertModel::load(&bert, VarBuilder::from_tensors(weights, DType::F32, &dev)).unwrap();
         let as_distil =
             BertModel::load(&distil, VarBuilder::from_tensors(renamed, DType::F32, &dev)).unwrap();
-        let ids = Tensor::new(&[[2u32, 7, 9, 4]], &dev).unwrap();
-        let run = |m: &BertModel| -> Vec<f32> {
-            m.forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
+        let run = |m: &BertModel| hidden(m, &[2, 7, 9, 4]);
         for (x, y) in run(&as_bert).iter().zip(&run(&as_distil)) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }

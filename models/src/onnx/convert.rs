@@ -28,32 +28,75 @@ pub(crate) fn engine_type(element: TensorElementType) -> Option<DataType> {
     })
 }
 
+/// Runs `$body` with `$t` bound to the Rust type of a fixed-size numeric `DataType`; the
+/// other arms handle BOOL and BYTES, whose ORT representation differs from the wire's.
+macro_rules! numeric {
+    ($dtype:expr, $t:ident => $body:expr, bool => $bool:expr, bytes => $bytes:expr) => {
+        match $dtype {
+            DataType::Uint8 => {
+                type $t = u8;
+                $body
+            }
+            DataType::Uint16 => {
+                type $t = u16;
+                $body
+            }
+            DataType::Uint32 => {
+                type $t = u32;
+                $body
+            }
+            DataType::Uint64 => {
+                type $t = u64;
+                $body
+            }
+            DataType::Int8 => {
+                type $t = i8;
+                $body
+            }
+            DataType::Int16 => {
+                type $t = i16;
+                $body
+            }
+            DataType::Int32 => {
+                type $t = i32;
+                $body
+            }
+            DataType::Int64 => {
+                type $t = i64;
+                $body
+            }
+            DataType::Fp16 => {
+                type $t = half::f16;
+                $body
+            }
+            DataType::Bf16 => {
+                type $t = half::bf16;
+                $body
+            }
+            DataType::Fp32 => {
+                type $t = f32;
+                $body
+            }
+            DataType::Fp64 => {
+                type $t = f64;
+                $body
+            }
+            DataType::Bool => $bool,
+            DataType::Bytes => $bytes,
+        }
+    };
+}
+
 /// An engine tensor as an ORT value of the same type and shape.
 pub(crate) fn to_value(tensor: &Tensor) -> Result<DynValue> {
     let shape = tensor.shape.clone();
-    macro_rules! primitive {
-        ($t:ty) => {
-            OrtTensor::<$t>::from_array((shape, tensor.to_vec::<$t>()?)).map(|t| t.into_dyn())
-        };
-    }
-    let value = match tensor.dtype {
-        DataType::Uint8 => primitive!(u8),
-        DataType::Uint16 => primitive!(u16),
-        DataType::Uint32 => primitive!(u32),
-        DataType::Uint64 => primitive!(u64),
-        DataType::Int8 => primitive!(i8),
-        DataType::Int16 => primitive!(i16),
-        DataType::Int32 => primitive!(i32),
-        DataType::Int64 => primitive!(i64),
-        DataType::Fp16 => primitive!(half::f16),
-        DataType::Bf16 => primitive!(half::bf16),
-        DataType::Fp32 => primitive!(f32),
-        DataType::Fp64 => primitive!(f64),
-        DataType::Bool => {
+    let value = numeric!(tensor.dtype,
+        T => OrtTensor::<T>::from_array((shape, tensor.to_vec::<T>()?)).map(|t| t.into_dyn()),
+        bool => {
             let flags: Vec<bool> = tensor.data.iter().map(|b| *b != 0).collect();
             OrtTensor::<bool>::from_array((shape, flags)).map(|t| t.into_dyn())
-        }
-        DataType::Bytes => {
+        },
+        bytes => {
             let items = tensor
                 .string_elements()?
                 .iter()
@@ -68,40 +111,26 @@ pub(crate) fn to_value(tensor: &Tensor) -> Result<DynValue> {
                 .collect::<Result<Vec<String>>>()?;
             OrtTensor::from_string_array((shape, items.as_slice())).map(|t| t.into_dyn())
         }
-    };
+    );
     value.map_err(|e| internal(format!("input '{}': {e}", tensor.name)))
 }
 
 /// An ORT output as the engine tensor `name` of type `dtype`.
 pub(crate) fn from_value(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor> {
     let failed = |e: ort::Error| internal(format!("output '{name}': {e}"));
-    macro_rules! primitive {
-        ($t:ty) => {{
-            let (shape, data) = value.try_extract_tensor::<$t>().map_err(failed)?;
+    Ok(numeric!(dtype,
+        T => {
+            let (shape, data) = value.try_extract_tensor::<T>().map_err(failed)?;
             Tensor::from_vec(name, dtype, shape.to_vec(), data.to_vec())
-        }};
-    }
-    Ok(match dtype {
-        DataType::Uint8 => primitive!(u8),
-        DataType::Uint16 => primitive!(u16),
-        DataType::Uint32 => primitive!(u32),
-        DataType::Uint64 => primitive!(u64),
-        DataType::Int8 => primitive!(i8),
-        DataType::Int16 => primitive!(i16),
-        DataType::Int32 => primitive!(i32),
-        DataType::Int64 => primitive!(i64),
-        DataType::Fp16 => primitive!(half::f16),
-        DataType::Bf16 => primitive!(half::bf16),
-        DataType::Fp32 => primitive!(f32),
-        DataType::Fp64 => primitive!(f64),
-        DataType::Bool => {
+        },
+        bool => {
             let (shape, data) = value.try_extract_tensor::<bool>().map_err(failed)?;
             let bytes: Vec<u8> = data.iter().map(|&b| u8::from(b)).collect();
             Tensor::new(name, dtype, shape.to_vec(), bytes.into())
-        }
-        DataType::Bytes => {
+        },
+        bytes => {
             let (shape, items) = value.try_extract_strings().map_err(failed)?;
             Tensor::from_strings(name, shape.to_vec(), items)
         }
-    })
+    ))
 }

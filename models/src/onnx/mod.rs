@@ -83,17 +83,7 @@ impl Backend for OnnxRuntime {
         let session = open(&file, threads).map_err(|e| bad(&e))?;
         let batching = spec.max_batch_size > 0;
         for input in &spec.inputs {
-            let outlet = session
-                .inputs()
-                .iter()
-                .find(|o| o.name() == input.name)
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "input '{}' is not an input of the graph, which has {:?}",
-                        input.name,
-                        names(session.inputs())
-                    ))
-                })?;
+            let outlet = outlet(session.inputs(), "input", &input.name).map_err(|e| bad(&e))?;
             matches(outlet, input.dtype, &input.dims, batching)
                 .map_err(|e| bad(&format!("input '{}': {e}", input.name)))?;
         }
@@ -106,17 +96,7 @@ impl Backend for OnnxRuntime {
             }
         }
         for output in &spec.outputs {
-            let outlet = session
-                .outputs()
-                .iter()
-                .find(|o| o.name() == output.name)
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "output '{}' is not an output of the graph, which has {:?}",
-                        output.name,
-                        names(session.outputs())
-                    ))
-                })?;
+            let outlet = outlet(session.outputs(), "output", &output.name).map_err(|e| bad(&e))?;
             matches(outlet, output.dtype, &output.dims, batching)
                 .map_err(|e| bad(&format!("output '{}': {e}", output.name)))?;
         }
@@ -221,8 +201,12 @@ fn open(file: &Path, threads: usize) -> anyhow::Result<Session> {
         .map_err(|e| fail(&e))
 }
 
-fn names(outlets: &[Outlet]) -> Vec<&str> {
-    outlets.iter().map(Outlet::name).collect()
+/// The graph's `kind` (input or output) called `name`.
+fn outlet<'a>(outlets: &'a [Outlet], kind: &str, name: &str) -> Result<&'a Outlet, String> {
+    outlets.iter().find(|o| o.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = outlets.iter().map(Outlet::name).collect();
+        format!("{kind} '{name}' is not an {kind} of the graph, which has {names:?}")
+    })
 }
 
 /// An outlet's element type and shape as a Triton config declares them: data type and
