@@ -295,8 +295,12 @@ def test_a_chat_reply_streams_token_by_token(console, demo, transport):
     reply = c.by("chat-reply").text_content()
     assert reply.strip(), "empty reply"
     growing = [s for s in steps if s.strip()]
-    # The reply grew in place: at least 3 distinct texts before the final one.
-    assert len(growing) >= 4, "the reply did not stream: %r" % growing
+    # Each token came as its own message, and the page showed the reply growing in place
+    # (pieces that arrive in one network read are drawn together, so fewer steps than
+    # pieces: at least two texts before the final one).
+    pieces = int(re.match(r"(\d+) pieces streamed", c.by("chat-stats").inner_text()).group(1))
+    assert pieces >= 5, c.by("chat-stats").inner_text()
+    assert len(growing) >= 3, "the reply did not stream: %r" % growing
     assert all(b.startswith(a) for a, b in zip(growing, growing[1:])), growing
     assert growing[-1] == reply
     c.shot("reply")
@@ -382,7 +386,12 @@ def test_the_live_charts_move_under_load_and_keep_their_history(console, demo):
     c.by("nav-models").click()
     page.wait_for_timeout(3200)
     c.by("nav-live").click()
-    assert int(rps.get_attribute("data-points")) >= points + 1
+    # Sampling runs every 1.5 s whatever the page; on a busy machine a sample may land
+    # late, so wait for it rather than count on the clock.
+    deadline = time.time() + 10
+    while int(rps.get_attribute("data-points")) < points + 2 and time.time() < deadline:
+        page.wait_for_timeout(250)
+    assert int(rps.get_attribute("data-points")) >= points + 2
     c.shot("after-switch")
     c.assert_clean()
 
