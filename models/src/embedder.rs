@@ -162,7 +162,9 @@ impl Embedder {
         load_weights(&self.dir, &self.config, self.packed, device, dtype)
     }
 
-    /// Tokenises `texts` and embeds them: one row of `hidden_size` per text.
+    /// Tokenises `texts` and embeds them: one row of `hidden_size` per text (the examples'
+    /// entry; the served instance also counts tokens).
+    #[cfg(feature = "testing")]
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
         Ok(self.embed_counting(model, texts)?.0)
     }

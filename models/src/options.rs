@@ -9,7 +9,13 @@ use nereid_engine::{Device, EngineError, ModelSpec};
 
 /// An error at load time, naming the model.
 pub(crate) fn load_error(spec: &ModelSpec, backend: &str, e: impl Display) -> EngineError {
-    EngineError::invalid(format!("model '{}' (backend {backend}): {e}", spec.name()))
+    model_error(spec.name(), backend, e)
+}
+
+/// [`load_error`] for a model known by name only (its config not validated yet, or an
+/// instance created after the load).
+pub(crate) fn model_error(model: &str, backend: &str, e: impl Display) -> EngineError {
+    EngineError::invalid(format!("model '{model}' (backend {backend}): {e}"))
 }
 
 /// A failure while computing.

