@@ -54,9 +54,42 @@ pub struct ExecBatch {
     pub inputs: Vec<Tensor>,
     /// Sum of the requests' batch dimensions (1 for a non-batching model).
     pub batch_size: usize,
+    /// Each request's share of the batch, in the requests' order: its rows and its
+    /// parameters (a model that honours per-request options, `normalize` say, reads them
+    /// here).
+    pub shares: Vec<BatchShare>,
+}
+
+/// One request's part of an [`ExecBatch`].
+#[derive(Debug, Clone, Default)]
+pub struct BatchShare {
+    /// Its rows of the batch (its batch dimension; 1 for a non-batching model).
+    pub rows: usize,
+    /// The request's parameters.
+    pub parameters: Parameters,
 }
 
 impl ExecBatch {
+    /// A batch of one request with no parameters (warmup samples, tests).
+    pub fn whole(inputs: Vec<Tensor>, batch_size: usize) -> Self {
+        Self {
+            inputs,
+            batch_size,
+            shares: vec![BatchShare {
+                rows: batch_size,
+                parameters: Parameters::new(),
+            }],
+        }
+    }
+
+    /// The parameters of each row of the batch, in order (a request of several rows
+    /// repeats its own).
+    pub fn row_parameters(&self) -> impl Iterator<Item = &Parameters> {
+        self.shares
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(&s.parameters, s.rows))
+    }
+
     /// Finds an input by name.
     pub fn input(&self, name: &str) -> Option<&Tensor> {
         self.inputs.iter().find(|t| t.name == name)

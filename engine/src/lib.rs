@@ -36,15 +36,16 @@ mod validate;
 mod warmup;
 
 pub use backend::{
-    Backend, BackendRegistry, BatchedInstance, DecoupledInstance, ExecBatch, Instance, LoadedModel,
-    Sequence,
+    Backend, BackendRegistry, BatchShare, BatchedInstance, DecoupledInstance, ExecBatch, Instance,
+    LoadedModel, Sequence,
 };
 pub use cache::CacheSettings;
 pub use config::{
     field_support, BatchingPolicy, ControlKind, Device, EnsembleSpec, EnsembleStep, FieldSupport,
     ModelSpec, QueuePolicy, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
     TensorSpec, TimeoutPolicy, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SEQUENCE_IDLE, ENSEMBLE_PLATFORM,
-    EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER, MAX_INSTANCES,
+    EXECUTION_TIMEOUT_PARAMETER, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER, LABELS_PARAMETER,
+    MAX_INSTANCES,
 };
 pub use dtype::DataType;
 pub use engine::{

@@ -250,10 +250,7 @@ pub(crate) fn warm(
 fn run(spec: &ModelSpec, instance: &mut Instance, sample: &WarmupSample) -> Result<()> {
     match instance {
         Instance::Batched(model) => {
-            let batch = ExecBatch {
-                inputs: sample.inputs.clone(),
-                batch_size: sample.batch_size,
-            };
+            let batch = ExecBatch::whole(sample.inputs.clone(), sample.batch_size);
             model.execute(&batch).map(drop)
         }
         Instance::Decoupled(model) => {

@@ -25,6 +25,7 @@ use crate::bert::{BertConfig, BertModel};
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
 use crate::pooling::{l2_normalize, normalizes, Pooling};
 use crate::quant::DenseFormat;
+use crate::text::{Prompts, TextOptions, TextTokenizer, PROMPTS_FILE};
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
@@ -34,6 +35,7 @@ const OPTIONAL: &[&str] = &[
     "1_Pooling/config.json",
     "modules.json",
     "sentence_bert_config.json",
+    PROMPTS_FILE,
 ];
 
 /// The `matmul_weights` parameter: FP32 (`None`) or a packed format; `auto` is the fastest
@@ -61,7 +63,8 @@ pub(crate) struct SentenceTransformer;
 pub struct Embedder {
     dir: PathBuf,
     config: BertConfig,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
+    prompts: Prompts,
     pooling: Pooling,
     normalize: bool,
     input: String,
@@ -95,6 +98,81 @@ impl Backend for SentenceTransformer {
             weights: Mutex::default(),
         }))
     }
+
+    /// Writes what the model's files decide into the parameters the config leaves out
+    /// (`pooling`, `max_seq_length`), so the config APIs and TEI's `/info` tell them.
+    fn complete_config(
+        &self,
+        config: &mut nereid_proto::inference::ModelConfig,
+        version_dir: &Path,
+    ) -> Result<()> {
+        complete_text_config(config, version_dir, BACKEND, REQUIRED, true)
+    }
+}
+
+/// [`Backend::complete_config`] of the text models: fills `max_seq_length` (and, for
+/// embedders, `pooling`) from the model's files when the config does not set them.
+pub(crate) fn complete_text_config(
+    config: &mut nereid_proto::inference::ModelConfig,
+    version_dir: &Path,
+    backend: &str,
+    required: &[&str],
+    pools: bool,
+) -> Result<()> {
+    let has = |config: &nereid_proto::inference::ModelConfig, key: &str| {
+        config
+            .parameters
+            .get(key)
+            .is_some_and(|p| !p.string_value.trim().is_empty())
+    };
+    if has(config, "max_seq_length") && (!pools || has(config, "pooling")) {
+        return Ok(());
+    }
+    let bad = |e: &dyn std::fmt::Display| crate::options::model_error(&config.name, backend, e);
+    let dir = resolve(
+        config,
+        version_dir,
+        Wanted::Folder {
+            required,
+            optional: &[],
+        },
+    )
+    .map_err(|e| bad(&format!("{e:#}")))?;
+    let bert = read_config(&dir).map_err(|e| bad(&e))?;
+    let (want_length, want_pooling) = (
+        !has(config, "max_seq_length"),
+        pools && !has(config, "pooling"),
+    );
+    let mut set = |key: &str, value: String| {
+        config.parameters.insert(
+            key.to_string(),
+            nereid_proto::inference::ModelParameter {
+                string_value: value,
+            },
+        );
+    };
+    if want_length {
+        set("max_seq_length", max_seq_length(None, &dir, &bert).to_string());
+    }
+    if want_pooling {
+        let pooling = Pooling::from_dir(&dir).map_err(|e| bad(&e))?;
+        set("pooling", pooling.name().to_string());
+    }
+    Ok(())
+}
+
+/// The most tokens a text becomes: `asked` (the parameter), else
+/// `sentence_bert_config.json`'s `max_seq_length`, else the model's positions; within
+/// what the positions hold.
+fn max_seq_length(asked: Option<usize>, dir: &Path, config: &BertConfig) -> usize {
+    let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    asked
+        .or(st.max_seq_length)
+        .unwrap_or(config.max_tokens())
+        .clamp(2, config.max_tokens())
 }
 
 impl Embedder {
@@ -124,6 +202,8 @@ impl Embedder {
             )));
         }
         let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
+        let tokenizer = TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?;
+        let prompts = Prompts::from_dir(&dir).map_err(|e| bad(&e))?;
         let (pooling, normalize) = pooling_of(spec, &dir).map_err(|e| bad(&e))?;
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
         let packed = dense_weights(spec).map_err(|e| bad(&e))?;
@@ -133,6 +213,7 @@ impl Embedder {
             ?pooling,
             normalize,
             max_seq_length = max_len,
+            prompts = ?prompts.names(),
             dense_layers_on_cpu = %packed.map_or_else(|| "FP32".into(), |f| format!("{f:?}")),
             "sentence transformer loaded"
         );
@@ -140,6 +221,7 @@ impl Embedder {
             dir,
             config,
             tokenizer,
+            prompts,
             pooling,
             normalize,
             input,
@@ -166,25 +248,30 @@ impl Embedder {
     /// entry; the served instance also counts tokens).
     #[cfg(feature = "testing")]
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
-        Ok(self.embed_counting(model, texts)?.0)
+        let options = vec![TextOptions::default(); texts.len()];
+        Ok(self.embed_counting(model, texts, &options)?.0)
     }
 
-    /// [`embed`](Self::embed), and how many tokens each text became (after truncation).
-    pub fn embed_counting(
+    /// [`embed`](Self::embed) with each text's own options (`options[i]` for `texts[i]`),
+    /// and how many tokens each text became (after truncation).
+    pub(crate) fn embed_counting(
         &self,
         model: &BertModel,
         texts: &[&str],
+        options: &[TextOptions],
     ) -> anyhow::Result<(Vec<f32>, Vec<i32>)> {
         if texts.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut encodings = Vec::with_capacity(texts.len());
-        for text in texts {
-            encodings.push(
-                self.tokenizer
-                    .encode(*text, true)
-                    .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?,
-            );
+        for (text, options) in texts.iter().zip(options) {
+            let prompt = self.prompts.text(options)?;
+            let encoding = if prompt.is_empty() {
+                self.tokenizer.encode(*text, options)?
+            } else {
+                self.tokenizer.encode(format!("{prompt}{text}"), options)?
+            };
+            encodings.push(encoding);
         }
         let n = texts.len();
         let Padded {
@@ -198,15 +285,29 @@ impl Embedder {
         let types = CTensor::from_vec(types, (n, width), dev)?;
         let mask = CTensor::from_vec(mask, (n, width), dev)?;
         let states = model.forward(&ids, &types, &mask)?;
-        let mut pooled = self.pooling.apply(&states, &mask)?;
-        if self.normalize {
-            pooled = l2_normalize(&pooled)?;
-        }
+        let pooled = self.pooling.apply(&states, &mask)?;
+        let normalized = |o: &TextOptions| o.normalize.unwrap_or(self.normalize);
+        let rows = |t: &CTensor| -> anyhow::Result<Vec<f32>> {
+            Ok(t.to_device(&candle_core::Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        let vectors = match (options.iter().all(normalized), options.iter().any(normalized)) {
+            (true, _) => rows(&l2_normalize(&pooled)?)?,
+            (false, false) => rows(&pooled)?,
+            (false, true) => {
+                // Requests that differ share a batch: each row as its own request asks.
+                let (plain, unit) = (rows(&pooled)?, rows(&l2_normalize(&pooled)?)?);
+                let width = plain.len() / n;
+                let mut mixed = plain;
+                for (row, _) in options.iter().enumerate().filter(|(_, o)| normalized(o)) {
+                    let at = row * width..(row + 1) * width;
+                    mixed[at.clone()].copy_from_slice(&unit[at]);
+                }
+                mixed
+            }
+        };
         let counts = encodings.iter().map(|e| e.get_ids().len() as i32).collect();
-        let vectors = pooled
-            .to_device(&candle_core::Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
         Ok((vectors, counts))
     }
 
@@ -272,14 +373,7 @@ pub(crate) fn load_tokenizer(
     dir: &Path,
     config: &BertConfig,
 ) -> std::result::Result<(Tokenizer, usize), String> {
-    let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let max_len = param::<usize>(spec, "max_seq_length")?
-        .or(st.max_seq_length)
-        .unwrap_or(config.max_tokens())
-        .clamp(2, config.max_tokens());
+    let max_len = max_seq_length(param::<usize>(spec, "max_seq_length")?, dir, config);
     let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|e| format!("tokenizer.json: {e}"))?;
     tokenizer.with_padding(None);
@@ -433,10 +527,20 @@ impl LoadedModel for EmbedderModel {
                 texts.len()
             )));
         }
+        let options = TextOptions::of(&request.parameters)?;
+        let prompt = e.prompts.text(&options)?;
         for (i, text) in texts.iter().enumerate() {
-            std::str::from_utf8(text).map_err(|err| {
+            let text = std::str::from_utf8(text).map_err(|err| {
                 EngineError::invalid(format!("input '{}': text {i} is not UTF-8: {err}", e.input))
             })?;
+            let what = format!("input '{}' text {i}", e.input);
+            let bytes = prompt.len() + text.len();
+            if prompt.is_empty() {
+                e.tokenizer.check_length(text, bytes, &options, &what)?;
+            } else {
+                e.tokenizer
+                    .check_length(format!("{prompt}{text}"), bytes, &options, &what)?;
+            }
         }
         Ok(())
     }
@@ -485,10 +589,14 @@ impl BatchedInstance for EmbedderInstance {
             .map_err(|err| {
                 EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input))
             })?;
+        let options = batch
+            .row_parameters()
+            .map(TextOptions::of)
+            .collect::<Result<Vec<_>>>()?;
         let model = &self.model;
         let (vectors, counts) = self
             .pool
-            .run(|| e.embed_counting(model, &texts))
+            .run(|| e.embed_counting(model, &texts, &options))
             .map_err(internal)?;
         let mut outputs = vec![Tensor::from_vec(
             e.output.clone(),

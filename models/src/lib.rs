@@ -21,6 +21,7 @@
 mod activation;
 mod bert;
 mod chat;
+mod classifier;
 mod cpu_op;
 mod decode_attention;
 pub mod demo;
@@ -40,6 +41,7 @@ mod sampling;
 mod skinny;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod text;
 mod text_stream;
 pub mod threads;
 mod weights;
@@ -51,14 +53,15 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use nereid_engine::BackendRegistry;
 
-/// Registers the `sentence_transformer` and `llama_gguf` backends, and the three stages
-/// of a sentence transformer for ensembles (`bert_tokenizer`, `bert_encoder`,
-/// `sentence_pooling`).
+/// Registers the `sentence_transformer`, `bert_classifier`, `llama_gguf` and `onnxruntime`
+/// backends, and the three stages of a sentence transformer for ensembles
+/// (`bert_tokenizer`, `bert_encoder`, `sentence_pooling`).
 pub fn register(registry: &mut BackendRegistry) {
     registry.register(
         "sentence_transformer",
         Arc::new(embedder::SentenceTransformer),
     );
+    registry.register(classifier::BACKEND, Arc::new(classifier::BertClassifier));
     registry.register("llama_gguf", Arc::new(generator::LlamaGguf));
     registry.register(onnx::BACKEND, Arc::new(onnx::OnnxRuntime));
     registry.register(onnx::PLATFORM, Arc::new(onnx::OnnxRuntime));

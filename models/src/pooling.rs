@@ -39,6 +39,16 @@ struct ModuleEntry {
 }
 
 impl Pooling {
+    /// The name the `pooling` config parameter (and TEI's `/info`) uses.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Cls => "cls",
+            Self::Mean => "mean",
+            Self::Max => "max",
+            Self::MeanSqrtLen => "mean_sqrt_len",
+        }
+    }
+
     /// Parses a name as used by the `pooling` config parameter.
     pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {

@@ -12,9 +12,11 @@ use crate::{DataType, EngineError, Result};
 
 mod ensemble;
 mod fields;
+mod labels;
 mod sequence;
 
 pub use ensemble::{EnsembleSpec, EnsembleStep, ENSEMBLE_PLATFORM};
+pub use labels::LABELS_PARAMETER;
 pub use fields::{field_support, FieldSupport, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER};
 pub use sequence::{
     ControlKind, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
@@ -117,6 +119,9 @@ pub struct ModelSpec {
     /// Present for an ensemble (`platform: "ensemble"`): its requests run through its
     /// steps' models; it has no instances of its own.
     pub ensemble: Option<EnsembleSpec>,
+    /// The class name of each score of a classifier (the `labels` parameter, see
+    /// [`LABELS_PARAMETER`]).
+    pub labels: Option<Vec<String>>,
 }
 
 impl ModelSpec {
@@ -211,6 +216,7 @@ impl ModelSpec {
 
         let execution_timeout = execution_timeout(&config, decoupled).map_err(bad)?;
         let response_cache = config.response_cache.is_some_and(|c| c.enable);
+        let labels = labels::parse(&config, &outputs).map_err(bad)?;
         if response_cache && decoupled {
             return Err(bad(
                 "field 'response_cache' is not supported for decoupled models (as in Triton): \
@@ -369,6 +375,7 @@ impl ModelSpec {
             response_cache,
             sequence,
             ensemble,
+            labels,
         })
     }
 }

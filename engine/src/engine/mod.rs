@@ -534,6 +534,11 @@ impl Engine {
         &self.inner.shared_memory
     }
 
+    /// The most client requests in flight at once (`--max-inflight`), when bounded.
+    pub fn max_inflight(&self) -> Option<usize> {
+        self.inner.options.max_inflight
+    }
+
     /// Requests accepted and not yet answered.
     pub fn inflight(&self) -> usize {
         self.inner.inflight.get()

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::watchdog::RunSlot;
 use super::{Batch, Queued, Sequencer, Shared};
+use crate::backend::BatchShare;
 use crate::sink::Responder;
 use crate::tensor::{bytes_elements_end, element_count};
 use crate::trace::Compute;
@@ -247,10 +248,19 @@ pub(super) fn deliver(delivery: Delivery) {
 /// One tensor per input for the whole batch: shared as is for a lone request, else copied
 /// once into a buffer concatenated along the batch dimension.
 fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
+    // The parameters move into the batch: nothing reads them from the request after this.
+    let shares = requests
+        .iter_mut()
+        .map(|q| BatchShare {
+            rows: q.batch_size,
+            parameters: std::mem::take(&mut q.request.parameters),
+        })
+        .collect();
     if let [only] = requests {
         return ExecBatch {
             inputs: std::mem::take(&mut only.request.inputs),
             batch_size: only.batch_size,
+            shares,
         };
     }
     let batch_size: usize = requests.iter().map(|q| q.batch_size).sum();
@@ -278,7 +288,11 @@ fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
             Tensor::new(first.name.clone(), first.dtype, shape, data.freeze())
         })
         .collect();
-    ExecBatch { inputs, batch_size }
+    ExecBatch {
+        inputs,
+        batch_size,
+        shares,
+    }
 }
 
 /// Splits batch outputs into each request's share along the batch dimension, without

@@ -16,6 +16,13 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
     if path == "/console/metrics" {
         return Some(ApiGroup::Statistics);
     }
+    if let Some(tei) = tei_route(path) {
+        return Some(if tei == "info" {
+            ApiGroup::Metadata
+        } else {
+            ApiGroup::Inference
+        });
+    }
     let rest = path.strip_prefix("/v2")?;
     Some(match rest {
         "" | "/" => ApiGroup::Metadata,
@@ -46,6 +53,19 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
         }
         _ => return None,
     })
+}
+
+/// The TEI route a path names (`embed`, `info`, ... at the root or under
+/// `/tei/{model}/`; `""` for the compat route `/tei/{model}`), if it names one.
+fn tei_route(path: &str) -> Option<&str> {
+    const ROUTES: &[&str] = &["embed", "similarity", "rerank", "predict", "classify", "info"];
+    if let Some(model_route) = path.strip_prefix("/tei/") {
+        return match model_route.split_once('/') {
+            None => Some(""),
+            Some((_, route)) => ROUTES.contains(&route).then_some(route),
+        };
+    }
+    path.strip_prefix('/').filter(|r| ROUTES.contains(r))
 }
 
 #[cfg(test)]
@@ -89,6 +109,14 @@ mod tests {
             ("/v1/embeddings", Some(ApiGroup::Inference)),
             ("/v1/models", Some(ApiGroup::Metadata)),
             ("/v1/models/smollm2", Some(ApiGroup::Metadata)),
+            ("/v1/rerank", Some(ApiGroup::Inference)),
+            ("/embed", Some(ApiGroup::Inference)),
+            ("/rerank", Some(ApiGroup::Inference)),
+            ("/info", Some(ApiGroup::Metadata)),
+            ("/tei/m", Some(ApiGroup::Inference)),
+            ("/tei/m/predict", Some(ApiGroup::Inference)),
+            ("/tei/m/info", Some(ApiGroup::Metadata)),
+            ("/tei/m/other", None),
             ("/openapi.json", None),
             ("/docs", None),
         ] {

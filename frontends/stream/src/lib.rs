@@ -2,6 +2,8 @@
 //!
 //! - OpenAI-compatible routes (`/v1/models`, `/v1/embeddings`, `/v1/completions`,
 //!   `/v1/chat/completions`) with `stream: true` answered as server-sent events;
+//! - Hugging Face TEI-compatible routes (`/embed`, `/similarity`, `/rerank`, `/predict`,
+//!   `/info`, each also under `/tei/{model}/`) and `/v1/rerank`, see [`tei`];
 //! - bidirectional WebSocket inference (`/v2/ws`, `/v2/models/{model}/infer/ws`): many
 //!   KServe v2 requests in flight per socket, answered frame by frame as they complete.
 //!
@@ -18,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod openai;
 mod sse;
+pub mod tei;
 pub mod ws;
 
 use axum::Router;
@@ -28,5 +31,7 @@ use nereid_engine::Engine;
 /// with [`error::shape`] wording the stack's own errors on `/v1/` paths.
 pub fn router(engine: Engine) -> Router {
     metrics::describe();
-    openai::router(engine.clone()).merge(ws::router(engine))
+    openai::router(engine.clone())
+        .merge(tei::router(engine.clone()))
+        .merge(ws::router(engine))
 }

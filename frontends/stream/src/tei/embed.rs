@@ -1,0 +1,242 @@
+//! `POST /embed` (pooled vectors, as the model normalises them unless `normalize: false`)
+//! and `POST /similarity` (the cosine of each sentence to a source sentence).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use nereid_engine::{Engine, ParamValue};
+use serde::Deserialize;
+
+use super::{check_batch, parse, Kind, TeiError, TeiModel, TeiResult, Truncation};
+
+/// TEI's `inputs` of `/embed`: a text or a list of texts. (TEI also takes token ids,
+/// which a model that tokenises for itself cannot.)
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Inputs {
+    One(String),
+    Many(Vec<serde_json::Value>),
+}
+
+impl Inputs {
+    fn texts(self) -> TeiResult<Vec<String>> {
+        match self {
+            Self::One(text) => Ok(vec![text]),
+            Self::Many(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    serde_json::Value::String(s) => Ok(s),
+                    _ => Err(TeiError::validation(format!(
+                        "`inputs[{i}]` is not a string: this server takes texts, not token ids"
+                    ))),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbedRequest {
+    inputs: Inputs,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(flatten)]
+    truncation: Truncation,
+    #[serde(default)]
+    prompt_name: Option<String>,
+    #[serde(default)]
+    normalize: Option<bool>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+/// `POST /embed`: `[[f32, ...], ...]`, one vector per text.
+pub(super) async fn embed(
+    State(engine): State<Engine>,
+    model: Option<String>,
+    body: Bytes,
+) -> TeiResult<Response> {
+    let started = std::time::Instant::now();
+    let request: EmbedRequest = parse(&body)?;
+    let model = TeiModel::find(
+        &engine,
+        model.as_deref().or(request.model.as_deref()),
+        &[Kind::Embedder],
+    )?;
+    let texts = request.inputs.texts()?;
+    check_batch(texts.len(), "inputs")?;
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(TeiError::validation(format!(
+            "Input validation error: `inputs[{i}]` cannot be empty"
+        )));
+    }
+    let width = model.output.dims.last().copied().filter(|&d| d > 0);
+    if let (Some(asked), Some(width)) = (request.dimensions, width) {
+        if asked == 0 || asked as i64 > width {
+            return Err(TeiError::validation(format!(
+                "`dimensions` must be between 1 and {width}, not {asked}"
+            )));
+        }
+    }
+    let mut parameters = request.truncation.parameters()?;
+    parameters.insert(
+        "normalize".into(),
+        ParamValue::Bool(request.normalize.unwrap_or(true)),
+    );
+    if let Some(prompt) = request.prompt_name {
+        parameters.insert("prompt_name".into(), ParamValue::String(prompt));
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let requests = model.requests(&refs, None, &parameters)?;
+    let computing = std::time::Instant::now();
+    let (mut vectors, tokens) = model.run(&engine, requests, texts.len()).await?;
+    if let Some(d) = request.dimensions {
+        // Matryoshka: the first `d` values, normalised again when the request asked for
+        // unit vectors.
+        for v in &mut vectors {
+            v.truncate(d);
+            if request.normalize.unwrap_or(true) {
+                let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+                }
+            }
+        }
+    }
+    Ok(timed(
+        Json(vectors),
+        started,
+        computing,
+        chars(&texts),
+        tokens,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct SimilarityRequest {
+    inputs: SimilarityInputs,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    parameters: Option<SimilarityParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SimilarityInputs {
+    source_sentence: String,
+    sentences: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SimilarityParameters {
+    #[serde(flatten)]
+    truncation: Truncation,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+/// `POST /similarity`: `[f32, ...]`, the cosine similarity of each sentence to the source,
+/// in the sentences' order.
+pub(super) async fn similarity(
+    State(engine): State<Engine>,
+    model: Option<String>,
+    body: Bytes,
+) -> TeiResult<Response> {
+    let started = std::time::Instant::now();
+    let request: SimilarityRequest = parse(&body)?;
+    let model = TeiModel::find(
+        &engine,
+        model.as_deref().or(request.model.as_deref()),
+        &[Kind::Embedder],
+    )?;
+    let SimilarityInputs {
+        source_sentence,
+        sentences,
+    } = request.inputs;
+    if sentences.is_empty() {
+        return Err(TeiError::empty("inputs.sentences"));
+    }
+    check_batch(sentences.len() + 1, "inputs.sentences")?;
+    let options = request.parameters.unwrap_or_default();
+    let mut parameters = options.truncation.parameters()?;
+    parameters.insert("normalize".into(), ParamValue::Bool(false));
+    if let Some(prompt) = options.prompt_name {
+        parameters.insert("prompt_name".into(), ParamValue::String(prompt));
+    }
+    let texts: Vec<&str> = std::iter::once(source_sentence.as_str())
+        .chain(sentences.iter().map(String::as_str))
+        .collect();
+    let requests = model.requests(&texts, None, &parameters)?;
+    let computing = std::time::Instant::now();
+    let (vectors, tokens) = model.run(&engine, requests, texts.len()).await?;
+    let (source, others) = vectors.split_first().expect("one row per text");
+    let scores: Vec<f32> = others.iter().map(|v| cosine(source, v)).collect();
+    let all: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    Ok(timed(Json(scores), started, computing, chars(&all), tokens))
+}
+
+/// Cosine similarity in f64 (0 when either vector is zero).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        (dot / (na.sqrt() * nb.sqrt())) as f32
+    }
+}
+
+/// Characters of the inputs, for `x-compute-characters`.
+pub(super) fn chars(texts: &[String]) -> usize {
+    texts.iter().map(|t| t.chars().count()).sum()
+}
+
+/// A response with TEI's timing and size headers.
+pub(super) fn timed(
+    body: impl IntoResponse,
+    started: std::time::Instant,
+    computing: std::time::Instant,
+    characters: usize,
+    tokens: u64,
+) -> Response {
+    let mut response = body.into_response();
+    let ms = |since: std::time::Instant| since.elapsed().as_millis().to_string();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-compute-time", ms(computing)),
+        ("x-total-time", ms(started)),
+        ("x-compute-characters", characters.to_string()),
+        ("x-compute-tokens", tokens.to_string()),
+    ] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_is_exact_and_zero_safe() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-7);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-7);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn token_ids_are_refused_by_position() {
+        let inputs: Inputs = serde_json::from_str(r#"["a", [101, 102]]"#).unwrap();
+        let e = inputs.texts().unwrap_err();
+        assert!(format!("{e:?}").contains("inputs[1]"), "{e:?}");
+    }
+}
