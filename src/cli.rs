@@ -268,6 +268,9 @@ pub(crate) struct DoorArgs {
     /// HTTP/REST frontend flags.
     #[command(flatten)]
     pub rest: nereid_rest::RestArgs,
+    /// OpenAI, TEI and WebSocket frontend flags.
+    #[command(flatten)]
+    pub stream: nereid_stream::StreamArgs,
 }
 
 /// A value that can travel in an HTTP header as is.

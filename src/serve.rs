@@ -185,7 +185,7 @@ pub(crate) async fn serve(
     });
     let http_app = nereid_rest::app(
         nereid_rest::routes(engine.clone(), &args.rest)
-            .merge(nereid_stream::router(engine.clone()))
+            .merge(nereid_stream::router(engine.clone(), &args.stream))
             .merge(console),
         &args.rest,
         &[

@@ -37,6 +37,33 @@ pub trait LoadedModel: Send + Sync {
     fn check_request(&self, _request: &InferRequest) -> Result<()> {
         Ok(())
     }
+
+    /// The model's tokenizer, when it has one, for routes that tokenise without computing
+    /// (TEI's `/tokenize` and `/decode`).
+    fn text_codec(&self) -> Option<Arc<dyn TextCodec>> {
+        None
+    }
+}
+
+/// A model's tokenizer. Its calls are blocking CPU work: run them off the async workers.
+pub trait TextCodec: Send + Sync {
+    /// The tokens of `text` (with the model's special tokens when `add_special_tokens`).
+    fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TextToken>>;
+    /// The text of token `ids` (leaving special tokens out when `skip_special_tokens`).
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String>;
+}
+
+/// One token of a tokenised text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextToken {
+    /// Its id in the vocabulary.
+    pub id: u32,
+    /// Its text: the slice of the input it covers, or the special token's own text.
+    pub text: String,
+    /// Whether it is a special token the tokenizer added (`[CLS]`, `</s>`).
+    pub special: bool,
+    /// Byte offsets `(start, stop)` in the input; `None` for an added special token.
+    pub span: Option<(usize, usize)>,
 }
 
 /// An instance, of the kind matching the model's transaction policy.

@@ -37,7 +37,7 @@ mod warmup;
 
 pub use backend::{
     Backend, BackendRegistry, BatchShare, BatchedInstance, DecoupledInstance, ExecBatch, Instance,
-    LoadedModel, Sequence,
+    LoadedModel, Sequence, TextCodec, TextToken,
 };
 pub use cache::CacheSettings;
 pub use config::{

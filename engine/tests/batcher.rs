@@ -17,6 +17,8 @@ use parking_lot::{Condvar, Mutex};
 #[derive(Default)]
 struct Recorder {
     batches: Mutex<Vec<Vec<i32>>>,
+    /// Each batch's row parameters: the `tag` parameter of the request each row came from.
+    row_tags: Mutex<Vec<Vec<Option<i64>>>>,
     /// Set when a slow batch (one holding -1) has finished computing.
     slow_finished: AtomicBool,
     paused: Mutex<bool>,
@@ -69,6 +71,19 @@ impl BatchedInstance for FakeInstance {
         let x = batch.require("X")?;
         let values: Vec<i32> = x.to_vec()?;
         self.0.batches.lock().push(values.clone());
+        let tags = batch
+            .row_parameters()
+            .map(|p| match p.get("tag") {
+                Some(ParamValue::Int(t)) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        self.0.row_tags.lock().push(tags);
+        assert_eq!(
+            batch.shares.iter().map(|s| s.rows).sum::<usize>(),
+            batch.batch_size,
+            "the shares cover the batch"
+        );
         {
             let mut paused = self.0.paused.lock();
             while *paused {
@@ -187,6 +202,45 @@ async fn batches_form_under_concurrency() {
     assert_eq!(stats.inference_count, 256);
     assert_eq!(stats.execution_count, batches.len() as u64);
     assert_eq!(stats.inference_stats.success.count, 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_row_of_a_batch_carries_its_own_requests_parameters() {
+    let (engine, rec, _dir) = engine(
+        "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [4] }",
+        8,
+        1,
+    );
+    let tagged = |x: &[i32], tag: Option<i64>| {
+        let mut r = InferRequest::new(
+            "m",
+            vec![Tensor::from_vec(
+                "X",
+                DataType::Int32,
+                vec![x.len() as i64, 1],
+                x.to_vec(),
+            )],
+        );
+        if let Some(tag) = tag {
+            r.parameters.insert("tag".into(), ParamValue::Int(tag));
+        }
+        r
+    };
+    // One request at a time, so they queue in this order: rows 1, 2 3, 4.
+    for (x, tag) in [
+        (&[1][..], Some(7)),
+        (&[2, 3][..], None),
+        (&[4][..], Some(9)),
+    ] {
+        spawn_all(&engine, vec![tagged(x, tag)]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_batches(&rec, 1).await;
+    assert_eq!(rec.batches(), vec![vec![1, 2, 3, 4]]);
+    assert_eq!(
+        rec.row_tags.lock().clone(),
+        vec![vec![Some(7), None, None, Some(9)]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

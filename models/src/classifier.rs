@@ -85,7 +85,10 @@ impl LabelsConfig {
 
 impl Backend for BertClassifier {
     fn load(&self, spec: &ModelSpec, version_dir: &Path) -> Result<Arc<dyn LoadedModel>> {
-        Ok(Arc::new(Loaded(Arc::new(Classifier::load(spec, version_dir)?))))
+        Ok(Arc::new(Loaded(Arc::new(Classifier::load(
+            spec,
+            version_dir,
+        )?))))
     }
 
     /// Names the scores after `id2label` and records `max_seq_length` when the config
@@ -198,7 +201,7 @@ struct Weights {
 struct Classifier {
     dir: PathBuf,
     config: BertConfig,
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     /// How many scores the head makes.
     labels: usize,
     text: String,
@@ -233,7 +236,7 @@ impl Classifier {
             }
         }
         let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
-        let tokenizer = TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?;
+        let tokenizer = Arc::new(TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?);
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
         tracing::info!(
             model = spec.name(),
@@ -398,7 +401,10 @@ impl LoadedModel for Loaded {
                 batch(text)
             )));
         }
-        let pairs = match (&this.pair, this.pair.as_ref().and_then(|p| request.input(p))) {
+        let pairs = match (
+            &this.pair,
+            this.pair.as_ref().and_then(|p| request.input(p)),
+        ) {
             (Some(name), Some(pair)) => {
                 let pairs = Classifier::texts(pair, name)?;
                 if pairs.len() != texts.len() {
@@ -430,6 +436,10 @@ impl LoadedModel for Loaded {
         Ok(())
     }
 
+    fn text_codec(&self) -> Option<Arc<dyn nereid_engine::TextCodec>> {
+        Some(self.0.tokenizer.clone())
+    }
+
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {
         let this = &self.0;
         let bad = |err: &dyn std::fmt::Display| load_error(&this.spec, BACKEND, err);
@@ -459,7 +469,11 @@ impl BatchedInstance for ClassifierInstance {
         let c = &self.shared;
         let texts = Classifier::texts(batch.require(&c.text)?, &c.text)?;
         // An optional pair input may be left out: the batch then holds single texts.
-        let pairs = match c.pair.as_ref().and_then(|name| Some((name, batch.input(name)?))) {
+        let pairs = match c
+            .pair
+            .as_ref()
+            .and_then(|name| Some((name, batch.input(name)?)))
+        {
             Some((name, pair)) => Some(Classifier::texts(pair, name)?),
             None => None,
         };
@@ -495,5 +509,129 @@ impl BatchedInstance for ClassifierInstance {
             ));
         }
         Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::Device;
+
+    use super::*;
+    use crate::bert::tests::{tiny_config, tiny_weights};
+
+    /// A checkpoint laid out as `model_type` stores it: the encoder under its prefix and
+    /// the head's tensors under their names, with 3 labels.
+    fn checkpoint(model_type: &str) -> (BertConfig, HashMap<String, CTensor>) {
+        let mut config = tiny_config(40);
+        config.model_type = Some(model_type.into());
+        let h = config.hidden_size;
+        let prefix = match model_type {
+            "roberta" => "roberta.",
+            _ => "bert.",
+        };
+        let mut w: HashMap<String, CTensor> = tiny_weights(&config, 3)
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+        let values = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + seed).sin()) * 0.3)
+                .collect()
+        };
+        let (dense, out) = match model_type {
+            "roberta" => ("classifier.dense", "classifier.out_proj"),
+            _ => ("bert.pooler.dense", "classifier"),
+        };
+        let dev = Device::Cpu;
+        w.insert(
+            format!("{dense}.weight"),
+            CTensor::from_vec(values(h * h, 1.0), (h, h), &dev).unwrap(),
+        );
+        w.insert(
+            format!("{dense}.bias"),
+            CTensor::from_vec(values(h, 2.0), h, &dev).unwrap(),
+        );
+        w.insert(
+            format!("{out}.weight"),
+            CTensor::from_vec(values(3 * h, 3.0), (3, h), &dev).unwrap(),
+        );
+        w.insert(
+            format!("{out}.bias"),
+            CTensor::from_vec(values(3, 4.0), 3, &dev).unwrap(),
+        );
+        (config, w)
+    }
+
+    /// The head by hand: `out(tanh(dense(first token)))` with plain loops.
+    fn by_hand(w: &HashMap<String, CTensor>, dense: &str, out: &str, first: &[f32]) -> Vec<f32> {
+        let get = |name: &str| -> Vec<f32> { w[name].flatten_all().unwrap().to_vec1().unwrap() };
+        let affine = |weight: &[f32], bias: &[f32], x: &[f32]| -> Vec<f32> {
+            bias.iter()
+                .enumerate()
+                .map(|(o, b)| {
+                    b + (0..x.len())
+                        .map(|i| weight[o * x.len() + i] * x[i])
+                        .sum::<f32>()
+                })
+                .collect()
+        };
+        let hidden: Vec<f32> = affine(
+            &get(&format!("{dense}.weight")),
+            &get(&format!("{dense}.bias")),
+            first,
+        )
+        .into_iter()
+        .map(f32::tanh)
+        .collect();
+        affine(
+            &get(&format!("{out}.weight")),
+            &get(&format!("{out}.bias")),
+            &hidden,
+        )
+    }
+
+    #[test]
+    fn bert_and_roberta_heads_score_the_first_token_through_their_own_layers() {
+        for (model_type, dense, out) in [
+            ("bert", "bert.pooler.dense", "classifier"),
+            ("roberta", "classifier.dense", "classifier.out_proj"),
+        ] {
+            let (config, w) = checkpoint(model_type);
+            let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
+            let head = ClassificationHead::load(&config, 3, &vb).unwrap();
+            let encoder = BertModel::load(&config, vb).unwrap();
+            let ids = CTensor::new(&[[2u32, 7, 9, 3]], &Device::Cpu).unwrap();
+            let states = encoder
+                .forward(&ids, &ids.zeros_like().unwrap(), &ids.ones_like().unwrap())
+                .unwrap();
+            let got: Vec<f32> = head
+                .forward(&states)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let first: Vec<f32> = states.get(0).unwrap().get(0).unwrap().to_vec1().unwrap();
+            let want = by_hand(&w, dense, out, &first);
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-5, "{model_type}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn labels_come_in_id_order_and_count_defaults_like_hugging_face() {
+        let c: LabelsConfig =
+            serde_json::from_str(r#"{"id2label": {"1": "POS", "0": "NEG", "2": "MIX"}}"#).unwrap();
+        assert_eq!(c.labels().unwrap(), ["NEG", "POS", "MIX"]);
+        assert_eq!(c.count(), 3);
+        let gap: LabelsConfig =
+            serde_json::from_str(r#"{"id2label": {"0": "A", "2": "C"}}"#).unwrap();
+        assert!(gap.labels().unwrap_err().contains("not 0..n"));
+        assert_eq!(LabelsConfig::default().count(), 2);
+        let n: LabelsConfig = serde_json::from_str(r#"{"num_labels": 1}"#).unwrap();
+        assert_eq!(n.count(), 1);
     }
 }

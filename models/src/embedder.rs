@@ -63,7 +63,7 @@ pub(crate) struct SentenceTransformer;
 pub struct Embedder {
     dir: PathBuf,
     config: BertConfig,
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     prompts: Prompts,
     pooling: Pooling,
     normalize: bool,
@@ -152,7 +152,10 @@ pub(crate) fn complete_text_config(
         );
     };
     if want_length {
-        set("max_seq_length", max_seq_length(None, &dir, &bert).to_string());
+        set(
+            "max_seq_length",
+            max_seq_length(None, &dir, &bert).to_string(),
+        );
     }
     if want_pooling {
         let pooling = Pooling::from_dir(&dir).map_err(|e| bad(&e))?;
@@ -202,7 +205,7 @@ impl Embedder {
             )));
         }
         let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
-        let tokenizer = TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?;
+        let tokenizer = Arc::new(TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?);
         let prompts = Prompts::from_dir(&dir).map_err(|e| bad(&e))?;
         let (pooling, normalize) = pooling_of(spec, &dir).map_err(|e| bad(&e))?;
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
@@ -292,7 +295,10 @@ impl Embedder {
                 .flatten_all()?
                 .to_vec1::<f32>()?)
         };
-        let vectors = match (options.iter().all(normalized), options.iter().any(normalized)) {
+        let vectors = match (
+            options.iter().all(normalized),
+            options.iter().any(normalized),
+        ) {
             (true, _) => rows(&l2_normalize(&pooled)?)?,
             (false, false) => rows(&pooled)?,
             (false, true) => {
@@ -543,6 +549,10 @@ impl LoadedModel for EmbedderModel {
             }
         }
         Ok(())
+    }
+
+    fn text_codec(&self) -> Option<Arc<dyn nereid_engine::TextCodec>> {
+        Some(self.embedder.tokenizer.clone())
     }
 
     fn create_instance(&self, device: Device, index: usize) -> Result<Instance> {

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nereid_engine::{EngineError, ParamValue, Parameters};
+use nereid_engine::{EngineError, ParamValue, Parameters, TextCodec, TextToken};
 use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams};
 
 /// One request's options, parsed from its parameters.
@@ -44,8 +44,8 @@ impl TextOptions {
                         "right" => false,
                         other => {
                             return Err(EngineError::invalid(format!(
-                                "parameter 'truncation_direction' = '{other}': use 'left' or 'right'"
-                            )))
+                            "parameter 'truncation_direction' = '{other}': use 'left' or 'right'"
+                        )))
                         }
                     }
                 }
@@ -152,6 +152,43 @@ impl TextTokenizer {
     }
 }
 
+impl TextCodec for TextTokenizer {
+    /// Never cuts: the tokens of the whole text, with byte offsets.
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> nereid_engine::Result<Vec<TextToken>> {
+        let encoding = self
+            .whole
+            .encode(text, add_special_tokens)
+            .map_err(|e| EngineError::invalid(format!("tokenizer: {e}")))?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, stop)), &special)| {
+                let special = special == 1;
+                let slice = (!special).then(|| text.get(start..stop)).flatten();
+                TextToken {
+                    id,
+                    text: slice.unwrap_or(token).to_string(),
+                    special,
+                    span: slice.map(|_| (start, stop)),
+                }
+            })
+            .collect())
+    }
+
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> nereid_engine::Result<String> {
+        self.whole
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| EngineError::invalid(format!("tokenizer: {e}")))
+    }
+}
+
 /// The prompts of a sentence-transformers model (`config_sentence_transformers.json`):
 /// text put before each input, by name, and the one used when a request names none.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -228,13 +265,30 @@ mod tests {
                 normalize: Some(false),
             }
         );
-        assert_eq!(TextOptions::of(&Parameters::new()).unwrap(), TextOptions::default());
+        assert_eq!(
+            TextOptions::of(&Parameters::new()).unwrap(),
+            TextOptions::default()
+        );
         for (key, value, said) in [
-            ("truncate", ParamValue::String("no".into()), "'truncate' must be a bool"),
-            ("truncation_direction", ParamValue::String("up".into()), "use 'left' or 'right'"),
-            ("prompt_name", ParamValue::Int(3), "'prompt_name' must be a string"),
+            (
+                "truncate",
+                ParamValue::String("no".into()),
+                "'truncate' must be a bool",
+            ),
+            (
+                "truncation_direction",
+                ParamValue::String("up".into()),
+                "use 'left' or 'right'",
+            ),
+            (
+                "prompt_name",
+                ParamValue::Int(3),
+                "'prompt_name' must be a string",
+            ),
         ] {
-            let e = TextOptions::of(&params(&[(key, value)])).unwrap_err().to_string();
+            let e = TextOptions::of(&params(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(said), "{e}");
         }
     }

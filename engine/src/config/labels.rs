@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn labels_are_read_and_checked_against_the_scores() {
         let s = spec(r#"["NEGATIVE", "POSITIVE"]"#, "[2]").expect("valid");
-        assert_eq!(s.labels.as_deref(), Some(&["NEGATIVE".into(), "POSITIVE".into()][..]));
+        assert_eq!(
+            s.labels.as_deref(),
+            Some(&["NEGATIVE".into(), "POSITIVE".into()][..])
+        );
         let s = spec(r#"["A", "B", "C"]"#, "[-1]").expect("a variable width takes any count");
         assert_eq!(s.labels.map(|l| l.len()), Some(3));
 

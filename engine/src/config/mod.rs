@@ -16,8 +16,8 @@ mod labels;
 mod sequence;
 
 pub use ensemble::{EnsembleSpec, EnsembleStep, ENSEMBLE_PLATFORM};
-pub use labels::LABELS_PARAMETER;
 pub use fields::{field_support, FieldSupport, FIELD_SUPPORT, IGNORED_FIELDS_PARAMETER};
+pub use labels::LABELS_PARAMETER;
 pub use sequence::{
     ControlKind, SequenceControl, SequenceSpec, SequenceState, SequenceStrategy,
     DEFAULT_SEQUENCE_IDLE,

@@ -294,6 +294,29 @@ impl Engine {
         })
     }
 
+    /// The tokenizer of a ready model (newest or given version). Models behind a gateway
+    /// are reached through KServe, which has no call for it: `Unimplemented` there, as for
+    /// a model without one.
+    pub fn text_codec(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<dyn crate::TextCodec>> {
+        match self.resolve(name, version)? {
+            Target::Local(model) => model
+                .loaded
+                .as_ref()
+                .and_then(|loaded| loaded.text_codec())
+                .ok_or_else(|| {
+                    EngineError::Unimplemented(format!("model '{name}' has no tokenizer"))
+                }),
+            Target::Remote(_) => Err(EngineError::Unimplemented(format!(
+                "model '{name}': tokenizers are not reachable through a gateway (KServe has no \
+                 call for them); ask an engine"
+            ))),
+        }
+    }
+
     /// Metadata of a ready model.
     pub fn model_metadata(&self, name: &str, version: Option<i64>) -> Result<ModelMetadata> {
         let spec = self.model(name, version)?.spec;

@@ -58,7 +58,16 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
 /// The TEI route a path names (`embed`, `info`, ... at the root or under
 /// `/tei/{model}/`; `""` for the compat route `/tei/{model}`), if it names one.
 fn tei_route(path: &str) -> Option<&str> {
-    const ROUTES: &[&str] = &["embed", "similarity", "rerank", "predict", "classify", "info"];
+    const ROUTES: &[&str] = &[
+        "embed",
+        "similarity",
+        "rerank",
+        "predict",
+        "classify",
+        "tokenize",
+        "decode",
+        "info",
+    ];
     if let Some(model_route) = path.strip_prefix("/tei/") {
         return match model_route.split_once('/') {
             None => Some(""),

@@ -26,12 +26,22 @@ pub mod ws;
 use axum::Router;
 use nereid_engine::Engine;
 
+/// Command-line options of this frontend, flattened into `nereid serve` and `gateway`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StreamArgs {
+    /// Model the TEI routes at the root (`/embed`, `/rerank`, `/predict`, ...) serve when a
+    /// request names none (repeatable: the first of the kind a route needs). Without it,
+    /// the one ready model of that kind.
+    #[arg(long = "tei-model", env = "NEREID_TEI_MODEL", value_delimiter = ',')]
+    pub tei_model: Vec<String>,
+}
+
 /// Every route of this frontend, ready to be merged into the REST router. Adds no fallback
 /// and no layers: the server puts one layer stack over all its doors (`nereid_rest::app`),
 /// with [`error::shape`] wording the stack's own errors on `/v1/` paths.
-pub fn router(engine: Engine) -> Router {
+pub fn router(engine: Engine, args: &StreamArgs) -> Router {
     metrics::describe();
     openai::router(engine.clone())
-        .merge(tei::router(engine.clone()))
+        .merge(tei::router(engine.clone(), &args.tei_model))
         .merge(ws::router(engine))
 }

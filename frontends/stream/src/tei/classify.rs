@@ -5,11 +5,10 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
-use nereid_engine::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::embed::timed;
-use super::{check_batch, parse, sigmoid, Kind, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, parse, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
 
 /// TEI's `inputs` of `/predict`: a text, a pair `[a, b]`, or a batch of texts and pairs
 /// `[[a], [a, b], ...]`.
@@ -49,20 +48,20 @@ enum Predictions {
 
 /// `POST /predict`.
 pub(super) async fn predict(
-    State(engine): State<Engine>,
+    State(tei): State<Tei>,
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
     let request: PredictRequest = parse(&body)?;
     let model = TeiModel::find(
-        &engine,
+        &tei,
         model.as_deref().or(request.model.as_deref()),
         &[Kind::Classifier, Kind::Reranker],
     )?;
     let (items, batch) = match request.inputs {
         Inputs::One(text) => (vec![vec![text]], false),
-        Inputs::Pair(pair) if pair.len() == 2 => (vec![pair], false),
+        Inputs::Pair(pair) if pair.len() == 1 || pair.len() == 2 => (vec![pair], false),
         Inputs::Pair(texts) => {
             return Err(TeiError::unreadable(format!(
                 "invalid 'inputs': a list of {} strings is neither a pair [a, b] nor a batch \
@@ -77,6 +76,11 @@ pub(super) async fn predict(
         return Err(TeiError::unreadable(format!(
             "invalid 'inputs[{i}]': give one text or a pair of two"
         )));
+    }
+    if items.iter().any(|t| t.iter().all(String::is_empty)) {
+        return Err(TeiError::validation(
+            "Input validation error: `inputs` cannot be empty",
+        ));
     }
     // The engine batches requests of one input set: single texts and pairs go apart.
     let singles: Vec<usize> = (0..items.len()).filter(|&i| items[i].len() == 1).collect();
@@ -96,7 +100,7 @@ pub(super) async fn predict(
             .map(|&i| items[i][1].as_str())
             .collect();
         let requests = model.requests(&first, paired.then_some(&second[..]), &parameters)?;
-        let (rows, counted) = model.run(&engine, requests, group.len()).await?;
+        let (rows, counted) = model.run(&tei.engine, requests, group.len()).await?;
         tokens += counted;
         for (&i, row) in group.iter().zip(rows) {
             scores[i] = row;
@@ -113,7 +117,13 @@ pub(super) async fn predict(
     } else {
         Predictions::One(predictions.into_iter().next().unwrap_or_default())
     };
-    Ok(timed(Json(body), started, computing, characters, tokens))
+    Ok(timed(
+        Json(body),
+        started,
+        computing,
+        characters,
+        model.tokens.as_ref().map(|_| tokens),
+    ))
 }
 
 /// The model's labels, else Hugging Face's default names `LABEL_i`.

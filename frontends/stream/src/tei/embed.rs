@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use nereid_engine::{Engine, ParamValue};
+use nereid_engine::ParamValue;
 use serde::Deserialize;
 
-use super::{check_batch, parse, Kind, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, parse, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
 
 /// TEI's `inputs` of `/embed`: a text or a list of texts. (TEI also takes token ids,
 /// which a model that tokenises for itself cannot.)
@@ -54,14 +54,14 @@ struct EmbedRequest {
 
 /// `POST /embed`: `[[f32, ...], ...]`, one vector per text.
 pub(super) async fn embed(
-    State(engine): State<Engine>,
+    State(tei): State<Tei>,
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
     let request: EmbedRequest = parse(&body)?;
     let model = TeiModel::find(
-        &engine,
+        &tei,
         model.as_deref().or(request.model.as_deref()),
         &[Kind::Embedder],
     )?;
@@ -91,7 +91,7 @@ pub(super) async fn embed(
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let requests = model.requests(&refs, None, &parameters)?;
     let computing = std::time::Instant::now();
-    let (mut vectors, tokens) = model.run(&engine, requests, texts.len()).await?;
+    let (mut vectors, tokens) = model.run(&tei.engine, requests, texts.len()).await?;
     if let Some(d) = request.dimensions {
         // Matryoshka: the first `d` values, normalised again when the request asked for
         // unit vectors.
@@ -100,7 +100,8 @@ pub(super) async fn embed(
             if request.normalize.unwrap_or(true) {
                 let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
                 if norm > 0.0 {
-                    v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+                    v.iter_mut()
+                        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
                 }
             }
         }
@@ -110,7 +111,7 @@ pub(super) async fn embed(
         started,
         computing,
         chars(&texts),
-        tokens,
+        model.tokens.as_ref().map(|_| tokens),
     ))
 }
 
@@ -140,14 +141,14 @@ struct SimilarityParameters {
 /// `POST /similarity`: `[f32, ...]`, the cosine similarity of each sentence to the source,
 /// in the sentences' order.
 pub(super) async fn similarity(
-    State(engine): State<Engine>,
+    State(tei): State<Tei>,
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
     let request: SimilarityRequest = parse(&body)?;
     let model = TeiModel::find(
-        &engine,
+        &tei,
         model.as_deref().or(request.model.as_deref()),
         &[Kind::Embedder],
     )?;
@@ -170,11 +171,17 @@ pub(super) async fn similarity(
         .collect();
     let requests = model.requests(&texts, None, &parameters)?;
     let computing = std::time::Instant::now();
-    let (vectors, tokens) = model.run(&engine, requests, texts.len()).await?;
+    let (vectors, tokens) = model.run(&tei.engine, requests, texts.len()).await?;
     let (source, others) = vectors.split_first().expect("one row per text");
     let scores: Vec<f32> = others.iter().map(|v| cosine(source, v)).collect();
     let all: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-    Ok(timed(Json(scores), started, computing, chars(&all), tokens))
+    Ok(timed(
+        Json(scores),
+        started,
+        computing,
+        chars(&all),
+        model.tokens.as_ref().map(|_| tokens),
+    ))
 }
 
 /// Cosine similarity in f64 (0 when either vector is zero).
@@ -198,13 +205,14 @@ pub(super) fn chars(texts: &[String]) -> usize {
     texts.iter().map(|t| t.chars().count()).sum()
 }
 
-/// A response with TEI's timing and size headers.
+/// A response with TEI's timing and size headers (`x-compute-tokens` when the model
+/// counts its tokens).
 pub(super) fn timed(
     body: impl IntoResponse,
     started: std::time::Instant,
     computing: std::time::Instant,
     characters: usize,
-    tokens: u64,
+    tokens: Option<u64>,
 ) -> Response {
     let mut response = body.into_response();
     let ms = |since: std::time::Instant| since.elapsed().as_millis().to_string();
@@ -213,11 +221,13 @@ pub(super) fn timed(
         ("x-compute-time", ms(computing)),
         ("x-total-time", ms(started)),
         ("x-compute-characters", characters.to_string()),
-        ("x-compute-tokens", tokens.to_string()),
     ] {
         if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
+    }
+    if let Some(tokens) = tokens {
+        headers.insert("x-compute-tokens", axum::http::HeaderValue::from(tokens));
     }
     response
 }

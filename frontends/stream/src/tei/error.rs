@@ -84,13 +84,19 @@ impl TeiError {
         Self::new(ErrorType::Backend, error)
     }
 
+    /// A route that could serve several models and was told none: 400.
+    pub(crate) fn ambiguous(error: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            ..Self::validation(error)
+        }
+    }
+
     /// A model name no ready model has: 404.
     pub(crate) fn model_not_found(model: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
-            ..Self::validation(format!(
-                "model '{model}' does not exist or is not ready"
-            ))
+            ..Self::validation(format!("model '{model}' does not exist or is not ready"))
         }
     }
 
@@ -167,12 +173,28 @@ mod tests {
     #[test]
     fn engine_errors_take_tei_statuses_and_types() {
         for (error, status, kind) in [
-            (EngineError::InvalidArgument("x".into()), 413, ErrorType::Validation),
-            (EngineError::ResourceExhausted("x".into()), 429, ErrorType::Overloaded),
-            (EngineError::Unavailable("x".into()), 503, ErrorType::Unhealthy),
+            (
+                EngineError::InvalidArgument("x".into()),
+                413,
+                ErrorType::Validation,
+            ),
+            (
+                EngineError::ResourceExhausted("x".into()),
+                429,
+                ErrorType::Overloaded,
+            ),
+            (
+                EngineError::Unavailable("x".into()),
+                503,
+                ErrorType::Unhealthy,
+            ),
             (EngineError::NotFound("x".into()), 404, ErrorType::Unhealthy),
             (EngineError::Internal("x".into()), 424, ErrorType::Backend),
-            (EngineError::DeadlineExceeded("x".into()), 504, ErrorType::Backend),
+            (
+                EngineError::DeadlineExceeded("x".into()),
+                504,
+                ErrorType::Backend,
+            ),
         ] {
             let e = TeiError::from(error);
             assert_eq!((e.status.as_u16(), e.error_type), (status, kind));
@@ -184,6 +206,9 @@ mod tests {
             error_type: ErrorType::Validation,
         })
         .unwrap();
-        assert_eq!(body, serde_json::json!({"error": "e", "error_type": "Validation"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "e", "error_type": "Validation"})
+        );
     }
 }

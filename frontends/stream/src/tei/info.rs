@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
-use nereid_engine::Engine;
 use serde::Serialize;
 
-use super::{Kind, TeiModel, TeiResult, MAX_CLIENT_BATCH_SIZE};
+use super::{Kind, Tei, TeiModel, TeiResult, MAX_CLIENT_BATCH_SIZE};
 
 #[derive(Debug, Serialize)]
 pub(super) struct Info {
@@ -43,22 +42,29 @@ struct Labels {
 }
 
 /// `GET /info` (the model from the path, else the only ready TEI model).
-pub(super) async fn info(State(engine): State<Engine>, model: Option<String>) -> TeiResult<Json<Info>> {
+pub(super) async fn info(State(tei): State<Tei>, model: Option<String>) -> TeiResult<Json<Info>> {
     let model = TeiModel::find(
-        &engine,
+        &tei,
         model.as_deref(),
         &[Kind::Embedder, Kind::Classifier, Kind::Reranker],
     )?;
     let spec = &model.facts.spec;
     let labels = || {
-        let names = spec.labels.clone().unwrap_or_else(|| vec!["LABEL_0".into()]);
+        let names = spec
+            .labels
+            .clone()
+            .unwrap_or_else(|| vec!["LABEL_0".into()]);
         Labels {
             id2label: names
                 .iter()
                 .enumerate()
                 .map(|(i, l)| (i.to_string(), l.clone()))
                 .collect(),
-            label2id: names.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect(),
+            label2id: names
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect(),
         }
     };
     let model_type = match model.kind {
@@ -68,13 +74,13 @@ pub(super) async fn info(State(engine): State<Engine>, model: Option<String>) ->
         Kind::Classifier => ModelType::Classifier(labels()),
         Kind::Reranker => ModelType::Reranker(labels()),
     };
-    let server = engine.server_metadata();
+    let server = tei.engine.server_metadata();
     Ok(Json(Info {
         model_id: model.name.clone(),
         model_sha: None,
         model_dtype: spec.parameter("dtype").unwrap_or("float32").to_string(),
         model_type,
-        max_concurrent_requests: engine.max_inflight(),
+        max_concurrent_requests: tei.engine.max_inflight(),
         max_input_length: spec
             .parameter("max_seq_length")
             .and_then(|v| v.trim().parse().ok()),

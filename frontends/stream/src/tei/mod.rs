@@ -1,6 +1,6 @@
 //! Hugging Face text-embeddings-inference (TEI) routes over the engine, so TEI's clients
 //! work unchanged: `/embed`, `/similarity`, `/rerank`, `/predict` (and `/classify`),
-//! `/info`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
+//! `/tokenize`, `/decode`, `/info`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
 //! shape that vLLM and llama.cpp also serve.
 //!
 //! TEI serves one model; Nereid serves many. A route finds its model in this order: the
@@ -19,32 +19,48 @@ mod embed;
 mod error;
 mod info;
 mod rerank;
+mod tokenize;
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use nereid_engine::{
-    DataType, Engine, EngineError, InferRequest, InferResponse, ModelFacts, ParamValue,
-    Parameters, RequestedOutput, Tensor, TensorSpec,
+    DataType, Engine, EngineError, InferRequest, InferResponse, ModelFacts, ParamValue, Parameters,
+    RequestedOutput, Tensor, TensorSpec,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::sync::Arc;
 
 pub(crate) use error::{TeiError, TeiResult};
 
 /// Most texts (or pairs) one request may carry, as TEI's `--max-client-batch-size`.
 pub(crate) const MAX_CLIENT_BATCH_SIZE: usize = 512;
 
-/// The TEI routes, at the root (model from the body or the only one of its kind) and
-/// under `/tei/{model}`.
-pub fn router(engine: Engine) -> Router {
+/// What the TEI handlers share: the engine, and the models the root routes serve by
+/// default (`--tei-model`).
+#[derive(Clone)]
+pub(crate) struct Tei {
+    pub(crate) engine: Engine,
+    defaults: Arc<[String]>,
+}
+
+/// The TEI routes, at the root (model from the body, `--tei-model`, or the only one of
+/// its kind) and under `/tei/{model}`.
+pub fn router(engine: Engine, default_models: &[String]) -> Router {
+    let state = Tei {
+        engine,
+        defaults: default_models.into(),
+    };
     Router::new()
         .route("/embed", post(|s, b| embed::embed(s, None, b)))
         .route("/similarity", post(|s, b| embed::similarity(s, None, b)))
         .route("/rerank", post(|s, b| rerank::rerank(s, None, b)))
         .route("/predict", post(|s, b| classify::predict(s, None, b)))
         .route("/classify", post(|s, b| classify::predict(s, None, b)))
+        .route("/tokenize", post(|s, b| tokenize::tokenize(s, None, b)))
+        .route("/decode", post(|s, b| tokenize::decode(s, None, b)))
         .route("/info", get(|s| info::info(s, None)))
         .route("/v1/rerank", post(rerank::v1_rerank))
         .route("/tei/{model}", post(compat))
@@ -53,19 +69,21 @@ pub fn router(engine: Engine) -> Router {
         .route("/tei/{model}/rerank", post(at(rerank::rerank)))
         .route("/tei/{model}/predict", post(at(classify::predict)))
         .route("/tei/{model}/classify", post(at(classify::predict)))
+        .route("/tei/{model}/tokenize", post(at(tokenize::tokenize)))
+        .route("/tei/{model}/decode", post(at(tokenize::decode)))
         .route(
             "/tei/{model}/info",
             get(|s, Path(model): Path<String>| info::info(s, Some(model))),
         )
-        .with_state(engine)
+        .with_state(state)
 }
 
 /// A handler of a route under `/tei/{model}`: the model comes from the path.
 fn at<F, Fut>(
     handler: F,
-) -> impl Fn(State<Engine>, Path<String>, Bytes) -> Fut + Clone + Send + Sync + 'static
+) -> impl Fn(State<Tei>, Path<String>, Bytes) -> Fut + Clone + Send + Sync + 'static
 where
-    F: Fn(State<Engine>, Option<String>, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(State<Tei>, Option<String>, Bytes) -> Fut + Clone + Send + Sync + 'static,
 {
     move |state, Path(model), body| handler(state, Some(model), body)
 }
@@ -75,16 +93,16 @@ where
 /// body has `inputs.source_sentence` (TEI decides that at startup with `TASK`), else
 /// `/embed`.
 async fn compat(
-    State(engine): State<Engine>,
+    State(tei): State<Tei>,
     Path(model): Path<String>,
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let target = match TeiModel::named(&engine, &model) {
+    let target = match TeiModel::named(&tei.engine, &model) {
         Ok(target) => target,
         Err(e) => return e.into_response(),
     };
-    let state = State(engine);
+    let state = State(tei);
     match target.kind {
         Kind::Classifier => classify::predict(state, Some(model), body)
             .await
@@ -95,9 +113,7 @@ async fn compat(
         Kind::Embedder if asks_similarity(&body) => embed::similarity(state, Some(model), body)
             .await
             .into_response(),
-        Kind::Embedder => embed::embed(state, Some(model), body)
-            .await
-            .into_response(),
+        Kind::Embedder => embed::embed(state, Some(model), body).await.into_response(),
     }
 }
 
@@ -107,8 +123,7 @@ fn asks_similarity(body: &[u8]) -> bool {
     struct Probe {
         inputs: serde_json::Value,
     }
-    serde_json::from_slice::<Probe>(body)
-        .is_ok_and(|p| p.inputs.get("source_sentence").is_some())
+    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.inputs.get("source_sentence").is_some())
 }
 
 /// Parses a request body, answering a malformed one with TEI's 422 naming the field.
@@ -173,8 +188,7 @@ impl TeiModel {
             return none("is decoupled (it streams)");
         }
         let texts: Vec<&TensorSpec> = spec.inputs.iter().collect();
-        if texts.is_empty() || texts.len() > 2 || texts.iter().any(|t| t.dtype != DataType::Bytes)
-        {
+        if texts.is_empty() || texts.len() > 2 || texts.iter().any(|t| t.dtype != DataType::Bytes) {
             return none("does not take one or two texts (BYTES inputs)");
         }
         let Some(output) = spec.outputs.iter().find(|t| t.dtype == DataType::Fp32) else {
@@ -213,9 +227,17 @@ impl TeiModel {
     }
 
     /// The model a route serves: `named` when the request names one (it must be of a
-    /// kind in `kinds`), else the one ready model of those kinds.
-    pub(crate) fn find(engine: &Engine, named: Option<&str>, kinds: &[Kind]) -> TeiResult<Self> {
-        let wanted = || kinds[0].noun();
+    /// kind in `kinds`), else the first default model of those kinds, else the one ready
+    /// model of those kinds.
+    pub(crate) fn find(tei: &Tei, named: Option<&str>, kinds: &[Kind]) -> TeiResult<Self> {
+        let engine = &tei.engine;
+        let wanted = || {
+            kinds
+                .iter()
+                .map(|k| k.noun())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
         if let Some(name) = named {
             let model = Self::named(engine, name)?;
             if !kinds.contains(&model.kind) {
@@ -225,6 +247,14 @@ impl TeiModel {
                     model.kind.noun()
                 )));
             }
+            return Ok(model);
+        }
+        if let Some(model) = tei
+            .defaults
+            .iter()
+            .filter_map(|name| Self::named(engine, name).ok())
+            .find(|m| kinds.contains(&m.kind))
+        {
             return Ok(model);
         }
         let mut fitting: Vec<Self> = engine
@@ -238,12 +268,10 @@ impl TeiModel {
             .collect();
         match fitting.len() {
             1 => Ok(fitting.remove(0)),
-            0 => Err(TeiError::backend(format!(
-                "no ready model is {}",
-                wanted()
-            ))),
-            _ => Err(TeiError::validation(format!(
-                "several ready models are {}: name one in `model`, or use /tei/{{model}}/...: {:?}",
+            0 => Err(TeiError::backend(format!("no ready model is {}", wanted()))),
+            _ => Err(TeiError::ambiguous(format!(
+                "several ready models are {}: name one in `model`, start the server with \
+                 --tei-model, or use /tei/{{model}}/...: {:?}",
                 wanted(),
                 fitting.iter().map(|m| m.name.as_str()).collect::<Vec<_>>()
             ))),
@@ -326,8 +354,8 @@ impl TeiModel {
         requests: Vec<InferRequest>,
         items: usize,
     ) -> TeiResult<(Vec<Vec<f32>>, u64)> {
-        let responses = futures::future::try_join_all(requests.into_iter().map(|r| engine.infer(r)))
-            .await?;
+        let responses =
+            futures::future::try_join_all(requests.into_iter().map(|r| engine.infer(r))).await?;
         let mut rows = Vec::with_capacity(items);
         let mut tokens = 0u64;
         for response in &responses {

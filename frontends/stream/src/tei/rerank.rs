@@ -11,7 +11,7 @@ use nereid_engine::{Engine, Parameters};
 use serde::{Deserialize, Serialize};
 
 use super::embed::timed;
-use super::{check_batch, parse, sigmoid, Kind, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, parse, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
 use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
@@ -64,21 +64,33 @@ async fn score(
 
 /// `POST /rerank`.
 pub(super) async fn rerank(
-    State(engine): State<Engine>,
+    State(tei): State<Tei>,
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
     let request: RerankRequest = parse(&body)?;
     let model = TeiModel::find(
-        &engine,
+        &tei,
         model.as_deref().or(request.model.as_deref()),
         &[Kind::Reranker],
     )?;
     check_batch(request.texts.len(), "texts")?;
+    if request.query.is_empty() && request.texts.iter().any(String::is_empty) {
+        return Err(TeiError::validation(
+            "Input validation error: `inputs` cannot be empty",
+        ));
+    }
     let parameters = request.truncation.parameters()?;
     let computing = std::time::Instant::now();
-    let (scores, tokens) = score(&engine, &model, &request.query, &request.texts, &parameters).await?;
+    let (scores, tokens) = score(
+        &tei.engine,
+        &model,
+        &request.query,
+        &request.texts,
+        &parameters,
+    )
+    .await?;
     let query_chars = request.query.chars().count();
     let characters = request
         .texts
@@ -100,7 +112,13 @@ pub(super) async fn rerank(
             rank.text = Some(request.texts[rank.index].clone());
         }
     }
-    Ok(timed(Json(ranks), started, computing, characters, tokens))
+    Ok(timed(
+        Json(ranks),
+        started,
+        computing,
+        characters,
+        model.tokens.as_ref().map(|_| tokens),
+    ))
 }
 
 /// A document of `/v1/rerank`: a string, or an object with `text`.
@@ -167,21 +185,21 @@ impl From<TeiError> for ApiError {
 
 /// `POST /v1/rerank`: relevance scores are probabilities (the sigmoid of the logit), the
 /// best first, `top_n` of them (all by default); documents come back only when asked.
-pub(crate) async fn v1_rerank(State(engine): State<Engine>, body: Bytes) -> Response {
-    match cohere(engine, body).await {
+pub(crate) async fn v1_rerank(State(tei): State<Tei>, body: Bytes) -> Response {
+    match cohere(tei, body).await {
         Ok(response) => Json(response).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn cohere(engine: Engine, body: Bytes) -> Result<CohereResponse, ApiError> {
+async fn cohere(tei: Tei, body: Bytes) -> Result<CohereResponse, ApiError> {
     let request: CohereRequest = crate::openai::parse_body(&body)?;
-    let model = TeiModel::find(&engine, request.model.as_deref(), &[Kind::Reranker]).map_err(
-        |e| match e.http_status().as_u16() {
+    let model = TeiModel::find(&tei, request.model.as_deref(), &[Kind::Reranker]).map_err(|e| {
+        match e.http_status().as_u16() {
             404 => ApiError::model_not_found(request.model.as_deref().unwrap_or_default()),
             _ => ApiError::invalid_param("model", e.message().to_string()),
-        },
-    )?;
+        }
+    })?;
     if request.documents.is_empty() {
         return Err(ApiError::invalid_param(
             "documents",
@@ -201,7 +219,7 @@ async fn cohere(engine: Engine, body: Bytes) -> Result<CohereResponse, ApiError>
         truncation_direction: None,
     };
     let parameters = truncation.parameters()?;
-    let (scores, tokens) = score(&engine, &model, &request.query, &texts, &parameters).await?;
+    let (scores, tokens) = score(&tei.engine, &model, &request.query, &texts, &parameters).await?;
     let mut results: Vec<CohereResult> = scores
         .into_iter()
         .enumerate()

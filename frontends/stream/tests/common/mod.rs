@@ -66,7 +66,7 @@ pub(crate) async fn start_with(
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = nereid_stream::router(engine.clone());
+    let router = nereid_stream::router(engine.clone(), &Default::default());
     tokio::spawn(async move { axum::serve(listener, router).await });
     Server {
         addr,
