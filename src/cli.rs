@@ -59,7 +59,8 @@ pub(crate) enum ControlMode {
 /// Which built-in demo models to serve when no repository is given.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DemoModels {
-    /// simple, identity_fp32, repeat_int32, minilm and smollm2 (weights fetched on first use).
+    /// The built-ins, minilm (also as minilm_rerank and as an ensemble of its stages) and
+    /// smollm2 (weights fetched on first use).
     All,
     /// Only the weightless built-ins: simple, identity_fp32, repeat_int32.
     Builtin,

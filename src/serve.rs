@@ -18,7 +18,14 @@ use crate::logging::Logging;
 use crate::{demo, metrics_server};
 
 /// Runs the server to completion.
-pub(crate) fn run(args: ServeArgs, logging: &Logging) -> anyhow::Result<()> {
+pub(crate) fn run(mut args: ServeArgs, logging: &Logging) -> anyhow::Result<()> {
+    if args.model_repository.is_none()
+        && args.demo_models == crate::cli::DemoModels::All
+        && args.doors.stream.tei_model.is_empty()
+    {
+        // The demo has two embedders (minilm and its ensemble): TEI's routes take minilm.
+        args.doors.stream.tei_model = vec![nereid_models::demo::TEI_DEFAULT.to_string()];
+    }
     let metrics = metrics_server::install(&args.doors.metrics_config)?;
     let trace = args.doors.trace_config()?;
     let repository = match &args.model_repository {

@@ -168,10 +168,41 @@ ensemble_scheduling {
 }
 "#;
 
+/// all-MiniLM-L6-v2 as a bi-encoder re-ranker: `QUERY` and `PASSAGE` in, the cosine of
+/// their vectors out as `SCORE` (one per pair, what TEI's `/rerank` and `/v1/rerank`
+/// serve), and the pair's token count `TOKENS`. Same weights as `minilm`.
+pub const MINILM_RERANK: &str = concat!(
+    r#"name: "minilm_rerank"
+backend: "sentence_transformer"
+max_batch_size: 32
+input [
+  { name: "QUERY" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "PASSAGE" data_type: TYPE_STRING dims: [ 1 ] }
+]
+output [
+  { name: "SCORE" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "TOKENS" data_type: TYPE_INT32 dims: [ 1 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters [
+  { key: "matmul_weights" value: { string_value: "auto" } },
+  { key: "intra_op_threads" value: { string_value: "1" } },"#,
+    minilm_wheel!(),
+    "
+]
+"
+);
+
+/// The model the demo's TEI routes serve when a request names none (`--tei-model`): the
+/// demo has two embedders, `minilm` and `minilm_ensemble`.
+pub const TEI_DEFAULT: &str = "minilm";
+
 /// The demo models as (name, config.pbtxt text), for
 /// `nereid_engine::builtin::demo::write_repository`.
-pub const DEMO_MODELS: [(&str, &str); 6] = [
+pub const DEMO_MODELS: [(&str, &str); 7] = [
     ("minilm", MINILM),
+    ("minilm_rerank", MINILM_RERANK),
     ("smollm2", SMOLLM2),
     ("minilm_tokenizer", MINILM_TOKENIZER),
     ("minilm_encoder", MINILM_ENCODER),

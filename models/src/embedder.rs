@@ -1,5 +1,8 @@
 //! The `sentence_transformer` backend: BYTES text in, one pooled (and, as the model says,
-//! normalised) FP32 vector per text out, batched dynamically.
+//! normalised) FP32 vector per text out, batched dynamically. Given two text inputs and an
+//! FP32 output of `dims: [1]`, it scores each pair instead: the cosine similarity of the
+//! two texts' vectors (a bi-encoder re-ranker, as sentence-transformers' semantic search
+//! scores query and passage).
 //!
 //! Files (version folder, or fetched): `config.json`, `model.safetensors` (memory-mapped),
 //! `tokenizer.json`, and when present `1_Pooling/config.json`, `modules.json`,
@@ -14,18 +17,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor as CTensor};
-use candle_nn::VarBuilder;
 use nereid_engine::{
     Backend, BatchedInstance, DataType, Device, EngineError, ExecBatch, InferRequest, Instance,
     LoadedModel, ModelSpec, Result, Tensor,
 };
-use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::{BertConfig, BertModel};
-use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error, param};
-use crate::pooling::{l2_normalize, normalizes, Pooling};
+use crate::bert_folder::{
+    complete_text_config, dense_weights, load_tokenizer, load_weights, pooling_of, read_config,
+    Padded,
+};
+use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error};
+use crate::pooling::{l2_normalize, Pooling};
 use crate::quant::DenseFormat;
-use crate::text::{Prompts, TextOptions, TextTokenizer, PROMPTS_FILE};
+use crate::text::{Prompts, TextIo, TextOptions, TextTokenizer, PROMPTS_FILE};
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
@@ -38,24 +43,6 @@ const OPTIONAL: &[&str] = &[
     PROMPTS_FILE,
 ];
 
-/// The `matmul_weights` parameter: FP32 (`None`) or a packed format; `auto` is the fastest
-/// on this CPU ([`DenseFormat::fastest`]).
-struct DenseWeights(Option<DenseFormat>);
-
-impl std::str::FromStr for DenseWeights {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" | "f32" => Ok(Self(None)),
-            "int16" => Ok(Self(Some(DenseFormat::Int16))),
-            "bf16" => Ok(Self(Some(DenseFormat::Bf16))),
-            "auto" => Ok(Self(DenseFormat::fastest())),
-            _ => Err("use fp32, int16, bf16 or auto".into()),
-        }
-    }
-}
-
 /// The `sentence_transformer` backend.
 pub(crate) struct SentenceTransformer;
 
@@ -67,10 +54,7 @@ pub struct Embedder {
     prompts: Prompts,
     pooling: Pooling,
     normalize: bool,
-    input: String,
-    output: String,
-    /// The output counting each text's tokens, when the config declares one.
-    tokens: Option<String>,
+    io: TextIo,
     spec: ModelSpec,
     threads: usize,
     /// Dense layers packed for our CPU kernels (`matmul_weights: int16` or `bf16`).
@@ -82,12 +66,6 @@ pub struct Embedder {
 struct EmbedderModel {
     embedder: Arc<Embedder>,
     weights: Mutex<HashMap<(String, DType), Arc<BertModel>>>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct SentenceBertConfig {
-    #[serde(default)]
-    max_seq_length: Option<usize>,
 }
 
 impl Backend for SentenceTransformer {
@@ -110,80 +88,12 @@ impl Backend for SentenceTransformer {
     }
 }
 
-/// [`Backend::complete_config`] of the text models: fills `max_seq_length` (and, for
-/// embedders, `pooling`) from the model's files when the config does not set them.
-pub(crate) fn complete_text_config(
-    config: &mut nereid_proto::inference::ModelConfig,
-    version_dir: &Path,
-    backend: &str,
-    required: &[&str],
-    pools: bool,
-) -> Result<()> {
-    let has = |config: &nereid_proto::inference::ModelConfig, key: &str| {
-        config
-            .parameters
-            .get(key)
-            .is_some_and(|p| !p.string_value.trim().is_empty())
-    };
-    if has(config, "max_seq_length") && (!pools || has(config, "pooling")) {
-        return Ok(());
-    }
-    let bad = |e: &dyn std::fmt::Display| crate::options::model_error(&config.name, backend, e);
-    let dir = resolve(
-        config,
-        version_dir,
-        Wanted::Folder {
-            required,
-            optional: &[],
-        },
-    )
-    .map_err(|e| bad(&format!("{e:#}")))?;
-    let bert = read_config(&dir).map_err(|e| bad(&e))?;
-    let (want_length, want_pooling) = (
-        !has(config, "max_seq_length"),
-        pools && !has(config, "pooling"),
-    );
-    let mut set = |key: &str, value: String| {
-        config.parameters.insert(
-            key.to_string(),
-            nereid_proto::inference::ModelParameter {
-                string_value: value,
-            },
-        );
-    };
-    if want_length {
-        set(
-            "max_seq_length",
-            max_seq_length(None, &dir, &bert).to_string(),
-        );
-    }
-    if want_pooling {
-        let pooling = Pooling::from_dir(&dir).map_err(|e| bad(&e))?;
-        set("pooling", pooling.name().to_string());
-    }
-    Ok(())
-}
-
-/// The most tokens a text becomes: `asked` (the parameter), else
-/// `sentence_bert_config.json`'s `max_seq_length`, else the model's positions; within
-/// what the positions hold.
-fn max_seq_length(asked: Option<usize>, dir: &Path, config: &BertConfig) -> usize {
-    let st: SentenceBertConfig = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    asked
-        .or(st.max_seq_length)
-        .unwrap_or(config.max_tokens())
-        .clamp(2, config.max_tokens())
-}
-
 impl Embedder {
     /// Reads the model's files (fetching them if the config says where) and checks the
     /// config's inputs and outputs fit.
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
-        let (input, output, tokens) = check_io(spec).map_err(|e| bad(&e))?;
+        let io = TextIo::of(spec, true, "hidden_size").map_err(|e| bad(&e))?;
         let dir = resolve(
             spec,
             version_dir,
@@ -194,15 +104,22 @@ impl Embedder {
         )
         .map_err(|e| bad(&format!("{e:#}")))?;
         let config = read_config(&dir).map_err(|e| bad(&e))?;
-        if let Some(&d) = spec
-            .output(&output)
-            .and_then(|o| o.dims.first())
-            .filter(|&&d| d != -1 && d as usize != config.hidden_size)
-        {
-            return Err(bad(&format!(
-                "output dims [{d}] but the model's vectors have {}",
-                config.hidden_size
-            )));
+        let width = io.output.dims.first().copied().filter(|&d| d != -1);
+        match (&io.pair, width) {
+            (Some(_), Some(d)) if d != 1 => {
+                return Err(bad(&format!(
+                    "output '{}' dims [{d}]: a model of two texts makes one score per pair, \
+                     dims [1]",
+                    io.output.name
+                )))
+            }
+            (None, Some(d)) if d as usize != config.hidden_size => {
+                return Err(bad(&format!(
+                    "output dims [{d}] but the model's vectors have {}",
+                    config.hidden_size
+                )))
+            }
+            _ => {}
         }
         let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
         let tokenizer = Arc::new(TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?);
@@ -227,9 +144,7 @@ impl Embedder {
             prompts,
             pooling,
             normalize,
-            input,
-            output,
-            tokens,
+            io,
             spec: spec.clone(),
             threads,
             packed,
@@ -323,179 +238,6 @@ impl Embedder {
     }
 }
 
-/// Token ids, token types and attention mask of a batch of encodings, row-major, each row
-/// padded (ids with the pad token, types and mask with 0) to the longest.
-pub(crate) struct Padded {
-    pub(crate) width: usize,
-    pub(crate) ids: Vec<u32>,
-    pub(crate) types: Vec<u32>,
-    pub(crate) mask: Vec<u32>,
-}
-
-impl Padded {
-    pub(crate) fn of(encodings: &[tokenizers::Encoding], pad: u32) -> Self {
-        let width = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let n = encodings.len();
-        let (mut ids, mut types, mut mask) = (
-            vec![pad; n * width],
-            vec![0u32; n * width],
-            vec![0u32; n * width],
-        );
-        for (row, e) in encodings.iter().enumerate() {
-            let at = row * width;
-            let len = e.get_ids().len();
-            ids[at..at + len].copy_from_slice(e.get_ids());
-            types[at..at + len].copy_from_slice(e.get_type_ids());
-            mask[at..at + len].fill(1);
-        }
-        Self {
-            width,
-            ids,
-            types,
-            mask,
-        }
-    }
-}
-
-/// `config.json` of a BERT-family model folder, validated.
-pub(crate) fn read_config(dir: &Path) -> std::result::Result<BertConfig, String> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: BertConfig =
-        serde_json::from_str(&text).map_err(|e| format!("config.json: {e}"))?;
-    config.validate().map_err(|e| format!("config.json: {e}"))?;
-    Ok(config)
-}
-
-/// The model's tokenizer, truncating at `max_seq_length` (the parameter, else
-/// `sentence_bert_config.json`, else the model's positions), unpadded; and that length.
-pub(crate) fn load_tokenizer(
-    spec: &ModelSpec,
-    dir: &Path,
-    config: &BertConfig,
-) -> std::result::Result<(Tokenizer, usize), String> {
-    let max_len = max_seq_length(param::<usize>(spec, "max_seq_length")?, dir, config);
-    let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-        .map_err(|e| format!("tokenizer.json: {e}"))?;
-    tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| format!("tokenizer truncation: {e}"))?;
-    Ok((tokenizer, max_len))
-}
-
-/// The pooling and normalisation: the `pooling` and `normalize` parameters, else what the
-/// model's sentence-transformers files say.
-pub(crate) fn pooling_of(
-    spec: &ModelSpec,
-    dir: &Path,
-) -> std::result::Result<(Pooling, bool), String> {
-    let pooling = match spec.parameter("pooling").filter(|p| !p.is_empty()) {
-        Some(name) => Pooling::parse(name).ok_or_else(|| {
-            format!("parameter 'pooling' = '{name}': use cls, mean, max or mean_sqrt_len")
-        })?,
-        None => Pooling::from_dir(dir).map_err(|e| e.to_string())?,
-    };
-    let normalize = match crate::options::bool_param(spec, "normalize")? {
-        Some(n) => n,
-        None => normalizes(dir).map_err(|e| e.to_string())?,
-    };
-    Ok((pooling, normalize))
-}
-
-/// The `matmul_weights` parameter: `None` for FP32 dense layers; a warning when this CPU
-/// lacks the packed format's vector kernels.
-pub(crate) fn dense_weights(spec: &ModelSpec) -> std::result::Result<Option<DenseFormat>, String> {
-    let packed = param::<DenseWeights>(spec, "matmul_weights")?.and_then(|w| w.0);
-    if let Some(format) = packed.filter(|f| f.vector_kernel().is_none()) {
-        tracing::warn!(
-            model = spec.name(),
-            ?format,
-            "this CPU lacks the vector instructions of this packed format's kernels \
-             (int16: AVX2 or AVX-512 VNNI; bf16: AVX-512 BF16): the portable kernel \
-             runs instead, far slower than fp32"
-        );
-    }
-    Ok(packed)
-}
-
-/// The encoder's weights (memory-mapped `model.safetensors`) on `device` in `dtype`;
-/// FP32 ones on CPU get `packed` dense layers when asked (other devices and dtypes keep
-/// float ones).
-pub(crate) fn load_weights(
-    dir: &Path,
-    config: &BertConfig,
-    packed: Option<DenseFormat>,
-    device: &candle_core::Device,
-    dtype: DType,
-) -> anyhow::Result<BertModel> {
-    let path = dir.join("model.safetensors");
-    // SAFETY: the file is memory-mapped read-only; it must not change while loading.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
-    let model = BertModel::load(config, vb)?;
-    match packed {
-        Some(format) if device.is_cpu() && dtype == DType::F32 => Ok(model.into_packed(format)?),
-        _ => Ok(model),
-    }
-}
-
-/// One BYTES input and one FP32 output.
-/// The text input, the vectors output and the optional token-count output.
-type Io = (String, String, Option<String>);
-
-/// One BYTES input; one FP32 output, and optionally an INT32 `[1]` output that counts each
-/// text's tokens (what `/v1/embeddings` reports as usage).
-fn check_io(spec: &ModelSpec) -> std::result::Result<Io, String> {
-    let [input] = spec.inputs.as_slice() else {
-        return Err("needs exactly one input (BYTES text)".into());
-    };
-    let vectors = |t: &&nereid_engine::TensorSpec| t.dtype == DataType::Fp32;
-    let (output, tokens) = match spec.outputs.as_slice() {
-        [output] => (output, None),
-        [a, b] if vectors(&a) && !vectors(&b) => (a, Some(b)),
-        [a, b] if vectors(&b) && !vectors(&a) => (b, Some(a)),
-        _ => {
-            return Err(
-                "needs one output of FP32 vectors, and optionally one of INT32 token counts".into(),
-            )
-        }
-    };
-    if let Some(t) = tokens.filter(|t| t.dtype != DataType::Int32 || t.dims != [1]) {
-        return Err(format!(
-            "output '{}' (token counts) must be TYPE_INT32 with dims [1]",
-            t.name
-        ));
-    }
-    if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
-        return Err(format!(
-            "input '{}' must be TYPE_STRING with dims [1]",
-            input.name
-        ));
-    }
-    if output.dtype != DataType::Fp32 || output.dims.len() != 1 {
-        return Err(format!(
-            "output '{}' must be TYPE_FP32 with dims [hidden_size]",
-            output.name
-        ));
-    }
-    if spec.decoupled {
-        return Err("cannot be decoupled".into());
-    }
-    Ok((
-        input.name.clone(),
-        output.name.clone(),
-        tokens.map(|t| t.name.clone()),
-    ))
-}
-
 impl EmbedderModel {
     fn weights(
         &self,
@@ -514,35 +256,30 @@ impl EmbedderModel {
 }
 
 impl LoadedModel for EmbedderModel {
-    /// One text per batch item, each UTF-8: checked per request, so one bad text fails its
-    /// own request and not the batch it would have joined.
+    /// One text (and pair) per batch item, each UTF-8, short enough when the request
+    /// asks not to cut: checked per request, so one bad text fails its own request and
+    /// not the batch it would have joined.
     fn check_request(&self, request: &InferRequest) -> Result<()> {
         let e = &self.embedder;
-        let Some(input) = request.input(&e.input) else {
-            return Ok(()); // the engine's validation names a missing input
-        };
-        let texts = input.string_elements()?;
-        let batch = match input.shape.first() {
-            Some(&b) if e.spec.max_batch_size > 0 => b.max(0) as usize,
-            _ => 1,
-        };
-        if texts.len() != batch {
-            return Err(EngineError::invalid(format!(
-                "input '{}' must hold one text per batch item ({} texts for batch {batch})",
-                e.input,
-                texts.len()
-            )));
+        let texts = e.io.of_request(request)?;
+        if let (Some(pair), None) = (&e.io.pair, &texts.pairs) {
+            if !texts.texts.is_empty() {
+                return Err(EngineError::invalid(format!(
+                    "model '{}' scores pairs of texts: input '{pair}' is needed",
+                    e.spec.name()
+                )));
+            }
         }
         let options = TextOptions::of(&request.parameters)?;
         let prompt = e.prompts.text(&options)?;
-        for (i, text) in texts.iter().enumerate() {
-            let text = std::str::from_utf8(text).map_err(|err| {
-                EngineError::invalid(format!("input '{}': text {i} is not UTF-8: {err}", e.input))
-            })?;
-            let what = format!("input '{}' text {i}", e.input);
+        let seconds = texts.pairs.iter().flatten().map(|p| (p, "")).enumerate();
+        let firsts = texts.texts.iter().map(|t| (t, prompt)).enumerate();
+        for (i, (text, prompt)) in firsts.chain(seconds) {
+            let what = format!("input '{}' text {i}", e.io.text);
             let bytes = prompt.len() + text.len();
             if prompt.is_empty() {
-                e.tokenizer.check_length(text, bytes, &options, &what)?;
+                e.tokenizer
+                    .check_length(text.as_str(), bytes, &options, &what)?;
             } else {
                 e.tokenizer
                     .check_length(format!("{prompt}{text}"), bytes, &options, &what)?;
@@ -583,42 +320,65 @@ struct EmbedderInstance {
 impl BatchedInstance for EmbedderInstance {
     fn execute(&mut self, batch: &ExecBatch) -> Result<Vec<Tensor>> {
         let e = &self.shared;
-        let items = batch.require(&e.input)?.string_elements()?;
-        if items.len() != batch.batch_size {
-            return Err(EngineError::invalid(format!(
-                "input '{}' must hold one text per batch item ({} texts for batch {})",
-                e.input,
-                items.len(),
-                batch.batch_size
-            )));
-        }
-        let texts = items
-            .iter()
-            .map(|b| std::str::from_utf8(b))
-            .collect::<std::result::Result<Vec<&str>, _>>()
-            .map_err(|err| {
-                EngineError::invalid(format!("input '{}' is not UTF-8: {err}", e.input))
-            })?;
-        let options = batch
+        let texts = e.io.of_batch(batch)?;
+        let n = texts.texts.len();
+        let mut options = batch
             .row_parameters()
             .map(TextOptions::of)
             .collect::<Result<Vec<_>>>()?;
         let model = &self.model;
-        let (vectors, counts) = self
-            .pool
-            .run(|| e.embed_counting(model, &texts, &options))
-            .map_err(internal)?;
+        let (values, counts, width) = match &texts.pairs {
+            None => {
+                let all: Vec<&str> = texts.texts.iter().map(String::as_str).collect();
+                let (vectors, counts) = self
+                    .pool
+                    .run(|| e.embed_counting(model, &all, &options))
+                    .map_err(internal)?;
+                (vectors, counts, e.hidden_size())
+            }
+            Some(pairs) => {
+                // Queries and passages embedded in one pass; the prompt is the query's.
+                let all: Vec<&str> = texts
+                    .texts
+                    .iter()
+                    .chain(pairs)
+                    .map(String::as_str)
+                    .collect();
+                let passages = options.iter().map(|o| TextOptions {
+                    prompt_name: None,
+                    ..o.clone()
+                });
+                options = options.iter().cloned().chain(passages).collect();
+                let (vectors, counts) = self
+                    .pool
+                    .run(|| e.embed_counting(model, &all, &options))
+                    .map_err(internal)?;
+                let h = e.hidden_size();
+                let (queries, passages) = vectors.split_at(n * h);
+                let scores = queries
+                    .chunks(h)
+                    .zip(passages.chunks(h))
+                    .map(|(q, p)| crate::pooling::cosine(q, p))
+                    .collect();
+                let counts = counts[..n]
+                    .iter()
+                    .zip(&counts[n..])
+                    .map(|(a, b)| a + b)
+                    .collect();
+                (scores, counts, 1)
+            }
+        };
         let mut outputs = vec![Tensor::from_vec(
-            e.output.clone(),
+            e.io.output.name.clone(),
             DataType::Fp32,
-            vec![texts.len() as i64, e.hidden_size() as i64],
-            vectors,
+            vec![n as i64, width as i64],
+            values,
         )];
-        if let Some(tokens) = &e.tokens {
+        if let Some(tokens) = &e.io.tokens {
             outputs.push(Tensor::from_vec(
                 tokens.clone(),
                 DataType::Int32,
-                vec![texts.len() as i64, 1],
+                vec![n as i64, 1],
                 counts,
             ));
         }

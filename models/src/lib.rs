@@ -20,6 +20,7 @@
 
 mod activation;
 mod bert;
+mod bert_folder;
 mod chat;
 mod classifier;
 mod cpu_op;

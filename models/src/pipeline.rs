@@ -21,7 +21,7 @@ use nereid_engine::{
 use tokenizers::Tokenizer;
 
 use crate::bert::{BertConfig, BertModel};
-use crate::embedder::{
+use crate::bert_folder::{
     dense_weights, load_tokenizer, load_weights, pooling_of, read_config, Padded,
 };
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error};

@@ -135,6 +135,22 @@ pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_div(&norm)
 }
 
+/// The cosine similarity of two vectors, accumulated in f64 (0 when either is zero).
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        (dot / (aa.sqrt() * bb.sqrt())) as f32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,157 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nereid_engine::{EngineError, ParamValue, Parameters, TextCodec, TextToken};
+use nereid_engine::{
+    DataType, EngineError, ExecBatch, InferRequest, ModelSpec, ParamValue, Parameters, Tensor,
+    TensorSpec, TextCodec, TextToken,
+};
 use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams};
+
+/// The tensors of a text model's config: one BYTES text input `dims: [1]` (two for
+/// pairs), one FP32 output, and optionally an INT32 `[1]` output counting each item's
+/// tokens (what `/v1/embeddings` and TEI report).
+#[derive(Debug, Clone)]
+pub(crate) struct TextIo {
+    /// The text input (the first text of a pair).
+    pub(crate) text: String,
+    /// The second text of a pair model.
+    pub(crate) pair: Option<String>,
+    /// The FP32 output.
+    pub(crate) output: TensorSpec,
+    /// The token-count output.
+    pub(crate) tokens: Option<String>,
+    /// Whether requests carry a batch dimension.
+    batching: bool,
+}
+
+impl TextIo {
+    /// Reads and checks the config's tensors; `pairs` says whether a second text input is
+    /// allowed; `output` says what the FP32 output holds, for messages.
+    pub(crate) fn of(spec: &ModelSpec, pairs: bool, output: &str) -> Result<Self, String> {
+        let (text, pair) = match spec.inputs.as_slice() {
+            [text] => (text, None),
+            [text, pair] if pairs => (text, Some(pair)),
+            _ if pairs => return Err("needs one BYTES input (text), or two (text and pair)".into()),
+            _ => return Err("needs exactly one input (BYTES text)".into()),
+        };
+        for input in std::iter::once(text).chain(pair) {
+            if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
+                return Err(format!(
+                    "input '{}' must be TYPE_STRING with dims [1]",
+                    input.name
+                ));
+            }
+        }
+        let float = |t: &&TensorSpec| t.dtype == DataType::Fp32;
+        let (scores, tokens) = match spec.outputs.as_slice() {
+            [one] => (one, None),
+            [a, b] if float(&a) && !float(&b) => (a, Some(b)),
+            [a, b] if float(&b) && !float(&a) => (b, Some(a)),
+            _ => {
+                return Err(format!(
+                    "needs one output of FP32 {output}, and optionally one of INT32 token counts"
+                ))
+            }
+        };
+        if scores.dtype != DataType::Fp32 || scores.dims.len() != 1 {
+            return Err(format!(
+                "output '{}' must be TYPE_FP32 with dims [{output}]",
+                scores.name
+            ));
+        }
+        if let Some(t) = tokens.filter(|t| t.dtype != DataType::Int32 || t.dims != [1]) {
+            return Err(format!(
+                "output '{}' (token counts) must be TYPE_INT32 with dims [1]",
+                t.name
+            ));
+        }
+        if spec.decoupled {
+            return Err("cannot be decoupled".into());
+        }
+        Ok(Self {
+            text: text.name.clone(),
+            pair: pair.map(|p| p.name.clone()),
+            output: scores.clone(),
+            tokens: tokens.map(|t| t.name.clone()),
+            batching: spec.max_batch_size > 0,
+        })
+    }
+
+    /// A request's texts (and pairs, when the model takes them and the request has them),
+    /// checked: one per batch item, UTF-8, as many pairs as texts.
+    pub(crate) fn of_request(&self, request: &InferRequest) -> nereid_engine::Result<Texts> {
+        let Some(text) = request.input(&self.text) else {
+            return Ok(Texts::default()); // the engine's validation names a missing input
+        };
+        let items = match text.shape.first() {
+            Some(&b) if self.batching => b.max(0) as usize,
+            _ => 1,
+        };
+        let pair = self.pair.as_ref().and_then(|p| request.input(p));
+        self.read(text, pair, items)
+    }
+
+    /// A batch's texts (and pairs), checked as [`of_request`](Self::of_request) does.
+    pub(crate) fn of_batch(&self, batch: &ExecBatch) -> nereid_engine::Result<Texts> {
+        let text = batch.require(&self.text)?;
+        // An optional pair input may be left out: the batch then holds single texts.
+        let pair = self.pair.as_ref().and_then(|p| batch.input(p));
+        self.read(text, pair, batch.batch_size)
+    }
+
+    fn read(
+        &self,
+        text: &Tensor,
+        pair: Option<&Tensor>,
+        items: usize,
+    ) -> nereid_engine::Result<Texts> {
+        let texts = utf8(text, &self.text)?;
+        if texts.len() != items {
+            return Err(EngineError::invalid(format!(
+                "input '{}' must hold one text per batch item ({} texts for batch {items})",
+                self.text,
+                texts.len()
+            )));
+        }
+        let pairs = match (pair, &self.pair) {
+            (Some(pair), Some(name)) => {
+                let pairs = utf8(pair, name)?;
+                if pairs.len() != texts.len() {
+                    return Err(EngineError::invalid(format!(
+                        "input '{name}' holds {} texts but '{}' holds {}: one pair per text",
+                        pairs.len(),
+                        self.text,
+                        texts.len()
+                    )));
+                }
+                Some(pairs)
+            }
+            _ => None,
+        };
+        Ok(Texts { texts, pairs })
+    }
+}
+
+/// The texts of a request or batch, and their pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Texts {
+    pub(crate) texts: Vec<String>,
+    pub(crate) pairs: Option<Vec<String>>,
+}
+
+/// The elements of a BYTES tensor as text, or an error naming the input and item.
+fn utf8(tensor: &Tensor, name: &str) -> nereid_engine::Result<Vec<String>> {
+    tensor
+        .string_elements()?
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            String::from_utf8(b.to_vec()).map_err(|err| {
+                EngineError::invalid(format!("input '{name}': text {i} is not UTF-8: {err}"))
+            })
+        })
+        .collect()
+}
 
 /// One request's options, parsed from its parameters.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -193,3 +193,28 @@ def test_llm_load_gauges_follow_a_generation(demo, client):
         time.sleep(0.1)
     assert gauge(text, "nereid_running_sequences", "smollm2") == 0, text
     assert gauge(text, "nereid_kv_cache_usage_ratio", "smollm2") == 0, text
+
+
+def test_demo_reranker_scores_the_cosine_of_minilm_embeddings(demo, client):
+    """`minilm_rerank` (the demo's bi-encoder re-ranker) over TEI's `/rerank` and the
+    Cohere-shaped `/v1/rerank`: raw scores are the cosine of minilm's own vectors."""
+    import numpy as np
+    import requests
+
+    query = "What is the capital of France?"
+    docs = ["Paris is the capital of France.", "The cat sat on the mat.", "France is in Europe."]
+    vectors = [np.array(d.embedding) for d in client.embeddings.create(model="minilm", input=[query, *docs]).data]
+    want = [float(vectors[0] @ v / np.linalg.norm(vectors[0]) / np.linalg.norm(v)) for v in vectors[1:]]
+
+    ranks = requests.post("http://%s/rerank" % demo.http, json={"query": query, "texts": docs, "raw_scores": True},
+                          timeout=60).json()
+    assert [r["index"] for r in ranks] == sorted(range(3), key=lambda i: -want[i])
+    for r in ranks:
+        assert r["score"] == pytest.approx(want[r["index"]], abs=2e-4)
+
+    cohere = requests.post("http://%s/v1/rerank" % demo.http,
+                           json={"model": "minilm_rerank", "query": query, "documents": docs, "top_n": 2},
+                           timeout=60).json()
+    assert [r["index"] for r in cohere["results"]] == [r["index"] for r in ranks[:2]]
+    best = cohere["results"][0]
+    assert best["relevance_score"] == pytest.approx(1 / (1 + math.exp(-want[best["index"]])), abs=2e-4)
