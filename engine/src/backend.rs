@@ -94,6 +94,8 @@ pub struct BatchShare {
     pub rows: usize,
     /// The request's parameters.
     pub parameters: Parameters,
+    /// The outputs it asked for; empty means every output.
+    pub outputs: Vec<crate::RequestedOutput>,
 }
 
 impl ExecBatch {
@@ -104,9 +106,17 @@ impl ExecBatch {
             batch_size,
             shares: vec![BatchShare {
                 rows: batch_size,
-                parameters: Parameters::new(),
+                ..Default::default()
             }],
         }
+    }
+
+    /// Whether any request of the batch wants output `name` (a request that names no
+    /// output wants them all): a model may skip computing an output nobody reads.
+    pub fn wants(&self, name: &str) -> bool {
+        self.shares
+            .iter()
+            .any(|s| s.outputs.is_empty() || s.outputs.iter().any(|o| o.name == name))
     }
 
     /// The parameters of each row of the batch, in order (a request of several rows

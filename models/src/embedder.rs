@@ -30,7 +30,7 @@ use crate::bert_folder::{
 use crate::options::{candle_device, compute_dtype, internal, intra_op_threads, load_error};
 use crate::pooling::{l2_normalize, Pooling};
 use crate::quant::DenseFormat;
-use crate::text::{Prompts, TextIo, TextOptions, TextTokenizer, PROMPTS_FILE};
+use crate::text::{Prompts, TextIo, TextModel, TextOptions, TextTokenizer, PROMPTS_FILE};
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 
@@ -59,6 +59,18 @@ pub struct Embedder {
     threads: usize,
     /// Dense layers packed for our CPU kernels (`matmul_weights: int16` or `bf16`).
     packed: Option<DenseFormat>,
+}
+
+/// What [`Embedder::embed_counting`] computes for a batch of texts.
+#[derive(Default)]
+pub(crate) struct Embedded {
+    /// One vector per text, row-major.
+    pub(crate) vectors: Vec<f32>,
+    /// Each text's tokens.
+    pub(crate) counts: Vec<i32>,
+    /// Every token's final state, `(texts, width, hidden)` row-major, and the width (the
+    /// longest text's tokens; shorter texts' rows are padding).
+    pub(crate) states: Option<(Vec<f32>, usize)>,
 }
 
 /// A loaded model: the shared [`Embedder`] and its weights per (device, dtype), shared by
@@ -93,7 +105,7 @@ impl Embedder {
     /// config's inputs and outputs fit.
     pub fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
-        let io = TextIo::of(spec, true, "hidden_size").map_err(|e| bad(&e))?;
+        let io = TextIo::of(spec, TextModel::Embedder).map_err(|e| bad(&e))?;
         let dir = resolve(
             spec,
             version_dir,
@@ -167,19 +179,21 @@ impl Embedder {
     #[cfg(feature = "testing")]
     pub fn embed(&self, model: &BertModel, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
         let options = vec![TextOptions::default(); texts.len()];
-        Ok(self.embed_counting(model, texts, &options)?.0)
+        Ok(self.embed_counting(model, texts, &options, false)?.vectors)
     }
 
     /// [`embed`](Self::embed) with each text's own options (`options[i]` for `texts[i]`),
-    /// and how many tokens each text became (after truncation).
+    /// how many tokens each text became (after truncation), and, when `states`, every
+    /// token's final state.
     pub(crate) fn embed_counting(
         &self,
         model: &BertModel,
         texts: &[&str],
         options: &[TextOptions],
-    ) -> anyhow::Result<(Vec<f32>, Vec<i32>)> {
+        states: bool,
+    ) -> anyhow::Result<Embedded> {
         if texts.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Embedded::default());
         }
         let mut encodings = Vec::with_capacity(texts.len());
         for (text, options) in texts.iter().zip(options) {
@@ -202,8 +216,8 @@ impl Embedder {
         let ids = CTensor::from_vec(ids, (n, width), dev)?;
         let types = CTensor::from_vec(types, (n, width), dev)?;
         let mask = CTensor::from_vec(mask, (n, width), dev)?;
-        let states = model.forward(&ids, &types, &mask)?;
-        let pooled = self.pooling.apply(&states, &mask)?;
+        let hidden = model.forward(&ids, &types, &mask)?;
+        let pooled = self.pooling.apply(&hidden, &mask)?;
         let normalized = |o: &TextOptions| o.normalize.unwrap_or(self.normalize);
         let rows = |t: &CTensor| -> anyhow::Result<Vec<f32>> {
             Ok(t.to_device(&candle_core::Device::Cpu)?
@@ -229,7 +243,15 @@ impl Embedder {
             }
         };
         let counts = encodings.iter().map(|e| e.get_ids().len() as i32).collect();
-        Ok((vectors, counts))
+        let states = match states {
+            true => Some((rows(&hidden.to_dtype(DType::F32)?)?, width)),
+            false => None,
+        };
+        Ok(Embedded {
+            vectors,
+            counts,
+            states,
+        })
     }
 
     /// Width of the vectors.
@@ -327,14 +349,32 @@ impl BatchedInstance for EmbedderInstance {
             .map(TextOptions::of)
             .collect::<Result<Vec<_>>>()?;
         let model = &self.model;
-        let (values, counts, width) = match &texts.pairs {
+        let h = e.hidden_size();
+        let mut outputs = Vec::with_capacity(3);
+        let counts = match &texts.pairs {
             None => {
                 let all: Vec<&str> = texts.texts.iter().map(String::as_str).collect();
-                let (vectors, counts) = self
+                // Token states are copied out only when a request of the batch reads them.
+                let states = e.io.states.as_ref().filter(|s| batch.wants(s));
+                let embedded = self
                     .pool
-                    .run(|| e.embed_counting(model, &all, &options))
+                    .run(|| e.embed_counting(model, &all, &options, states.is_some()))
                     .map_err(internal)?;
-                (vectors, counts, e.hidden_size())
+                outputs.push(Tensor::from_vec(
+                    e.io.output.name.clone(),
+                    DataType::Fp32,
+                    vec![n as i64, h as i64],
+                    embedded.vectors,
+                ));
+                if let (Some(name), Some((values, width))) = (states, embedded.states) {
+                    outputs.push(Tensor::from_vec(
+                        name.clone(),
+                        DataType::Fp32,
+                        vec![n as i64, width as i64, h as i64],
+                        values,
+                    ));
+                }
+                embedded.counts
             }
             Some(pairs) => {
                 // Queries and passages embedded in one pass; the prompt is the query's.
@@ -349,31 +389,30 @@ impl BatchedInstance for EmbedderInstance {
                     ..o.clone()
                 });
                 options = options.iter().cloned().chain(passages).collect();
-                let (vectors, counts) = self
+                let embedded = self
                     .pool
-                    .run(|| e.embed_counting(model, &all, &options))
+                    .run(|| e.embed_counting(model, &all, &options, false))
                     .map_err(internal)?;
-                let h = e.hidden_size();
-                let (queries, passages) = vectors.split_at(n * h);
+                let (queries, passages) = embedded.vectors.split_at(n * h);
                 let scores = queries
                     .chunks(h)
                     .zip(passages.chunks(h))
                     .map(|(q, p)| crate::pooling::cosine(q, p))
                     .collect();
-                let counts = counts[..n]
+                outputs.push(Tensor::from_vec(
+                    e.io.output.name.clone(),
+                    DataType::Fp32,
+                    vec![n as i64, 1],
+                    scores,
+                ));
+                let counts = &embedded.counts;
+                counts[..n]
                     .iter()
                     .zip(&counts[n..])
                     .map(|(a, b)| a + b)
-                    .collect();
-                (scores, counts, 1)
+                    .collect()
             }
         };
-        let mut outputs = vec![Tensor::from_vec(
-            e.io.output.name.clone(),
-            DataType::Fp32,
-            vec![n as i64, width as i64],
-            values,
-        )];
         if let Some(tokens) = &e.io.tokens {
             outputs.push(Tensor::from_vec(
                 tokens.clone(),

@@ -30,6 +30,9 @@ pub(crate) struct TextIo {
     pub(crate) pair: Option<String>,
     /// The FP32 output.
     pub(crate) output: TensorSpec,
+    /// The output of every token's final state, FP32 `[-1, hidden_size]` (embedders):
+    /// rows padded to the batch's longest text; the token counts say how many are real.
+    pub(crate) states: Option<String>,
     /// The token-count output.
     pub(crate) tokens: Option<String>,
     /// Whether requests carry a batch dimension.
@@ -37,14 +40,12 @@ pub(crate) struct TextIo {
 }
 
 impl TextIo {
-    /// Reads and checks the config's tensors; `pairs` says whether a second text input is
-    /// allowed; `output` says what the FP32 output holds, for messages.
-    pub(crate) fn of(spec: &ModelSpec, pairs: bool, output: &str) -> Result<Self, String> {
+    /// Reads and checks the config's tensors for a model of `kind`.
+    pub(crate) fn of(spec: &ModelSpec, kind: TextModel) -> Result<Self, String> {
         let (text, pair) = match spec.inputs.as_slice() {
             [text] => (text, None),
-            [text, pair] if pairs => (text, Some(pair)),
-            _ if pairs => return Err("needs one BYTES input (text), or two (text and pair)".into()),
-            _ => return Err("needs exactly one input (BYTES text)".into()),
+            [text, pair] => (text, Some(pair)),
+            _ => return Err("needs one BYTES input (text), or two (text and pair)".into()),
         };
         for input in std::iter::once(text).chain(pair) {
             if input.dtype != DataType::Bytes || !(input.dims == [1] || input.dims == [-1]) {
@@ -54,36 +55,35 @@ impl TextIo {
                 ));
             }
         }
-        let float = |t: &&TensorSpec| t.dtype == DataType::Fp32;
-        let (scores, tokens) = match spec.outputs.as_slice() {
-            [one] => (one, None),
-            [a, b] if float(&a) && !float(&b) => (a, Some(b)),
-            [a, b] if float(&b) && !float(&a) => (b, Some(a)),
-            _ => {
-                return Err(format!(
-                    "needs one output of FP32 {output}, and optionally one of INT32 token counts"
-                ))
+        let (mut scores, mut states, mut tokens) = (None, None, None);
+        for t in &spec.outputs {
+            let slot = match (t.dtype, t.dims.len()) {
+                (DataType::Fp32, 1) => &mut scores,
+                (DataType::Fp32, 2) if kind == TextModel::Embedder => &mut states,
+                (DataType::Int32, _) if t.dims == [1] => &mut tokens,
+                _ => return Err(format!("output '{}': {}", t.name, kind.outputs_message())),
+            };
+            if slot.replace(t).is_some() {
+                return Err(format!("output '{}': {}", t.name, kind.outputs_message()));
             }
+        }
+        let Some(scores) = scores else {
+            return Err(kind.outputs_message());
         };
-        if scores.dtype != DataType::Fp32 || scores.dims.len() != 1 {
-            return Err(format!(
-                "output '{}' must be TYPE_FP32 with dims [{output}]",
-                scores.name
-            ));
-        }
-        if let Some(t) = tokens.filter(|t| t.dtype != DataType::Int32 || t.dims != [1]) {
-            return Err(format!(
-                "output '{}' (token counts) must be TYPE_INT32 with dims [1]",
-                t.name
-            ));
-        }
         if spec.decoupled {
             return Err("cannot be decoupled".into());
+        }
+        if let (Some(states), Some(_)) = (states, pair) {
+            return Err(format!(
+                "output '{}' (token states) needs a model of one text",
+                states.name
+            ));
         }
         Ok(Self {
             text: text.name.clone(),
             pair: pair.map(|p| p.name.clone()),
             output: scores.clone(),
+            states: states.map(|t| t.name.clone()),
             tokens: tokens.map(|t| t.name.clone()),
             batching: spec.max_batch_size > 0,
         })
@@ -141,6 +141,31 @@ impl TextIo {
             _ => None,
         };
         Ok(Texts { texts, pairs })
+    }
+}
+
+/// Which text model a config is for: what its outputs may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextModel {
+    /// Vectors (or pair scores), optionally token states.
+    Embedder,
+    /// One score per label.
+    Classifier,
+}
+
+impl TextModel {
+    fn outputs_message(self) -> String {
+        match self {
+            Self::Embedder => {
+                "needs one FP32 output of vectors [hidden_size] (or of pair scores [1]), \
+                 and optionally an FP32 one of token states [-1, hidden_size] and an INT32 one of \
+                 token counts [1]"
+                    .into()
+            }
+            Self::Classifier => "needs one FP32 output of scores [num_labels], and optionally an \
+                 INT32 one of token counts [1]"
+                .into(),
+        }
     }
 }
 

@@ -119,6 +119,7 @@ max_batch_size: 8
 input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
 output [
   { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 32 ] },
+  { name: "TOKEN_STATES" data_type: TYPE_FP32 dims: [ -1, 32 ] },
   { name: "TOKENS" data_type: TYPE_INT32 dims: [ 1 ] }
 ]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
@@ -278,6 +279,15 @@ class Reference:
             text = self.prompts[prompt_name] + text
         max_len = self.max_len if max_len == "model" else max_len
         return self.embed_ids(self.encode(text, max_len=max_len, direction=direction).ids, normalize)
+
+    def token_states(self, text, prompt_name=None, max_len="model", direction="right"):
+        """Every token's final state (tokens, hidden) of a text, before pooling."""
+        if prompt_name is not None:
+            text = self.prompts[prompt_name] + text
+        max_len = self.max_len if max_len == "model" else max_len
+        ids = self.encode(text, max_len=max_len, direction=direction).ids
+        states, _ = self.hidden([ids], [[0] * len(ids)])
+        return states[0]
 
     def embed_ids(self, ids, normalize=True):
         states, mask = self.hidden([ids], [[0] * len(ids)])

@@ -218,3 +218,7 @@ def test_demo_reranker_scores_the_cosine_of_minilm_embeddings(demo, client):
     assert [r["index"] for r in cohere["results"]] == [r["index"] for r in ranks[:2]]
     best = cohere["results"][0]
     assert best["relevance_score"] == pytest.approx(1 / (1 + math.exp(-want[best["index"]])), abs=2e-4)
+
+    # The demo's minilm (TEI's default there) declares no token-states output.
+    response = requests.post("http://%s/embed_all" % demo.http, json={"inputs": "hi"}, timeout=60)
+    assert response.status_code == 424 and "token states" in response.json()["error"], response.text

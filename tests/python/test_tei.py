@@ -367,6 +367,25 @@ def test_embed_dimensions_keeps_the_first_values_renormalized(srv, refs):
     tei_error(post(srv, "/embed", {"inputs": TEXTS[0], "dimensions": 33}), 413, "Validation", "dimensions")
 
 
+def test_embed_all_gives_every_tokens_state(srv, refs):
+    ref = refs["embedder"]
+    texts = [TEXTS[0], "the cat", TEXTS[1]]  # different lengths share a padded batch
+    response = post(srv, "/embed_all", {"inputs": texts, "prompt_name": "query"})
+    got = ok(response)
+    assert [len(t) for t in got] == [ref.count("query: " + t) for t in texts]
+    for text, states in zip(texts, got):
+        np.testing.assert_allclose(np.array(states), ref.token_states(text, prompt_name="query"),
+                                   rtol=1e-4, atol=1e-5)
+    assert int(response.headers["x-compute-tokens"]) == sum(len(t) for t in got)
+    cut = ok(post(srv, "/tei/tiny_embedder/embed_all", {"inputs": LONG, "truncate": True,
+                                                        "truncation_direction": "left"}))[0]
+    np.testing.assert_allclose(np.array(cut), ref.token_states(LONG, direction="left"), rtol=1e-4, atol=1e-5)
+    tei_error(post(srv, "/embed_all", {"inputs": LONG}), 413, "Validation", "at most 16 tokens")
+    # A model that is no embedder has no token states to give.
+    tei_error(post(srv, "/embed_all", {"inputs": "a", "model": "tiny_reranker"}), 424, "Backend",
+              "not an embedding model")
+
+
 def test_similarity_is_the_cosine_in_input_order(srv, refs):
     ref = refs["embedder"]
     source, sentences = "the cat sat on the mat", ["a dog sat on the mat", "paris is a city", "the cat sat"]

@@ -248,12 +248,14 @@ pub(super) fn deliver(delivery: Delivery) {
 /// One tensor per input for the whole batch: shared as is for a lone request, else copied
 /// once into a buffer concatenated along the batch dimension.
 fn assemble(spec: &ModelSpec, requests: &mut [Queued]) -> ExecBatch {
-    // The parameters move into the batch: nothing reads them from the request after this.
+    // Parameters and requested outputs move into the batch: nothing reads them from the
+    // request after this (the response is filtered by the context's own list).
     let shares = requests
         .iter_mut()
         .map(|q| BatchShare {
             rows: q.batch_size,
             parameters: std::mem::take(&mut q.request.parameters),
+            outputs: std::mem::take(&mut q.request.outputs),
         })
         .collect();
     if let [only] = requests {

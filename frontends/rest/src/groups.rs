@@ -60,6 +60,7 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
 fn tei_route(path: &str) -> Option<&str> {
     const ROUTES: &[&str] = &[
         "embed",
+        "embed_all",
         "similarity",
         "rerank",
         "predict",

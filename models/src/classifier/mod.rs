@@ -30,7 +30,7 @@ use crate::bert_folder::{complete_text_config, load_tokenizer, read_config, Padd
 use crate::options::{
     candle_device, compute_dtype, internal, intra_op_threads, load_error, model_error,
 };
-use crate::text::{TextIo, TextOptions, TextTokenizer};
+use crate::text::{TextIo, TextModel, TextOptions, TextTokenizer};
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
 use head::ClassificationHead;
@@ -147,7 +147,7 @@ struct Classifier {
 impl Classifier {
     fn load(spec: &ModelSpec, version_dir: &Path) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| load_error(spec, BACKEND, e);
-        let io = TextIo::of(spec, true, "num_labels").map_err(|e| bad(&e))?;
+        let io = TextIo::of(spec, TextModel::Classifier).map_err(|e| bad(&e))?;
         let dir = resolve(
             spec,
             version_dir,

@@ -1,5 +1,6 @@
-//! `POST /embed` (pooled vectors, as the model normalises them unless `normalize: false`)
-//! and `POST /similarity` (the cosine of each sentence to a source sentence).
+//! `POST /embed` (pooled vectors, as the model normalises them unless `normalize: false`),
+//! `POST /embed_all` (every token's final state) and `POST /similarity` (the cosine of
+//! each sentence to a source sentence).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -112,6 +113,96 @@ pub(super) async fn embed(
         computing,
         chars(&texts),
         model.tokens.as_ref().map(|_| tokens),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbedAllRequest {
+    inputs: Inputs,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(flatten)]
+    truncation: Truncation,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+/// `POST /embed_all`: `[[[f32, ...] per token] per text]`, every token's final state, from
+/// a model whose config has a token-states output (FP32 `[-1, hidden]`) and token counts.
+pub(super) async fn embed_all(
+    State(tei): State<Tei>,
+    model: Option<String>,
+    body: Bytes,
+) -> TeiResult<Response> {
+    let started = std::time::Instant::now();
+    let request: EmbedAllRequest = parse(&body)?;
+    let model = TeiModel::find(
+        &tei,
+        model.as_deref().or(request.model.as_deref()),
+        &[Kind::Embedder],
+    )?;
+    let (Some(states), Some(counts)) = (model.states.clone(), model.tokens.clone()) else {
+        return Err(TeiError::backend(format!(
+            "model '{}' has no output of token states (FP32 dims [-1, hidden_size]) with one \
+             of token counts: /embed_all needs both",
+            model.name
+        )));
+    };
+    let texts = request.inputs.texts()?;
+    check_batch(texts.len(), "inputs")?;
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(TeiError::validation(format!(
+            "Input validation error: `inputs[{i}]` cannot be empty"
+        )));
+    }
+    let mut parameters = request.truncation.parameters()?;
+    if let Some(prompt) = request.prompt_name {
+        parameters.insert("prompt_name".into(), ParamValue::String(prompt));
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let requests = model.requests_for(&refs, None, &parameters, &states)?;
+    let computing = std::time::Instant::now();
+    let responses =
+        futures::future::try_join_all(requests.into_iter().map(|r| tei.engine.infer(r))).await?;
+    let malformed = || {
+        TeiError::backend(format!(
+            "model '{}' returned malformed token states",
+            model.name
+        ))
+    };
+    let mut all: Vec<Vec<Vec<f32>>> = Vec::with_capacity(texts.len());
+    let mut tokens = 0u64;
+    for response in &responses {
+        let values = response.output(&states.name).ok_or_else(malformed)?;
+        let lengths: Vec<i32> = response
+            .output(&counts.name)
+            .and_then(|t| t.to_vec().ok())
+            .ok_or_else(malformed)?;
+        let (&[rows, width, hidden], Ok(values)) =
+            (values.shape.as_slice(), values.to_vec::<f32>())
+        else {
+            return Err(malformed());
+        };
+        let (rows, width, hidden) = (rows as usize, width as usize, hidden as usize);
+        if lengths.len() != rows || values.len() != rows * width * hidden {
+            return Err(malformed());
+        }
+        for (row, &length) in lengths.iter().enumerate() {
+            let length = (length.max(0) as usize).min(width);
+            tokens += length as u64;
+            let text = &values[row * width * hidden..(row * width + length) * hidden];
+            all.push(text.chunks(hidden).map(<[f32]>::to_vec).collect());
+        }
+    }
+    if all.len() != texts.len() {
+        return Err(malformed());
+    }
+    Ok(timed(
+        Json(all),
+        started,
+        computing,
+        chars(&texts),
+        Some(tokens),
     ))
 }
 

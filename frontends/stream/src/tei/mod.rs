@@ -1,5 +1,5 @@
 //! Hugging Face text-embeddings-inference (TEI) routes over the engine, so TEI's clients
-//! work unchanged: `/embed`, `/similarity`, `/rerank`, `/predict` (and `/classify`),
+//! work unchanged: `/embed`, `/embed_all`, `/similarity`, `/rerank`, `/predict` (and `/classify`),
 //! `/tokenize`, `/decode`, `/info`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
 //! shape that vLLM and llama.cpp also serve.
 //!
@@ -55,6 +55,7 @@ pub fn router(engine: Engine, default_models: &[String]) -> Router {
     };
     Router::new()
         .route("/embed", post(|s, b| embed::embed(s, None, b)))
+        .route("/embed_all", post(|s, b| embed::embed_all(s, None, b)))
         .route("/similarity", post(|s, b| embed::similarity(s, None, b)))
         .route("/rerank", post(|s, b| rerank::rerank(s, None, b)))
         .route("/predict", post(|s, b| classify::predict(s, None, b)))
@@ -65,6 +66,7 @@ pub fn router(engine: Engine, default_models: &[String]) -> Router {
         .route("/v1/rerank", post(rerank::v1_rerank))
         .route("/tei/{model}", post(compat))
         .route("/tei/{model}/embed", post(at(embed::embed)))
+        .route("/tei/{model}/embed_all", post(at(embed::embed_all)))
         .route("/tei/{model}/similarity", post(at(embed::similarity)))
         .route("/tei/{model}/rerank", post(at(rerank::rerank)))
         .route("/tei/{model}/predict", post(at(classify::predict)))
@@ -175,6 +177,8 @@ pub(crate) struct TeiModel {
     pub(crate) pair: Option<TensorSpec>,
     /// The FP32 output: vectors or scores.
     pub(crate) output: TensorSpec,
+    /// An FP32 `[-1, hidden]` output of every token's state (TEI's `/embed_all`).
+    pub(crate) states: Option<TensorSpec>,
     /// An integer output counting each item's tokens, when the model has one.
     pub(crate) tokens: Option<TensorSpec>,
 }
@@ -191,8 +195,13 @@ impl TeiModel {
         if texts.is_empty() || texts.len() > 2 || texts.iter().any(|t| t.dtype != DataType::Bytes) {
             return none("does not take one or two texts (BYTES inputs)");
         }
-        let Some(output) = spec.outputs.iter().find(|t| t.dtype == DataType::Fp32) else {
-            return none("has no FP32 output");
+        let float = |rank: usize| {
+            spec.outputs
+                .iter()
+                .find(|t| t.dtype == DataType::Fp32 && t.dims.len() == rank)
+        };
+        let Some(output) = float(1) else {
+            return none("has no FP32 output of one dimension");
         };
         let tokens = spec
             .outputs
@@ -212,6 +221,7 @@ impl TeiModel {
             text: texts[0].clone(),
             pair: texts.get(1).map(|t| (*t).clone()),
             output: output.clone(),
+            states: float(2).cloned(),
             tokens,
             facts,
         })
@@ -286,6 +296,17 @@ impl TeiModel {
         pairs: Option<&[&str]>,
         parameters: &Parameters,
     ) -> TeiResult<Vec<InferRequest>> {
+        self.requests_for(texts, pairs, parameters, &self.output)
+    }
+
+    /// [`requests`](Self::requests) asking for `output` (and the token counts).
+    pub(crate) fn requests_for(
+        &self,
+        texts: &[&str],
+        pairs: Option<&[&str]>,
+        parameters: &Parameters,
+        output: &TensorSpec,
+    ) -> TeiResult<Vec<InferRequest>> {
         if pairs.is_some() && self.pair.is_none() {
             return Err(TeiError::validation(format!(
                 "model '{}' takes single texts, not pairs",
@@ -314,7 +335,7 @@ impl TeiModel {
                 vec![1]
             }
         };
-        let outputs: Vec<RequestedOutput> = std::iter::once(&self.output)
+        let outputs: Vec<RequestedOutput> = std::iter::once(output)
             .chain(&self.tokens)
             .map(|t| RequestedOutput {
                 name: t.name.clone(),
