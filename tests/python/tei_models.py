@@ -161,6 +161,7 @@ LAYOUTS = {
     "roberta": ("roberta.", BERT_NAMES, "classifier.dense", "tanh", "classifier.out_proj"),
     "distilbert": ("distilbert.", DISTIL_NAMES, "pre_classifier", "relu", "classifier"),
     "embedder": ("", BERT_NAMES, None, None, None),
+    "roberta_embedder": ("", BERT_NAMES, None, None, None),
 }
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -195,7 +196,7 @@ class Reference:
     """A written model: its folder, config and weights, and the float64 forward pass."""
 
     def __init__(self, name, folder, layout, config, weights, labels=None, max_len=None,
-                 prompts=None):
+                 prompts=None, pooling="mean"):
         self.name, self.folder, self.layout, self.config = name, folder, layout, config
         self.w = {k: v.astype(np.float64) for k, v in weights.items()}
         self.labels = labels
@@ -203,7 +204,9 @@ class Reference:
         self.prompts = prompts or {}
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.eps = config.get("layer_norm_eps", 1e-12)
-        self.offset = config["pad_token_id"] + 1 if layout == "roberta" else 0
+        roberta_family = config.get("model_type") in ("roberta", "xlm-roberta", "camembert")
+        self.offset = config["pad_token_id"] + 1 if roberta_family else 0
+        self.pooling = pooling
 
     # Tokens.
     def encode(self, text, pair=None, max_len=None, direction="right"):
@@ -291,7 +294,10 @@ class Reference:
 
     def embed_ids(self, ids, normalize=True):
         states, mask = self.hidden([ids], [[0] * len(ids)])
-        pooled = (states * mask[..., None]).sum(1)[0] / mask.sum()
+        if self.pooling == "cls":
+            pooled = states[0, 0]
+        else:
+            pooled = (states * mask[..., None]).sum(1)[0] / mask.sum()
         return pooled / np.linalg.norm(pooled) if normalize else pooled
 
 
@@ -415,3 +421,34 @@ def write_embedder(repo, name="tiny_embedder", seed=14, config_text=None):
     folder = _write(repo, name, config_text or EMBEDDER_CONFIG % name, files, weights)
     return Reference(name, folder, "embedder", config, weights, max_len=EMBEDDER_MAX_LEN,
                      prompts=PROMPTS)
+
+
+ROBERTA_EMBEDDER_CONFIG = """name: "%s"
+backend: "sentence_transformer"
+max_batch_size: 8
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "EMBEDDING" data_type: TYPE_FP32 dims: [ 32 ] } ]
+dynamic_batching { }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+def write_roberta_embedder(repo, name="tiny_xlmr_embedder", seed=15, config_text=None):
+    """An XLM-R sentence transformer laid out as sentence-transformers saves one (weights
+    without a prefix), positions from pad_token_id + 1, CLS pooling, and no Normalize
+    module (bge-style: its vectors are not unit length unless a request asks)."""
+    positions = POSITIONS + 2
+    config = _bert_config("XLMRobertaModel", "xlm-roberta", max_position_embeddings=positions,
+                          type_vocab_size=1, layer_norm_eps=1e-3, pad_token_id=1)
+    weights = _random_weights("roberta_embedder", seed, 0, len(VOCAB), positions, 1)
+    files = {
+        "config.json": config,
+        "1_Pooling/config.json": {"word_embedding_dimension": HIDDEN, "pooling_mode_cls_token": True,
+                                  "pooling_mode_mean_tokens": False},
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+    }
+    folder = _write(repo, name, config_text or ROBERTA_EMBEDDER_CONFIG % name, files, weights)
+    return Reference(name, folder, "roberta_embedder", config, weights, max_len=POSITIONS, pooling="cls")

@@ -58,6 +58,7 @@ def refs(tmp_path_factory):
         "roberta": tei_models.write_roberta_classifier(repo, "tiny_roberta"),
         "distil": tei_models.write_distilbert_classifier(repo, "tiny_distil"),
         "embedder": tei_models.write_embedder(repo, "tiny_embedder"),
+        "xlmr": tei_models.write_roberta_embedder(repo, "tiny_xlmr_embedder"),
     }
     models["repo"] = repo
     return models
@@ -65,7 +66,9 @@ def refs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(refs):
-    server = start_server(["--model-repository", str(refs["repo"])])
+    # Two embedders: the root routes take tiny_embedder; tiny_xlmr_embedder is reached by
+    # its path.
+    server = start_server(["--model-repository", str(refs["repo"]), "--tei-model", "tiny_embedder"])
     yield server
     server.stop()
 
@@ -367,6 +370,29 @@ def test_embed_dimensions_keeps_the_first_values_renormalized(srv, refs):
     tei_error(post(srv, "/embed", {"inputs": TEXTS[0], "dimensions": 33}), 413, "Validation", "dimensions")
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_xlm_roberta_embedder_with_cls_pooling_matches_the_reference(srv, refs, protocol):
+    """An XLM-R sentence transformer (positions after the padding id, CLS pooling from
+    1_Pooling, no Normalize module) over TEI's /embed (normalised by default, raw when
+    asked) and over KServe (the model's own default: not normalised)."""
+    ref = refs["xlmr"]
+    raw = [ref.embed(t, normalize=False) for t in TEXTS]
+    tei = np.array(ok(post(srv, "/tei/tiny_xlmr_embedder/embed", {"inputs": TEXTS})))
+    np.testing.assert_allclose(tei, [ref.embed(t) for t in TEXTS], rtol=1e-4, atol=1e-6)
+    plain = np.array(ok(post(srv, "/tei/tiny_xlmr_embedder/embed", {"inputs": TEXTS, "normalize": False})))
+    np.testing.assert_allclose(plain, raw, rtol=1e-4, atol=1e-5)
+    assert abs(np.linalg.norm(plain[0]) - 1) > 0.1
+    module = httpclient if protocol == "http" else grpcclient
+    url = srv.http if protocol == "http" else srv.grpc
+    with module.InferenceServerClient(url) as client:
+        text = module.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in TEXTS], dtype=object))
+        got = client.infer("tiny_xlmr_embedder", [text]).as_numpy("EMBEDDING")
+    np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-5)
+    info = ok(requests.get("http://%s/tei/tiny_xlmr_embedder/info" % srv.http, timeout=30))
+    assert info["model_type"] == {"embedding": {"pooling": "cls"}}
+
+
 def test_embed_all_gives_every_tokens_state(srv, refs):
     ref = refs["embedder"]
     texts = [TEXTS[0], "the cat", TEXTS[1]]  # different lengths share a padded batch
@@ -443,8 +469,8 @@ def test_info_describes_each_kind(srv):
         assert body["max_client_batch_size"] == 512
         assert body["auto_truncate"] is False
         assert isinstance(body["version"], str) and body["model_dtype"]
-    # Four TEI models and no --tei-model: the root /info cannot choose.
-    tei_error(requests.get(f"http://{srv.http}/info", timeout=10), 400, "Validation", "tiny_embedder")
+    # The root /info describes the --tei-model default.
+    assert ok(requests.get(f"http://{srv.http}/info", timeout=10))["model_id"] == "tiny_embedder"
     tei_error(requests.get(f"http://{srv.http}/tei/nope/info", timeout=10), 404, "Validation", "nope")
 
 
