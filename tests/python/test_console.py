@@ -352,6 +352,32 @@ def test_the_embeddings_panel_shows_the_cosine_of_v1_embeddings(console, demo):
     c.assert_clean()
 
 
+def test_the_rerank_panel_lists_passages_best_first_as_v1_rerank_scores_them(console, demo):
+    query = "What is the capital of France?"
+    passages = ["The cat sat on the mat.", "Paris is the capital and largest city of France.",
+                "France is a country in Western Europe."]
+    c = console(demo)
+    page = c.open("#/try")
+    page.select_option("[data-testid=rerank-model]", "minilm_rerank")
+    c.by("rerank-query").fill(query)
+    c.by("rerank-documents").fill("\n".join(passages))
+    c.by("rerank-run").click()
+    rows = c.by("rerank-row")
+    expect(rows).to_have_count(3)
+    shown = [(int(rows.nth(i).get_attribute("data-index")), float(rows.nth(i).get_attribute("data-score")))
+             for i in range(3)]
+    answer = requests.post("http://%s/v1/rerank" % demo.http, timeout=60,
+                           json={"model": "minilm_rerank", "query": query, "documents": passages})
+    answer.raise_for_status()
+    want = [(r["index"], r["relevance_score"]) for r in answer.json()["results"]]
+    assert [i for i, _ in shown] == [i for i, _ in want]
+    for (_, got), (_, expected) in zip(shown, want):
+        assert got == pytest.approx(expected, abs=1e-6)
+    assert passages[shown[0][0]] in rows.nth(0).inner_text()
+    c.shot("rerank")
+    c.assert_clean()
+
+
 def test_the_live_charts_move_under_load_and_keep_their_history(console, demo):
     c = console(demo)
     page = c.open("#/live")

@@ -84,6 +84,18 @@ export function isGenerator(info) {
     && info.outputs.some((o) => o.name === "text_output");
 }
 
+/**
+ * What /v1/rerank accepts: two BYTES inputs (query and passage) and one FP32 score per
+ * pair (a config `labels` parameter, when there is one, names a single label).
+ */
+export function isReranker(info) {
+  const texts = info.inputs.filter((i) => i.datatype === "BYTES");
+  const labels = info.config.parameters?.labels?.string_value;
+  const oneLabel = labels === undefined || JSON.parse(labels).length === 1;
+  return !info.decoupled && info.inputs.length === 2 && texts.length === 2 && oneLabel
+    && info.outputs.some((o) => o.datatype === "FP32" && o.shape.at(-1) === 1);
+}
+
 /** What /v1/embeddings accepts: one required BYTES input and an FP32 output. */
 export function isEmbedder(info) {
   const required = info.inputs.filter((i) => !i.optional);

@@ -6,11 +6,9 @@ import { readyModelInfos } from "./models.js";
 import * as chat from "./try-chat.js";
 import * as embed from "./try-embed.js";
 import * as inferPanel from "./try-infer.js";
+import * as rerank from "./try-rerank.js";
 
-// A rerank panel (a query and candidate texts -> scores) belongs in this list once the
-// server has rerank models; it would take the same init()/update(infos) shape as the
-// others and its own <section class="panel"> in index.html. Nothing is shown until then.
-const PANELS = [inferPanel, chat, embed];
+const PANELS = [inferPanel, chat, embed, rerank];
 
 const errorBox = byId("try-error");
 

@@ -80,22 +80,26 @@ impl<'a> Roles<'a> {
         let not_embedder = || {
             ApiError::invalid_param(
                 "model",
-                format!("model '{}' does not produce embeddings (it needs a BYTES input and an FP32 output)", model.name),
+                format!("model '{}' does not produce embeddings (it needs one BYTES input and an FP32 output)", model.name),
             )
         };
         let spec = &model.facts.spec;
         if spec.decoupled {
             return Err(not_embedder());
         }
-        let text = spec
-            .inputs
-            .iter()
-            .find(|t| t.dtype == DataType::Bytes)
-            .ok_or_else(not_embedder)?;
+        // One text in: a model that needs more (a re-ranker's query and passage) is no
+        // embedder.
+        let required: Vec<&TensorSpec> = spec.inputs.iter().filter(|t| !t.optional).collect();
+        let [text] = required.as_slice() else {
+            return Err(not_embedder());
+        };
+        if text.dtype != DataType::Bytes {
+            return Err(not_embedder());
+        }
         let embedding = spec
             .outputs
             .iter()
-            .find(|t| t.dtype == DataType::Fp32)
+            .find(|t| t.dtype == DataType::Fp32 && t.dims.len() == 1)
             .ok_or_else(not_embedder)?;
         let tokens = spec.outputs.iter().find(|t| {
             matches!(
