@@ -8,7 +8,7 @@
 //! `[1]` output counting each item's tokens. The `labels` parameter (the engine's
 //! [`LABELS_PARAMETER`]) is filled from `config.json`'s `id2label` when the config leaves it
 //! out. Files and the other parameters are the `sentence_transformer` backend's
-//! (`max_seq_length`, `intra_op_threads`, `dtype`, the weight sources); requests take the
+//! (`max_seq_length`, `matmul_weights`, `intra_op_threads`, `dtype`, the weight sources); requests take the
 //! options of [`crate::text`] (`truncate`, `truncation_direction`).
 
 use std::path::{Path, PathBuf};
@@ -26,10 +26,13 @@ use crate::bert::{BertConfig, BertModel};
 
 mod head;
 
-use crate::bert_folder::{complete_text_config, load_tokenizer, read_config, Padded};
+use crate::bert_folder::{
+    complete_text_config, dense_weights, load_tokenizer, read_config, Padded,
+};
 use crate::options::{
     candle_device, compute_dtype, internal, intra_op_threads, load_error, model_error,
 };
+use crate::quant::DenseFormat;
 use crate::text::{TextIo, TextModel, TextOptions, TextTokenizer};
 use crate::threads::IntraOp;
 use crate::weights::{resolve, Wanted};
@@ -142,6 +145,8 @@ struct Classifier {
     io: TextIo,
     spec: ModelSpec,
     threads: usize,
+    /// Dense layers packed for our CPU kernels (`matmul_weights`, as `sentence_transformer`).
+    packed: Option<DenseFormat>,
 }
 
 impl Classifier {
@@ -170,6 +175,7 @@ impl Classifier {
         let (tokenizer, max_len) = load_tokenizer(spec, &dir, &config).map_err(|e| bad(&e))?;
         let tokenizer = Arc::new(TextTokenizer::new(tokenizer, max_len).map_err(|e| bad(&e))?);
         let threads = intra_op_threads(spec).map_err(|e| bad(&e))?;
+        let packed = dense_weights(spec).map_err(|e| bad(&e))?;
         tracing::info!(
             model = spec.name(),
             dir = %dir.display(),
@@ -186,6 +192,7 @@ impl Classifier {
             io,
             spec: spec.clone(),
             threads,
+            packed,
         })
     }
 
@@ -195,6 +202,12 @@ impl Classifier {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, device)? };
         let head = ClassificationHead::load(&self.config, self.labels, &vb)?;
         let encoder = BertModel::load(&self.config, vb)?;
+        let encoder = match self.packed {
+            Some(format) if device.is_cpu() && dtype == DType::F32 => {
+                encoder.into_packed(format)?
+            }
+            _ => encoder,
+        };
         Ok(Weights { encoder, head })
     }
 
