@@ -164,7 +164,8 @@ def chat(c, transport, prompt):
     page = c.page
     page.select_option("[data-testid=chat-model]", "smollm2")
     page.select_option("[data-testid=chat-transport]", transport)
-    c.by("chat-max-tokens").fill("40")
+    # Long enough that a busy machine still shows the reply growing over several frames.
+    c.by("chat-max-tokens").fill("96")
     c.by("chat-clear").click()
     c.by("chat-input").fill(prompt)
     page.evaluate(WATCH, ["[data-testid=chat-log]", "[data-testid=chat-reply]", "__chatSteps"])

@@ -449,6 +449,11 @@ def test_requests_with_different_options_batch_together(srv, refs):
 # /info
 
 
+def test_health_is_an_empty_200_while_ready(srv):
+    response = requests.get(f"http://{srv.http}/health", timeout=10)
+    assert (response.status_code, response.text) == (200, "")
+
+
 def test_info_describes_each_kind(srv):
     def info(model):
         return ok(requests.get(f"http://{srv.http}/tei/{model}/info", timeout=10))
@@ -717,3 +722,15 @@ def test_packed_dense_layers_keep_a_cross_encoders_scores(tmp_path, packing):
     # Measured: bf16 within 0.3% of the largest score, int16 within 0.03%.
     np.testing.assert_allclose(scores, want, atol=0.02 * np.abs(want).max())
     assert np.abs(scores - want).max() > 1e-5, "the packed kernels ran (FP32 matches to 1e-6)"
+
+
+def test_api_key_guards_the_routes_but_not_health(tmp_path):
+    tei_models.write_embedder(tmp_path, "only")
+    server = start_server(["--model-repository", str(tmp_path), "--api-key", "sesame"])
+    try:
+        assert requests.get(f"http://{server.http}/health", timeout=10).status_code == 200
+        assert post(server, "/embed", {"inputs": "a"}).status_code == 401
+        with_key = post(server, "/embed", {"inputs": "a"}, headers={"Authorization": "Bearer sesame"})
+        assert np.array(ok(with_key)).shape == (1, tei_models.HIDDEN)
+    finally:
+        server.stop()

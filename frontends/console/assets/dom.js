@@ -54,6 +54,22 @@ export function showError(box, error) {
   box.textContent = error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * Runs `work` (async) with `button` disabled and `errorBox` cleared; an error it throws is
+ * shown in the box.
+ */
+export async function busy(button, errorBox, work) {
+  showError(errorBox, null);
+  button.disabled = true;
+  try {
+    await work();
+  } catch (error) {
+    showError(errorBox, error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 /** Fills a <select> with options [{value, label, disabled}], keeping the current value when still offered. */
 export function setOptions(select, options) {
   const previous = select.value;

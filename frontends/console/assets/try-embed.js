@@ -2,7 +2,7 @@
 // cosine similarity of the two vectors.
 
 import { postJson } from "./api.js";
-import { byId, formatMs, h, replace, setOptions, showError } from "./dom.js";
+import { busy, byId, formatMs, h, replace, setOptions } from "./dom.js";
 import { isEmbedder } from "./models.js";
 
 const form = byId("embed-form");
@@ -26,10 +26,7 @@ async function run(event) {
   event.preventDefault();
   const texts = [byId("embed-a").value, byId("embed-b").value];
   if (!modelSelect.value) return;
-  showError(errorBox, null);
-  const button = byId("embed-run");
-  button.disabled = true;
-  try {
+  await busy(byId("embed-run"), errorBox, async () => {
     const start = performance.now();
     const answer = await postJson("/v1/embeddings", { model: modelSelect.value, input: texts, encoding_format: "float" });
     const ms = performance.now() - start;
@@ -42,11 +39,7 @@ async function run(event) {
         h("span", {}, "Dimensions ", h("strong", {}, a.length)),
         h("span", {}, "Prompt tokens ", h("strong", {}, answer.usage?.prompt_tokens ?? "—")),
         h("span", {}, "Time ", h("strong", {}, formatMs(ms)))));
-  } catch (error) {
-    showError(errorBox, error);
-  } finally {
-    button.disabled = false;
-  }
+  });
 }
 
 export function init() {

@@ -2,7 +2,7 @@
 // (the Cohere/Jina shape) and lists them best first with their relevance scores.
 
 import { postJson } from "./api.js";
-import { byId, formatMs, h, replace, setOptions, showError } from "./dom.js";
+import { busy, byId, formatMs, h, replace, setOptions } from "./dom.js";
 import { isReranker } from "./models.js";
 
 const form = byId("rerank-form");
@@ -15,10 +15,7 @@ async function run(event) {
   if (!modelSelect.value) return;
   const query = byId("rerank-query").value;
   const documents = byId("rerank-documents").value.split("\n").map((d) => d.trim()).filter(Boolean);
-  showError(errorBox, null);
-  const button = byId("rerank-run");
-  button.disabled = true;
-  try {
+  await busy(byId("rerank-run"), errorBox, async () => {
     const start = performance.now();
     const answer = await postJson("/v1/rerank", { model: modelSelect.value, query, documents, return_documents: true });
     const ms = performance.now() - start;
@@ -30,17 +27,13 @@ async function run(event) {
     replace(result,
       h("div", { class: "table-wrap" },
         h("table", {},
-          h("thead", {}, h("tr", {}, h("th", {}, "Rank"), h("th", {}, "Relevance"), h("th", {}, "Passage"))),
+          h("thead", {}, h("tr", {}, h("th", {}, "Rank"), h("th", { class: "num" }, "Relevance"), h("th", {}, "Passage"))),
           h("tbody", {}, ...rows))),
       h("p", { class: "stats" },
         h("span", {}, "Passages ", h("strong", {}, documents.length)),
         h("span", {}, "Tokens ", h("strong", {}, answer.usage?.total_tokens ?? "—")),
         h("span", {}, "Time ", h("strong", {}, formatMs(ms)))));
-  } catch (error) {
-    showError(errorBox, error);
-  } finally {
-    button.disabled = false;
-  }
+  });
 }
 
 export function init() {

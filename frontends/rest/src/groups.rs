@@ -16,6 +16,9 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
     if path == "/console/metrics" {
         return Some(ApiGroup::Statistics);
     }
+    if path == "/health" {
+        return Some(ApiGroup::Health);
+    }
     if let Some(tei) = tei_route(path) {
         return Some(if tei == "info" {
             ApiGroup::Metadata
@@ -127,6 +130,7 @@ mod tests {
             ("/tei/m/predict", Some(ApiGroup::Inference)),
             ("/tei/m/info", Some(ApiGroup::Metadata)),
             ("/tei/m/other", None),
+            ("/health", Some(ApiGroup::Health)),
             ("/openapi.json", None),
             ("/docs", None),
         ] {

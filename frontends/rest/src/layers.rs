@@ -63,8 +63,8 @@ struct Shaping {
     access_log: bool,
 }
 
-/// Routes open without an API key: the probes'.
-const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
+/// Routes open without an API key: the probes' (KServe's, and TEI's `/health`).
+const OPEN_PATHS: [&str; 3] = ["/v2/health/live", "/v2/health/ready", "/health"];
 
 /// Puts the one layer stack over `routes`: bodies over `--http-max-input-size` (after
 /// decompression, so a small gzip bomb is refused too) are 413, gzip/deflate bodies are

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::embed::timed;
-use super::{check_batch, parse, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
+
+super::tei_request!(PredictRequest);
 
 /// TEI's `inputs` of `/predict`: a text, a pair `[a, b]`, or a batch of texts and pairs
 /// `[[a], [a, b], ...]`.
@@ -53,12 +55,8 @@ pub(super) async fn predict(
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
-    let request: PredictRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        &[Kind::Classifier, Kind::Reranker],
-    )?;
+    let (request, model) =
+        tei.route::<PredictRequest>(model, &body, &[Kind::Classifier, Kind::Reranker])?;
     let (items, batch) = match request.inputs {
         Inputs::One(text) => (vec![vec![text]], false),
         Inputs::Pair(pair) if pair.len() == 1 || pair.len() == 2 => (vec![pair], false),

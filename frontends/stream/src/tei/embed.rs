@@ -9,7 +9,9 @@ use bytes::Bytes;
 use nereid_engine::ParamValue;
 use serde::Deserialize;
 
-use super::{check_batch, parse, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, Kind, Tei, TeiError, TeiResult, Truncation};
+
+super::tei_request!(EmbedRequest, EmbedAllRequest, SimilarityRequest);
 
 /// TEI's `inputs` of `/embed`: a text or a list of texts. (TEI also takes token ids,
 /// which a model that tokenises for itself cannot.)
@@ -21,9 +23,10 @@ enum Inputs {
 }
 
 impl Inputs {
+    /// The texts, checked: strings, none empty, as many as a request may carry.
     fn texts(self) -> TeiResult<Vec<String>> {
-        match self {
-            Self::One(text) => Ok(vec![text]),
+        let texts = match self {
+            Self::One(text) => vec![text],
             Self::Many(items) => items
                 .into_iter()
                 .enumerate()
@@ -33,8 +36,15 @@ impl Inputs {
                         "`inputs[{i}]` is not a string: this server takes texts, not token ids"
                     ))),
                 })
-                .collect(),
+                .collect::<TeiResult<_>>()?,
+        };
+        check_batch(texts.len(), "inputs")?;
+        if let Some(i) = texts.iter().position(String::is_empty) {
+            return Err(TeiError::validation(format!(
+                "Input validation error: `inputs[{i}]` cannot be empty"
+            )));
         }
+        Ok(texts)
     }
 }
 
@@ -60,19 +70,8 @@ pub(super) async fn embed(
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
-    let request: EmbedRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        &[Kind::Embedder],
-    )?;
+    let (request, model) = tei.route::<EmbedRequest>(model, &body, &[Kind::Embedder])?;
     let texts = request.inputs.texts()?;
-    check_batch(texts.len(), "inputs")?;
-    if let Some(i) = texts.iter().position(String::is_empty) {
-        return Err(TeiError::validation(format!(
-            "Input validation error: `inputs[{i}]` cannot be empty"
-        )));
-    }
     let width = model.output.dims.last().copied().filter(|&d| d > 0);
     if let (Some(asked), Some(width)) = (request.dimensions, width) {
         if asked == 0 || asked as i64 > width {
@@ -135,12 +134,7 @@ pub(super) async fn embed_all(
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
-    let request: EmbedAllRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        &[Kind::Embedder],
-    )?;
+    let (request, model) = tei.route::<EmbedAllRequest>(model, &body, &[Kind::Embedder])?;
     let (Some(states), Some(counts)) = (model.states.clone(), model.tokens.clone()) else {
         return Err(TeiError::backend(format!(
             "model '{}' has no output of token states (FP32 dims [-1, hidden_size]) with one \
@@ -149,12 +143,6 @@ pub(super) async fn embed_all(
         )));
     };
     let texts = request.inputs.texts()?;
-    check_batch(texts.len(), "inputs")?;
-    if let Some(i) = texts.iter().position(String::is_empty) {
-        return Err(TeiError::validation(format!(
-            "Input validation error: `inputs[{i}]` cannot be empty"
-        )));
-    }
     let mut parameters = request.truncation.parameters()?;
     if let Some(prompt) = request.prompt_name {
         parameters.insert("prompt_name".into(), ParamValue::String(prompt));
@@ -237,12 +225,7 @@ pub(super) async fn similarity(
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
-    let request: SimilarityRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        &[Kind::Embedder],
-    )?;
+    let (request, model) = tei.route::<SimilarityRequest>(model, &body, &[Kind::Embedder])?;
     let SimilarityInputs {
         source_sentence,
         sentences,

@@ -1,6 +1,6 @@
 //! Hugging Face text-embeddings-inference (TEI) routes over the engine, so TEI's clients
 //! work unchanged: `/embed`, `/embed_all`, `/similarity`, `/rerank`, `/predict` (and `/classify`),
-//! `/tokenize`, `/decode`, `/info`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
+//! `/tokenize`, `/decode`, `/info`, `/health`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
 //! shape that vLLM and llama.cpp also serve.
 //!
 //! TEI serves one model; Nereid serves many. A route finds its model in this order: the
@@ -46,6 +46,39 @@ pub(crate) struct Tei {
     defaults: Arc<[String]>,
 }
 
+impl Tei {
+    /// Reads a request body and finds the model it goes to: the path's, else the body's
+    /// `model`, else the default of `kinds` ([`TeiModel::find`]).
+    pub(crate) fn route<T: TeiRequest>(
+        &self,
+        path_model: Option<String>,
+        body: &[u8],
+        kinds: &[Kind],
+    ) -> TeiResult<(T, TeiModel)> {
+        let request: T = parse(body)?;
+        let model = TeiModel::find(self, path_model.as_deref().or(request.model()), kinds)?;
+        Ok((request, model))
+    }
+}
+
+/// A TEI request body, which may name its model (a Nereid extension: TEI serves one).
+pub(crate) trait TeiRequest: DeserializeOwned {
+    /// The `model` field.
+    fn model(&self) -> Option<&str>;
+}
+
+/// Implements [`TeiRequest`] for request types with an `Option<String>` field `model`.
+macro_rules! tei_request {
+    ($($request:ty),* $(,)?) => {
+        $(impl $crate::tei::TeiRequest for $request {
+            fn model(&self) -> Option<&str> {
+                self.model.as_deref()
+            }
+        })*
+    };
+}
+pub(crate) use tei_request;
+
 /// The TEI routes, at the root (model from the body, `--tei-model`, or the only one of
 /// its kind) and under `/tei/{model}`.
 pub fn router(engine: Engine, default_models: &[String]) -> Router {
@@ -63,6 +96,7 @@ pub fn router(engine: Engine, default_models: &[String]) -> Router {
         .route("/tokenize", post(|s, b| tokenize::tokenize(s, None, b)))
         .route("/decode", post(|s, b| tokenize::decode(s, None, b)))
         .route("/info", get(|s| info::info(s, None)))
+        .route("/health", get(health))
         .route("/v1/rerank", post(rerank::v1_rerank))
         .route("/tei/{model}", post(compat))
         .route("/tei/{model}/embed", post(at(embed::embed)))
@@ -116,6 +150,15 @@ async fn compat(
             .await
             .into_response(),
         Kind::Embedder => embed::embed(state, Some(model), body).await.into_response(),
+    }
+}
+
+/// `GET /health`: 200 with an empty body while the server is ready, else TEI's 503.
+async fn health(State(tei): State<Tei>) -> TeiResult<()> {
+    if tei.engine.is_ready() {
+        Ok(())
+    } else {
+        Err(TeiError::new(error::ErrorType::Unhealthy, "unhealthy"))
     }
 }
 

@@ -11,8 +11,10 @@ use nereid_engine::{Engine, Parameters};
 use serde::{Deserialize, Serialize};
 
 use super::embed::timed;
-use super::{check_batch, parse, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
+use super::{check_batch, sigmoid, Kind, Tei, TeiError, TeiModel, TeiResult, Truncation};
 use crate::error::ApiError;
+
+super::tei_request!(RerankRequest);
 
 #[derive(Debug, Deserialize)]
 struct RerankRequest {
@@ -69,12 +71,7 @@ pub(super) async fn rerank(
     body: Bytes,
 ) -> TeiResult<Response> {
     let started = std::time::Instant::now();
-    let request: RerankRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        &[Kind::Reranker],
-    )?;
+    let (request, model) = tei.route::<RerankRequest>(model, &body, &[Kind::Reranker])?;
     check_batch(request.texts.len(), "texts")?;
     if request.query.is_empty() && request.texts.iter().any(String::is_empty) {
         return Err(TeiError::validation(

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use nereid_engine::{EngineError, TextCodec};
 use serde::{Deserialize, Serialize};
 
-use super::{check_batch, parse, Kind, Tei, TeiError, TeiModel, TeiResult};
+use super::{check_batch, Kind, Tei, TeiError, TeiModel, TeiResult};
+
+super::tei_request!(TokenizeRequest, DecodeRequest);
 
 const EVERY_KIND: &[Kind] = &[Kind::Embedder, Kind::Classifier, Kind::Reranker];
 
@@ -71,17 +73,12 @@ pub(super) async fn tokenize(
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Json<Vec<Vec<Token>>>> {
-    let request: TokenizeRequest = parse(&body)?;
+    let (request, model) = tei.route::<TokenizeRequest>(model, &body, EVERY_KIND)?;
     if request.prompt_name.is_some() {
         return Err(TeiError::validation(
             "`prompt_name` is not supported by /tokenize: put the prompt in the text",
         ));
     }
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        EVERY_KIND,
-    )?;
     let texts = match request.inputs {
         Texts::One(text) => vec![text],
         Texts::Many(texts) => texts,
@@ -136,12 +133,7 @@ pub(super) async fn decode(
     model: Option<String>,
     body: Bytes,
 ) -> TeiResult<Json<Vec<String>>> {
-    let request: DecodeRequest = parse(&body)?;
-    let model = TeiModel::find(
-        &tei,
-        model.as_deref().or(request.model.as_deref()),
-        EVERY_KIND,
-    )?;
+    let (request, model) = tei.route::<DecodeRequest>(model, &body, EVERY_KIND)?;
     let lists = match request.ids {
         Ids::One(ids) => vec![ids],
         Ids::Many(lists) => lists,
