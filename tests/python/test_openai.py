@@ -219,6 +219,8 @@ def test_demo_reranker_scores_the_cosine_of_minilm_embeddings(demo, client):
     best = cohere["results"][0]
     assert best["relevance_score"] == pytest.approx(1 / (1 + math.exp(-want[best["index"]])), abs=2e-4)
 
-    # The demo's minilm (TEI's default there) declares no token-states output.
-    response = requests.post("http://%s/embed_all" % demo.http, json={"inputs": "hi"}, timeout=60)
+    # The demo's minilm declares no token-states output. (Named: the demo's `serve` makes
+    # minilm TEI's default, a gateway in front of it has no such default.)
+    response = requests.post("http://%s/embed_all" % demo.http, json={"inputs": "hi", "model": "minilm"},
+                             timeout=60)
     assert response.status_code == 424 and "token states" in response.json()["error"], response.text
