@@ -633,8 +633,13 @@ def test_tei_model_flag_picks_the_first_default_of_the_route_kind(tmp_path):
         assert similarity[0] == pytest.approx(cosine(emb_b.embed(TEXTS[0]), emb_b.embed(TEXTS[1])), rel=1e-4)
         ranks = ok(post(server, "/rerank", {"query": QUERY, "texts": DOCS[:2], "raw_scores": True}))
         assert {r["index"]: r["score"] for r in ranks}[0] == pytest.approx(reranker.logits(QUERY, DOCS[0])[0], rel=1e-4)
-        # The first default of any kind answers the root /info.
+        # The first default of any kind answers the root /info and TEI's compat route at the
+        # root, where a client given the server's base URL posts.
         assert ok(requests.get(f"http://{server.http}/info", timeout=10))["model_id"] == "rr"
+        ranked = ok(post(server, "/", {"query": QUERY, "texts": DOCS[:2], "raw_scores": True}))
+        assert [r["index"] for r in ranked] == [r["index"] for r in ranks]
+        embedded = ok(post(server, "/", {"inputs": TEXTS[0], "model": "emb_a"}))[0]
+        np.testing.assert_allclose(embedded, emb_a.embed(TEXTS[0]), rtol=1e-4, atol=1e-6)
     finally:
         server.stop()
     # Without the flag, two embedders make /embed ambiguous; /rerank still has one model.
@@ -725,12 +730,18 @@ def test_packed_dense_layers_keep_a_cross_encoders_scores(tmp_path, packing):
 
 
 def test_api_key_guards_the_routes_but_not_health(tmp_path):
-    tei_models.write_embedder(tmp_path, "only")
+    """One embedder behind a key, as a TEI server is: `huggingface_hub` given the server's
+    base URL and the key reaches it through the root compat route."""
+    ref = tei_models.write_embedder(tmp_path, "only")
     server = start_server(["--model-repository", str(tmp_path), "--api-key", "sesame"])
     try:
         assert requests.get(f"http://{server.http}/health", timeout=10).status_code == 200
         assert post(server, "/embed", {"inputs": "a"}).status_code == 401
+        assert post(server, "/", {"inputs": "a"}).status_code == 401
         with_key = post(server, "/embed", {"inputs": "a"}, headers={"Authorization": "Bearer sesame"})
         assert np.array(ok(with_key)).shape == (1, tei_models.HIDDEN)
+        client = InferenceClient(model=f"http://{server.http}", token="sesame", timeout=60)
+        vectors = client.feature_extraction(TEXTS[0])
+        np.testing.assert_allclose(vectors[0], ref.embed(TEXTS[0]), rtol=1e-4, atol=1e-6)
     finally:
         server.stop()

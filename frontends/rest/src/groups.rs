@@ -16,8 +16,10 @@ pub(crate) fn api_group(path: &str) -> Option<ApiGroup> {
     if path == "/console/metrics" {
         return Some(ApiGroup::Statistics);
     }
-    if path == "/health" {
-        return Some(ApiGroup::Health);
+    match path {
+        "/health" => return Some(ApiGroup::Health),
+        "/" => return Some(ApiGroup::Inference), // TEI's compat route
+        _ => {}
     }
     if let Some(tei) = tei_route(path) {
         return Some(if tei == "info" {
@@ -131,6 +133,7 @@ mod tests {
             ("/tei/m/info", Some(ApiGroup::Metadata)),
             ("/tei/m/other", None),
             ("/health", Some(ApiGroup::Health)),
+            ("/", Some(ApiGroup::Inference)),
             ("/openapi.json", None),
             ("/docs", None),
         ] {

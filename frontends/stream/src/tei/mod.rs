@@ -1,18 +1,19 @@
 //! Hugging Face text-embeddings-inference (TEI) routes over the engine, so TEI's clients
-//! work unchanged: `/embed`, `/embed_all`, `/similarity`, `/rerank`, `/predict` (and `/classify`),
-//! `/tokenize`, `/decode`, `/info`, `/health`, the compat route `POST /` of a model, and `/v1/rerank` in the Cohere/Jina
-//! shape that vLLM and llama.cpp also serve.
+//! work unchanged: `/embed`, `/embed_all`, `/similarity`, `/rerank`, `/predict` (and
+//! `/classify`), `/tokenize`, `/decode`, `/info`, `/health`, TEI's compat route `POST /`,
+//! and `/v1/rerank` in the Cohere/Jina shape that vLLM and llama.cpp also serve.
 //!
 //! TEI serves one model; Nereid serves many. A route finds its model in this order: the
-//! path (`/tei/{model}/embed`, and `POST /tei/{model}` for clients such as
-//! `huggingface_hub`'s `InferenceClient` that post to a base URL), the body's `model` field,
-//! else the one ready model of the kind the route needs (an error lists them when there
-//! are several). What a model is comes from its typed facts ([`TeiModel`]): an embedder
-//! has one BYTES input and an FP32 output; a classifier has `labels`
-//! ([`nereid_engine::LABELS_PARAMETER`]); a reranker is a classifier of one label fed
-//! pairs. Every request becomes ordinary engine requests, so the batcher packs them with
-//! the KServe and OpenAI traffic, and request options travel as request parameters
-//! (`truncate`, `truncation_direction`, `prompt_name`, `normalize`) that the model reads.
+//! path (`/tei/{model}/embed`, and `POST /tei/{model}`, the compat route of one model, for
+//! clients such as `huggingface_hub`'s `InferenceClient` that post to a base URL), the
+//! body's `model` field, `--tei-model`, else the one ready model of the kind the route
+//! needs (an error lists them when there are several). What a model is comes from its
+//! typed facts ([`TeiModel`]): an embedder has one BYTES input and an FP32 output; a
+//! classifier has `labels` ([`nereid_engine::LABELS_PARAMETER`]); a re-ranker is a
+//! classifier of one label fed pairs, or a model of two texts and one score. Every request
+//! becomes ordinary engine requests, so the batcher packs them with the KServe and OpenAI
+//! traffic, and request options travel as request parameters (`truncate`,
+//! `truncation_direction`, `prompt_name`, `normalize`) that the model reads.
 
 mod classify;
 mod embed;
@@ -97,6 +98,7 @@ pub fn router(engine: Engine, default_models: &[String]) -> Router {
         .route("/decode", post(|s, b| tokenize::decode(s, None, b)))
         .route("/info", get(|s| info::info(s, None)))
         .route("/health", get(health))
+        .route("/", post(root))
         .route("/v1/rerank", post(rerank::v1_rerank))
         .route("/tei/{model}", post(compat))
         .route("/tei/{model}/embed", post(at(embed::embed)))
@@ -125,7 +127,7 @@ where
 }
 
 /// `POST /tei/{model}`: TEI's compat route, by what the model is and what the body holds:
-/// a classifier predicts, a reranker reranks, an embedder answers `/similarity` when the
+/// a classifier predicts, a re-ranker re-ranks, an embedder answers `/similarity` when the
 /// body has `inputs.source_sentence` (TEI decides that at startup with `TASK`), else
 /// `/embed`.
 async fn compat(
@@ -134,22 +136,42 @@ async fn compat(
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let target = match TeiModel::named(&tei.engine, &model) {
-        Ok(target) => target,
-        Err(e) => return e.into_response(),
-    };
-    let state = State(tei);
+    match TeiModel::named(&tei.engine, &model) {
+        Ok(target) => dispatch(tei, target, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /`: the compat route of the model TEI's clients reach at the server's base URL:
+/// the body's `model`, else `--tei-model`'s first, else the one ready TEI model.
+async fn root(State(tei): State<Tei>, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        model: Option<String>,
+    }
+    let named = serde_json::from_slice::<Named>(&body)
+        .ok()
+        .and_then(|n| n.model);
+    let kinds = [Kind::Embedder, Kind::Classifier, Kind::Reranker];
+    match TeiModel::find(&tei, named.as_deref(), &kinds) {
+        Ok(target) => dispatch(tei, target, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Answers a compat request with the route the model's kind and the body call for.
+async fn dispatch(tei: Tei, target: TeiModel, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (state, model) = (State(tei), Some(target.name));
     match target.kind {
-        Kind::Classifier => classify::predict(state, Some(model), body)
-            .await
-            .into_response(),
-        Kind::Reranker => rerank::rerank(state, Some(model), body)
-            .await
-            .into_response(),
-        Kind::Embedder if asks_similarity(&body) => embed::similarity(state, Some(model), body)
-            .await
-            .into_response(),
-        Kind::Embedder => embed::embed(state, Some(model), body).await.into_response(),
+        Kind::Classifier => classify::predict(state, model, body).await.into_response(),
+        Kind::Reranker => rerank::rerank(state, model, body).await.into_response(),
+        Kind::Embedder if asks_similarity(&body) => {
+            embed::similarity(state, model, body).await.into_response()
+        }
+        Kind::Embedder => embed::embed(state, model, body).await.into_response(),
     }
 }
 
